@@ -1,0 +1,163 @@
+package phases
+
+// Lifecycle states. The strings are a contract (registry status, span attributes,
+// diagrams): never rename one.
+const (
+	Init             State = "init"
+	Connecting       State = "connecting"
+	Configuring      State = "configuring"
+	Instrumenting    State = "instrumenting"
+	LoadingModules   State = "loading_modules"
+	BuildingAdapters State = "building_adapters"
+	Starting         State = "starting"
+	Registering      State = "registering"
+	ServingHealth    State = "serving_health"
+	Running          State = "running"
+	Pulling          State = "pulling"
+	StoppingDaemons  State = "stopping_daemons"
+	StoppingHealth   State = "stopping_health"
+	Deregistering    State = "deregistering"
+	CleaningUp       State = "cleaning_up"
+	Stopped          State = "stopped"
+	Failed           State = "failed"
+)
+
+// Lifecycle events.
+const (
+	Connect        Event = "connect"
+	PingOK         Event = "ping_ok"
+	PingSkipped    Event = "ping_skipped"
+	PingFailed     Event = "ping_failed"
+	Configured     Event = "configured"
+	Instrumented   Event = "instrumented"
+	ModulesLoaded  Event = "modules_loaded"
+	AdaptersBuilt  Event = "adapters_built"
+	Started        Event = "started"
+	Registered     Event = "registered"
+	HealthServing  Event = "health_serving"
+	Pull           Event = "pull"
+	PullDone       Event = "pull_done"
+	Restart        Event = "restart"
+	Stop           Event = "stop"
+	Fail           Event = "fail"
+	DaemonsStopped Event = "daemons_stopped"
+	HealthStopped  Event = "health_stopped"
+	Deregistered   Event = "deregistered"
+	CleanedUp      Event = "cleaned_up"
+)
+
+// Lifecycle guards.
+const (
+	// GuardRedisRequired holds when a failed Redis ping must end the boot.
+	GuardRedisRequired = "redis_required"
+	// GuardFailing holds when a boot phase or Run failed, so the unwind ends in
+	// Failed rather than Stopped.
+	GuardFailing = "failing"
+)
+
+// Lifecycle groups.
+const (
+	GroupBoot     Group = "boot"
+	GroupRun      Group = "run"
+	GroupControl  Group = "control"
+	GroupShutdown Group = "shutdown"
+	GroupTerminal Group = "terminal"
+)
+
+// BootStates are the nine boot phases in order.
+var BootStates = []State{Init, Connecting, Configuring, Instrumenting, LoadingModules, BuildingAdapters, Starting, Registering, ServingHealth}
+
+// ShutdownStates are the shutdown steps in order.
+var ShutdownStates = []State{StoppingDaemons, StoppingHealth, Deregistering, CleaningUp}
+
+// Lifecycle is the boot contract: nine boot phases, running, control ops, and a
+// reverse-order shutdown that ends in stopped, or in failed when something failed.
+var Lifecycle = Table{
+	Name:    "lifecycle",
+	Initial: Init,
+	Groups: []GroupInfo{
+		{GroupBoot, "the nine boot phases, in order"},
+		{GroupRun, "Service.Run"},
+		{GroupControl, "control ops fired by the control-ops daemon"},
+		{GroupShutdown, "graceful shutdown, the reverse of boot; steps whose work never started are skipped"},
+		{GroupTerminal, "the process exits: 0 from stopped, 1 from failed"},
+	},
+	States: []StateInfo{
+		{Name: Init, Label: "1", Number: 1, Group: GroupBoot, Hook: "validate identity, options and environment; build the health server", Doc: "local init"},
+		{Name: Connecting, Label: "2", Number: 2, Group: GroupBoot, Hook: "jitter, then Redis PING", Doc: "random jitter in [0, max], then the Redis ping gate"},
+		{Name: Configuring, Label: "3", Number: 3, Group: GroupBoot, Hook: "Configurer.Configure", Doc: "config hooks"},
+		{Name: Instrumenting, Label: "4", Number: 4, Group: GroupBoot, Hook: "Instrumenter.Instrument", Doc: "tracing and instrumentation hooks"},
+		{Name: LoadingModules, Label: "5", Number: 5, Group: GroupBoot, Hook: "ModuleLoader.LoadModules", Doc: "module hooks (tools, plugins)"},
+		{Name: BuildingAdapters, Label: "6", Number: 6, Group: GroupBoot, Hook: "AdapterBuilder.BuildAdapters", Doc: "adapter hooks (platform adapters)"},
+		{Name: Starting, Label: "7", Number: 7, Group: GroupBoot, Hook: "Service.OnStart", Doc: "the service starts its machinery"},
+		{Name: Registering, Label: "8", Number: 8, Group: GroupBoot, Hook: "registry entry completed; control-ops daemon and heartbeat started (8.5)", Doc: "registry registration"},
+		{Name: ServingHealth, Label: "9", Number: 9, Group: GroupBoot, Hook: "health server started", Doc: "health server"},
+		{Name: Running, Group: GroupRun, Hook: "Service.Run", Doc: "the service does its work"},
+		{Name: Pulling, Group: GroupControl, Hook: "the registered pull handler", Doc: "a pull control op in progress"},
+		{Name: StoppingDaemons, Label: "S1", Group: GroupShutdown, Hook: "control-ops daemon and heartbeat cancelled and awaited", Doc: "readiness reports 503 from here on"},
+		{Name: StoppingHealth, Label: "S2", Group: GroupShutdown, Hook: "health server stopped", Doc: "health server shut down"},
+		{Name: Deregistering, Label: "S3", Group: GroupShutdown, Hook: "registry entry removed", Doc: "deregistration"},
+		{Name: CleaningUp, Label: "S4", Group: GroupShutdown, Hook: "Service.OnStop (only if OnStart was called)", Doc: "the service releases what it started"},
+		{Name: Stopped, Group: GroupTerminal, Terminal: true, Doc: "clean stop; exit code 0"},
+		{Name: Failed, Group: GroupTerminal, Terminal: true, Doc: "boot or run failed; exit code 1"},
+	},
+	Guards: []GuardInfo{
+		{GuardRedisRequired, "Redis is required (SG_REDIS_REQUIRED=true): a failed ping ends the boot"},
+		{GuardFailing, "a boot phase or Run failed: the unwind ends in failed"},
+	},
+	Transitions: []Transition{
+		{Event: Connect, From: []State{Init}, To: Connecting},
+		{Event: PingOK, From: []State{Connecting}, To: Configuring},
+		{Event: PingSkipped, From: []State{Connecting}, To: Configuring},
+		{Event: PingFailed, From: []State{Connecting}, To: Failed, Guard: Guard{Name: GuardRedisRequired}},
+		{Event: PingFailed, From: []State{Connecting}, To: Configuring, Guard: Guard{Name: GuardRedisRequired, Not: true}},
+		{Event: Configured, From: []State{Configuring}, To: Instrumenting},
+		{Event: Instrumented, From: []State{Instrumenting}, To: LoadingModules},
+		{Event: ModulesLoaded, From: []State{LoadingModules}, To: BuildingAdapters},
+		{Event: AdaptersBuilt, From: []State{BuildingAdapters}, To: Starting},
+		{Event: Started, From: []State{Starting}, To: Registering},
+		{Event: Registered, From: []State{Registering}, To: ServingHealth},
+		{Event: HealthServing, From: []State{ServingHealth}, To: Running},
+		{Event: Pull, From: []State{Running}, To: Pulling},
+		{Event: PullDone, From: []State{Pulling}, To: Running},
+		{Event: Restart, From: []State{Running}, To: StoppingDaemons},
+		{Event: Stop, From: append(append([]State{}, BootStates...), Running, Pulling), To: StoppingDaemons},
+		{Event: Fail, From: append(append([]State{}, BootStates...), Running, Pulling), To: StoppingDaemons},
+		{Event: DaemonsStopped, From: []State{StoppingDaemons}, To: StoppingHealth},
+		{Event: HealthStopped, From: []State{StoppingHealth}, To: Deregistering},
+		{Event: Deregistered, From: []State{Deregistering}, To: CleaningUp},
+		{Event: CleanedUp, From: []State{CleaningUp}, To: Failed, Guard: Guard{Name: GuardFailing}},
+		{Event: CleanedUp, From: []State{CleaningUp}, To: Stopped, Guard: Guard{Name: GuardFailing, Not: true}},
+	},
+}
+
+// NextBootEvent returns the event that completes the work of boot state s and
+// moves to the next phase, and false when s is not a boot state.
+func NextBootEvent(s State) (Event, bool) {
+	e, ok := bootEvents[s]
+	return e, ok
+}
+
+var bootEvents = map[State]Event{
+	Init:             Connect,
+	Configuring:      Configured,
+	Instrumenting:    Instrumented,
+	LoadingModules:   ModulesLoaded,
+	BuildingAdapters: AdaptersBuilt,
+	Starting:         Started,
+	Registering:      Registered,
+	ServingHealth:    HealthServing,
+}
+
+// NextShutdownEvent returns the event that completes shutdown step s.
+func NextShutdownEvent(s State) (Event, bool) {
+	e, ok := shutdownEvents[s]
+	return e, ok
+}
+
+var shutdownEvents = map[State]Event{
+	StoppingDaemons: DaemonsStopped,
+	StoppingHealth:  HealthStopped,
+	Deregistering:   Deregistered,
+	CleaningUp:      CleanedUp,
+}

@@ -1,0 +1,90 @@
+package phases
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLifecycleTableIsValid(t *testing.T) {
+	if err := Lifecycle.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEveryBootStateHasANumberedPhaseInOrder(t *testing.T) {
+	for i, s := range BootStates {
+		si, ok := Lifecycle.State(s)
+		if !ok {
+			t.Fatalf("boot state %q is not in the table", s)
+		}
+		if si.Number != i+1 {
+			t.Errorf("state %q: phase number %d, want %d", s, si.Number, i+1)
+		}
+	}
+}
+
+func TestEveryNonTerminalStateHasAWayOut(t *testing.T) {
+	for _, si := range Lifecycle.States {
+		if si.Terminal {
+			continue
+		}
+		out := false
+		for _, e := range Lifecycle.Events() {
+			if len(Lifecycle.Alternatives(e, si.Name)) > 0 {
+				out = true
+			}
+		}
+		if !out {
+			t.Errorf("state %q has no outgoing transition", si.Name)
+		}
+	}
+}
+
+func TestStopIsValidFromEveryBootPhaseAndRunning(t *testing.T) {
+	for _, s := range append(append([]State{}, BootStates...), Running, Pulling) {
+		alts := Lifecycle.Alternatives(Stop, s)
+		if len(alts) != 1 || alts[0].To != StoppingDaemons {
+			t.Errorf("stop from %q: %v, want one transition to %q", s, alts, StoppingDaemons)
+		}
+	}
+}
+
+func TestValidateRejectsAmbiguousAlternatives(t *testing.T) {
+	tbl := Table{
+		Name:    "t",
+		Initial: "a",
+		States:  []StateInfo{{Name: "a"}, {Name: "b"}, {Name: "c"}},
+		Transitions: []Transition{
+			{Event: "go", From: []State{"a"}, To: "b"},
+			{Event: "go", From: []State{"a"}, To: "c"},
+		},
+	}
+	err := tbl.Validate()
+	if err == nil || !strings.Contains(err.Error(), "ambiguous") {
+		t.Fatalf("Validate() = %v, want an ambiguity error", err)
+	}
+}
+
+func TestValidateRejectsUndeclaredGuard(t *testing.T) {
+	tbl := Table{
+		Name:        "t",
+		Initial:     "a",
+		States:      []StateInfo{{Name: "a"}, {Name: "b"}},
+		Transitions: []Transition{{Event: "go", From: []State{"a"}, To: "b", Guard: Guard{Name: "ready"}}},
+	}
+	if err := tbl.Validate(); err == nil || !strings.Contains(err.Error(), `"ready"`) {
+		t.Fatalf("Validate() = %v, want an error naming the guard", err)
+	}
+}
+
+func TestTransitionLabelShowsGuard(t *testing.T) {
+	alts := Lifecycle.Alternatives(PingFailed, Connecting)
+	var labels []string
+	for _, a := range alts {
+		labels = append(labels, a.Label())
+	}
+	got := strings.Join(labels, ", ")
+	if got != "ping_failed [redis_required], ping_failed [not redis_required]" {
+		t.Fatalf("labels = %q", got)
+	}
+}
