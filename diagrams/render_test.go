@@ -1,0 +1,348 @@
+package diagrams
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stargazer/lifecycle/phases"
+)
+
+func TestRenderingIsDeterministic(t *testing.T) {
+	for _, opts := range [][]Option{nil, {Highlight(phases.Running)}} {
+		if a, b := Mermaid(&phases.Lifecycle, opts...), Mermaid(&phases.Lifecycle, opts...); !bytes.Equal(a, b) {
+			t.Errorf("Mermaid differs between two renderings:\n%s\n---\n%s", a, b)
+		}
+		if a, b := DOT(&phases.Lifecycle, opts...), DOT(&phases.Lifecycle, opts...); !bytes.Equal(a, b) {
+			t.Errorf("DOT differs between two renderings:\n%s\n---\n%s", a, b)
+		}
+		if a, b := Markdown(&phases.Lifecycle, opts...), Markdown(&phases.Lifecycle, opts...); !bytes.Equal(a, b) {
+			t.Errorf("Markdown differs between two renderings")
+		}
+	}
+}
+
+func TestEveryStateAppearsWithItsPhaseLabel(t *testing.T) {
+	mmd, dot := string(Mermaid(&phases.Lifecycle)), string(DOT(&phases.Lifecycle))
+	for _, s := range phases.Lifecycle.States {
+		text := string(s.Name)
+		if s.Label != "" {
+			text = s.Label + " " + text
+		}
+		if want := fmt.Sprintf("state %q as s_%s\n", text, s.Name); !strings.Contains(mmd, want) {
+			t.Errorf("Mermaid lacks %q", want)
+		}
+		if want := fmt.Sprintf("\"s_%s\" [label=%q", s.Name, text); !strings.Contains(dot, want) {
+			t.Errorf("DOT lacks %q", want)
+		}
+	}
+	for _, want := range []string{`"3 configuring"`, `"S1 stopping_daemons"`, `"running"`} {
+		if !strings.Contains(mmd, want) {
+			t.Errorf("Mermaid lacks state text %s", want)
+		}
+	}
+}
+
+func TestEveryTransitionOfTheLifecycleIsAnEdgeFromEachSource(t *testing.T) {
+	mmd, dot := string(Mermaid(&phases.Lifecycle)), string(DOT(&phases.Lifecycle))
+	mEdge := regexp.MustCompile(`(?m)^    (\S+) --> (\S+) : (.+)$`)
+	dEdge := regexp.MustCompile(`(?m)^\t"(\S+)" -> "(\S+)" \[label="(.*)"\];$`)
+	mLabels, dLabels := map[string][]string{}, map[string][]string{}
+	for _, m := range mEdge.FindAllStringSubmatch(mmd, -1) {
+		mLabels[m[1]+" "+m[2]] = strings.Split(m[3], ", ")
+	}
+	for _, m := range dEdge.FindAllStringSubmatch(dot, -1) {
+		dLabels[m[1]+" "+m[2]] = strings.Split(m[3], `\n`)
+	}
+	for _, tr := range phases.Lifecycle.Transitions {
+		for _, from := range tr.From {
+			key := "s_" + string(from) + " s_" + string(tr.To)
+			if !contains(mLabels[key], tr.Label()) {
+				t.Errorf("Mermaid: edge %s lacks %q (has %q)", key, tr.Label(), mLabels[key])
+			}
+			if !contains(dLabels[key], tr.Label()) {
+				t.Errorf("DOT: edge %s lacks %q (has %q)", key, tr.Label(), dLabels[key])
+			}
+		}
+	}
+}
+
+func TestGuardedEdgesShowEventAndGuard(t *testing.T) {
+	mmd := string(Mermaid(&phases.Lifecycle))
+	for _, want := range []string{
+		"s_connecting --> s_failed : ping_failed [redis_required]\n",
+		"ping_failed [not redis_required]\n",
+		"s_cleaning_up --> s_failed : cleaned_up [failing]\n",
+		"s_cleaning_up --> s_stopped : cleaned_up [not failing]\n",
+	} {
+		if !strings.Contains(mmd, want) {
+			t.Errorf("Mermaid lacks %q", want)
+		}
+	}
+	dot := string(DOT(&phases.Lifecycle))
+	for _, want := range []string{`[label="ping_failed [redis_required]"]`, `ping_failed [not redis_required]"]`, `[label="cleaned_up [failing]"]`} {
+		if !strings.Contains(dot, want) {
+			t.Errorf("DOT lacks %q", want)
+		}
+	}
+}
+
+func TestParallelEdgesMergeIntoOneLabel(t *testing.T) {
+	mmd := string(Mermaid(&phases.Lifecycle))
+	if want := "s_starting --> s_stopping_daemons : stop, fail\n"; !strings.Contains(mmd, want) {
+		t.Errorf("Mermaid lacks merged edge %q", want)
+	}
+	if n := strings.Count(mmd, "s_starting --> s_stopping_daemons"); n != 1 {
+		t.Errorf("Mermaid draws %d edges starting -> stopping_daemons, want 1", n)
+	}
+	if want := `"s_running" -> "s_stopping_daemons" [label="restart\nstop\nfail"];`; !strings.Contains(string(DOT(&phases.Lifecycle)), want) {
+		t.Errorf("DOT lacks merged edge %s", want)
+	}
+}
+
+func TestStartLeadsToInitialEvenWhenAnotherStateIsHighlighted(t *testing.T) {
+	mmd := string(Mermaid(&phases.Lifecycle, Highlight(phases.Running)))
+	starts := regexp.MustCompile(`(?m)^    \[\*\] --> (\S+)$`).FindAllStringSubmatch(mmd, -1)
+	if len(starts) != 1 || starts[0][1] != "s_init" {
+		t.Errorf("Mermaid start edges = %q, want one to s_init", starts)
+	}
+	if !strings.Contains(mmd, "    class s_running current\n") || !strings.Contains(mmd, "classDef current ") {
+		t.Errorf("Mermaid does not mark running as current:\n%s", mmd)
+	}
+	dot := string(DOT(&phases.Lifecycle, Highlight(phases.Running)))
+	if !strings.Contains(dot, "\t\"start\" -> \"s_init\";\n") || strings.Count(dot, "\"start\" ->") != 1 {
+		t.Errorf("DOT start edge does not lead to init alone:\n%s", dot)
+	}
+	if !regexp.MustCompile(`"s_running" \[label="running"[^\n]*fillcolor`).MatchString(dot) {
+		t.Errorf("DOT does not fill running:\n%s", dot)
+	}
+	if regexp.MustCompile(`"s_init" \[[^\n]*fillcolor`).MatchString(dot) {
+		t.Errorf("DOT fills init, which is not highlighted")
+	}
+}
+
+func TestHighlightOfAnUnknownStateMarksNothing(t *testing.T) {
+	plain := Mermaid(&phases.Lifecycle)
+	for _, s := range []phases.State{"", "no_such_state"} {
+		if got := Mermaid(&phases.Lifecycle, Highlight(s)); !bytes.Equal(got, plain) {
+			t.Errorf("Highlight(%q) changed the Mermaid output:\n%s", s, got)
+		}
+	}
+}
+
+func TestTerminalStatesLeadToTheEnd(t *testing.T) {
+	mmd := string(Mermaid(&phases.Lifecycle))
+	ends := regexp.MustCompile(`(?m)^    (\S+) --> \[\*\]$`).FindAllStringSubmatch(mmd, -1)
+	var got []string
+	for _, e := range ends {
+		got = append(got, e[1])
+	}
+	if strings.Join(got, " ") != "s_stopped s_failed" {
+		t.Errorf("Mermaid end edges from %q, want s_stopped s_failed", got)
+	}
+}
+
+func TestStatesAreDrawnInTheirGroupsInTableOrder(t *testing.T) {
+	mmd := string(Mermaid(&phases.Lifecycle))
+	var order []string
+	group := ""
+	for _, line := range strings.Split(mmd, "\n") {
+		if m := regexp.MustCompile(`^    state "(.*)" as g_\S+ \{$`).FindStringSubmatch(line); m != nil {
+			group = m[1]
+			order = append(order, "["+group+"]")
+			continue
+		}
+		if line == "    }" {
+			group = ""
+			continue
+		}
+		if m := regexp.MustCompile(`^        state ".*" as s_(\S+)$`).FindStringSubmatch(line); m != nil {
+			si, _ := phases.Lifecycle.State(phases.State(m[1]))
+			if string(si.Group) != group {
+				t.Errorf("state %s drawn in group %q, belongs to %q", m[1], group, si.Group)
+			}
+			order = append(order, m[1])
+		}
+	}
+	var want []string
+	for _, g := range phases.Lifecycle.Groups {
+		want = append(want, "["+string(g.Name)+"]")
+		for _, s := range phases.Lifecycle.States {
+			if s.Group == g.Name {
+				want = append(want, string(s.Name))
+			}
+		}
+	}
+	if strings.Join(order, " ") != strings.Join(want, " ") {
+		t.Errorf("drawing order\n%q\nwant\n%q", order, want)
+	}
+}
+
+// awkward is a valid table whose names would break Mermaid if used raw.
+var awkward = phases.Table{
+	Name:    `odd "machine"`,
+	Initial: "my state",
+	Groups: []phases.GroupInfo{
+		{Name: "the end", Doc: "a group named like a keyword"},
+		{Name: "state", Doc: "another"},
+	},
+	States: []phases.StateInfo{
+		{Name: "my state", Label: "1", Group: "the end", Doc: `has a "quote"`},
+		{Name: "pre-stop", Group: "the end"},
+		{Name: "end", Group: "state"},
+		{Name: "state", Group: "state"},
+		{Name: `say "hi"`, Group: "state"},
+		{Name: "a:b;c", Group: "state"},
+		{Name: "x<y>#1;", Group: "state"},
+		{Name: "a b", Group: "state"},
+		{Name: "a-b", Group: "state"},
+		{Name: "日本", Group: "state"},
+		{Name: `back\slash`, Group: "state", Terminal: true},
+	},
+	Guards: []phases.GuardInfo{{Name: "is:odd", Doc: "a guard with a colon"}},
+	Transitions: []phases.Transition{
+		{Event: "go: now", From: []phases.State{"my state"}, To: "pre-stop"},
+		{Event: "end", From: []phases.State{"pre-stop", "end"}, To: "state"},
+		{Event: "say;it", From: []phases.State{"state"}, To: `say "hi"`, Guard: phases.Guard{Name: "is:odd"}},
+		{Event: "say;it", From: []phases.State{"state"}, To: "a:b;c", Guard: phases.Guard{Name: "is:odd", Not: true}},
+		{Event: "x", From: []phases.State{`say "hi"`, "a:b;c"}, To: "x<y>#1;"},
+		{Event: "y", From: []phases.State{"x<y>#1;"}, To: "a b"},
+		{Event: "z", From: []phases.State{"a b"}, To: "a-b"},
+		{Event: "z", From: []phases.State{"a-b"}, To: "日本"},
+		{Event: "done", From: []phases.State{"日本"}, To: `back\slash`},
+	},
+}
+
+// mermaidLine lists every line shape Mermaid emits; a line matching none of them
+// is a syntax error waiting to happen.
+var (
+	mmdID       = `[A-Za-z_][A-Za-z0-9_]*`
+	mmdText     = `(?:[^"#:;<>\n]|#\w+;)*` // no raw quote, colon, semicolon, angle or stray '#'
+	mmdDecl     = regexp.MustCompile(`^ {4}(?: {4})?state "(` + mmdText + `)" as (` + mmdID + `)( \{)?$`)
+	mmdEdge     = regexp.MustCompile(`^    (\[\*\]|` + mmdID + `) --> (\[\*\]|` + mmdID + `)(?: : (` + mmdText + `))?$`)
+	mmdOther    = regexp.MustCompile(`^(?:---|title: ".*"|stateDiagram-v2|    \}|    classDef current [^;\n]+|    class ` + mmdID + ` current|)$`)
+	mmdEntities = regexp.MustCompile(`#(\w+);`)
+)
+
+func decodeMermaid(s string) string {
+	return mmdEntities.ReplaceAllStringFunc(s, func(e string) string {
+		name := e[1 : len(e)-1]
+		switch name {
+		case "quot":
+			return `"`
+		case "lt":
+			return "<"
+		case "gt":
+			return ">"
+		}
+		n, err := strconv.Atoi(name)
+		if err != nil {
+			return e
+		}
+		return string(rune(n))
+	})
+}
+
+func TestAwkwardNamesRenderToValidMermaid(t *testing.T) {
+	if err := awkward.Validate(); err != nil {
+		t.Fatalf("test table is invalid: %v", err)
+	}
+	mmd := string(Mermaid(&awkward, Highlight("end")))
+	declared := map[string]string{} // id -> decoded text
+	for i, line := range strings.Split(mmd, "\n") {
+		switch {
+		case mmdDecl.MatchString(line):
+			m := mmdDecl.FindStringSubmatch(line)
+			if _, dup := declared[m[2]]; dup {
+				t.Errorf("line %d: id %s declared twice", i+1, m[2])
+			}
+			declared[m[2]] = decodeMermaid(m[1])
+		case mmdEdge.MatchString(line):
+			m := mmdEdge.FindStringSubmatch(line)
+			for _, id := range m[1:3] {
+				if _, ok := declared[id]; !ok && id != "[*]" {
+					t.Errorf("line %d: edge uses undeclared id %s: %q", i+1, id, line)
+				}
+			}
+		case mmdOther.MatchString(line):
+		default:
+			t.Errorf("line %d is not valid Mermaid: %q", i+1, line)
+		}
+	}
+	for _, s := range awkward.States {
+		found := false
+		for _, text := range declared {
+			if text == string(s.Name) || text == s.Label+" "+string(s.Name) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("state %q is not declared with its own name as text; declared %q", s.Name, declared)
+		}
+	}
+	for _, want := range []string{"go#58; now", "say#59;it [is#58;odd]", "say#59;it [not is#58;odd]", "class s_end current"} {
+		if !strings.Contains(mmd, want) {
+			t.Errorf("Mermaid lacks %q:\n%s", want, mmd)
+		}
+	}
+	if !strings.Contains(mmd, "as s_a_b\n") || !strings.Contains(mmd, "as s_a_b_2\n") {
+		t.Errorf("colliding ids for %q and %q are not made distinct:\n%s", "a b", "a-b", mmd)
+	}
+}
+
+func TestDotAcceptsTheDOTOutput(t *testing.T) {
+	requireDot(t)
+	for name, tab := range map[string]*phases.Table{"lifecycle": &phases.Lifecycle, "awkward": &awkward} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		svg, err := SVG(ctx, DOT(tab, Highlight(tab.Initial)))
+		cancel()
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !bytes.Contains(svg, []byte("<svg")) {
+			t.Errorf("%s: dot output is not SVG: %.200s", name, svg)
+		}
+		for _, s := range tab.States {
+			if !bytes.Contains(svg, []byte(">"+xmlEscape(string(s.Name))+"<")) && !bytes.Contains(svg, []byte(" "+xmlEscape(string(s.Name))+"<")) {
+				t.Errorf("%s: SVG lacks state %q", name, s.Name)
+			}
+		}
+	}
+}
+
+func xmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "-", "&#45;").Replace(s)
+}
+
+func TestStatesOfATableWithoutGroupsAreDrawnAtTheTopLevel(t *testing.T) {
+	tab := phases.Table{
+		Name:    "door",
+		Initial: "closed",
+		States:  []phases.StateInfo{{Name: "closed"}, {Name: "open"}},
+		Transitions: []phases.Transition{
+			{Event: "open", From: []phases.State{"closed"}, To: "open"},
+			{Event: "close", From: []phases.State{"open"}, To: "closed"},
+		},
+	}
+	mmd := string(Mermaid(&tab))
+	if strings.Contains(mmd, "{") {
+		t.Errorf("Mermaid draws a composite state for a table without groups:\n%s", mmd)
+	}
+	for _, want := range []string{"\n    state \"closed\" as s_closed\n", "\n    state \"open\" as s_open\n", "\n    s_open --> s_closed : close\n"} {
+		if !strings.Contains(mmd, want) {
+			t.Errorf("Mermaid lacks %q:\n%s", want, mmd)
+		}
+	}
+	if strings.Contains(mmd, "--> [*]") {
+		t.Errorf("Mermaid draws an end for a table without terminal states:\n%s", mmd)
+	}
+	if dot := string(DOT(&tab)); strings.Contains(dot, "subgraph") || strings.Contains(dot, `"end"`) {
+		t.Errorf("DOT draws a cluster or an end marker it should not:\n%s", dot)
+	}
+}
