@@ -1,0 +1,415 @@
+// Package redistest starts real redis-server processes for tests: a standalone
+// server (Server) and a three-master Redis Cluster (Cluster).
+//
+// Use miniredis for logic; use this package for what only a real server shows:
+// restarts on the same port, eviction under maxmemory, approximate stream
+// trimming, cluster slots and redirections.
+//
+// Every server binds 127.0.0.1 only, runs in its own t.TempDir() with
+// persistence disabled (--save "" --appendonly no), writes its log to a file in
+// that directory, and is killed and awaited by t.Cleanup. Clients returned by
+// Client are closed by t.Cleanup before their server is killed.
+//
+// When redis-server (or, for Cluster, redis-cli) is not on PATH the test is
+// skipped with a message saying how to install it, unless the environment
+// variable CI is "true": then the test fails, so CI cannot silently skip the
+// real-Redis tests.
+//
+// Ports: a free port is found by listening on 127.0.0.1:0, reading the port
+// and closing the listener before redis-server binds it. Another process may
+// take the port in between; when the server fails to start because its
+// address is in use, Server and Cluster retry with a new port (up to three
+// attempts) instead of failing the test.
+package redistest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// StartTimeout bounds how long a server (or the cluster) may take to answer
+// after it was started.
+const StartTimeout = 15 * time.Second
+
+// installHint is the message of a skipped (or, with CI=true, failed) test.
+const installHint = "install redis-server (apt-get install -y redis-server) to run"
+
+// errAddrInUse reports that redis-server could not bind its port: the
+// free-port race was lost and another port should be tried.
+var errAddrInUse = errors.New("address already in use")
+
+// Srv is one redis-server process. Its methods are safe for concurrent use.
+type Srv struct {
+	tb      testing.TB
+	bin     string
+	dir     string
+	logPath string
+	port    int
+	args    []string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been awaited
+	logf   *os.File
+}
+
+// Server starts a standalone redis-server on a free loopback port and waits
+// until it answers PING. extraArgs are appended to the command line, e.g.
+// "--maxmemory", "2mb", "--maxmemory-policy", "allkeys-random".
+//
+// The server is killed and awaited by t.Cleanup. Server fails the test when
+// the server does not answer within StartTimeout, printing the tail of its log.
+func Server(tb testing.TB, extraArgs ...string) *Srv {
+	tb.Helper()
+	bin := requireBinary(tb, "redis-server")
+	dir := tb.TempDir()
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		port, err := freePort(false)
+		if err != nil {
+			tb.Fatalf("redistest: finding a free port: %v", err)
+		}
+		s := &Srv{tb: tb, bin: bin, dir: dir, port: port, args: extraArgs,
+			logPath: filepath.Join(dir, "redis.log")}
+		_ = os.Remove(s.logPath) // a lost port race must not leave its log behind
+		if lastErr = s.start(); lastErr == nil {
+			tb.Cleanup(s.Kill)
+			return s
+		}
+		if !errors.Is(lastErr, errAddrInUse) {
+			break
+		}
+	}
+	tb.Fatalf("redistest: starting redis-server: %v", lastErr)
+	return nil
+}
+
+// Addr returns the server's "127.0.0.1:port".
+func (s *Srv) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// Port returns the server's TCP port.
+func (s *Srv) Port() int { return s.port }
+
+// URL returns "redis://127.0.0.1:port/0", suitable for redis.ParseURL and REDIS_URL.
+func (s *Srv) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// Dir returns the server's working directory (a t.TempDir()).
+func (s *Srv) Dir() string { return s.dir }
+
+// Client returns a client for the server, closed by t.Cleanup.
+func (s *Srv) Client(tb testing.TB) *redis.Client {
+	tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Kill sends SIGKILL to the server and waits for the process to exit, as a
+// crash would: nothing is saved, clients see their connections reset. Kill on
+// a server that is not running does nothing.
+func (s *Srv) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.killLocked()
+}
+
+func (s *Srv) killLocked() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.exited
+	_ = s.logf.Close()
+	s.cmd, s.exited, s.logf = nil, nil, nil
+}
+
+// Restart starts the server again on the same port and in the same directory,
+// after killing it if it is still running, and waits until it answers PING.
+// The data set is empty afterwards (persistence is disabled), as after a
+// restart of a cache-only Redis. Restart fails the test when the server does
+// not come back within StartTimeout.
+func (s *Srv) Restart() {
+	s.tb.Helper()
+	s.mu.Lock()
+	s.killLocked()
+	s.mu.Unlock()
+	if err := s.start(); err != nil {
+		s.tb.Fatalf("redistest: restarting redis-server on %s: %v", s.Addr(), err)
+	}
+}
+
+// Log returns the server's log so far.
+func (s *Srv) Log() string {
+	b, _ := os.ReadFile(s.logPath)
+	return string(b)
+}
+
+// start launches the process and waits until it answers PING. On failure
+// the process is killed and the error carries the tail of the log.
+func (s *Srv) start() error {
+	args := []string{
+		"--port", strconv.Itoa(s.port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--protected-mode", "no",
+		"--dir", s.dir,
+		"--logfile", "", // log to stdout, which goes to s.logPath
+	}
+	args = append(args, s.args...)
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening log %s: %w", s.logPath, err)
+	}
+	cmd := exec.Command(s.bin, args...)
+	cmd.Dir = s.dir
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return fmt.Errorf("exec %s: %w", s.bin, err)
+	}
+	exited := make(chan struct{})
+	// Owned by the Srv: killLocked waits for it.
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	s.mu.Lock()
+	s.cmd, s.exited, s.logf = cmd, exited, logf
+	s.mu.Unlock()
+
+	if err := waitReady(s.Addr(), exited); err != nil {
+		s.Kill()
+		tail := logTail(s.logPath, 20)
+		if strings.Contains(tail, "Address already in use") {
+			return fmt.Errorf("port %d: %w\n%s", s.port, errAddrInUse, tail)
+		}
+		return fmt.Errorf("%s on %s: %w; log tail:\n%s", s.bin, s.Addr(), err, tail)
+	}
+	return nil
+}
+
+// waitReady polls PING until the server answers +PONG, the process exits or
+// StartTimeout passes.
+func waitReady(addr string, exited <-chan struct{}) error {
+	deadline := time.Now().Add(StartTimeout)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return errors.New("redis-server exited before answering PING")
+		default:
+		}
+		if lastErr = ping(addr); lastErr == nil {
+			return nil
+		}
+		// Polling interval, not synchronisation: the deadline bounds the wait.
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("no PONG within %v: %w", StartTimeout, lastErr)
+}
+
+// ping sends one inline PING over a fresh connection.
+func ping(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+	}
+	return nil
+}
+
+// logTail returns the last n lines of the file at path.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// freePort returns a port that was free on 127.0.0.1 a moment ago. With
+// clusterBus, port+10000 (the cluster bus port) was free as well.
+func freePort(clusterBus bool) (int, error) {
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if !clusterBus {
+			_ = l.Close()
+			return port, nil
+		}
+		if port+10000 > 65535 {
+			_ = l.Close()
+			continue
+		}
+		bus, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+10000)))
+		_ = l.Close()
+		if err != nil {
+			continue
+		}
+		_ = bus.Close()
+		return port, nil
+	}
+	return 0, errors.New("no free port pair (port, port+10000) found in 50 attempts")
+}
+
+// requireBinary returns the path of name, or skips the test (fails it when
+// CI is "true") when name is not on PATH.
+func requireBinary(tb testing.TB, name string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("redistest: %s not on PATH and CI=true: %s", name, installHint)
+	}
+	tb.Skipf("redistest: %s not on PATH: %s", name, installHint)
+	return ""
+}
+
+// ClusterSrv is a Redis Cluster of three masters, no replicas, on loopback.
+type ClusterSrv struct {
+	nodes []*Srv
+}
+
+// Cluster starts three redis-server masters with --cluster-enabled yes (each
+// in its own directory with its own cluster-config-file), joins them with
+// `redis-cli --cluster create --cluster-yes` so the 16384 slots are split
+// between them, and waits until every node reports cluster_state:ok. It takes
+// about three seconds. All nodes are killed by t.Cleanup.
+func Cluster(tb testing.TB) *ClusterSrv {
+	tb.Helper()
+	cli := requireBinary(tb, "redis-cli")
+	bin := requireBinary(tb, "redis-server")
+	c := &ClusterSrv{}
+	for i := 0; i < 3; i++ {
+		c.nodes = append(c.nodes, startClusterNode(tb, bin))
+	}
+	args := []string{"--cluster", "create"}
+	for _, n := range c.nodes {
+		args = append(args, n.Addr())
+	}
+	args = append(args, "--cluster-yes")
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("redistest: redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	if err := c.waitOK(); err != nil {
+		tb.Fatalf("redistest: cluster %v: %v\n%s", c.Addrs(), err, out)
+	}
+	return c
+}
+
+func startClusterNode(tb testing.TB, bin string) *Srv {
+	tb.Helper()
+	dir := tb.TempDir()
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		port, err := freePort(true)
+		if err != nil {
+			tb.Fatalf("redistest: finding a free port: %v", err)
+		}
+		s := &Srv{tb: tb, bin: bin, dir: dir, port: port, logPath: filepath.Join(dir, "redis.log"),
+			args: []string{
+				"--cluster-enabled", "yes",
+				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+				"--cluster-node-timeout", "2000",
+			}}
+		_ = os.Remove(s.logPath)
+		_ = os.Remove(filepath.Join(dir, "nodes.conf"))
+		if lastErr = s.start(); lastErr == nil {
+			tb.Cleanup(s.Kill)
+			return s
+		}
+		if !errors.Is(lastErr, errAddrInUse) {
+			break
+		}
+	}
+	tb.Fatalf("redistest: starting cluster node: %v", lastErr)
+	return nil
+}
+
+// waitOK polls CLUSTER INFO on every node until all say cluster_state:ok.
+func (c *ClusterSrv) waitOK() error {
+	deadline := time.Now().Add(StartTimeout)
+	ctx := context.Background()
+	for _, n := range c.nodes {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr()})
+		var info string
+		var err error
+		for {
+			info, err = cl.ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				_ = cl.Close()
+				if err == nil {
+					err = fmt.Errorf("node %s: no cluster_state:ok within %v:\n%s", n.Addr(), StartTimeout, info)
+				}
+				return err
+			}
+			// Polling interval; the deadline bounds the wait.
+			time.Sleep(20 * time.Millisecond)
+		}
+		_ = cl.Close()
+	}
+	return nil
+}
+
+// Addrs returns the masters' "127.0.0.1:port" addresses.
+func (c *ClusterSrv) Addrs() []string {
+	addrs := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		addrs[i] = n.Addr()
+	}
+	return addrs
+}
+
+// Nodes returns the three masters, e.g. to Kill one.
+func (c *ClusterSrv) Nodes() []*Srv { return c.nodes }
+
+// Client returns a cluster client seeded with all masters, closed by t.Cleanup.
+func (c *ClusterSrv) Client(tb testing.TB) *redis.ClusterClient {
+	tb.Helper()
+	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	tb.Cleanup(func() { _ = cl.Close() })
+	return cl
+}

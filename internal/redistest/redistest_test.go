@@ -1,0 +1,96 @@
+package redistest_test
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/stargazer/lifecycle/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestServerAnswersOnLoopbackWithPersistenceOff(t *testing.T) {
+	s := redistest.Server(t)
+	c := s.Client(t)
+	ctx := context.Background()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING %s: %v", s.Addr(), err)
+	}
+	cfg, err := c.ConfigGet(ctx, "*").Result()
+	if err != nil {
+		t.Fatalf("CONFIG GET: %v", err)
+	}
+	for k, want := range map[string]string{"bind": "127.0.0.1", "save": "", "appendonly": "no"} {
+		if got := cfg[k]; got != want {
+			t.Errorf("config %s = %q, want %q", k, got, want)
+		}
+	}
+}
+
+func TestServerPassesExtraArgs(t *testing.T) {
+	s := redistest.Server(t, "--maxmemory", "3mb", "--maxmemory-policy", "allkeys-random")
+	cfg, err := s.Client(t).ConfigGet(context.Background(), "maxmemory-policy").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg["maxmemory-policy"]; got != "allkeys-random" {
+		t.Fatalf("maxmemory-policy = %q, want allkeys-random", got)
+	}
+}
+
+func TestKillMakesServerUnreachableAndRestartBringsItBackEmptyOnSamePort(t *testing.T) {
+	s := redistest.Server(t)
+	c := s.Client(t)
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addr()
+	s.Kill()
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Fatalf("PING after Kill succeeded")
+	}
+	s.Restart()
+	if s.Addr() != addr {
+		t.Fatalf("Restart moved the server from %s to %s", addr, s.Addr())
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING after Restart: %v", err)
+	}
+	if n, err := c.Exists(ctx, "k").Result(); err != nil || n != 0 {
+		t.Fatalf("EXISTS k after Restart = %d, %v; want 0 (no persistence)", n, err)
+	}
+	if _, err := os.Stat(s.Dir() + "/dump.rdb"); err == nil {
+		t.Errorf("dump.rdb written despite --save \"\"")
+	}
+}
+
+func TestClusterSplitsSlotsOverThreeMasters(t *testing.T) {
+	cl := redistest.Cluster(t)
+	c := cl.Client(t)
+	ctx := context.Background()
+	shards, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatalf("CLUSTER SLOTS: %v", err)
+	}
+	masters := map[string]bool{}
+	covered := 0
+	for _, s := range shards {
+		covered += int(s.End-s.Start) + 1
+		masters[s.Nodes[0].Addr] = true
+	}
+	if covered != 16384 || len(masters) != 3 {
+		t.Fatalf("slots covered %d by %d masters, want 16384 by 3", covered, len(masters))
+	}
+	// Keys in different slots land on different nodes and still work.
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		if err := c.Set(ctx, k, k, 0).Err(); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+	}
+}
