@@ -268,8 +268,9 @@ func TestDegradedInstanceIsReadyButWarns(t *testing.T) {
 func TestProbeAnswersFromCacheWhileCheckBlocks(t *testing.T) {
 	entered := make(chan struct{})
 	release := make(chan struct{})
+	var once sync.Once
 	slow := func(ctx context.Context) error {
-		close(entered)
+		once.Do(func() { close(entered) })
 		select {
 		case <-release:
 			return nil
