@@ -23,6 +23,9 @@
 // never waits on Redis or any other dependency. A check that has not run yet
 // reports warn, and a required one keeps /readyz at 503 until it passes.
 //
+// The endpoints answer GET and HEAD (405 otherwise) with Cache-Control:
+// no-store.
+//
 // The package does not import the lifecycle root package: the root implements
 // StateSource, and states are plain strings (see the phases package).
 package health

@@ -178,7 +178,8 @@ func TestReadinessIs503WhenShuttingDownWhileStillRunning(t *testing.T) {
 func redisDown(t *testing.T) *redis.Client {
 	t.Helper()
 	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	// One dial attempt: go-redis otherwise retries a refused dial 5 times, 100ms apart.
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialerRetries: 1, DialerRetryTimeout: time.Millisecond})
 	t.Cleanup(func() { _ = rdb.Close() })
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("ping before closing miniredis: %v", err)
@@ -546,5 +547,19 @@ func TestNilOptionsAreIgnored(t *testing.T) {
 	s := newServer(t, newSource("running", time.Now()), nil, WithClock(nil), WithLogger(nil), WithRedis(nil, true), WithCheck("x", nil), WithHandler("/x", nil))
 	if code, _ := probe(t, s.Handler(), "/readyz"); code != http.StatusOK {
 		t.Errorf("readyz = %d, want 200: nil options must not add checks", code)
+	}
+}
+
+func TestProbesAnswerHeadAndRejectOtherMethods(t *testing.T) {
+	s := newServer(t, newSource("stopping_daemons", time.Now()))
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodHead, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("HEAD /readyz in stopping_daemons = %d, want 503", rec.Code)
+	}
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/livez", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /livez = %d, want 405", rec.Code)
 	}
 }
