@@ -61,6 +61,7 @@ type Srv struct {
 	logPath string
 	port    int
 	args    []string
+	ownDir  bool // created by Start: removed by Kill
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -99,6 +100,39 @@ func Server(tb testing.TB, extraArgs ...string) *Srv {
 	return nil
 }
 
+// Start starts a standalone redis-server like Server, for code that has no
+// testing.TB (TestMain, a benchmark server shared by several benchmarks). The
+// caller must Kill it. It returns an error when redis-server is not on PATH;
+// Restart on a server from Start panics instead of failing a test.
+func Start(extraArgs ...string) (*Srv, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redistest: redis-server not on PATH (%s): %w", installHint, err)
+	}
+	dir, err := os.MkdirTemp("", "redistest-")
+	if err != nil {
+		return nil, fmt.Errorf("redistest: %w", err)
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		port, perr := freePort(false)
+		if perr != nil {
+			err = perr
+			break
+		}
+		s := &Srv{bin: bin, dir: dir, port: port, args: extraArgs, logPath: filepath.Join(dir, "redis.log")}
+		_ = os.Remove(s.logPath)
+		if err = s.start(); err == nil {
+			s.ownDir = true // not before: a failed start kills, and must keep dir for the retry
+			return s, nil
+		}
+		if !errors.Is(err, errAddrInUse) {
+			break
+		}
+	}
+	_ = os.RemoveAll(dir)
+	return nil, fmt.Errorf("redistest: starting redis-server: %w", err)
+}
+
 // Addr returns the server's "127.0.0.1:port".
 func (s *Srv) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
@@ -121,7 +155,8 @@ func (s *Srv) Client(tb testing.TB) *redis.Client {
 
 // Kill sends SIGKILL to the server and waits for the process to exit, as a
 // crash would: nothing is saved, clients see their connections reset. Kill on
-// a server that is not running does nothing.
+// a server that is not running does nothing. A server from Start also has
+// its directory removed.
 func (s *Srv) Kill() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -136,6 +171,9 @@ func (s *Srv) killLocked() {
 	<-s.exited
 	_ = s.logf.Close()
 	s.cmd, s.exited, s.logf = nil, nil, nil
+	if s.ownDir {
+		_ = os.RemoveAll(s.dir)
+	}
 }
 
 // Restart starts the server again on the same port and in the same directory,
@@ -144,6 +182,9 @@ func (s *Srv) killLocked() {
 // restart of a cache-only Redis. Restart fails the test when the server does
 // not come back within StartTimeout.
 func (s *Srv) Restart() {
+	if s.tb == nil {
+		panic("redistest: Restart of a server from Start")
+	}
 	s.tb.Helper()
 	s.mu.Lock()
 	s.killLocked()

@@ -1,0 +1,137 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultEventsCount is the batch size of Events when count <= 0.
+const DefaultEventsCount = 100
+
+// normalizeEvent sets a zero Time to now and moves it to UTC.
+func (r *Registry) normalizeEvent(ev Event) Event {
+	if ev.Time.IsZero() {
+		ev.Time = r.cfg.clock.Now()
+	}
+	ev.Time = ev.Time.UTC()
+	return ev
+}
+
+// xaddArgs returns the XADD of ev to the capped events stream.
+func (r *Registry) xaddArgs(ev Event) *redis.XAddArgs {
+	v := make([]any, 0, 22)
+	v = append(v,
+		"service", ev.Service,
+		"instance", ev.Instance,
+		"event", ev.Event,
+		"from", ev.From,
+		"to", ev.To,
+		"phase", ev.Phase,
+		"degraded", strconv.FormatBool(ev.Degraded),
+		"time", ev.Time.Format(time.RFC3339Nano),
+	)
+	// Optional fields are left out when empty: the stream is fleet-wide and
+	// capped by count, so smaller entries keep more history in the same memory.
+	for _, f := range [...]struct{ k, v string }{{"guard", ev.Guard}, {"error", ev.Error}, {"trace_id", ev.TraceID}} {
+		if f.v != "" {
+			v = append(v, f.k, f.v)
+		}
+	}
+	return &redis.XAddArgs{Stream: EventsKey, MaxLen: r.cfg.eventsMaxLen, Approx: true, Values: v}
+}
+
+// Publish appends ev to the events stream now (one XADD, MAXLEN ~ capped)
+// and returns its stream id. A zero ev.Time is set to now. Instances
+// normally publish through Member.Update, which never blocks; Publish is for
+// tools and tests.
+func (r *Registry) Publish(ctx context.Context, ev Event) (string, error) {
+	if err := ValidateNames(ev.Service, ev.Instance); err != nil {
+		return "", err
+	}
+	id, err := r.c.XAdd(ctx, r.xaddArgs(r.normalizeEvent(ev))).Result()
+	if err != nil {
+		return "", fmt.Errorf("registry: appending event %q of %s/%s to %s: %w", ev.Event, ev.Service, ev.Instance, EventsKey, err)
+	}
+	return id, nil
+}
+
+// Events reads up to count events (DefaultEventsCount when count <= 0) that
+// come after lastID in the events stream, oldest first, and returns them
+// with the id to pass as lastID next time, so that successive calls miss
+// nothing and repeat nothing (as `sgctl watch` does).
+//
+// lastID "" or "0" reads from the beginning of the (capped) stream; "$" reads
+// only events appended after the call: it is resolved to the current last id
+// first, and that id is returned when nothing new arrived. With block > 0
+// Events waits up to block for the first new event (XREAD BLOCK) and returns
+// no events and no error when none arrived; with block <= 0 it does not wait.
+// go-redis observes ctx before sending; a read already blocked ends when
+// block elapses (or at ctx's deadline if the client has
+// ContextTimeoutEnabled), so keep block short (a few seconds) in loops that
+// must stop promptly.
+func (r *Registry) Events(ctx context.Context, lastID string, count int64, block time.Duration) (events []Event, next string, err error) {
+	if count <= 0 {
+		count = DefaultEventsCount
+	}
+	switch lastID {
+	case "":
+		lastID = "0"
+	case "$":
+		last, err := r.c.XRevRangeN(ctx, EventsKey, "+", "-", 1).Result()
+		if err != nil {
+			return nil, "$", fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, err)
+		}
+		lastID = "0-0"
+		if len(last) == 1 {
+			lastID = last[0].ID
+		}
+	}
+	args := &redis.XReadArgs{Streams: []string{EventsKey, lastID}, Count: count, Block: -1}
+	if block > 0 {
+		args.Block = block
+	}
+	streams, err := r.c.XRead(ctx, args).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, lastID, nil
+	}
+	if err != nil {
+		return nil, lastID, fmt.Errorf("registry: reading %s after %q: %w", EventsKey, lastID, err)
+	}
+	next = lastID
+	for _, s := range streams {
+		for _, m := range s.Messages {
+			events = append(events, decodeEvent(m))
+			next = m.ID
+		}
+	}
+	return events, next, nil
+}
+
+// decodeEvent reads a stream entry written by xaddArgs; missing or
+// malformed fields are left zero rather than failing a whole watch.
+func decodeEvent(m redis.XMessage) Event {
+	str := func(k string) string {
+		s, _ := m.Values[k].(string)
+		return s
+	}
+	ev := Event{
+		ID:       m.ID,
+		Service:  str("service"),
+		Instance: str("instance"),
+		Event:    str("event"),
+		From:     str("from"),
+		To:       str("to"),
+		Guard:    str("guard"),
+		Phase:    str("phase"),
+		Error:    str("error"),
+		TraceID:  str("trace_id"),
+	}
+	ev.Degraded, _ = strconv.ParseBool(str("degraded"))
+	ev.Time, _ = time.Parse(time.RFC3339Nano, str("time"))
+	return ev
+}
