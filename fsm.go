@@ -1,0 +1,402 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/looplab/fsm"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/phases"
+)
+
+// Machine is an observable state machine built from a phases.Table on top of
+// looplab/fsm.
+//
+// Fire moves the machine along one edge of the table. When several edges share an
+// event and a source state, their guards choose: the first alternative, in table
+// order, whose guard holds is taken, and that guard is recorded on the Transition.
+// Events are serialised: concurrent Fire calls run one after another, each seeing
+// the state the previous one left. An event that is not valid in the current state
+// returns an *InvalidEventError and changes nothing. A panic in a guard becomes a
+// *PanicError and leaves the machine where it was; a panic in an observer is
+// recovered and logged, and the transition stands.
+//
+// After every transition each Observer is called, in registration order, on the
+// goroutine that fired, before Fire returns. Observers must not block and must not
+// call Fire (they would deadlock); they are where spans, metrics, logs and the
+// registry status update come from.
+//
+// The machine never hands the caller's context to looplab/fsm: it passes a context
+// without cancellation, because looplab leaves a machine stuck forever when a
+// transition starts with a cancelled context. Work belongs outside the machine:
+// do it, then Fire the event that reports how it went.
+type Machine struct {
+	table  *phases.Table
+	fsm    *fsm.FSM
+	mu     sync.Mutex // serialises Fire
+	guards map[string]func() bool
+	obs    []Observer
+	edges  map[edgeKey][]*edge
+	clock  clockwork.Clock
+	log    *slog.Logger
+
+	metrics *metricsObserver
+	state   atomic.Pointer[stateStamp]
+}
+
+type stateStamp struct {
+	state phases.State
+	since time.Time
+}
+
+type edgeKey struct {
+	event phases.Event
+	from  phases.State
+}
+
+// edge is one table transition with what Fire needs precomputed.
+type edge struct {
+	phases.Transition
+	fsmEvent string // distinct looplab event name per guarded alternative
+	info     phases.StateInfo
+	spanName string
+	attrs    []attrKV // static span attributes of this edge, built once
+}
+
+// Transition is what observers learn about one move of the machine.
+type Transition struct {
+	Event phases.Event
+	From  phases.State
+	To    phases.State
+	// Guard is the guard that decided among alternatives; zero when unguarded.
+	Guard phases.Guard
+	// Phase describes the destination state.
+	Phase phases.StateInfo
+	// Cause is the error the event reports (a failed phase, Run's error), if any.
+	Cause error
+	// Entered is when the machine entered From; At is when it entered To.
+	Entered time.Time
+	At      time.Time
+
+	edge *edge
+}
+
+// Duration is how long the machine stayed in From.
+func (t Transition) Duration() time.Duration { return t.At.Sub(t.Entered) }
+
+// Observer is told about every transition. See Machine for the rules.
+type Observer interface {
+	Transitioned(ctx context.Context, t Transition)
+}
+
+// ObserverFunc adapts a function to Observer.
+type ObserverFunc func(ctx context.Context, t Transition)
+
+// Transitioned calls f.
+func (f ObserverFunc) Transitioned(ctx context.Context, t Transition) { f(ctx, t) }
+
+// ErrInvalidEvent is matched by errors.Is for every *InvalidEventError.
+var ErrInvalidEvent = errors.New("lifecycle: invalid event")
+
+// InvalidEventError reports an event that the table does not allow in the state the
+// machine is in (or that it does not know at all, when Unknown is set), or one whose
+// alternatives were all refused by their guards.
+type InvalidEventError struct {
+	Event phases.Event
+	State phases.State
+	// Unknown is set when the table has no such event anywhere.
+	Unknown bool
+	// Guards lists the guards that refused, when the event exists from State but
+	// no alternative's guard held.
+	Guards []string
+}
+
+func (e *InvalidEventError) Error() string {
+	switch {
+	case e.Unknown:
+		return fmt.Sprintf("lifecycle: unknown event %q (state %q)", e.Event, e.State)
+	case len(e.Guards) > 0:
+		return fmt.Sprintf("lifecycle: event %q refused in state %q: no guard held (%v)", e.Event, e.State, e.Guards)
+	default:
+		return fmt.Sprintf("lifecycle: event %q is not valid in state %q", e.Event, e.State)
+	}
+}
+
+// Is makes errors.Is(err, ErrInvalidEvent) true.
+func (e *InvalidEventError) Is(target error) bool { return target == ErrInvalidEvent }
+
+// PanicError is a panic in user code, recovered and turned into an error.
+type PanicError struct {
+	// Where names the code that panicked ("guard redis_required", "phase starting").
+	Where string
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("lifecycle: panic in %s: %v", e.Where, e.Value)
+}
+
+// Unwrap returns the panic value when it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// MachineOption configures NewMachine.
+type MachineOption interface {
+	applyMachine(*machineConfig)
+}
+
+type machineConfig struct {
+	guards    map[string]func() bool
+	observers []Observer
+	tp        trace.TracerProvider
+	mp        metric.MeterProvider
+	clock     clockwork.Clock
+	log       *slog.Logger
+}
+
+type machineOptionFunc func(*machineConfig)
+
+func (f machineOptionFunc) applyMachine(c *machineConfig) { f(c) }
+
+// WithGuard gives the function that decides the named guard. Every guard the
+// table uses needs one. A nil fn is ignored.
+func WithGuard(name string, fn func() bool) MachineOption {
+	return machineOptionFunc(func(c *machineConfig) {
+		if fn != nil {
+			c.guards[name] = fn
+		}
+	})
+}
+
+// WithObserver adds an observer, called after the built-in tracing observer.
+// A nil o is ignored.
+func WithObserver(o Observer) MachineOption {
+	return machineOptionFunc(func(c *machineConfig) {
+		if o != nil {
+			c.observers = append(c.observers, o)
+		}
+	})
+}
+
+// WithMachineTracerProvider sets where transition spans go. The default is the
+// global TracerProvider. A nil tp is ignored.
+func WithMachineTracerProvider(tp trace.TracerProvider) MachineOption {
+	return machineOptionFunc(func(c *machineConfig) {
+		if tp != nil {
+			c.tp = tp
+		}
+	})
+}
+
+// WithMachineMeterProvider sets where the machine's metrics go. The default is
+// the global MeterProvider. A nil mp is ignored.
+func WithMachineMeterProvider(mp metric.MeterProvider) MachineOption {
+	return machineOptionFunc(func(c *machineConfig) {
+		if mp != nil {
+			c.mp = mp
+		}
+	})
+}
+
+// WithMachineClock sets the clock that stamps transitions. A nil clock is ignored.
+func WithMachineClock(clock clockwork.Clock) MachineOption {
+	return machineOptionFunc(func(c *machineConfig) {
+		if clock != nil {
+			c.clock = clock
+		}
+	})
+}
+
+// WithMachineLogger sets where recovered observer panics are logged.
+func WithMachineLogger(l *slog.Logger) MachineOption {
+	return machineOptionFunc(func(c *machineConfig) {
+		if l != nil {
+			c.log = l
+		}
+	})
+}
+
+// NewMachine validates table and builds a machine in table.Initial.
+// It fails when the table is inconsistent or a guard it uses has no function.
+// Transition spans go to the TracerProvider given by WithMachineTracerProvider,
+// or the global one.
+func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
+	if err := table.Validate(); err != nil {
+		return nil, err
+	}
+	cfg := machineConfig{guards: map[string]func() bool{}, clock: clockwork.NewRealClock(), log: slog.Default()}
+	for _, o := range opts {
+		if o != nil {
+			o.applyMachine(&cfg)
+		}
+	}
+	for _, g := range table.Guards {
+		if _, ok := cfg.guards[g.Name]; !ok {
+			return nil, fmt.Errorf("lifecycle: machine %q: guard %q has no function (use WithGuard)", table.Name, g.Name)
+		}
+	}
+	m := &Machine{
+		table:  table,
+		guards: cfg.guards,
+		edges:  map[edgeKey][]*edge{},
+		clock:  cfg.clock,
+		log:    cfg.log,
+	}
+	m.obs = append(m.obs, newTraceObserver(cfg.tp))
+	if cfg.mp == nil {
+		cfg.mp = otel.GetMeterProvider()
+	}
+	metrics, err := newMetricsObserver(cfg.mp, m)
+	if err != nil {
+		return nil, err
+	}
+	m.metrics = metrics
+	m.obs = append(m.obs, metrics)
+	m.obs = append(m.obs, cfg.observers...)
+
+	var descs fsm.Events
+	for _, tr := range table.Transitions {
+		info, _ := table.State(tr.To)
+		e := &edge{Transition: tr, fsmEvent: string(tr.Event), info: info}
+		if tr.Guard.Name != "" {
+			e.fsmEvent = string(tr.Event) + "[" + tr.Guard.String() + "]"
+		}
+		e.spanName, e.attrs = edgeSpan(tr, info)
+		src := make([]string, len(tr.From))
+		for i, s := range tr.From {
+			src[i] = string(s)
+			k := edgeKey{tr.Event, s}
+			m.edges[k] = append(m.edges[k], e)
+		}
+		descs = append(descs, fsm.EventDesc{Name: e.fsmEvent, Src: src, Dst: string(tr.To)})
+	}
+	m.fsm = fsm.NewFSM(string(table.Initial), descs, nil)
+	m.state.Store(&stateStamp{state: table.Initial, since: m.clock.Now()})
+	return m, nil
+}
+
+// Close releases the machine's metric callback. The machine still works after
+// Close; only the state gauge stops reporting.
+func (m *Machine) Close() { m.metrics.close() }
+
+// Table returns the table the machine runs.
+func (m *Machine) Table() *phases.Table { return m.table }
+
+// Current returns the state the machine is in. It never waits for a Fire in
+// progress.
+func (m *Machine) Current() phases.State { return m.state.Load().state }
+
+// Since returns when the machine entered its current state.
+func (m *Machine) Since() time.Time { return m.state.Load().since }
+
+// Can reports whether event is valid in the current state and, if guarded, some
+// alternative's guard holds now.
+func (m *Machine) Can(event phases.Event) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, err := m.choose(event, m.Current())
+	return err == nil && e != nil
+}
+
+// Fire moves the machine along the edge that event takes from the current state,
+// then tells the observers. ctx only carries values (the parent span of the
+// transition span); its cancellation does not affect the transition. Fire
+// returns *InvalidEventError when the event is not valid now, and *PanicError
+// when a guard panicked; in both cases the state is unchanged.
+func (m *Machine) Fire(ctx context.Context, event phases.Event) error {
+	return m.FireWithCause(ctx, event, nil)
+}
+
+// FireWithCause is Fire for events that report an error, such as a failed phase.
+// The cause is recorded on the transition span (status Error) and passed to the
+// observers.
+func (m *Machine) FireWithCause(ctx context.Context, event phases.Event, cause error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.state.Load()
+	e, err := m.choose(event, cur.state)
+	if err != nil {
+		return err
+	}
+	if err := m.fsm.Event(context.WithoutCancel(ctx), e.fsmEvent); err != nil {
+		// Unreachable while the machine's own bookkeeping and looplab agree; say
+		// so plainly rather than hide it.
+		return fmt.Errorf("lifecycle: looplab/fsm refused %q from %q: %w", e.fsmEvent, cur.state, err)
+	}
+	now := m.clock.Now()
+	m.state.Store(&stateStamp{state: e.To, since: now})
+	t := Transition{
+		Event: event, From: cur.state, To: e.To, Guard: e.Guard, Phase: e.info,
+		Cause: cause, Entered: cur.since, At: now, edge: e,
+	}
+	for _, o := range m.obs {
+		m.notify(ctx, o, t)
+	}
+	return nil
+}
+
+// choose picks the edge event takes from state, evaluating guards in table order.
+func (m *Machine) choose(event phases.Event, state phases.State) (*edge, error) {
+	alts := m.edges[edgeKey{event, state}]
+	if len(alts) == 0 {
+		return nil, &InvalidEventError{Event: event, State: state, Unknown: !m.knows(event)}
+	}
+	if len(alts) == 1 && alts[0].Guard.Name == "" {
+		return alts[0], nil
+	}
+	var refused []string
+	for _, e := range alts {
+		ok, err := m.guard(e.Guard)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return e, nil
+		}
+		refused = append(refused, e.Guard.String())
+	}
+	return nil, &InvalidEventError{Event: event, State: state, Guards: refused}
+}
+
+func (m *Machine) knows(event phases.Event) bool {
+	for k := range m.edges {
+		if k.event == event {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Machine) guard(g phases.Guard) (ok bool, err error) {
+	if g.Name == "" {
+		return true, nil
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Where: "guard " + g.Name, Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return m.guards[g.Name]() != g.Not, nil
+}
+
+func (m *Machine) notify(ctx context.Context, o Observer, t Transition) {
+	defer func() {
+		if v := recover(); v != nil {
+			m.log.Error("lifecycle: observer panicked", "event", string(t.Event), "from", string(t.From), "to", string(t.To), "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	o.Transitioned(ctx, t)
+}

@@ -1,0 +1,965 @@
+// Package lifecycle gives every service of a fleet one boot and shutdown contract,
+// and makes it observable.
+//
+// A service implements Service (OnStart, Run, OnStop) and calls Main. The library
+// drives nine boot phases, running, and a reverse-order graceful shutdown as
+// explicit states of a state machine (see the phases package for the table and
+// the diagrams directory for its picture):
+//
+//	init -> connecting -> configuring -> instrumenting -> loading_modules ->
+//	building_adapters -> starting -> registering -> serving_health -> running ->
+//	stopping_daemons -> stopping_health -> deregistering -> cleaning_up -> stopped
+//
+// A failed Redis ping ends the boot in failed when Redis is required and continues
+// degraded when it is not. A failing phase or a failing Run unwinds through the
+// shutdown states and ends in failed. A stop can arrive in any phase: the phase's
+// context is cancelled and the machine unwinds, skipping the steps whose work never
+// started; Service.OnStop runs only if Service.OnStart was called.
+//
+// Every transition is an OpenTelemetry span (children of a lifecycle.boot or a
+// lifecycle.shutdown root), a metric, a log line, and a status update in the Redis
+// service registry. The registry entry exists from the first transition after Redis
+// answered, so an operator sees an instance stuck mid-boot.
+package lifecycle
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/health"
+	"github.com/stargazer/lifecycle/phases"
+	"github.com/stargazer/lifecycle/registry"
+)
+
+// Service is what a service author implements.
+type Service interface {
+	// OnStart starts the service's machinery (phase 7). Its context is cancelled
+	// when a stop arrives during the phase.
+	OnStart(ctx context.Context) error
+	// Run does the service's work until ctx is cancelled (a stop) and then
+	// returns. Returning nil before that is a clean stop; returning an error is a
+	// failure (exit code 1). An error that wraps context.Canceled after a stop is a
+	// clean stop.
+	Run(ctx context.Context) error
+	// OnStop releases what OnStart started (shutdown step S4). It is called only if
+	// OnStart was called, whether OnStart succeeded or not. Its context ends at
+	// the shutdown timeout.
+	OnStop(ctx context.Context) error
+}
+
+// Optional phase hooks a Service may implement; each runs in its phase before the
+// hooks given with WithHook.
+type (
+	// Configurer loads configuration (phase 3, configuring).
+	Configurer interface {
+		Configure(ctx context.Context) error
+	}
+	// Instrumenter instruments the service's clients (phase 4, instrumenting).
+	Instrumenter interface {
+		Instrument(ctx context.Context) error
+	}
+	// ModuleLoader loads tools and plugins (phase 5, loading_modules).
+	ModuleLoader interface {
+		LoadModules(ctx context.Context) error
+	}
+	// AdapterBuilder builds platform adapters (phase 6, building_adapters).
+	AdapterBuilder interface {
+		BuildAdapters(ctx context.Context) error
+	}
+)
+
+// Errors callers branch on.
+var (
+	// ErrRedisUnavailable: the Redis ping failed and Redis is required.
+	ErrRedisUnavailable = errors.New("lifecycle: redis is required but unavailable")
+	// ErrStopped: Boot returns it when a stop arrived before the boot finished.
+	ErrStopped = errors.New("lifecycle: stopped before boot finished")
+	// ErrAlreadyStarted: Boot or Run was called a second time.
+	ErrAlreadyStarted = errors.New("lifecycle: already started")
+)
+
+// Instance is one running copy of a service: the machine, its Redis registry
+// entry, its health server and its control-ops daemons.
+type Instance struct {
+	cfg     config
+	svc     Service
+	m       *Machine
+	tracer  trace.Tracer
+	log     *slog.Logger
+	reg     *registry.Registry
+	health  *health.Server
+	started time.Time
+	host    string
+	pid     int
+
+	member   atomic.Pointer[registry.Member]
+	degraded atomic.Bool
+	stopping atomic.Bool // a stop was requested or the unwind began
+
+	mu          sync.Mutex
+	began       bool               // Boot, Run or Shutdown was called
+	bootCalled  bool               // Boot was called: Run takes over after it
+	driving     bool               // a goroutine is driving the machine
+	stopReq     bool               // Shutdown (or a cancelled context) asked to stop
+	finished    bool               // the unwind has begun
+	cancelPhase context.CancelFunc // cancels the running phase (or Run)
+	failure     error              // what made the instance fail; the failing guard
+	bootSpan    trace.SpanContext
+	restartReq  bool // the stop is a restart
+
+	// the outcome of phase 2, fired by boot under the boot root
+	pingEvent phases.Event
+	pingCause error
+
+	// which work started, so the shutdown skips the rest; driver-owned
+	onStartCalled bool
+	extrasStarted []Extra
+	hbStarted     bool
+	healthStarted bool
+
+	done   chan struct{}
+	result error
+}
+
+// New builds an instance of svc: phase 1 (init) is New. It validates the options
+// and builds the health server without starting it; it touches no network.
+// Invalid options return an error matching ErrConfig.
+func New(svc Service, opts ...Option) (*Instance, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&cfg)
+		}
+	}
+	return newInstance(svc, cfg)
+}
+
+func newInstance(svc Service, cfg config) (*Instance, error) {
+	if svc == nil {
+		return nil, &ConfigError{Name: "service", Value: "<nil>", Err: errors.New("a Service is required")}
+	}
+	if err := ValidateServiceName(cfg.name); err != nil {
+		return nil, &ConfigError{Name: "service name", Value: cfg.name, Err: err}
+	}
+	if cfg.instance == "" {
+		cfg.instance = generateInstanceID()
+	}
+	if err := ValidateInstanceID(cfg.instance); err != nil {
+		return nil, &ConfigError{Name: "instance id", Value: cfg.instance, Err: err}
+	}
+	if cfg.jitter < 0 {
+		return nil, &ConfigError{Name: "boot jitter", Value: cfg.jitter.String(), Err: errors.New("want >= 0")}
+	}
+	if cfg.ttl < MinServiceTTL {
+		return nil, &ConfigError{Name: "service TTL", Value: cfg.ttl.String(), Err: fmt.Errorf("want >= %s", MinServiceTTL)}
+	}
+	if cfg.shutdownTimeout <= 0 {
+		return nil, &ConfigError{Name: "shutdown timeout", Value: cfg.shutdownTimeout.String(), Err: errors.New("want > 0")}
+	}
+	for s := range cfg.hooks {
+		switch s {
+		case phases.Configuring, phases.Instrumenting, phases.LoadingModules, phases.BuildingAdapters, phases.Starting:
+		default:
+			return nil, &ConfigError{Name: "WithHook state", Value: string(s), Err: errors.New("hooks run in configuring, instrumenting, loading_modules, building_adapters or starting")}
+		}
+	}
+	if cfg.log == nil {
+		cfg.log = slog.Default()
+	}
+	if cfg.clock == nil {
+		cfg.clock = clockwork.NewRealClock()
+	}
+	if cfg.rand == nil {
+		cfg.rand = mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))
+	}
+	if cfg.tp == nil {
+		cfg.tp = otel.GetTracerProvider()
+	}
+	if cfg.mp == nil {
+		cfg.mp = otel.GetMeterProvider()
+	}
+	in := &Instance{
+		cfg:     cfg,
+		svc:     svc,
+		tracer:  cfg.tp.Tracer(ScopeName),
+		log:     cfg.log.With("service", cfg.name, "instance", cfg.instance),
+		started: cfg.clock.Now(),
+		pid:     os.Getpid(),
+		done:    make(chan struct{}),
+	}
+	in.host, _ = os.Hostname()
+	if !cfg.healthDisabled {
+		hopts := []health.Option{
+			health.WithAddr(net.JoinHostPort(cfg.healthHost, strconv.Itoa(cfg.healthPort))),
+			health.WithClock(cfg.clock),
+			health.WithLogger(in.log),
+		}
+		if cfg.redis != nil {
+			hopts = append(hopts, health.WithRedis(cfg.redis, cfg.redisRequired))
+		}
+		hopts = append(hopts, cfg.healthOpts...)
+		h, err := health.New(instanceSource{in}, hopts...)
+		if err != nil {
+			return nil, &ConfigError{Name: "health address", Value: net.JoinHostPort(cfg.healthHost, strconv.Itoa(cfg.healthPort)), Err: err}
+		}
+		in.health = h
+	}
+	if cfg.redis != nil {
+		in.reg = registry.New(cfg.redis, registry.WithTTL(cfg.ttl), registry.WithClock(cfg.clock), registry.WithLogger(in.log))
+	}
+	mopts := []MachineOption{
+		WithGuard(phases.GuardRedisRequired, func() bool { return in.cfg.redisRequired }),
+		WithGuard(phases.GuardFailing, in.failing),
+		WithMachineTracerProvider(cfg.tp),
+		WithMachineMeterProvider(cfg.mp),
+		WithMachineClock(cfg.clock),
+		WithMachineLogger(in.log),
+		WithObserver(ObserverFunc(in.logTransition)),
+		WithObserver(ObserverFunc(in.publishTransition)),
+	}
+	for _, o := range cfg.observers {
+		mopts = append(mopts, WithObserver(o))
+	}
+	m, err := NewMachine(&phases.Lifecycle, mopts...)
+	if err != nil {
+		return nil, err
+	}
+	in.m = m
+	return in, nil
+}
+
+func generateInstanceID() string {
+	host, err := os.Hostname()
+	if err != nil || ValidateInstanceID(host) != nil {
+		host = "instance"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// Name returns the service name.
+func (in *Instance) Name() string { return in.cfg.name }
+
+// ID returns the instance id.
+func (in *Instance) ID() string { return in.cfg.instance }
+
+// State returns the current state.
+func (in *Instance) State() phases.State { return in.m.Current() }
+
+// ErrDrivenEvent: Fire was given an event the lifecycle fires itself.
+var ErrDrivenEvent = errors.New("lifecycle: event is driven by the lifecycle itself")
+
+// Fire sends a control event to the instance. pull and pull_done move the machine
+// (running -> pulling -> running); stop asks for a shutdown (like RequestStop) and
+// restart for a shutdown that ends in a restart (like RequestRestart); both return
+// at once. The boot and shutdown events are the lifecycle's own: Fire refuses them
+// with an error matching ErrDrivenEvent, naming the event.
+func (in *Instance) Fire(ctx context.Context, event phases.Event) error {
+	switch event {
+	case phases.Pull, phases.PullDone:
+		return in.m.Fire(ctx, event)
+	case phases.Stop:
+		in.RequestStop()
+		return nil
+	case phases.Restart:
+		return in.RequestRestart()
+	}
+	return fmt.Errorf("%w: %q (state %q)", ErrDrivenEvent, event, in.m.Current())
+}
+
+// RequestRestart asks for a shutdown that leaves the instance through the restart
+// event (running -> stopping_daemons) instead of stop. It is refused with an
+// *InvalidEventError unless the instance is running. Restarting reports it
+// afterwards, so the process can replace itself.
+func (in *Instance) RequestRestart() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if cur := in.m.Current(); cur != phases.Running || in.stopReq {
+		return &InvalidEventError{Event: phases.Restart, State: cur}
+	}
+	in.restartReq = true
+	in.requestStopLocked()
+	return nil
+}
+
+// Restarting reports whether the shutdown was asked for by a restart.
+func (in *Instance) Restarting() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.restartReq
+}
+
+// Degraded reports whether the instance booted without the Redis it does not
+// require.
+func (in *Instance) Degraded() bool { return in.degraded.Load() }
+
+// HealthAddr returns the health server's bound address once it is serving, and
+// its configured address before; "" without a health server.
+func (in *Instance) HealthAddr() string {
+	if in.health == nil {
+		return ""
+	}
+	return in.health.Addr()
+}
+
+// Done is closed when the instance reached stopped or failed.
+func (in *Instance) Done() <-chan struct{} { return in.done }
+
+func (in *Instance) failing() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.failure != nil
+}
+
+// Boot runs the nine boot phases and returns nil in running. A failed phase
+// unwinds through the shutdown states and Boot returns its error once the
+// instance is in failed; a stop (Shutdown, or ctx cancelled) during the boot
+// cancels the phase's context, unwinds to stopped and returns ErrStopped. The
+// boot is one trace, rooted at a lifecycle.boot span. After Boot returns nil, the
+// caller owns the instance and must call Run or Shutdown.
+func (in *Instance) Boot(ctx context.Context) error {
+	if err := in.begin(); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.bootCalled = true
+	in.mu.Unlock()
+	if err := in.boot(ctx); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	if in.stopReq {
+		in.mu.Unlock()
+		in.unwind(ctx, nil, phases.Stop, nil)
+		return ErrStopped
+	}
+	in.driving = false
+	in.mu.Unlock()
+	return nil
+}
+
+// Run boots the instance (unless Boot already did), calls Service.Run, and when
+// Run returns or a stop arrives, shuts down. It returns once the instance is
+// stopped (nil) or failed (the error that failed it). Cancelling ctx asks for a
+// stop, like Shutdown.
+func (in *Instance) Run(ctx context.Context) error {
+	in.mu.Lock()
+	booted := in.bootCalled
+	in.mu.Unlock()
+	if booted {
+		// Boot ran: take the machine back, unless a Shutdown took it meanwhile.
+		in.mu.Lock()
+		if in.driving || in.finished || in.m.Current() != phases.Running {
+			in.mu.Unlock()
+			<-in.done
+			return in.result
+		}
+		in.driving = true
+		in.mu.Unlock()
+	} else {
+		if err := in.begin(); err != nil {
+			return err
+		}
+		if err := in.boot(ctx); err != nil {
+			if errors.Is(err, ErrStopped) {
+				return in.result
+			}
+			return err
+		}
+	}
+	stop := context.AfterFunc(ctx, in.requestStop)
+	defer stop()
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	in.mu.Lock()
+	if in.stopReq {
+		in.mu.Unlock()
+		cancel()
+		in.unwind(ctx, nil, phases.Stop, nil)
+		return in.result
+	}
+	in.cancelPhase = cancel
+	in.mu.Unlock()
+
+	err := in.safe(runCtx, "Service.Run", in.svc.Run)
+	cancel()
+
+	in.mu.Lock()
+	stopped, restart := in.stopReq, in.restartReq
+	in.cancelPhase = nil
+	in.mu.Unlock()
+	switch {
+	case restart && (err == nil || errors.Is(err, context.Canceled)):
+		in.unwind(ctx, nil, phases.Restart, nil)
+	case err == nil, stopped && errors.Is(err, context.Canceled):
+		in.unwind(ctx, nil, phases.Stop, nil)
+	default:
+		in.unwind(ctx, nil, phases.Fail, fmt.Errorf("Service.Run: %w", err))
+	}
+	return in.result
+}
+
+// Shutdown stops the instance and returns how it ended: nil when it reached
+// stopped, the failure when it reached failed.
+//
+// From the first call on, readiness reports 503. If a phase or Run is in progress,
+// its context is cancelled and the goroutine driving it (the caller of Boot or Run)
+// runs the shutdown; otherwise Shutdown runs it itself. The shutdown steps run in
+// order: stopping_daemons (control-ops daemons and heartbeat cancelled and awaited),
+// stopping_health (health server stopped), deregistering (registry entry removed),
+// cleaning_up (Service.OnStop, only if OnStart was called). A step whose work never
+// started is skipped. The steps share one deadline, the shutdown timeout (default
+// 30s); when Shutdown runs them itself, cancelling ctx also tells them to hurry.
+//
+// If ctx ends before the instance is stopped, Shutdown returns ctx.Err() and the
+// shutdown goes on in the goroutine that drives it. Shutdown is idempotent and
+// safe to call from many goroutines: every call waits for the same one shutdown
+// and returns the same result.
+func (in *Instance) Shutdown(ctx context.Context) error {
+	in.mu.Lock()
+	in.requestStopLocked()
+	drive := !in.driving && !in.finished
+	if drive {
+		in.driving = true
+		in.began = true
+	}
+	in.mu.Unlock()
+	if drive {
+		in.unwind(ctx, ctx, phases.Stop, nil)
+	}
+	select {
+	case <-in.done:
+		return in.result
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// RequestStop asks for a stop without waiting for it; Done tells when it is over.
+func (in *Instance) RequestStop() { in.requestStop() }
+
+func (in *Instance) requestStop() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.requestStopLocked()
+}
+
+func (in *Instance) requestStopLocked() {
+	in.stopReq = true
+	in.stopping.Store(true)
+	if in.cancelPhase != nil {
+		in.cancelPhase()
+	}
+}
+
+func (in *Instance) begin() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.began {
+		return ErrAlreadyStarted
+	}
+	in.began, in.driving = true, true
+	return nil
+}
+
+// boot runs phases 1-9. It returns nil in running, with the caller still driving.
+// On failure or stop it has already unwound and returns the error.
+func (in *Instance) boot(parent context.Context) error {
+	stop := context.AfterFunc(parent, in.requestStop)
+	defer stop()
+
+	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal)}
+	if len(in.cfg.bootLinks) > 0 {
+		opts = append(opts, trace.WithLinks(in.cfg.bootLinks...))
+	}
+	ctx, span := in.tracer.Start(context.WithoutCancel(parent), SpanBoot, opts...)
+	span.SetAttributes(attribute.String("service.name", in.cfg.name), attribute.String("service.instance.id", in.cfg.instance))
+	in.mu.Lock()
+	in.bootSpan = span.SpanContext()
+	in.mu.Unlock()
+	in.log.Info("boot started")
+
+	for _, s := range phases.BootStates {
+		if in.m.Current() != s {
+			// A phase that ended the boot (a failed ping with Redis required).
+			break
+		}
+		err := in.runPhase(ctx, s)
+		in.mu.Lock()
+		stopped := in.stopReq
+		in.mu.Unlock()
+		if stopped {
+			span.SetAttributes(AttrOutcome.String("interrupted"))
+			span.End()
+			in.unwind(parent, nil, phases.Stop, nil)
+			return ErrStopped
+		}
+		if err != nil {
+			err = fmt.Errorf("phase %s: %w", s, err)
+			span.SetAttributes(AttrOutcome.String(string(phases.Failed)))
+			in.unwindIn(ctx, phases.Fail, err)
+			endSpan(span, err)
+			return err
+		}
+		ev, cause := in.pingEvent, in.pingCause
+		if s != phases.Connecting {
+			ev, _ = phases.NextBootEvent(s)
+		}
+		if err := in.m.FireWithCause(ctx, ev, cause); err != nil {
+			in.unwindIn(ctx, phases.Fail, err)
+			endSpan(span, err)
+			return err
+		}
+	}
+	if in.m.Current() == phases.Failed {
+		// ping failed with Redis required: nothing started, nothing to unwind.
+		in.mu.Lock()
+		err := in.failure
+		in.finished = true
+		in.mu.Unlock()
+		span.SetAttributes(AttrOutcome.String(string(phases.Failed)))
+		endSpan(span, err)
+		in.finish(err)
+		return err
+	}
+	span.SetAttributes(AttrOutcome.String(string(phases.Running)), AttrDegraded.Bool(in.degraded.Load()))
+	span.End()
+	in.log.Info("boot completed", "degraded", in.degraded.Load(), "health_addr", in.HealthAddr())
+	return nil
+}
+
+// runPhase does the work of boot state s under a "phase <s>" span, with a context
+// that a stop cancels. Panics become errors.
+func (in *Instance) runPhase(parent context.Context, s phases.State) error {
+	info, _ := phases.Lifecycle.State(s)
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	in.mu.Lock()
+	if in.stopReq {
+		in.mu.Unlock()
+		return context.Canceled
+	}
+	in.cancelPhase = cancel
+	in.mu.Unlock()
+	defer func() {
+		in.mu.Lock()
+		in.cancelPhase = nil
+		in.mu.Unlock()
+	}()
+
+	ctx, span := startPhaseSpan(ctx, in.tracer, info)
+	err := in.safe(ctx, "phase "+string(s), func(ctx context.Context) error { return in.phaseWork(ctx, s) })
+	endSpan(span, err)
+	return err
+}
+
+// safe calls fn, turning a panic into a *PanicError.
+func (in *Instance) safe(ctx context.Context, where string, fn func(context.Context) error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Where: where, Value: v, Stack: debug.Stack()}
+			in.log.Error("panic recovered", "where", where, "panic", v)
+		}
+	}()
+	return fn(ctx)
+}
+
+func (in *Instance) phaseWork(ctx context.Context, s phases.State) error {
+	switch s {
+	case phases.Init:
+		return nil // New did the work of phase 1
+	case phases.Connecting:
+		return in.connect(ctx)
+	case phases.Configuring:
+		if h, ok := in.svc.(Configurer); ok {
+			if err := h.Configure(ctx); err != nil {
+				return err
+			}
+		}
+	case phases.Instrumenting:
+		if h, ok := in.svc.(Instrumenter); ok {
+			if err := h.Instrument(ctx); err != nil {
+				return err
+			}
+		}
+	case phases.LoadingModules:
+		if h, ok := in.svc.(ModuleLoader); ok {
+			if err := h.LoadModules(ctx); err != nil {
+				return err
+			}
+		}
+	case phases.BuildingAdapters:
+		if h, ok := in.svc.(AdapterBuilder); ok {
+			if err := h.BuildAdapters(ctx); err != nil {
+				return err
+			}
+		}
+	case phases.Starting:
+		in.onStartCalled = true
+		if err := in.svc.OnStart(ctx); err != nil {
+			return fmt.Errorf("Service.OnStart: %w", err)
+		}
+	case phases.Registering:
+		return in.register(ctx)
+	case phases.ServingHealth:
+		if in.health == nil {
+			return nil
+		}
+		if err := in.health.Start(ctx); err != nil {
+			return err
+		}
+		in.healthStarted = true
+		return nil
+	}
+	for _, h := range in.cfg.hooks[s] {
+		if err := h(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// connect is phase 2: jitter, then PING, then the guarded ping event.
+func (in *Instance) connect(ctx context.Context) error {
+	in.pingEvent, in.pingCause = phases.PingSkipped, nil
+	if in.cfg.redis == nil {
+		return nil
+	}
+	if in.cfg.jitter > 0 {
+		d := time.Duration(in.cfg.rand.Int64N(int64(in.cfg.jitter) + 1))
+		in.log.Info("boot jitter", "sleep", d)
+		t := in.cfg.clock.NewTimer(d)
+		select {
+		case <-t.Chan():
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	// The member exists before the ping event fires, so that transition is the
+	// first the registry sees.
+	mem, err := in.reg.Member(in.entry(phases.Connecting))
+	if err != nil {
+		return err
+	}
+	in.member.Store(mem)
+	err = in.cfg.redis.Ping(ctx).Err()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err == nil {
+		in.log.Info("redis connection verified")
+		in.pingEvent = phases.PingOK
+		return nil
+	}
+	in.pingEvent, in.pingCause = phases.PingFailed, err
+	if in.cfg.redisRequired {
+		in.log.Error("redis connection failed: hard-fail gate triggered, redis is required", "error", err)
+		// Nothing was written: the instance never reached Redis.
+		in.closeMember()
+		in.mu.Lock()
+		in.failure = fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
+		in.pingCause = in.failure
+		in.mu.Unlock()
+		return nil
+	}
+	in.log.Warn("redis connection failed: continuing degraded, redis is not required", "error", err)
+	in.degraded.Store(true)
+	return nil
+}
+
+func (in *Instance) closeMember() {
+	if m := in.member.Swap(nil); m != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = m.Close(ctx)
+	}
+}
+
+// register is phase 8: complete the registry entry, then (8.5) start the heartbeat
+// and the extras (control-ops daemon).
+func (in *Instance) register(ctx context.Context) error {
+	mem := in.member.Load()
+	if mem == nil {
+		return nil
+	}
+	if err := mem.Register(ctx, in.entry(phases.Registering)); err != nil {
+		if in.cfg.redisRequired {
+			return fmt.Errorf("registry: %w", err)
+		}
+		in.log.Warn("registration failed; the heartbeat registers once redis answers", "error", err)
+	}
+	mem.StartHeartbeat()
+	in.hbStarted = true
+	for _, e := range in.cfg.extras {
+		if err := e.Start(ctx); err != nil {
+			return fmt.Errorf("phase 8.5: %w", err)
+		}
+		in.extrasStarted = append(in.extrasStarted, e)
+	}
+	return nil
+}
+
+// entry is the registry entry for state s.
+func (in *Instance) entry(s phases.State) registry.Entry {
+	info, _ := phases.Lifecycle.State(s)
+	return registry.Entry{
+		Service:    in.cfg.name,
+		Instance:   in.cfg.instance,
+		Status:     string(s),
+		Phase:      info.Label,
+		Host:       in.host,
+		PID:        in.pid,
+		Version:    in.cfg.version,
+		StartedAt:  in.started,
+		UpdatedAt:  in.cfg.clock.Now(),
+		Degraded:   in.degraded.Load(),
+		HealthAddr: in.HealthAddr(),
+	}
+}
+
+// unwind runs the shutdown under its own lifecycle.shutdown trace, linked to the
+// boot trace. parent gives context values; when hurry ends, the shutdown steps'
+// context is cancelled (nil: only the shutdown timeout bounds them).
+func (in *Instance) unwind(parent, hurry context.Context, event phases.Event, cause error) {
+	in.mu.Lock()
+	link := in.bootSpan
+	in.mu.Unlock()
+	opts := []trace.SpanStartOption{trace.WithNewRoot()}
+	if link.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: link}))
+	}
+	ctx, span := in.tracer.Start(context.WithoutCancel(parent), SpanShutdown, opts...)
+	span.SetAttributes(AttrEvent.String(string(event)))
+	if !in.shutdown(ctx, hurry, event, cause) {
+		span.End()
+		return
+	}
+	in.mu.Lock()
+	err := in.failure
+	in.mu.Unlock()
+	span.SetAttributes(AttrOutcome.String(string(in.m.Current())))
+	endSpan(span, err)
+	in.finish(err)
+}
+
+// unwindIn runs the shutdown inside the trace in ctx: a failed boot is one trace
+// that ends in failed.
+func (in *Instance) unwindIn(ctx context.Context, event phases.Event, cause error) {
+	if !in.shutdown(ctx, nil, event, cause) {
+		return
+	}
+	in.mu.Lock()
+	err := in.failure
+	in.mu.Unlock()
+	in.finish(err)
+}
+
+// shutdown fires event (stop, fail or restart) and walks the shutdown states. It
+// returns false, doing nothing, when another shutdown already ran.
+func (in *Instance) shutdown(ctx, hurry context.Context, event phases.Event, cause error) bool {
+	in.mu.Lock()
+	if in.finished {
+		in.mu.Unlock()
+		return false
+	}
+	in.finished = true
+	in.stopping.Store(true)
+	if cause != nil && in.failure == nil {
+		in.failure = cause
+	}
+	in.mu.Unlock()
+
+	if err := in.m.FireWithCause(ctx, event, cause); err != nil {
+		in.log.Error("cannot begin shutdown", "event", string(event), "state", string(in.m.Current()), "error", err)
+		in.mu.Lock()
+		in.failure = errors.Join(in.failure, err)
+		in.mu.Unlock()
+		return true
+	}
+	stepsCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.shutdownTimeout)
+	defer cancel()
+	if hurry != nil {
+		stop := context.AfterFunc(hurry, cancel)
+		defer stop()
+	}
+
+	for _, s := range phases.ShutdownStates {
+		info, _ := phases.Lifecycle.State(s)
+		sctx, span := startPhaseSpan(stepsCtx, in.tracer, info)
+		skipped, err := in.shutdownStep(sctx, s)
+		span.SetAttributes(AttrSkipped.Bool(skipped))
+		endSpan(span, err)
+		switch {
+		case err == nil:
+		case s == phases.StoppingDaemons || s == phases.CleaningUp:
+			// The service's own cleanup failed: the stop was not clean.
+			in.log.Error("shutdown step failed", "state", string(s), "error", err)
+			in.mu.Lock()
+			in.failure = errors.Join(in.failure, fmt.Errorf("%s: %w", s, err))
+			in.mu.Unlock()
+		default:
+			// The health server and the registry entry go away on their own (the
+			// process exits, the TTL runs out): worth a warning, not a failure.
+			in.log.Warn("shutdown step failed", "state", string(s), "error", err)
+		}
+		ev, _ := phases.NextShutdownEvent(s)
+		var why error
+		if s == phases.CleaningUp {
+			in.mu.Lock()
+			why = in.failure
+			in.mu.Unlock()
+		}
+		if err := in.m.FireWithCause(ctx, ev, why); err != nil {
+			in.log.Error("shutdown transition refused", "event", string(ev), "error", err)
+		}
+	}
+	// Deliver the last status events, within what is left of the deadline.
+	if mem := in.member.Swap(nil); mem != nil {
+		flush, cancel := context.WithTimeout(stepsCtx, 2*time.Second)
+		_ = mem.Close(flush)
+		cancel()
+	}
+	return true
+}
+
+func (in *Instance) shutdownStep(ctx context.Context, s phases.State) (skipped bool, err error) {
+	err = in.safe(ctx, "shutdown "+string(s), func(ctx context.Context) error {
+		switch s {
+		case phases.StoppingDaemons:
+			if len(in.extrasStarted) == 0 && !in.hbStarted {
+				skipped = true
+				return nil
+			}
+			var errs []error
+			for i := len(in.extrasStarted) - 1; i >= 0; i-- {
+				errs = append(errs, in.extrasStarted[i].Stop(ctx))
+			}
+			if in.hbStarted {
+				in.member.Load().StopHeartbeat()
+			}
+			return errors.Join(errs...)
+		case phases.StoppingHealth:
+			if !in.healthStarted {
+				skipped = true
+				return nil
+			}
+			return in.health.Shutdown(ctx)
+		case phases.Deregistering:
+			mem := in.member.Load()
+			if mem == nil {
+				skipped = true
+				return nil
+			}
+			return mem.Deregister(ctx)
+		case phases.CleaningUp:
+			if !in.onStartCalled {
+				skipped = true
+				return nil
+			}
+			if err := in.svc.OnStop(ctx); err != nil {
+				return fmt.Errorf("Service.OnStop: %w", err)
+			}
+		}
+		return nil
+	})
+	return skipped, err
+}
+
+func (in *Instance) finish(err error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	select {
+	case <-in.done:
+		return
+	default:
+	}
+	in.result = err
+	in.driving = false
+	in.m.Close()
+	close(in.done)
+	if err != nil {
+		in.log.Error("instance failed", "state", string(in.m.Current()), "error", err)
+	} else {
+		in.log.Info("instance stopped", "state", string(in.m.Current()))
+	}
+}
+
+// logTransition writes the one log line per transition.
+func (in *Instance) logTransition(_ context.Context, t Transition) {
+	args := []any{"from", string(t.From), "to", string(t.To), "event", string(t.Event), "phase", t.Phase.Label, "duration", t.Duration()}
+	if g := t.Guard.String(); g != "" {
+		args = append(args, "guard", g)
+	}
+	if t.Cause != nil {
+		args = append(args, "error", t.Cause.Error())
+		in.log.Warn("transition", args...)
+		return
+	}
+	in.log.Info("transition", args...)
+}
+
+// publishTransition hands the new status to the registry member, which delivers
+// it asynchronously: it never blocks the transition.
+func (in *Instance) publishTransition(ctx context.Context, t Transition) {
+	mem := in.member.Load()
+	if mem == nil {
+		return
+	}
+	ev := &registry.Event{
+		Service:  in.cfg.name,
+		Instance: in.cfg.instance,
+		Event:    string(t.Event),
+		From:     string(t.From),
+		To:       string(t.To),
+		Guard:    t.Guard.String(),
+		Phase:    t.Phase.Label,
+		Degraded: in.degraded.Load(),
+		Time:     t.At,
+	}
+	if t.Cause != nil {
+		ev.Error = t.Cause.Error()
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		ev.TraceID = sc.TraceID().String()
+	}
+	mem.Update(in.entry(t.To), ev)
+}
+
+// instanceSource adapts an Instance to health.StateSource.
+type instanceSource struct{ in *Instance }
+
+func (s instanceSource) Snapshot() health.Snapshot {
+	in := s.in
+	state := in.m.Current()
+	info, _ := phases.Lifecycle.State(state)
+	return health.Snapshot{
+		Service:       in.cfg.name,
+		Instance:      in.cfg.instance,
+		Version:       in.cfg.version,
+		State:         string(state),
+		Phase:         info.Label,
+		Since:         in.m.Since(),
+		Degraded:      in.degraded.Load(),
+		RedisRequired: in.cfg.redisRequired,
+		ShuttingDown:  in.stopping.Load(),
+	}
+}

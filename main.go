@@ -1,0 +1,244 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.opentelemetry.io/contrib/exporters/autoexport"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+)
+
+// Exit codes of Main.
+const (
+	ExitOK     = 0 // reached stopped
+	ExitFailed = 1 // boot or run failed (reached failed), or a second signal
+	ExitConfig = 2 // invalid configuration, found before anything touched Redis
+)
+
+// Main runs svc as the process: it reads the environment (see ParseEnv), sets up
+// OpenTelemetry from the standard OTEL_* variables, boots, runs, and shuts down on
+// SIGINT or SIGTERM (a second signal exits at once with code 1), then exits with
+// ExitOK, ExitFailed or ExitConfig. It never returns.
+func Main(svc Service, opts ...Option) {
+	os.Exit(MainContext(context.Background(), svc, opts...))
+}
+
+// MainContext is Main without os.Exit: it returns the exit code. Cancelling ctx
+// acts as a first signal. Options given here are defaults; environment variables
+// that are set override them.
+func MainContext(ctx context.Context, svc Service, opts ...Option) int {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&cfg)
+		}
+	}
+	if cfg.getenv == nil {
+		cfg.getenv = os.Getenv
+	}
+	if cfg.stderr == nil {
+		cfg.stderr = os.Stderr
+	}
+	if cfg.log == nil {
+		cfg.log = slog.New(slog.NewTextHandler(cfg.stderr, nil))
+	}
+	log := cfg.log
+
+	env, err := ParseEnv(cfg.getenv)
+	if err != nil {
+		log.Error("configuration error", "error", err)
+		return ExitConfig
+	}
+	env.applyTo(&cfg)
+	if env.Redis != nil {
+		defer env.Redis.Close()
+	}
+
+	shutdownOTel, err := setupOTel(ctx, &cfg)
+	if err != nil {
+		log.Error("configuration error", "error", err)
+		return ExitConfig
+	}
+	defer shutdownOTel()
+
+	in, err := newInstance(svc, cfg)
+	if err != nil {
+		log.Error("configuration error", "error", err)
+		if errors.Is(err, ErrConfig) {
+			return ExitConfig
+		}
+		return ExitFailed
+	}
+
+	stopSignals := handleSignals(in, log)
+	defer stopSignals()
+
+	if err := in.Run(ctx); err != nil {
+		return ExitFailed
+	}
+	return ExitOK
+}
+
+// applyTo overrides cfg with the variables that are set.
+func (e Env) applyTo(cfg *config) {
+	if e.Redis != nil {
+		cfg.redis = e.Redis
+	}
+	if e.RedisRequiredSet {
+		cfg.redisRequired = e.RedisRequired
+	}
+	if e.BootJitterSet {
+		cfg.jitter = e.BootJitter
+	}
+	if e.ServiceTTLSet {
+		cfg.ttl = e.ServiceTTL
+	}
+	if e.HealthPortSet {
+		cfg.healthPort = e.HealthPort
+	}
+	if e.HealthHostSet {
+		cfg.healthHost = e.HealthHost
+	}
+	if e.ServiceName != "" {
+		cfg.name = e.ServiceName
+	}
+	if e.InstanceID != "" {
+		cfg.instance = e.InstanceID
+	}
+	if e.ControlKey != "" {
+		cfg.controlKey = e.ControlKey
+	}
+}
+
+// handleSignals asks the instance to stop on the first SIGINT or SIGTERM and exits
+// the process at once on the second. The returned func stops listening and waits
+// for the listener goroutine.
+func handleSignals(in *Instance, log *slog.Logger) func() {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case sig := <-ch:
+			log.Info("signal received: shutting down (send it again to exit at once)", "signal", sig.String())
+			in.RequestStop()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-ch:
+			log.Error("second signal: exiting at once", "signal", sig.String(), "state", string(in.State()))
+			os.Exit(ExitFailed)
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+		wg.Wait()
+	}
+}
+
+// setupOTel installs, unless the caller gave its own providers, a TracerProvider
+// and a MeterProvider configured from the OTEL_* variables through autoexport, with
+// service.name and service.instance.id on the resource. Without any exporter
+// variable set, nothing is exported (rather than retrying a collector that is not
+// there). It also installs the W3C trace-context propagator.
+func setupOTel(ctx context.Context, cfg *config) (func(), error) {
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	if cfg.instance == "" {
+		cfg.instance = generateInstanceID()
+	}
+	var closers []func(context.Context) error
+	shutdown := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for i := len(closers) - 1; i >= 0; i-- {
+			_ = closers[i](ctx)
+		}
+	}
+	res, err := resource.New(ctx,
+		resource.WithFromEnv(),
+		resource.WithTelemetrySDK(),
+		resource.WithAttributes(
+			semconv.ServiceName(cfg.name),
+			semconv.ServiceInstanceID(cfg.instance),
+			semconv.ServiceVersion(cfg.version),
+		),
+	)
+	if err != nil && res == nil {
+		return shutdown, &ConfigError{Name: "OTEL_RESOURCE_ATTRIBUTES", Value: cfg.getenv("OTEL_RESOURCE_ATTRIBUTES"), Err: err}
+	}
+	none := func(context.Context) (sdktrace.SpanExporter, error) { return nil, nil }
+	if cfg.tp == nil {
+		var spanOpts []autoexport.SpanOption
+		if !otelTracesConfigured(cfg.getenv) {
+			spanOpts = append(spanOpts, autoexport.WithFallbackSpanExporter(none))
+		}
+		exp, err := autoexport.NewSpanExporter(ctx, spanOpts...)
+		if err != nil {
+			return shutdown, &ConfigError{Name: "OTEL_TRACES_EXPORTER", Value: cfg.getenv("OTEL_TRACES_EXPORTER"), Err: err}
+		}
+		topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+		if exp != nil && !autoexport.IsNoneSpanExporter(exp) {
+			topts = append(topts, sdktrace.WithBatcher(exp))
+		}
+		tp := sdktrace.NewTracerProvider(topts...)
+		closers = append(closers, tp.Shutdown)
+		otel.SetTracerProvider(tp)
+		cfg.tp = tp
+	}
+	if cfg.mp == nil && otelMetricsConfigured(cfg.getenv) {
+		reader, err := autoexport.NewMetricReader(ctx)
+		if err != nil {
+			return shutdown, &ConfigError{Name: "OTEL_METRICS_EXPORTER", Value: cfg.getenv("OTEL_METRICS_EXPORTER"), Err: err}
+		}
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(reader))
+		closers = append(closers, mp.Shutdown)
+		otel.SetMeterProvider(mp)
+		cfg.mp = mp
+	}
+	return shutdown, nil
+}
+
+func otelTracesConfigured(getenv func(string) string) bool {
+	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+		if getenv(k) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func otelMetricsConfigured(getenv func(string) string) bool {
+	for _, k := range []string{"OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"} {
+		if getenv(k) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// WithStderr sets where Main's default logger writes (default os.Stderr).
+func WithStderr(w io.Writer) Option {
+	return optionFunc(func(c *config) {
+		if w != nil {
+			c.stderr = w
+		}
+	})
+}

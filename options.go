@@ -1,0 +1,255 @@
+package lifecycle
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/health"
+	"github.com/stargazer/lifecycle/phases"
+)
+
+// Defaults, as in DESIGN.md.
+const (
+	DefaultServiceName     = "demo"
+	DefaultBootJitter      = 2 * time.Second
+	DefaultServiceTTL      = 30 * time.Second
+	DefaultHealthPort      = 9090
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Option configures New and Main.
+type Option interface {
+	apply(*config)
+}
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// Hook is the work of one boot phase. It gets the phase's context, which is
+// cancelled when a stop arrives during the phase.
+type Hook func(ctx context.Context) error
+
+type config struct {
+	name            string
+	instance        string
+	version         string
+	redis           redis.UniversalClient
+	redisRequired   bool
+	jitter          time.Duration
+	ttl             time.Duration
+	healthHost      string
+	healthPort      int
+	healthDisabled  bool
+	shutdownTimeout time.Duration
+	tp              trace.TracerProvider
+	mp              metric.MeterProvider
+	log             *slog.Logger
+	clock           clockwork.Clock
+	rand            *rand.Rand
+	hooks           map[phases.State][]Hook
+	observers       []Observer
+	getenv          func(string) string
+	stderr          io.Writer
+	bootLinks       []trace.Link
+	extras          []Extra
+	healthOpts      []health.Option
+	controlKey      string
+}
+
+func defaultConfig() config {
+	return config{
+		name:            DefaultServiceName,
+		redisRequired:   true,
+		jitter:          DefaultBootJitter,
+		ttl:             DefaultServiceTTL,
+		healthPort:      DefaultHealthPort,
+		shutdownTimeout: DefaultShutdownTimeout,
+		hooks:           map[phases.State][]Hook{},
+	}
+}
+
+// WithServiceName sets the service name (default "demo"; SG_SERVICE_NAME in Main).
+func WithServiceName(name string) Option {
+	return optionFunc(func(c *config) { c.name = name })
+}
+
+// WithInstanceID sets the instance id (default: generated from the host name and
+// a random suffix; SG_INSTANCE_ID in Main).
+func WithInstanceID(id string) Option {
+	return optionFunc(func(c *config) { c.instance = id })
+}
+
+// WithVersion sets the version reported in the registry and health bodies.
+func WithVersion(v string) Option {
+	return optionFunc(func(c *config) { c.version = v })
+}
+
+// WithRedis sets the Redis client used for the ping gate, the registry and the
+// control channel. Without one, the connecting phase skips the jitter and the
+// ping, and nothing is registered. A nil client is ignored.
+func WithRedis(client redis.UniversalClient) Option {
+	return optionFunc(func(c *config) {
+		if client != nil {
+			c.redis = client
+		}
+	})
+}
+
+// WithRedisRequired says whether a failed ping ends the boot in failed (true, the
+// default) or continues degraded (false).
+func WithRedisRequired(required bool) Option {
+	return optionFunc(func(c *config) { c.redisRequired = required })
+}
+
+// WithBootJitter sets the maximum random delay before the ping (default 2s; 0
+// disables it).
+func WithBootJitter(max time.Duration) Option {
+	return optionFunc(func(c *config) { c.jitter = max })
+}
+
+// WithServiceTTL sets the registry entry's TTL (default 30s). The heartbeat runs
+// every max(1s, TTL/3).
+func WithServiceTTL(ttl time.Duration) Option {
+	return optionFunc(func(c *config) { c.ttl = ttl })
+}
+
+// WithHealthAddr sets the health server's host and port ("127.0.0.1:0" picks a
+// free port on loopback). The default is ":9090".
+func WithHealthAddr(host string, port int) Option {
+	return optionFunc(func(c *config) { c.healthHost, c.healthPort = host, port })
+}
+
+// WithoutHealthServer turns the health server off; phase 9 then does nothing.
+func WithoutHealthServer() Option {
+	return optionFunc(func(c *config) { c.healthDisabled = true })
+}
+
+// WithShutdownTimeout bounds the shutdown steps (default 30s).
+func WithShutdownTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.shutdownTimeout = d })
+}
+
+// WithTracerProvider sets where spans go. The default is the global provider
+// (which Main sets up from the OTEL_* variables). A nil tp is ignored.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) {
+		if tp != nil {
+			c.tp = tp
+		}
+	})
+}
+
+// WithMeterProvider sets where metrics go. The default is the global provider. A
+// nil mp is ignored.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) {
+		if mp != nil {
+			c.mp = mp
+		}
+	})
+}
+
+// WithLogger sets the logger (default slog.Default()). A nil logger is ignored.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) {
+		if l != nil {
+			c.log = l
+		}
+	})
+}
+
+// WithClock sets the clock behind the jitter, the heartbeat and the health
+// checks; tests use clockwork's fake clock. A nil clock is ignored.
+func WithClock(clock clockwork.Clock) Option {
+	return optionFunc(func(c *config) {
+		if clock != nil {
+			c.clock = clock
+		}
+	})
+}
+
+// WithRand sets the random source of the boot jitter. A nil r is ignored.
+func WithRand(r *rand.Rand) Option {
+	return optionFunc(func(c *config) {
+		if r != nil {
+			c.rand = r
+		}
+	})
+}
+
+// WithHook adds work to a boot phase. Hooks are allowed in configuring,
+// instrumenting, loading_modules, building_adapters and starting; they run after
+// the Service's own method for that phase (Configurer.Configure, ...,
+// Service.OnStart), in the order given. A nil hook is ignored.
+func WithHook(state phases.State, h Hook) Option {
+	return optionFunc(func(c *config) {
+		if h != nil {
+			c.hooks[state] = append(c.hooks[state], h)
+		}
+	})
+}
+
+// WithTransitionObserver adds an observer of every transition, called after the
+// built-in span, metrics, log and registry observers. A nil o is ignored.
+func WithTransitionObserver(o Observer) Option {
+	return optionFunc(func(c *config) {
+		if o != nil {
+			c.observers = append(c.observers, o)
+		}
+	})
+}
+
+// WithEnv sets the environment lookup Main uses (default os.Getenv); tests use it.
+func WithEnv(getenv func(string) string) Option {
+	return optionFunc(func(c *config) {
+		if getenv != nil {
+			c.getenv = getenv
+		}
+	})
+}
+
+// WithBootLink links the boot trace to another span (for instance the control
+// op that asked for a restart).
+func WithBootLink(sc trace.SpanContext) Option {
+	return optionFunc(func(c *config) {
+		if sc.IsValid() {
+			c.bootLinks = append(c.bootLinks, trace.Link{SpanContext: sc})
+		}
+	})
+}
+
+// Extra is a component started at the end of phase 8 (8.5) beside the heartbeat,
+// and stopped first at shutdown (S1), such as the control-ops daemon. Start must
+// return once the component runs; Stop must make it return and wait for it.
+type Extra interface {
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+}
+
+// WithExtra adds a component to phase 8.5. A nil e is ignored.
+func WithExtra(e Extra) Option {
+	return optionFunc(func(c *config) {
+		if e != nil {
+			c.extras = append(c.extras, e)
+		}
+	})
+}
+
+// WithHealthOption passes an option to the health server (an extra check, an
+// extra handler). A nil o is ignored.
+func WithHealthOption(o health.Option) Option {
+	return optionFunc(func(c *config) {
+		if o != nil {
+			c.healthOpts = append(c.healthOpts, o)
+		}
+	})
+}
