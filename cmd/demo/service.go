@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle"
+	"github.com/stargazer/lifecycle/phases"
+)
+
+// knobs are the demo's own settings.
+type knobs struct {
+	delays map[phases.State]time.Duration
+	fail   phases.State
+}
+
+// Environment variables of the demo.
+const (
+	envPhaseDelay = "DEMO_PHASE_DELAY"
+	envFailPhase  = "DEMO_FAIL_PHASE"
+)
+
+// workStates are the states whose work the demo does itself, so it can slow it
+// down or fail it.
+var workStates = []phases.State{
+	phases.Configuring, phases.Instrumenting, phases.LoadingModules, phases.BuildingAdapters,
+	phases.Starting, phases.Running, phases.CleaningUp,
+}
+
+func isWorkState(s phases.State) bool {
+	for _, w := range workStates {
+		if w == s {
+			return true
+		}
+	}
+	return false
+}
+
+func workStateNames() string {
+	names := make([]string, len(workStates))
+	for i, s := range workStates {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
+}
+
+// parseKnobs reads DEMO_PHASE_DELAY ("state=duration,...") and DEMO_FAIL_PHASE
+// (a state name). Errors name the variable and the bad value.
+func parseKnobs(getenv func(string) string) (knobs, error) {
+	k := knobs{delays: map[phases.State]time.Duration{}}
+	if v := getenv(envPhaseDelay); v != "" {
+		for _, item := range strings.Split(v, ",") {
+			name, dur, ok := strings.Cut(strings.TrimSpace(item), "=")
+			if !ok {
+				return k, &lifecycle.ConfigError{Name: envPhaseDelay, Value: v, Err: fmt.Errorf("%q: want state=duration, e.g. loading_modules=500ms", item)}
+			}
+			s := phases.State(name)
+			if !isWorkState(s) {
+				return k, &lifecycle.ConfigError{Name: envPhaseDelay, Value: v, Err: fmt.Errorf("unknown state %q: want one of %s", name, workStateNames())}
+			}
+			d, err := time.ParseDuration(dur)
+			if err != nil || d < 0 {
+				return k, &lifecycle.ConfigError{Name: envPhaseDelay, Value: v, Err: fmt.Errorf("%q: want a duration >= 0 such as 500ms", dur)}
+			}
+			k.delays[s] = d
+		}
+	}
+	if v := getenv(envFailPhase); v != "" {
+		s := phases.State(v)
+		if !isWorkState(s) {
+			return k, &lifecycle.ConfigError{Name: envFailPhase, Value: v, Err: fmt.Errorf("want one of %s", workStateNames())}
+		}
+		k.fail = s
+	}
+	return k, nil
+}
+
+// service is the demo service: it counts ticks in Redis while it runs.
+type service struct {
+	log    *slog.Logger
+	knobs  knobs
+	redis  redis.UniversalClient
+	ticks  int
+	key    string
+	period time.Duration
+}
+
+func newService(log *slog.Logger, k knobs, client redis.UniversalClient) *service {
+	return &service{log: log, knobs: k, redis: client, key: "demo:{demo}:ticks", period: time.Second}
+}
+
+// work is what every phase of the demo does: wait its configured delay, then fail
+// if asked to.
+func (s *service) work(ctx context.Context, state phases.State, msg string, args ...any) error {
+	if d := s.knobs.delays[state]; d > 0 {
+		s.log.Info("demo: slow phase", "state", string(state), "delay", d)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	if s.knobs.fail == state {
+		return fmt.Errorf("demo: %s failed on purpose (%s=%s)", state, envFailPhase, state)
+	}
+	s.log.Info("demo: "+msg, args...)
+	return nil
+}
+
+func (s *service) Configure(ctx context.Context) error {
+	return s.work(ctx, phases.Configuring, "configuration loaded", "tick_period", s.period)
+}
+
+func (s *service) Instrument(ctx context.Context) error {
+	return s.work(ctx, phases.Instrumenting, "instrumentation ready", "tracer", "global")
+}
+
+func (s *service) LoadModules(ctx context.Context) error {
+	return s.work(ctx, phases.LoadingModules, "modules loaded", "modules", "ticker,echo")
+}
+
+func (s *service) BuildAdapters(ctx context.Context) error {
+	return s.work(ctx, phases.BuildingAdapters, "adapters built", "adapters", "redis")
+}
+
+func (s *service) OnStart(ctx context.Context) error {
+	return s.work(ctx, phases.Starting, "worker started", "counter", s.key)
+}
+
+// Run counts a tick in Redis every period until it is stopped.
+func (s *service) Run(ctx context.Context) error {
+	if err := s.work(ctx, phases.Running, "running: counting ticks", "counter", s.key); err != nil {
+		return err
+	}
+	t := time.NewTicker(s.period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			n, err := s.redis.Incr(ctx, s.key).Result()
+			if err != nil && !errors.Is(err, context.Canceled) {
+				s.log.Warn("demo: tick not counted", "error", err)
+				continue
+			}
+			s.ticks++
+			s.log.Debug("demo: tick", "total", n)
+		}
+	}
+}
+
+func (s *service) OnStop(ctx context.Context) error {
+	return s.work(ctx, phases.CleaningUp, "worker stopped", "ticks", s.ticks)
+}
