@@ -43,6 +43,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/stargazer/lifecycle/diagrams"
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
@@ -214,6 +215,10 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		if cfg.redis != nil {
 			hopts = append(hopts, health.WithRedis(cfg.redis, cfg.redisRequired))
 		}
+		// The live state diagram: where is this instance, on the same picture as
+		// the docs. in.m is set before any request can arrive (Start is phase 9).
+		hopts = append(hopts, health.WithHandler("/debug/lifecycle",
+			diagrams.Handler(&phases.Lifecycle, func() phases.State { return in.m.Current() })))
 		hopts = append(hopts, cfg.healthOpts...)
 		h, err := health.New(instanceSource{in}, hopts...)
 		if err != nil {
