@@ -14,6 +14,7 @@ import (
 	"github.com/looplab/fsm"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/phases"
@@ -67,10 +68,10 @@ type edgeKey struct {
 // edge is one table transition with what Fire needs precomputed.
 type edge struct {
 	phases.Transition
-	fsmEvent string // distinct looplab event name per guarded alternative
-	info     phases.StateInfo
-	spanName string
-	attrs    []attrKV // static span attributes of this edge, built once
+	fsmEvent  string // distinct looplab event name per guarded alternative
+	info      phases.StateInfo
+	spanName  string
+	startOpts map[phases.State]trace.SpanStartOption // per source state, built once
 }
 
 // Transition is what observers learn about one move of the machine.
@@ -259,12 +260,14 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	if cfg.mp == nil {
 		cfg.mp = otel.GetMeterProvider()
 	}
-	metrics, err := newMetricsObserver(cfg.mp, m)
-	if err != nil {
-		return nil, err
+	if _, off := cfg.mp.(metricnoop.MeterProvider); !off {
+		metrics, err := newMetricsObserver(cfg.mp, m)
+		if err != nil {
+			return nil, err
+		}
+		m.metrics = metrics
+		m.obs = append(m.obs, metrics)
 	}
-	m.metrics = metrics
-	m.obs = append(m.obs, metrics)
 	m.obs = append(m.obs, cfg.observers...)
 
 	var descs fsm.Events
@@ -274,7 +277,7 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 		if tr.Guard.Name != "" {
 			e.fsmEvent = string(tr.Event) + "[" + tr.Guard.String() + "]"
 		}
-		e.spanName, e.attrs = edgeSpan(tr, info)
+		e.spanName, e.startOpts = edgeSpan(tr, info)
 		src := make([]string, len(tr.From))
 		for i, s := range tr.From {
 			src[i] = string(s)
@@ -331,7 +334,9 @@ func (m *Machine) FireWithCause(ctx context.Context, event phases.Event, cause e
 	if err != nil {
 		return err
 	}
-	if err := m.fsm.Event(context.WithoutCancel(ctx), e.fsmEvent); err != nil {
+	// No looplab callback is registered, so its context carries nothing; a fresh
+	// one can never be cancelled, which looplab needs.
+	if err := m.fsm.Event(context.Background(), e.fsmEvent); err != nil {
 		// Unreachable while the machine's own bookkeeping and looplab agree; say
 		// so plainly rather than hide it.
 		return fmt.Errorf("lifecycle: looplab/fsm refused %q from %q: %w", e.fsmEvent, cur.state, err)

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/stargazer/lifecycle/phases"
 )
@@ -47,9 +48,10 @@ const (
 
 type attrKV = attribute.KeyValue
 
-// edgeSpan precomputes the span name and static attributes of one table edge, so a
-// transition builds nothing but the span itself.
-func edgeSpan(tr phases.Transition, to phases.StateInfo) (string, []attrKV) {
+// edgeSpan precomputes the span name and, per source state, the span start option
+// with every attribute of one table edge, so a transition builds nothing but the
+// span itself.
+func edgeSpan(tr phases.Transition, to phases.StateInfo) (string, map[phases.State]trace.SpanStartOption) {
 	attrs := []attrKV{AttrEvent.String(string(tr.Event)), AttrTo.String(string(tr.To))}
 	if to.Number > 0 {
 		attrs = append(attrs, AttrPhase.Int(to.Number))
@@ -60,28 +62,35 @@ func edgeSpan(tr phases.Transition, to phases.StateInfo) (string, []attrKV) {
 	if g := tr.Guard.String(); g != "" {
 		attrs = append(attrs, AttrGuard.String(g))
 	}
-	return "transition " + tr.Label(), attrs
+	opts := make(map[phases.State]trace.SpanStartOption, len(tr.From))
+	for _, from := range tr.From {
+		all := append(append(make([]attrKV, 0, len(attrs)+1), attrs...), AttrFrom.String(string(from)))
+		opts[from] = trace.WithAttributes(all...)
+	}
+	return "transition " + tr.Label(), opts
 }
 
 // traceObserver turns each transition into a span, a child of the span in the
 // context given to Fire.
 type traceObserver struct {
 	tracer trace.Tracer
-	from   map[phases.State]attrKV // lifecycle.from attribute per state, built once
+	off    bool // the provider is the no-op one: skip even building a span
 }
 
 func newTraceObserver(tp trace.TracerProvider) *traceObserver {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
-	return &traceObserver{tracer: tp.Tracer(ScopeName), from: map[phases.State]attrKV{}}
+	_, off := tp.(tracenoop.TracerProvider)
+	return &traceObserver{tracer: tp.Tracer(ScopeName), off: off}
 }
 
 func (o *traceObserver) Transitioned(ctx context.Context, t Transition) {
-	_, span := o.tracer.Start(ctx, t.edge.spanName, trace.WithTimestamp(t.At))
+	if o.off {
+		return
+	}
+	_, span := o.tracer.Start(ctx, t.edge.spanName, t.edge.startOpts[t.From])
 	if span.IsRecording() {
-		span.SetAttributes(t.edge.attrs...)
-		span.SetAttributes(AttrFrom.String(string(t.From)))
 		if t.Cause != nil {
 			span.RecordError(t.Cause)
 			span.SetStatus(codes.Error, t.Cause.Error())
@@ -117,11 +126,31 @@ type metricsObserver struct {
 	transitions metric.Int64Counter
 	durations   metric.Float64Histogram
 	reg         metric.Registration
+	// Attribute sets are static per edge and source, and per state: built once,
+	// because building them is most of what a metric costs.
+	addOpts map[edgeFrom]metric.AddOption
+	recOpts map[phases.State]metric.RecordOption
+}
+
+type edgeFrom struct {
+	e    *edge
+	from phases.State
 }
 
 func newMetricsObserver(mp metric.MeterProvider, m *Machine) (*metricsObserver, error) {
 	meter := mp.Meter(ScopeName)
-	o := &metricsObserver{}
+	o := &metricsObserver{addOpts: map[edgeFrom]metric.AddOption{}, recOpts: map[phases.State]metric.RecordOption{}}
+	for _, edges := range m.edges {
+		for _, e := range edges {
+			for _, from := range e.From {
+				o.addOpts[edgeFrom{e, from}] = metric.WithAttributeSet(attribute.NewSet(
+					AttrFrom.String(string(from)), AttrTo.String(string(e.To)), AttrEvent.String(string(e.Event))))
+			}
+		}
+	}
+	for _, s := range m.table.States {
+		o.recOpts[s.Name] = metric.WithAttributeSet(attribute.NewSet(AttrState.String(string(s.Name))))
+	}
 	var err error
 	if o.transitions, err = meter.Int64Counter("lifecycle.transitions",
 		metric.WithDescription("State transitions, by from, to and event."),
@@ -161,9 +190,8 @@ func newMetricsObserver(mp metric.MeterProvider, m *Machine) (*metricsObserver, 
 }
 
 func (o *metricsObserver) Transitioned(ctx context.Context, t Transition) {
-	o.transitions.Add(ctx, 1, metric.WithAttributes(
-		AttrFrom.String(string(t.From)), AttrTo.String(string(t.To)), AttrEvent.String(string(t.Event))))
-	o.durations.Record(ctx, t.Duration().Seconds(), metric.WithAttributes(AttrState.String(string(t.From))))
+	o.transitions.Add(ctx, 1, o.addOpts[edgeFrom{t.edge, t.From}])
+	o.durations.Record(ctx, t.Duration().Seconds(), o.recOpts[t.From])
 }
 
 func (o *metricsObserver) close() {
