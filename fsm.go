@@ -256,20 +256,6 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 		clock:  cfg.clock,
 		log:    cfg.log,
 	}
-	m.obs = append(m.obs, newTraceObserver(cfg.tp))
-	if cfg.mp == nil {
-		cfg.mp = otel.GetMeterProvider()
-	}
-	if _, off := cfg.mp.(metricnoop.MeterProvider); !off {
-		metrics, err := newMetricsObserver(cfg.mp, m)
-		if err != nil {
-			return nil, err
-		}
-		m.metrics = metrics
-		m.obs = append(m.obs, metrics)
-	}
-	m.obs = append(m.obs, cfg.observers...)
-
 	var descs fsm.Events
 	for _, tr := range table.Transitions {
 		info, _ := table.State(tr.To)
@@ -288,6 +274,21 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	}
 	m.fsm = fsm.NewFSM(string(table.Initial), descs, nil)
 	m.state.Store(&stateStamp{state: table.Initial, since: m.clock.Now()})
+
+	// Observers last: the metrics observer precomputes attributes from the edges.
+	m.obs = append(m.obs, newTraceObserver(cfg.tp))
+	if cfg.mp == nil {
+		cfg.mp = otel.GetMeterProvider()
+	}
+	if _, off := cfg.mp.(metricnoop.MeterProvider); !off {
+		metrics, err := newMetricsObserver(cfg.mp, m)
+		if err != nil {
+			return nil, err
+		}
+		m.metrics = metrics
+		m.obs = append(m.obs, metrics)
+	}
+	m.obs = append(m.obs, cfg.observers...)
 	return m, nil
 }
 
