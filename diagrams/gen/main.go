@@ -22,14 +22,15 @@ import (
 
 func main() {
 	dir := flag.String("dir", ".", "directory to write the diagrams to")
+	readme := flag.String("readme", "../README.md", "a README whose Mermaid block between the markers is rewritten (\"\" for none)")
 	flag.Parse()
-	if err := run(*dir); err != nil {
+	if err := run(*dir, *readme); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string) error {
+func run(dir, readme string) error {
 	t := &phases.Lifecycle
 	if err := t.Validate(); err != nil {
 		return err
@@ -56,5 +57,16 @@ func run(dir string) error {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 	}
-	return nil
+	if readme == "" {
+		return nil
+	}
+	old, err := os.ReadFile(readme)
+	if err != nil {
+		return err
+	}
+	updated, err := diagrams.Embed(old, diagrams.Mermaid(t))
+	if err != nil {
+		return fmt.Errorf("%s: %w", readme, err)
+	}
+	return os.WriteFile(readme, updated, 0o644)
 }
