@@ -1,0 +1,236 @@
+package controlops
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Span names and attributes.
+const (
+	SpanSend   = "controlops.send"
+	SpanHandle = "controlops.handle"
+
+	AttrOp       = attribute.Key("controlops.op")
+	AttrOpID     = attribute.Key("controlops.op_id")
+	AttrTarget   = attribute.Key("controlops.target")
+	AttrService  = attribute.Key("controlops.service")
+	AttrInstance = attribute.Key("controlops.instance")
+	AttrStatus   = attribute.Key("controlops.status")
+	AttrReason   = attribute.Key("controlops.reason")
+)
+
+// RestartArgs are the arguments of a restart op.
+type RestartArgs struct {
+	// MaxUnavailable, when > 0, is how many instances of the service may be out
+	// of running at once because of the op: each instance takes a slot before
+	// it restarts and its new process gives it back once running.
+	MaxUnavailable int `json:"max_unavailable,omitempty"`
+}
+
+// Client sends ops and reads their results: the operator's side (sgctl).
+// Its methods are safe for concurrent use.
+type Client struct {
+	rdb    redis.UniversalClient
+	cfg    config
+	tracer trace.Tracer
+}
+
+// NewClient returns a client that sends ops through rdb, signed with key (from
+// SG_CONTROL_KEY; nil or empty sends them unsigned). Options that apply:
+// WithTTL, WithClock, WithTracerProvider, WithStreamMaxLen, WithLogger.
+func NewClient(rdb redis.UniversalClient, key []byte, opts ...Option) *Client {
+	cfg := newConfig(append(append([]Option{}, opts...), WithKey(key)))
+	return &Client{rdb: rdb, cfg: cfg, tracer: cfg.tp.Tracer(ScopeName)}
+}
+
+// ErrInvalidRequest: Send was given a service, op, target or args it cannot
+// send. The error names which.
+var ErrInvalidRequest = errors.New("controlops: invalid request")
+
+// Send writes one op to service's stream sg:control:{<service>} and returns it,
+// with StreamID set. It sets a random id and nonce, issued_at from the clock,
+// ttl_ms (WithTTL, default 30s; opts may override it for this op), the
+// traceparent of a controlops.send span started as a child of ctx's span, and
+// sig when the client has a key. target is "*" or an instance id. args is
+// marshalled to JSON (nil sends no args; a json.RawMessage is sent as is).
+// Results can be read with Wait or Results from the moment Send returns.
+func (c *Client) Send(ctx context.Context, service, op, target string, args any, opts ...Option) (Op, error) {
+	cfg := c.cfg
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&cfg)
+		}
+	}
+	if service == "" || strings.ContainsAny(service, "{}") || strings.ContainsFunc(service, func(r rune) bool { return r < ' ' }) {
+		return Op{}, fmt.Errorf("%w: service %q: want a service name without '{', '}' or control characters", ErrInvalidRequest, service)
+	}
+	o := Op{Name: op, Target: target, TTL: cfg.ttl, IssuedAt: cfg.clock.Now().Truncate(time.Millisecond)}
+	switch a := args.(type) {
+	case nil:
+	case json.RawMessage:
+		o.Args = a
+	default:
+		b, err := json.Marshal(args)
+		if err != nil {
+			return Op{}, fmt.Errorf("%w: args for %q: %w", ErrInvalidRequest, op, err)
+		}
+		o.Args = b
+	}
+	var rb [28]byte
+	if _, err := rand.Read(rb[:]); err != nil {
+		return Op{}, fmt.Errorf("controlops: random id: %w", err)
+	}
+	o.ID = hex.EncodeToString(rb[:12])
+	o.Nonce = base64.RawURLEncoding.EncodeToString(rb[12:])
+
+	ctx, span := c.tracer.Start(ctx, SpanSend, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(AttrService.String(service), AttrOp.String(op), AttrOpID.String(o.ID), AttrTarget.String(target)))
+	defer span.End()
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	o.Traceparent = carrier.Get("traceparent")
+	if len(c.cfg.key) > 0 {
+		o = Sign(c.cfg.key, service, o)
+	}
+	// The daemon parses with the same rules: refuse here what it would reject.
+	if _, err := Parse(o.Values()); err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return Op{}, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	id, err := c.rdb.XAdd(ctx, &redis.XAddArgs{
+		Stream: StreamKey(service),
+		MaxLen: cfg.streamMaxLen,
+		Approx: true,
+		Values: o.Values(),
+	}).Result()
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return Op{}, fmt.Errorf("controlops: XADD %s: %w", StreamKey(service), err)
+	}
+	o.StreamID = id
+	return o, nil
+}
+
+// Results reads the results stream of service after the stream ID after
+// (exclusive; "0" from the start, "$" only what comes next), at most count
+// (<= 0: 100). With block > 0 it waits up to block for the first result; a
+// timeout returns no results and no error. Use the last Result's ID as the next
+// after.
+func (c *Client) Results(ctx context.Context, service, after string, count int64, block time.Duration) ([]Result, error) {
+	if count <= 0 {
+		count = 100
+	}
+	args := &redis.XReadArgs{Streams: []string{ResultsKey(service), after}, Count: count, Block: -1}
+	if block > 0 {
+		args.Block = block
+	}
+	streams, err := c.rdb.XRead(ctx, args).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("controlops: XREAD %s: %w", ResultsKey(service), err)
+	}
+	var out []Result
+	for _, s := range streams {
+		for _, m := range s.Messages {
+			out = append(out, parseResult(m))
+		}
+	}
+	return out, nil
+}
+
+// Wait follows the results of op (as returned by Send) on service's results
+// stream, calling fn (when not nil) for every result of the op, in stream
+// order, accepted and ignored included. It returns the final result of each
+// instance in instances once all of them have one (done, failed, rejected or
+// ignored; a restart's done comes from the new process, back in running).
+// When instances is empty and op.Target is an instance id, it waits for that
+// instance; when instances is empty and op.Target is "*", it follows results
+// until ctx ends.
+//
+// When ctx ends first, Wait returns the final results so far and an error that
+// names the instances without one and wraps ctx.Err(). A Redis error ends Wait
+// with that error.
+func (c *Client) Wait(ctx context.Context, service string, op Op, instances []string, fn func(Result)) (map[string]Result, error) {
+	expect := slices.Clone(instances)
+	if len(expect) == 0 && op.Target != TargetAll && op.Target != "" {
+		expect = []string{op.Target}
+	}
+	after := resultsStart(op.StreamID)
+	final := map[string]Result{}
+	missing := func() []string {
+		var m []string
+		for _, in := range expect {
+			if _, ok := final[in]; !ok {
+				m = append(m, in)
+			}
+		}
+		return m
+	}
+	for {
+		if len(expect) > 0 && len(missing()) == 0 {
+			return final, nil
+		}
+		if err := ctx.Err(); err != nil {
+			if len(expect) == 0 {
+				return final, err
+			}
+			return final, fmt.Errorf("controlops: op %s (%s): no final result from %s: %w", op.ID, op.Name, strings.Join(missing(), ", "), err)
+		}
+		// A blocked read does not see ctx end: keep each one short.
+		block := time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			block = min(block, max(time.Until(dl), time.Millisecond))
+		}
+		rs, err := c.Results(ctx, service, after, 100, block)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue // report the deadline, not the read it cut
+			}
+			return final, err
+		}
+		for _, r := range rs {
+			after = r.ID
+			if r.OpID != op.ID {
+				continue
+			}
+			if fn != nil {
+				fn(r)
+			}
+			if r.Status.Final() {
+				if _, seen := final[r.Instance]; !seen || final[r.Instance].Status == StatusIgnored {
+					final[r.Instance] = r
+				}
+			}
+		}
+	}
+}
+
+// resultsStart is the results-stream position from which the results of the op
+// at stream ID id can appear: stream IDs start with the server's clock in ms,
+// and the two streams share one server (one hash slot), so every result of the
+// op has an ID at or after the op's millisecond.
+func resultsStart(id string) string {
+	ms, _, ok := strings.Cut(id, "-")
+	n, err := strconv.ParseUint(ms, 10, 64)
+	if !ok || err != nil || n == 0 {
+		return "0"
+	}
+	return strconv.FormatUint(n-1, 10) + "-18446744073709551615"
+}

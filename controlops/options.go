@@ -1,0 +1,213 @@
+package controlops
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Defaults.
+const (
+	DefaultTTL            = 30 * time.Second // Client: ttl_ms of the ops it sends
+	DefaultMaxSkew        = 5 * time.Second  // Daemon: clock disagreement allowed around the window
+	DefaultBlock          = time.Second      // Daemon: XREAD BLOCK; also bounds how long Stop waits for a read
+	DefaultBackoffMin     = 100 * time.Millisecond
+	DefaultBackoffMax     = 5 * time.Second
+	DefaultResultsMaxLen  = 10000 // results stream, MAXLEN ~
+	DefaultStreamMaxLen   = 10000 // op stream, MAXLEN ~ (Client)
+	DefaultSlotTTL        = 2 * time.Minute
+	DefaultSlotPoll       = 200 * time.Millisecond
+	DefaultSlotWait       = 10 * time.Minute
+	DefaultHandlerTimeout = 5 * time.Minute
+)
+
+// ScopeName is the instrumentation scope of the package's spans.
+const ScopeName = "github.com/stargazer/lifecycle/controlops"
+
+// Option configures a Client or a Daemon. Each says which it applies to; the
+// other ignores it.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	key            []byte
+	clock          clockwork.Clock
+	log            *slog.Logger
+	tp             trace.TracerProvider
+	ttl            time.Duration
+	skew           time.Duration
+	block          time.Duration
+	backoffMin     time.Duration
+	backoffMax     time.Duration
+	resultsMaxLen  int64
+	streamMaxLen   int64
+	slotTTL        time.Duration
+	slotPoll       time.Duration
+	slotWait       time.Duration
+	handlerTimeout time.Duration
+	pid            int
+}
+
+func newConfig(opts []Option) config {
+	c := config{
+		clock:          clockwork.NewRealClock(),
+		log:            slog.Default(),
+		tp:             otel.GetTracerProvider(),
+		ttl:            DefaultTTL,
+		skew:           DefaultMaxSkew,
+		block:          DefaultBlock,
+		backoffMin:     DefaultBackoffMin,
+		backoffMax:     DefaultBackoffMax,
+		resultsMaxLen:  DefaultResultsMaxLen,
+		streamMaxLen:   DefaultStreamMaxLen,
+		slotTTL:        DefaultSlotTTL,
+		slotPoll:       DefaultSlotPoll,
+		slotWait:       DefaultSlotWait,
+		handlerTimeout: DefaultHandlerTimeout,
+	}
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&c)
+		}
+	}
+	return c
+}
+
+// WithKey sets the HMAC-SHA256 key (SG_CONTROL_KEY). Client: ops are signed.
+// Daemon: every entry must be signed with it, fresh and carry an unused nonce.
+// Without a key (or with an empty one) the client sends unsigned ops and the
+// daemon accepts them.
+func WithKey(key []byte) Option {
+	return optionFunc(func(c *config) { c.key = append([]byte(nil), key...) })
+}
+
+// WithClock sets the clock (issued_at, freshness, backoff, slot polling). Tests
+// use a fake one. A nil clock is ignored.
+func WithClock(clock clockwork.Clock) Option {
+	return optionFunc(func(c *config) {
+		if clock != nil {
+			c.clock = clock
+		}
+	})
+}
+
+// WithLogger sets the logger (default slog.Default()). A nil logger is ignored.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) {
+		if l != nil {
+			c.log = l
+		}
+	})
+}
+
+// WithTracerProvider sets where spans go (default: the global provider). A nil
+// tp is ignored.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) {
+		if tp != nil {
+			c.tp = tp
+		}
+	})
+}
+
+// WithTTL sets the ttl_ms of the ops a Client sends (default 30s, at most
+// MaxTTL). Values <= 0 are ignored.
+func WithTTL(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.ttl = min(d, MaxTTL)
+		}
+	})
+}
+
+// WithMaxSkew sets how far the Daemon lets the sender's clock disagree with its
+// own around an op's window (default 5s). Negative values are ignored.
+func WithMaxSkew(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d >= 0 {
+			c.skew = d
+		}
+	})
+}
+
+// WithBlock sets the Daemon's XREAD BLOCK time (default 1s). A blocked read is
+// not interrupted by Stop, so this bounds how long Stop waits for it. Values <=
+// 0 are ignored.
+func WithBlock(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.block = d
+		}
+	})
+}
+
+// WithBackoff sets the Daemon's retry delays after a Redis error: min, doubling
+// up to max (default 100ms to 5s). Invalid pairs are ignored.
+func WithBackoff(min, max time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if min > 0 && max >= min {
+			c.backoffMin, c.backoffMax = min, max
+		}
+	})
+}
+
+// WithResultsMaxLen caps the results stream (MAXLEN ~, default 10000). Values <=
+// 0 are ignored.
+func WithResultsMaxLen(n int64) Option {
+	return optionFunc(func(c *config) {
+		if n > 0 {
+			c.resultsMaxLen = n
+		}
+	})
+}
+
+// WithStreamMaxLen caps the op stream a Client writes (MAXLEN ~, default 10000).
+// Values <= 0 are ignored.
+func WithStreamMaxLen(n int64) Option {
+	return optionFunc(func(c *config) {
+		if n > 0 {
+			c.streamMaxLen = n
+		}
+	})
+}
+
+// WithSlotTTL sets how long a rolling-restart slot lasts when the new process
+// does not release it (default 2m): it must cover a shutdown and a boot. Values
+// <= 0 are ignored.
+func WithSlotTTL(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.slotTTL = d
+		}
+	})
+}
+
+// WithSlotWait bounds how long a Daemon waits for a rolling-restart slot, polling
+// every poll (default 10m, polling every 200ms); then the restart fails. Values
+// <= 0 are ignored.
+func WithSlotWait(wait, poll time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if wait > 0 {
+			c.slotWait = wait
+		}
+		if poll > 0 {
+			c.slotPoll = poll
+		}
+	})
+}
+
+// WithHandlerTimeout bounds how long the Daemon lets Target.Do run (default 5m).
+// Values <= 0 are ignored.
+func WithHandlerTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.handlerTimeout = d
+		}
+	})
+}

@@ -1,0 +1,127 @@
+package controlops
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Keys. {<service>} is a Redis Cluster hash tag: all of one service's control
+// keys share its slot, so the daemon's scripts and pipelines touch one node.
+
+// StreamKey returns the service's op stream: "sg:control:{<service>}".
+func StreamKey(service string) string { return "sg:control:{" + service + "}" }
+
+// ResultsKey returns the service's results stream: "sg:control:results:{<service>}".
+func ResultsKey(service string) string { return "sg:control:results:{" + service + "}" }
+
+// NonceKey returns the key an instance claims, with SET NX and an expiry, to
+// accept a nonce once: "sg:control:nonce:{<service>}:<instance>:<nonce>". It is
+// per instance because an op for "*" is executed once by every instance.
+func NonceKey(service, instance, nonce string) string {
+	return "sg:control:nonce:{" + service + "}:" + instance + ":" + nonce
+}
+
+// SlotsKey returns the sorted set of rolling-restart slots:
+// "sg:control:slots:{<service>}", members instance ids, scores the slot's expiry
+// (unix ms).
+func SlotsKey(service string) string { return "sg:control:slots:{" + service + "}" }
+
+// PendingKey returns the key that carries a restart from the old process to the
+// new one: "sg:control:pending:{<service>}:<instance>", a hash with the op's id,
+// stream ID and traceparent, expiring with the slot.
+func PendingKey(service, instance string) string {
+	return "sg:control:pending:{" + service + "}:" + instance
+}
+
+// Status is the outcome of one op on one instance.
+type Status string
+
+// Result statuses. Every instance writes exactly one final result (done,
+// failed, rejected or ignored) per entry it reads; a restart also writes
+// accepted first (see the package documentation).
+const (
+	// StatusAccepted: not final. The old process began the restart: its shutdown
+	// follows; done comes from the new process once it is running.
+	StatusAccepted Status = "accepted"
+	// StatusDone: the op ran; the instance is back in running (State says).
+	StatusDone Status = "done"
+	// StatusFailed: the op ran and failed (a failing pull handler, no restart
+	// slot in time); the instance is still running.
+	StatusFailed Status = "failed"
+	// StatusRejected: the op was not executed: malformed, unsigned, badly signed,
+	// expired, replayed, unknown, or not valid in the current state (Reason says).
+	StatusRejected Status = "rejected"
+	// StatusIgnored: the op was addressed to another instance.
+	StatusIgnored Status = "ignored"
+)
+
+// Final reports whether s is the last result of an op on an instance.
+func (s Status) Final() bool { return s != StatusAccepted && s != "" }
+
+// Result field names on sg:control:results:{<name>}.
+const (
+	ResultOpID     = "op_id"
+	ResultOp       = "op"
+	ResultStreamID = "entry" // the op's stream ID
+	ResultInstance = "instance"
+	ResultStatus   = "status"
+	ResultReason   = "reason"
+	ResultAt       = "at" // unix ms
+	ResultState    = "state"
+	ResultPID      = "pid"
+	ResultTraceID  = "trace_id"
+)
+
+// Result is one entry of the results stream.
+type Result struct {
+	// ID is the result's own stream ID.
+	ID string
+	// OpID is the op's id ("" when the entry was too malformed to have one).
+	OpID string
+	// Op is the op's name, when known.
+	Op string
+	// Entry is the op's stream ID on sg:control:{<name>}.
+	Entry    string
+	Instance string
+	Status   Status
+	// Reason says why an op was rejected or failed.
+	Reason string
+	At     time.Time
+	// State is the instance's lifecycle state when it wrote the result.
+	State string
+	// PID is the writing process: after a restart, the new one's.
+	PID int
+	// TraceID is the trace of the handling, hex.
+	TraceID string
+}
+
+func (r Result) values() map[string]any {
+	return map[string]any{
+		ResultOpID:     r.OpID,
+		ResultOp:       r.Op,
+		ResultStreamID: r.Entry,
+		ResultInstance: r.Instance,
+		ResultStatus:   string(r.Status),
+		ResultReason:   r.Reason,
+		ResultAt:       strconv.FormatInt(r.At.UnixMilli(), 10),
+		ResultState:    r.State,
+		ResultPID:      strconv.Itoa(r.PID),
+		ResultTraceID:  r.TraceID,
+	}
+}
+
+func parseResult(m redis.XMessage) Result {
+	s := func(k string) string { v, _ := m.Values[k].(string); return v }
+	r := Result{
+		ID: m.ID, OpID: s(ResultOpID), Op: s(ResultOp), Entry: s(ResultStreamID),
+		Instance: s(ResultInstance), Status: Status(s(ResultStatus)), Reason: s(ResultReason),
+		State: s(ResultState), TraceID: s(ResultTraceID),
+	}
+	if ms, err := strconv.ParseInt(s(ResultAt), 10, 64); err == nil {
+		r.At = time.UnixMilli(ms)
+	}
+	r.PID, _ = strconv.Atoi(s(ResultPID))
+	return r
+}
