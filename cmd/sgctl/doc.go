@@ -1,0 +1,76 @@
+// Command sgctl is the operator CLI of a Stargazer fleet: it reads the Redis
+// service registry every instance writes (package registry) and sends signed
+// control ops to the instances' control-ops daemons (package controlops).
+//
+// # Usage
+//
+//	sgctl ps [SERVICE] [--json] [--ttl D]
+//	sgctl watch [SERVICE] [--instance ID] [--json] [--from ID]
+//	sgctl restart SERVICE [--instance ID] [--max-unavailable N] [--wait] [--timeout D] [--json]
+//	sgctl pull SERVICE [--instance ID] [--wait] [--timeout D] [--json]
+//	sgctl diagram [--format mermaid|dot|svg] [--highlight STATE]
+//
+// Every command has --help; flags may come before or after the arguments
+// (as with kubectl), as -flag or --flag, with "--flag value" or
+// "--flag=value".
+//
+// ps prints a table of live instances (SERVICE INSTANCE STATUS PHASE HOST PID
+// UPTIME HEARTBEAT DEGRADED) read from the registry index of each service,
+// never with SCAN; --json prints the entries as a JSON array with
+// expires_at, uptime_ms and heartbeat_age_ms added. HEARTBEAT, the age of the
+// instance's last heartbeat or status write, is derived from the index
+// score, which is the entry's expiry (unix ms) and every heartbeat sets to
+// now+TTL: age = now - (score - TTL). The entry does not record the
+// service's TTL, so sgctl takes it from --ttl, by default from SG_SERVICE_TTL
+// in its own environment, else 30s; a wrong TTL shifts every age by the
+// difference. (updated_at is not used: heartbeats refresh the TTL without
+// rewriting the entry.)
+//
+// watch follows the fleet-wide events stream sg:events with blocking reads
+// and prints one line per transition (TIME SERVICE INSTANCE FROM -> TO EVENT
+// GUARD PHASE ERROR), or one JSON object per line with --json. It starts with
+// the transitions made after it started (--from 0 replays the capped stream,
+// --from ID resumes after a stream id), keeps retrying from where it was when
+// Redis stops answering, and ends with exit code 0 on Ctrl-C.
+//
+// restart and pull send one op, signed with SG_CONTROL_KEY, to the service's
+// control stream sg:control:{<name>}, addressed to every instance ("*") or to
+// --instance. Without --wait they print the op's id and return. With --wait
+// they follow the results stream sg:control:results:{<name>} and the registry
+// and print each instance's results (accepted, done, failed, rejected) and
+// its return to running (for a restart: a new process, with a new started_at
+// and pid); they exit 0 when every instance that was running when the op was
+// sent reported done and runs again, and 1 when one failed, was rejected, or
+// --timeout passed first. --max-unavailable N (restart) makes the instances
+// take one of N slots before restarting: at most N are out of running at a
+// time because of the op.
+//
+// diagram prints the lifecycle's state diagram from the transition table in
+// package phases, as Mermaid (default), Graphviz DOT or SVG (rendered by the
+// dot binary, which must be on PATH). It needs no Redis.
+//
+// # Environment
+//
+//	REDIS_URL       redis://, rediss:// or unix:// URL of the registry's Redis, with
+//	                auth; addr= query parameters name the nodes of a cluster. Default
+//	                redis://127.0.0.1:6379/0, as redis-cli.
+//	SG_CONTROL_KEY  HMAC-SHA256 key that signs restart and pull (at least 16 bytes),
+//	                the same key the services have. Unset: ops are sent unsigned, and
+//	                instances that have a key reject them. Only restart and pull read it.
+//	SG_SERVICE_TTL  the fleet's registry TTL, which ps uses to date heartbeats.
+//	OTEL_*          with an exporter configured (e.g. OTEL_EXPORTER_OTLP_ENDPOINT),
+//	                restart and pull export their span, the parent of every instance's
+//	                handling of the op, and print its trace id.
+//
+// Variables are validated as the services validate them (lifecycle.ParseEnv);
+// a bad value is named with the variable in the error (passwords redacted).
+//
+// # Exit codes
+//
+//	0  success (watch: also when ended by Ctrl-C)
+//	1  an op failed or was rejected, --wait timed out, or another runtime error
+//	   (e.g. graphviz missing for --format svg)
+//	2  usage or configuration error: unknown command or flag, bad flag value or
+//	   argument, invalid environment variable; printed with what is wrong
+//	3  Redis unreachable: the message names the address and REDIS_URL
+package main

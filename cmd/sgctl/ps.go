@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/stargazer/lifecycle"
+	"github.com/stargazer/lifecycle/registry"
+)
+
+var psCommand = &command{
+	name:    "ps",
+	summary: "List the live instances of one service or of every service",
+	usage:   "ps [SERVICE] [--json] [--ttl D]",
+	help: `Reads the registry index of each service (sg:registry:index:{<name>}, never
+SCAN) and the instances' entries, and prints one row per live instance:
+
+  SERVICE INSTANCE STATUS PHASE HOST PID UPTIME HEARTBEAT DEGRADED
+
+UPTIME is the time since the process started (the entry's started_at).
+HEARTBEAT is the age of the instance's last heartbeat or status write: the
+index scores each instance by the expiry of its entry (unix ms), which every
+heartbeat pushes to now+TTL, so the last write happened at score-TTL. The TTL
+is the service's SG_SERVICE_TTL, which the entry does not record: sgctl uses
+--ttl, by default SG_SERVICE_TTL from its own environment or 30s. A healthy
+instance shows an age below TTL/3 (the heartbeat interval, at least 1s).
+
+Without SERVICE every service in sg:registry:services is listed. With --json
+the output is one JSON array of the entries (the registry's fields) with
+expires_at, uptime_ms and heartbeat_age_ms added (null when unknown).`,
+	flags: func(fs *flag.FlagSet, a *app) func(context.Context, []string) int {
+		asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
+		ttl := new(time.Duration)
+		*ttl = registry.DefaultTTL
+		var envErr error
+		if v := a.getenv(lifecycle.EnvServiceTTL); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				envErr = fmt.Errorf("invalid %s=%q: want a duration > 0 such as 30s", lifecycle.EnvServiceTTL, v)
+			} else {
+				*ttl = d
+			}
+		}
+		fs.DurationVar(ttl, "ttl", *ttl, "the services' registry `TTL`, to date the last heartbeat")
+		return func(ctx context.Context, args []string) int {
+			ttlSet := false
+			fs.Visit(func(f *flag.Flag) { ttlSet = ttlSet || f.Name == "ttl" })
+			if envErr != nil && !ttlSet {
+				return a.usageError("%v", envErr)
+			}
+			return a.ps(ctx, args, *asJSON, *ttl)
+		}
+	},
+}
+
+// psRow is one instance as `ps --json` prints it: the registry entry and
+// what sgctl derives from it.
+type psRow struct {
+	registry.Entry
+	// ExpiresAt is the index score: when the entry expires unless refreshed.
+	ExpiresAt *time.Time `json:"expires_at"`
+	// UptimeMS is the time since StartedAt.
+	UptimeMS *int64 `json:"uptime_ms"`
+	// HeartbeatAgeMS is now - (ExpiresAt - TTL), at least 0.
+	HeartbeatAgeMS *int64 `json:"heartbeat_age_ms"`
+}
+
+func (a *app) ps(ctx context.Context, args []string, asJSON bool, ttl time.Duration) int {
+	if len(args) > 1 {
+		return a.usageError("too many arguments %q: want at most one SERVICE", args)
+	}
+	if ttl <= 0 {
+		return a.usageError("invalid value %q for flag --ttl: want a duration > 0", ttl)
+	}
+	var services []string
+	if len(args) == 1 {
+		if err := validService(args[0]); err != nil {
+			return a.usageError("%v", err)
+		}
+		services = args
+	}
+	cn, code := a.connect(ctx)
+	if cn == nil {
+		return code
+	}
+	defer cn.Close()
+	reg := registry.New(cn.client, registry.WithTTL(ttl))
+	if services == nil {
+		var err error
+		if services, err = reg.Services(ctx); err != nil {
+			return a.redisError(cn, err)
+		}
+	}
+
+	now := a.now()
+	rows := []psRow{}
+	for _, svc := range services {
+		entries, err := reg.Instances(ctx, svc)
+		if err != nil {
+			return a.redisError(cn, err)
+		}
+		if len(entries) == 0 {
+			continue
+		}
+		// The scores are read after the entries: an instance that registered
+		// in between has an entry-less score, ignored; one that registered
+		// just before has no score yet and an unknown heartbeat.
+		zs, err := cn.client.ZRangeWithScores(ctx, registry.IndexKey(svc), 0, -1).Result()
+		if err != nil {
+			return a.redisError(cn, err)
+		}
+		expiry := make(map[string]time.Time, len(zs))
+		for _, z := range zs {
+			if id, ok := z.Member.(string); ok {
+				expiry[id] = time.UnixMilli(int64(z.Score)).UTC()
+			}
+		}
+		for _, e := range entries {
+			r := psRow{Entry: e}
+			if !e.StartedAt.IsZero() {
+				r.UptimeMS = ptr(max(0, now.Sub(e.StartedAt).Milliseconds()))
+			}
+			if exp, ok := expiry[e.Instance]; ok {
+				r.ExpiresAt = &exp
+				r.HeartbeatAgeMS = ptr(max(0, now.Sub(exp.Add(-ttl)).Milliseconds()))
+			}
+			rows = append(rows, r)
+		}
+	}
+
+	if asJSON {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rows); err != nil {
+			fmt.Fprintf(a.stderr, "sgctl ps: writing output: %v\n", err)
+			return exitFailed
+		}
+		return exitOK
+	}
+	if len(rows) == 0 {
+		if len(args) == 1 {
+			fmt.Fprintf(a.stderr, "No live instances of service %q.\n", args[0])
+		} else {
+			fmt.Fprintln(a.stderr, "No live instances.")
+		}
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATUS\tPHASE\tHOST\tPID\tUPTIME\tHEARTBEAT\tDEGRADED")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%t\n",
+			r.Service, r.Instance, dash(r.Status), dash(r.Phase), dash(r.Host), pid(r.PID),
+			msAge(r.UptimeMS), msAge(r.HeartbeatAgeMS), r.Degraded)
+	}
+	if err := tw.Flush(); err != nil {
+		fmt.Fprintf(a.stderr, "sgctl ps: writing output: %v\n", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func pid(p int) string {
+	if p == 0 {
+		return "-"
+	}
+	return strconv.Itoa(p)
+}
+
+func msAge(ms *int64) string {
+	if ms == nil {
+		return "-"
+	}
+	return age(time.Duration(*ms) * time.Millisecond)
+}
+
+// age renders a duration the way kubectl prints ages: the two largest units,
+// "850ms", "42s", "5m3s", "3h12m", "2d5h".
+func age(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	case d < time.Minute:
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%ds", d/time.Minute, d%time.Minute/time.Second)
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%dm", d/time.Hour, d%time.Hour/time.Minute)
+	}
+	return fmt.Sprintf("%dd%dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
+}

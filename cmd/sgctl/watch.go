@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/stargazer/lifecycle/registry"
+)
+
+// watchBlock is how long one blocking read of the events stream waits. A
+// cancelled watch does not wait for it: the client is closed, which ends
+// the read at once.
+const watchBlock = 5 * time.Second
+
+// watchRetryMax caps the wait between reads after Redis stopped answering.
+const watchRetryMax = 5 * time.Second
+
+var watchCommand = &command{
+	name:    "watch",
+	summary: "Follow lifecycle transitions as they happen",
+	usage:   "watch [SERVICE] [--instance ID] [--json] [--from ID]",
+	help: `Follows the fleet-wide events stream (sg:events) with blocking reads and prints
+one line per transition, oldest first:
+
+  TIME SERVICE INSTANCE FROM -> TO EVENT GUARD PHASE ERROR
+
+TIME is when the instance made the transition (UTC); GUARD is the guard that
+chose the transition, PHASE the destination's phase label, "-" when none.
+With SERVICE (and --instance) only that service's (instance's) transitions
+are shown. By default only transitions made after the command started are
+shown; --from 0 replays the whole capped stream first, --from ID starts
+after a stream id (the "id" field of --json output), to resume a watch.
+
+With --json each transition is one JSON object per line (NDJSON).
+
+If Redis stops answering after the watch started, sgctl says so on stderr
+and keeps retrying from the last transition it printed, so nothing still in
+the stream is missed or repeated. Ctrl-C ends the watch with exit code 0.`,
+	flags: func(fs *flag.FlagSet, a *app) func(context.Context, []string) int {
+		asJSON := fs.Bool("json", false, "print one JSON object per line")
+		instance := fs.String("instance", "", "only this instance `ID` (needs SERVICE)")
+		from := fs.String("from", "$", "start after this stream `ID`: $ for new transitions only, 0 for the whole stream")
+		return func(ctx context.Context, args []string) int {
+			return a.watch(ctx, args, *instance, *from, *asJSON)
+		}
+	},
+}
+
+// watchEvent is one transition as `watch --json` prints it.
+type watchEvent struct {
+	ID       string    `json:"id"`
+	Time     time.Time `json:"time"`
+	Service  string    `json:"service"`
+	Instance string    `json:"instance"`
+	From     string    `json:"from"`
+	To       string    `json:"to"`
+	Event    string    `json:"event"`
+	Guard    string    `json:"guard,omitempty"`
+	Phase    string    `json:"phase,omitempty"`
+	Degraded bool      `json:"degraded"`
+	Error    string    `json:"error,omitempty"`
+	TraceID  string    `json:"trace_id,omitempty"`
+}
+
+func (a *app) watch(ctx context.Context, args []string, instance, from string, asJSON bool) int {
+	if len(args) > 1 {
+		return a.usageError("too many arguments %q: want at most one SERVICE", args)
+	}
+	service := ""
+	if len(args) == 1 {
+		if err := validService(args[0]); err != nil {
+			return a.usageError("%v", err)
+		}
+		service = args[0]
+	}
+	if instance != "" && service == "" {
+		return a.usageError("flag --instance %q needs a SERVICE argument", instance)
+	}
+	if !validStreamID(from) {
+		return a.usageError("invalid value %q for flag --from: want $, 0 or a stream id such as 1700000000000-0", from)
+	}
+	cn, code := a.connect(ctx)
+	if cn == nil {
+		return code
+	}
+	defer cn.Close()
+	// A read blocked in XREAD does not watch ctx: closing the client ends it,
+	// so Ctrl-C is immediate rather than up to watchBlock late.
+	stop := context.AfterFunc(ctx, func() { _ = cn.Close() })
+	defer stop()
+
+	reg := registry.New(cn.client)
+	p := &eventPrinter{w: a.stdout, json: asJSON}
+	// The first read does not block: it resolves "$" to an id at once (so
+	// nothing made after the command started is missed) and reports a Redis
+	// that fails right away as unreachable rather than retrying.
+	events, last, err := reg.Events(ctx, from, 0, 0)
+	if err != nil {
+		if ctx.Err() != nil {
+			return exitOK
+		}
+		return a.redisError(cn, err)
+	}
+	p.header()
+	retry := time.Duration(0)
+	for {
+		for _, ev := range events {
+			if service != "" && ev.Service != service || instance != "" && ev.Instance != instance {
+				continue
+			}
+			if err := p.print(ev); err != nil {
+				fmt.Fprintf(a.stderr, "sgctl watch: writing output: %v\n", err)
+				return exitFailed
+			}
+		}
+		var next string
+		events, next, err = reg.Events(ctx, last, 0, watchBlock)
+		if ctx.Err() != nil {
+			return exitOK
+		}
+		if err != nil {
+			events = nil
+			retry = min(max(2*retry, 250*time.Millisecond), watchRetryMax)
+			fmt.Fprintf(a.stderr, "sgctl watch: %s; retrying in %v\n", cn.unreachable(err), retry)
+			select {
+			case <-ctx.Done():
+				return exitOK
+			case <-time.After(retry):
+			}
+			continue
+		}
+		if retry > 0 {
+			fmt.Fprintf(a.stderr, "sgctl watch: Redis at %s answers again; resuming after %s\n", cn.addr, last)
+			retry = 0
+		}
+		last = next
+	}
+}
+
+// validStreamID accepts what XREAD accepts after a stream name: "$", or
+// "ms" or "ms-seq" with decimal numbers.
+func validStreamID(id string) bool {
+	if id == "$" {
+		return true
+	}
+	ms, seq, hasSeq := strings.Cut(id, "-")
+	return digits(ms) && (!hasSeq || digits(seq))
+}
+
+func digits(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// eventPrinter writes transitions as fixed-width lines or NDJSON. Lines
+// are written as they come (no tabwriter: a watch never ends), so columns
+// are padded to widths that fit the lifecycle's names; longer values push
+// the rest of their line right.
+type eventPrinter struct {
+	w    io.Writer
+	json bool
+}
+
+const watchLine = "%-23s  %-12s  %-16s  %-38s  %-16s  %-18s  %-5s  %s\n"
+
+func (p *eventPrinter) header() {
+	if !p.json {
+		fmt.Fprintf(p.w, watchLine, "TIME", "SERVICE", "INSTANCE", "FROM -> TO", "EVENT", "GUARD", "PHASE", "ERROR")
+	}
+}
+
+func (p *eventPrinter) print(ev registry.Event) error {
+	if p.json {
+		b, err := json.Marshal(watchEvent{
+			ID: ev.ID, Time: ev.Time, Service: ev.Service, Instance: ev.Instance,
+			From: ev.From, To: ev.To, Event: ev.Event, Guard: ev.Guard, Phase: ev.Phase,
+			Degraded: ev.Degraded, Error: ev.Error, TraceID: ev.TraceID,
+		})
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(p.w, "%s\n", b)
+		return err
+	}
+	ts := "-"
+	if !ev.Time.IsZero() {
+		ts = ev.Time.UTC().Format("2006-01-02T15:04:05.000Z")
+	}
+	errText := "-"
+	if ev.Error != "" {
+		errText = fmt.Sprintf("%q", ev.Error)
+	}
+	_, err := fmt.Fprintf(p.w, watchLine, ts, dash(ev.Service), dash(ev.Instance),
+		dash(ev.From)+" -> "+dash(ev.To), dash(ev.Event), dash(ev.Guard), dash(ev.Phase), errText)
+	return err
+}
