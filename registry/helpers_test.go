@@ -70,7 +70,18 @@ type recorder struct {
 
 	holdCmd, holdKey string
 	held             chan struct{} // receives once per held pipeline
-	release          chan struct{} // closed to let held pipelines through
+	release          chan struct{} // closed by open to let held pipelines through
+	releaseOnce      sync.Once
+}
+
+// open stops holding pipelines and lets held ones through. Tests also
+// register it with t.Cleanup after creating their Member, so that a failing
+// test does not leave the writer held and Close waiting for ever.
+func (r *recorder) open() {
+	r.mu.Lock()
+	r.holdCmd = ""
+	r.mu.Unlock()
+	r.releaseOnce.Do(func() { close(r.release) })
 }
 
 func (r *recorder) record(cmds ...redis.Cmder) error {

@@ -192,7 +192,10 @@ func TestUpdateNeverBlocksWhileRedisIsDown(t *testing.T) {
 func TestUpdatesAreDeliveredOnceRedisIsBack(t *testing.T) {
 	srv := redistest.Server(t)
 	clk := clockwork.NewFakeClock()
-	r := registry.New(srv.Client(t), registry.WithClock(clk), registry.WithRetryBackoff(10*time.Millisecond, 100*time.Millisecond))
+	// One attempt per write: the writer's backoff, not the client's, retries.
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { _ = c.Close() })
+	r := registry.New(c, registry.WithClock(clk), registry.WithRetryBackoff(10*time.Millisecond, 100*time.Millisecond))
 	m := newMember(t, r, entry("api", "i1", "init"))
 	ctx := context.Background()
 
@@ -205,7 +208,6 @@ func TestUpdatesAreDeliveredOnceRedisIsBack(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, func() { clk.Advance(100 * time.Millisecond) },
 		func() bool { return m.Stats().Failures > 0 }, "the writer tried and failed while Redis was down")
-
 	srv.Restart()
 	eventually(t, 10*time.Second, func() { clk.Advance(100 * time.Millisecond) }, func() bool {
 		st := m.Stats()
@@ -239,6 +241,7 @@ func TestLatestStatusWins(t *testing.T) {
 	c.AddHook(rec)
 	r := registry.New(c)
 	m := newMember(t, r, entry("api", "i1", "init"))
+	t.Cleanup(rec.open) // runs before the member's Close
 
 	m.Update(entry("api", "i1", "s0"), transition("init", "s0"))
 	<-rec.held // the writer is in flight with s0
@@ -246,10 +249,7 @@ func TestLatestStatusWins(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		m.Update(entry("api", "i1", fmt.Sprint("s", i)), transition(fmt.Sprint("s", i-1), fmt.Sprint("s", i)))
 	}
-	rec.mu.Lock()
-	rec.holdCmd = ""
-	rec.mu.Unlock()
-	close(rec.release)
+	rec.open()
 	eventually(t, 5*time.Second, nil, func() bool {
 		st := m.Stats()
 		return !st.EntryPending && st.QueuedEvents == 0
@@ -288,6 +288,7 @@ func TestNoUpdateRecreatesEntryAfterDeregister(t *testing.T) {
 	clk := clockwork.NewFakeClock()
 	r := registry.New(c, registry.WithClock(clk))
 	m := newMember(t, r, entry("api", "i1", "running"))
+	t.Cleanup(rec.open) // runs before the member's Close
 	ctx := context.Background()
 	if err := m.Register(ctx, entry("api", "i1", "running")); err != nil {
 		t.Fatal(err)
@@ -307,10 +308,7 @@ func TestNoUpdateRecreatesEntryAfterDeregister(t *testing.T) {
 		t.Fatalf("Deregister returned (%v) while an entry write was in flight", err)
 	case <-time.After(200 * time.Millisecond): // a bound for what must not happen
 	}
-	rec.mu.Lock()
-	rec.holdCmd = ""
-	rec.mu.Unlock()
-	close(rec.release)
+	rec.open()
 	if err := <-deregistered; err != nil {
 		t.Fatalf("Deregister: %v", err)
 	}
