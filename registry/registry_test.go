@@ -99,6 +99,30 @@ func TestRegisterListDeregisterRoundTrip(t *testing.T) {
 				t.Fatalf("index of api has %d members (%v), want 1", n, err)
 			}
 
+			// A Member's pipelines span three slots (entry+index, services,
+			// events); they must work on a cluster too.
+			m, err := r.Member(entry("api", "i3", "init"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Update(entry("api", "i3", "configuring"), &registry.Event{Event: "ping_ok", From: "connecting", To: "configuring"})
+			if err := m.Register(ctx, entry("api", "i3", "registering")); err != nil {
+				t.Fatalf("Member.Register: %v", err)
+			}
+			if err := m.Close(ctx); err != nil {
+				t.Fatalf("Member.Close: %v", err)
+			}
+			if found, err := r.Heartbeat(ctx, "api", "i3"); err != nil || !found {
+				t.Fatalf("Heartbeat(api, i3) = %v, %v; want found", found, err)
+			}
+			got, err = r.Instances(ctx, "api")
+			if err != nil || len(got) != 2 || got[1].Instance != "i3" || got[1].Status != "registering" {
+				t.Fatalf("Instances(api) after Member.Register(i3) = %+v, %v", got, err)
+			}
+			if evs, _, err := r.Events(ctx, "0", 10, 0); err != nil || len(evs) != 1 || evs[0].Instance != "i3" {
+				t.Fatalf("Events = %+v, %v; want the member's one event", evs, err)
+			}
+
 			if b.cluster {
 				cc := c.(*redis.ClusterClient)
 				slotOf := func(k string) int64 {
