@@ -1,0 +1,477 @@
+package controlops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Target is what a Daemon acts on: one instance of a service. The lifecycle
+// package implements it; controlops does not import it.
+type Target interface {
+	// Service is the service name: the daemon reads sg:control:{<Service()>}.
+	Service() string
+	// Instance is the instance id that ops may target.
+	Instance() string
+	// State is the current lifecycle state, e.g. "running".
+	State() string
+	// Do runs op with its JSON args (possibly empty). ctx carries the handling
+	// span and ends at Stop or at the handler timeout. It returns an error
+	// matching ErrUnknownOp when the target has no such op, ErrInvalidState
+	// when the op is not valid in the current state (both reported as
+	// rejected), any other error when the op failed. For "restart", Do must only
+	// begin the shutdown and return: the Daemon has already taken the slot and
+	// written what the new process needs.
+	Do(ctx context.Context, op string, args json.RawMessage) error
+}
+
+// StateRunning is the state in which a restart may begin.
+const StateRunning = "running"
+
+// Daemon is the instance side of the control channel. It fits lifecycle.Extra:
+// Start at phase 8.5, Stop first at shutdown (S1).
+type Daemon struct {
+	rdb    redis.UniversalClient
+	t      Target
+	cfg    config
+	tracer trace.Tracer
+	log    *slog.Logger
+	svc    string
+	inst   string
+
+	mu        sync.Mutex
+	started   bool
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	lastID    string // last entry handled (or the start position); "" until resolved
+	pending   bool   // Start saw a restart handed over by the old process
+	checked   bool   // Start read the pending key (so Running knows whether to look)
+	blockConn int64  // CLIENT ID of the connection in XREAD BLOCK, 0 when none
+	running   chan struct{}
+	restarted bool // a restart was accepted: read no further
+}
+
+// New returns a Daemon for target reading through rdb. Options that apply:
+// WithKey, WithMaxSkew, WithClock, WithLogger, WithTracerProvider, WithBlock,
+// WithBackoff, WithResultsMaxLen, WithSlotTTL, WithSlotWait,
+// WithHandlerTimeout. It touches no network.
+func New(rdb redis.UniversalClient, t Target, opts ...Option) (*Daemon, error) {
+	if rdb == nil {
+		return nil, errors.New("controlops: New: nil redis client")
+	}
+	if t == nil {
+		return nil, errors.New("controlops: New: nil target")
+	}
+	cfg := newConfig(opts)
+	cfg.pid = os.Getpid()
+	d := &Daemon{
+		rdb: rdb, t: t, cfg: cfg, tracer: cfg.tp.Tracer(ScopeName),
+		svc: t.Service(), inst: t.Instance(),
+		running: make(chan struct{}, 1),
+	}
+	d.log = cfg.log.With("component", "controlops")
+	return d, nil
+}
+
+// Signed reports whether the daemon requires signed entries (it has a key).
+func (d *Daemon) Signed() bool { return len(d.cfg.key) > 0 }
+
+// LastID returns the stream ID of the last entry handled, or the start
+// position; "" before it is known.
+func (d *Daemon) LastID() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastID
+}
+
+// Start resolves the start position and starts reading. The position is the
+// restart entry when the old process of this instance handed a restart over
+// (see the package documentation), otherwise the stream's last entry at Start
+// ("0-0" when the stream is empty): every entry added after Start returns is
+// read. When Redis does not answer within ctx, Start still succeeds and the
+// position is resolved once Redis answers. A second Start returns an error.
+func (d *Daemon) Start(ctx context.Context) error {
+	d.mu.Lock()
+	if d.started {
+		d.mu.Unlock()
+		return errors.New("controlops: daemon already started")
+	}
+	d.started = true
+	d.mu.Unlock()
+
+	if err := d.resolve(ctx); err != nil {
+		d.log.Warn("control stream position not resolved yet; retrying in the background", "error", err)
+	}
+	if !d.Signed() {
+		d.log.Warn("SG_CONTROL_KEY is not set: unsigned control ops are accepted", "stream", StreamKey(d.svc))
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.mu.Lock()
+	d.cancel = cancel
+	d.mu.Unlock()
+	d.wg.Add(2)
+	go func() { defer d.wg.Done(); d.loop(runCtx) }()
+	go func() { defer d.wg.Done(); d.finisher(runCtx) }()
+	d.log.Info("control-ops daemon started", "stream", StreamKey(d.svc), "from", d.LastID(), "signed", d.Signed())
+	return nil
+}
+
+// Stop cancels the daemon and waits for it: an op being handled sees its
+// context cancelled, a blocked read is unblocked (CLIENT UNBLOCK with a
+// *redis.Client; otherwise it ends within the block time, WithBlock). It
+// returns ctx's error if ctx ends first (the daemon still stops). Stop before
+// Start, or a second Stop, returns nil.
+func (d *Daemon) Stop(ctx context.Context) error {
+	d.mu.Lock()
+	cancel, id := d.cancel, d.blockConn
+	d.cancel = nil
+	d.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	if id != 0 {
+		uctx, c := context.WithTimeout(ctx, time.Second)
+		_ = d.rdb.ClientUnblock(uctx, id).Err()
+		c()
+	}
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		d.log.Info("control-ops daemon stopped", "last_id", d.LastID())
+		return nil
+	case <-ctx.Done():
+		<-done // the goroutines end on their own: the block time bounds them
+		return fmt.Errorf("controlops: stopping daemon: %w", ctx.Err())
+	}
+}
+
+// Running tells the daemon that its instance reached running. If the old process
+// of this instance handed a restart over, the daemon writes the restart's done
+// result, gives the rolling-restart slot back and deletes the hand-over, in the
+// background. It never blocks; call it after Start.
+func (d *Daemon) Running() {
+	select {
+	case d.running <- struct{}{}:
+	default:
+	}
+}
+
+// resolve fixes the start position once.
+func (d *Daemon) resolve(ctx context.Context) error {
+	d.mu.Lock()
+	known := d.lastID != ""
+	d.mu.Unlock()
+	if known {
+		return nil
+	}
+	h, err := d.rdb.HGetAll(ctx, PendingKey(d.svc, d.inst)).Result()
+	if err != nil {
+		return fmt.Errorf("controlops: HGETALL %s: %w", PendingKey(d.svc, d.inst), err)
+	}
+	pos := h[pendingEntry]
+	if pos == "" {
+		msgs, err := d.rdb.XRevRangeN(ctx, StreamKey(d.svc), "+", "-", 1).Result()
+		if err != nil {
+			return fmt.Errorf("controlops: XREVRANGE %s: %w", StreamKey(d.svc), err)
+		}
+		pos = "0-0"
+		if len(msgs) > 0 {
+			pos = msgs[0].ID
+		}
+	}
+	d.mu.Lock()
+	d.lastID, d.pending, d.checked = pos, len(h) > 0, true
+	d.mu.Unlock()
+	return nil
+}
+
+// backoff returns the delay after n consecutive failures (n >= 1).
+func (d *Daemon) backoff(n int) time.Duration {
+	b := d.cfg.backoffMin
+	for i := 1; i < n && b < d.cfg.backoffMax; i++ {
+		b *= 2
+	}
+	return min(b, d.cfg.backoffMax)
+}
+
+// sleep waits d on the clock or until ctx ends; false when ctx ended.
+func (d *Daemon) sleep(ctx context.Context, dur time.Duration) bool {
+	t := d.cfg.clock.NewTimer(dur)
+	defer t.Stop()
+	select {
+	case <-t.Chan():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// errRetry: the entry could not be decided because Redis failed; read it again.
+var errRetry = errors.New("controlops: redis unavailable while handling")
+
+func (d *Daemon) loop(ctx context.Context) {
+	fails := 0
+	var conn *redis.Conn
+	unblockable := true // false once the server refused CLIENT ID (miniredis)
+	defer func() {
+		if conn != nil {
+			_ = conn.Close()
+		}
+	}()
+	fail := func(what string, err error) bool {
+		fails++
+		if fails == 1 {
+			d.log.Warn("control stream unavailable; retrying with backoff", "op", what, "error", err)
+		}
+		return d.sleep(ctx, d.backoff(fails))
+	}
+	for ctx.Err() == nil {
+		if err := d.resolve(ctx); err != nil {
+			if !fail("resolve", err) {
+				return
+			}
+			continue
+		}
+		d.mu.Lock()
+		after, restarted := d.lastID, d.restarted
+		d.mu.Unlock()
+		if restarted {
+			// The shutdown that follows stops us; read nothing meanwhile.
+			<-ctx.Done()
+			return
+		}
+		var rd redis.Cmdable = d.rdb
+		if c, ok := d.rdb.(*redis.Client); ok && unblockable {
+			// A connection of our own, so Stop can CLIENT UNBLOCK it.
+			if conn == nil {
+				conn = c.Conn()
+				id, err := conn.ClientID(ctx).Result()
+				if err != nil {
+					_ = conn.Close()
+					conn = nil
+					var rerr redis.Error
+					if errors.As(err, &rerr) {
+						unblockable = false
+						continue
+					}
+					if !fail("CLIENT ID", err) {
+						return
+					}
+					continue
+				}
+				d.mu.Lock()
+				d.blockConn = id
+				d.mu.Unlock()
+			}
+			rd = conn
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		streams, err := rd.XRead(ctx, &redis.XReadArgs{
+			Streams: []string{StreamKey(d.svc), after}, Count: 16, Block: d.cfg.block,
+		}).Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if conn != nil {
+				_ = conn.Close()
+				conn = nil
+				d.mu.Lock()
+				d.blockConn = 0
+				d.mu.Unlock()
+			}
+			if !fail("XREAD", err) {
+				return
+			}
+			continue
+		}
+		if fails > 0 {
+			d.log.Info("control stream available again", "after_failures", fails, "from", after)
+			fails = 0
+		}
+	entries:
+		for _, s := range streams {
+			for _, m := range s.Messages {
+				err := d.handle(ctx, m)
+				if errors.Is(err, errRetry) {
+					if !fail("handle", err) {
+						return
+					}
+					break entries
+				}
+				if ctx.Err() != nil && err != nil {
+					return
+				}
+				d.mu.Lock()
+				d.lastID = m.ID
+				stop := d.restarted
+				d.mu.Unlock()
+				if stop {
+					break entries
+				}
+			}
+		}
+	}
+}
+
+// handle decides one entry and writes its final result. It returns errRetry
+// (nothing executed, nothing written) when Redis failed before the decision,
+// and the context's error when the daemon stopped before the result was
+// written.
+func (d *Daemon) handle(ctx context.Context, m redis.XMessage) error {
+	op, perr := Parse(m.Values)
+	op.StreamID = m.ID
+	tp := op.Traceparent
+	if perr != nil {
+		tp, _ = m.Values[FieldTraceparent].(string)
+		if len(op.ID) > MaxIDLen || !idRE.MatchString(op.ID) {
+			op.ID = ""
+		}
+		if len(op.Name) > MaxOpLen || !opRE.MatchString(op.Name) {
+			op.Name = ""
+		}
+	}
+	parent := propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": tp})
+	ctx, span := d.tracer.Start(parent, SpanHandle, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(AttrService.String(d.svc), AttrInstance.String(d.inst),
+			AttrOp.String(op.Name), AttrOpID.String(op.ID), AttrTarget.String(op.Target)))
+	defer span.End()
+
+	res := Result{OpID: op.ID, Op: op.Name, Entry: m.ID, Instance: d.inst}
+	status, reason, err := d.decide(ctx, op, perr)
+	if errors.Is(err, errRetry) {
+		span.SetStatus(codes.Error, err.Error())
+		return err
+	}
+	res.Status, res.Reason = status, reason
+	span.SetAttributes(AttrStatus.String(string(status)))
+	if reason != "" {
+		span.SetAttributes(AttrReason.String(reason))
+	}
+	if status == StatusFailed || status == StatusRejected {
+		span.SetStatus(codes.Error, reason)
+	}
+	if status != StatusIgnored {
+		d.log.Info("control op", "op", op.Name, "op_id", op.ID, "entry", m.ID, "status", string(status), "reason", reason)
+	}
+	return d.writeResult(ctx, res)
+}
+
+// decide runs the checks and the op; it returns the final status.
+func (d *Daemon) decide(ctx context.Context, op Op, perr error) (Status, string, error) {
+	if perr != nil {
+		return StatusRejected, perr.Error(), nil
+	}
+	if !op.Addressed(d.inst) {
+		return StatusIgnored, "addressed to " + op.Target, nil
+	}
+	if err := op.Fresh(d.cfg.clock.Now(), d.cfg.skew); err != nil {
+		return StatusRejected, err.Error(), nil
+	}
+	if d.Signed() {
+		if err := Verify(d.cfg.key, d.svc, op); err != nil {
+			return StatusRejected, err.Error(), nil
+		}
+		if err := d.claimNonce(ctx, op); err != nil {
+			if errors.Is(err, ErrReplayed) {
+				return StatusRejected, err.Error(), nil
+			}
+			return "", "", err
+		}
+	}
+	if op.Name == OpRestart {
+		return d.restart(ctx, op)
+	}
+	hctx, cancel := context.WithTimeout(ctx, d.cfg.handlerTimeout)
+	defer cancel()
+	return outcome(d.do(hctx, op.Name, op.Args))
+}
+
+// do calls Target.Do, turning a panic into an error.
+func (d *Daemon) do(ctx context.Context, name string, args json.RawMessage) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("controlops: op %q panicked: %v", name, v)
+		}
+	}()
+	return d.t.Do(ctx, name, args)
+}
+
+func outcome(err error) (Status, string, error) {
+	switch {
+	case err == nil:
+		return StatusDone, "", nil
+	case errors.Is(err, ErrUnknownOp), errors.Is(err, ErrInvalidState):
+		return StatusRejected, err.Error(), nil
+	default:
+		return StatusFailed, err.Error(), nil
+	}
+}
+
+// claimNonce claims op's nonce for this instance until the op's window closes.
+// The value is the entry's stream ID, so a claim whose reply was lost is
+// recognised as ours when the entry is read again.
+func (d *Daemon) claimNonce(ctx context.Context, op Op) error {
+	key := NonceKey(d.svc, d.inst, op.Nonce)
+	exp := op.IssuedAt.Add(op.TTL + d.cfg.skew).Sub(d.cfg.clock.Now())
+	exp = max(exp, time.Second)
+	ok, err := d.rdb.SetNX(ctx, key, op.StreamID, exp).Result()
+	if err != nil {
+		return fmt.Errorf("%w: SET NX %s: %w", errRetry, key, err)
+	}
+	if ok {
+		return nil
+	}
+	v, err := d.rdb.Get(ctx, key).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("%w: GET %s: %w", errRetry, key, err)
+	}
+	if v == op.StreamID {
+		return nil
+	}
+	return fmt.Errorf("%w: nonce %q was first used by entry %s", ErrReplayed, op.Nonce, v)
+}
+
+// writeResult appends res, retrying with backoff until it is written or ctx
+// ends.
+func (d *Daemon) writeResult(ctx context.Context, res Result) error {
+	res.At = d.cfg.clock.Now()
+	res.State = d.t.State()
+	res.PID = d.cfg.pid
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		res.TraceID = sc.TraceID().String()
+	}
+	args := &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()}
+	for n := 1; ; n++ {
+		// Written even while stopping: a restart's accepted must get out.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		err := d.rdb.XAdd(wctx, args).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if n == 1 {
+			d.log.Warn("control result not written; retrying", "op_id", res.OpID, "status", string(res.Status), "error", err)
+		}
+		if !d.sleep(ctx, d.backoff(n)) {
+			return fmt.Errorf("controlops: result for %s not written: %w", res.Entry, ctx.Err())
+		}
+	}
+}

@@ -1,0 +1,262 @@
+package controlops
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/jonboulle/clockwork"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/redistest"
+)
+
+func TestWithKeyForgedEntriesAreRejectedAndASignedOneRuns(t *testing.T) {
+	rdb := redistest.Server(t).Client(t)
+	target := newTarget("svc", "i-1")
+	startDaemon(t, rdb, target, WithKey(testKey))
+	now := time.Now()
+
+	unsigned := newOp(OpPull, "*", "nonce-unsigned", now)
+	xadd(t, rdb, "svc", unsigned.Values())
+
+	bad := Sign([]byte("not-the-key-at-all"), "svc", newOp(OpPull, "*", "nonce-badsig1", now))
+	xadd(t, rdb, "svc", bad.Values())
+
+	expired := Sign(testKey, "svc", newOp(OpPull, "*", "nonce-expired", now.Add(-time.Minute)))
+	xadd(t, rdb, "svc", expired.Values())
+
+	good := Sign(testKey, "svc", newOp(OpPull, "*", "nonce-good001", now))
+	xadd(t, rdb, "svc", good.Values())
+	xadd(t, rdb, "svc", good.Values()) // the same entry again: a replay
+
+	rs := waitResults(t, rdb, "svc", 5)
+	want := []struct {
+		status Status
+		reason string
+	}{
+		{StatusRejected, "unsigned"},
+		{StatusRejected, "bad signature"},
+		{StatusRejected, "expired"},
+		{StatusDone, ""},
+		{StatusRejected, "replay"},
+	}
+	for i, w := range want {
+		if rs[i].Status != w.status || !strings.Contains(rs[i].Reason, w.reason) {
+			t.Errorf("result %d: %s %q, want %s containing %q", i, rs[i].Status, rs[i].Reason, w.status, w.reason)
+		}
+		if rs[i].State != StateRunning {
+			t.Errorf("result %d: state %q, want the instance still running", i, rs[i].State)
+		}
+	}
+	if calls := target.Calls(); len(calls) != 1 || calls[0] != OpPull {
+		t.Fatalf("ops executed: %v, want only the signed pull", calls)
+	}
+}
+
+func TestMalformedEntriesAreRejectedAndReadingGoesOn(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	target := newTarget("svc", "i-1")
+	startDaemon(t, rdb, target, WithBlock(50*time.Millisecond))
+
+	xadd(t, rdb, "svc", map[string]any{"id": "x1", "op": "pull"}) // fields missing
+	v := newOp(OpPull, "*", "nonce-args001", time.Now()).Values()
+	v[FieldArgs] = "{broken"
+	xadd(t, rdb, "svc", v)
+	v = newOp(OpPull, "*", "nonce-huge001", time.Now()).Values()
+	v[FieldArgs] = `"` + strings.Repeat("x", MaxArgsLen+1) + `"`
+	xadd(t, rdb, "svc", v)
+	xadd(t, rdb, "svc", newOp("echo", "i-2", "nonce-other01", time.Now()).Values())
+	xadd(t, rdb, "svc", newOp("nosuchop", "i-1", "nonce-unkn001", time.Now()).Values())
+	xadd(t, rdb, "svc", newOp("echo", "i-1", "nonce-echo001", time.Now()).Values())
+
+	rs := waitResults(t, rdb, "svc", 6)
+	for i, want := range []Status{StatusRejected, StatusRejected, StatusRejected, StatusIgnored, StatusRejected, StatusDone} {
+		if rs[i].Status != want {
+			t.Errorf("result %d: %s (%s), want %s", i, rs[i].Status, rs[i].Reason, want)
+		}
+	}
+	if !strings.Contains(rs[1].Reason, `"args"`) || !strings.Contains(rs[4].Reason, "unknown operation") {
+		t.Errorf("reasons do not say why: %q, %q", rs[1].Reason, rs[4].Reason)
+	}
+	if rs[0].OpID != "x1" {
+		t.Errorf("malformed result op_id %q, want the entry's id x1", rs[0].OpID)
+	}
+}
+
+func TestOpInvalidInStateIsRejectedAndAFailingOneFails(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	target := newTarget("svc", "i-1")
+	target.fail[OpPull] = errors.New("settings unreadable")
+	target.fail["echo"] = ErrInvalidState
+	startDaemon(t, rdb, target, WithBlock(50*time.Millisecond))
+	xadd(t, rdb, "svc", newOp(OpPull, "*", "nonce-pull001", time.Now()).Values())
+	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-echo001", time.Now()).Values())
+	rs := waitResults(t, rdb, "svc", 2)
+	if rs[0].Status != StatusFailed || !strings.Contains(rs[0].Reason, "settings unreadable") {
+		t.Errorf("failing pull: %s %q", rs[0].Status, rs[0].Reason)
+	}
+	if rs[1].Status != StatusRejected {
+		t.Errorf("op invalid in state: %s %q, want rejected", rs[1].Status, rs[1].Reason)
+	}
+}
+
+func TestEntriesSentAfterARedisRestartAreHandledExactlyOnce(t *testing.T) {
+	srv := redistest.Server(t)
+	rdb := srv.Client(t)
+	target := newTarget("svc", "i-1")
+	d := startDaemon(t, rdb, target)
+	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-before1", time.Now()).Values())
+	waitResults(t, rdb, "svc", 1)
+
+	srv.Restart() // empty data set; the daemon is in XREAD BLOCK meanwhile
+	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-after01", time.Now()).Values())
+	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-after02", time.Now()).Values())
+	rs := waitResults(t, rdb, "svc", 2)
+	if len(rs) != 2 || rs[0].OpID != "op-nonce-after01" || rs[1].OpID != "op-nonce-after02" {
+		t.Fatalf("results after restart: %+v", rs)
+	}
+	// Give a repeat every chance to show: the daemon reads twice more.
+	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-after03", time.Now()).Values())
+	waitResults(t, rdb, "svc", 3)
+	if calls := target.Calls(); len(calls) != 4 {
+		t.Fatalf("executed %d ops (%v), want 4: each exactly once", len(calls), calls)
+	}
+	if d.LastID() != rs[1].Entry && !strings.HasPrefix(d.LastID(), strings.Split(rs[1].Entry, "-")[0]) {
+		t.Logf("last id %s", d.LastID())
+	}
+}
+
+func TestStopUnblocksAWaitingReadPromptly(t *testing.T) {
+	rdb := redistest.Server(t).Client(t)
+	d, err := New(rdb, newTarget("svc", "i-1"), WithLogger(quiet), WithBlock(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Let the read block: wait until Redis lists a blocked client.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(rdb.Info(context.Background(), "clients").Val(), "blocked_clients:1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon never blocked in XREAD")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := d.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("Stop took %v with a 30s block", el)
+	}
+}
+
+func TestStartPositionExcludesOldEntriesAndKeepsNewOnes(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-old0001", time.Now()).Values())
+	target := newTarget("svc", "i-1")
+	startDaemon(t, rdb, target, WithBlock(50*time.Millisecond))
+	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-new0001", time.Now()).Values())
+	rs := waitResults(t, rdb, "svc", 1)
+	if len(rs) != 1 || rs[0].OpID != "op-nonce-new0001" {
+		t.Fatalf("results %+v: want only the entry sent after Start", rs)
+	}
+}
+
+func TestBackoffUsesTheInjectedClock(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	d, err := New(rdb, newTarget("svc", "i-1"), WithLogger(quiet), WithClock(clock), WithBackoff(time.Second, 4*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatalf("Start must not fail while Redis is down: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		if err := clock.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatalf("retry %d: the daemon is not waiting on the clock: %v", i, err)
+		}
+		clock.Advance(4 * time.Second)
+	}
+	if err := d.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d.LastID() != "" {
+		t.Fatalf("position %q resolved without Redis", d.LastID())
+	}
+}
+
+func TestClientWaitReportsEachInstancesResult(t *testing.T) {
+	rdb := redistest.Server(t).Client(t)
+	for _, id := range []string{"a", "b", "c"} {
+		startDaemon(t, rdb, newTarget("svc", id))
+	}
+	c := NewClient(rdb, testKey)
+	op, err := c.Send(context.Background(), "svc", "echo", "b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var seen []string
+	final, err := c.Wait(ctx, "svc", op, []string{"a", "b", "c"}, func(r Result) {
+		mu.Lock()
+		seen = append(seen, r.Instance+"="+string(r.Status))
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatalf("Wait: %v (seen %v)", err, seen)
+	}
+	if final["b"].Status != StatusDone || final["a"].Status != StatusIgnored || final["c"].Status != StatusIgnored {
+		t.Fatalf("final results %+v", final)
+	}
+	if len(seen) != 3 {
+		t.Fatalf("fn saw %v", seen)
+	}
+}
+
+func TestClientWaitNamesTheMissingInstancesOnTimeout(t *testing.T) {
+	rdb := redistest.Server(t).Client(t)
+	c := NewClient(rdb, nil)
+	op, err := c.Send(context.Background(), "svc", "echo", "ghost", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = c.Wait(ctx, "svc", op, nil, nil)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "ghost") {
+		t.Fatalf("Wait: %v, want a deadline error naming ghost", err)
+	}
+}
+
+func TestClientSendRefusesWhatTheDaemonWouldReject(t *testing.T) {
+	c := NewClient(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), nil)
+	defer c.rdb.Close()
+	for _, tc := range []struct{ service, op, target string }{
+		{"{bad}", "pull", "*"}, {"svc", "Bad Op", "*"}, {"svc", "pull", "a b"},
+	} {
+		if _, err := c.Send(context.Background(), tc.service, tc.op, tc.target, nil); !errors.Is(err, ErrInvalidRequest) {
+			t.Errorf("%+v: %v, want ErrInvalidRequest", tc, err)
+		}
+	}
+}
