@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// demoBinary builds the demo once per test run.
+func demoBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "demo-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "demo")
+		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("go build: %v", buildErr)
+	}
+	return binary
+}
+
+// proc is a running demo process whose stderr is collected.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.Write(b)
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+func startDemo(t *testing.T, env ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(demoBinary(t)), done: make(chan struct{})}
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SG_HEALTH_PORT=0", "SG_BOOT_JITTER=0"}, env...)
+	p.cmd.Stderr = p
+	p.cmd.Stdout = p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("demo output:\n%s", p.output())
+		}
+	})
+	return p
+}
+
+// waitFor polls the output until it contains s, or fails at the deadline.
+func (p *proc) waitFor(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(p.output(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("demo never logged %q", s)
+		}
+		select {
+		case <-p.done:
+			if !strings.Contains(p.output(), s) {
+				t.Fatalf("demo exited (%v) without logging %q", p.err, s)
+			}
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// exitCode waits for the process to exit and returns its code.
+func (p *proc) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("demo did not exit before the deadline")
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return 0
+}
+
+func TestDemoBootsWithEmbeddedRedisAndStopsCleanlyOnSIGTERM(t *testing.T) {
+	p := startDemo(t)
+	p.waitFor(t, "embedded redis (miniredis) started")
+	p.waitFor(t, "boot completed")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	out := p.output()
+	// One line per transition, with from, to, event, phase and duration.
+	for _, want := range []string{
+		"msg=transition", "from=init to=connecting event=connect phase=2 duration=",
+		"from=cleaning_up to=stopped event=cleaned_up", "demo: modules loaded",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	if n := strings.Count(out, "msg=transition"); n != 14 {
+		t.Errorf("%d transition lines, want 14", n)
+	}
+}
+
+func TestDemoSecondSignalExitsAtOnce(t *testing.T) {
+	p := startDemo(t, "DEMO_PHASE_DELAY=cleaning_up=1h")
+	p.waitFor(t, "boot completed")
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.waitFor(t, "demo: slow phase")
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t); code != 1 {
+		t.Fatalf("exit code %d, want 1", code)
+	}
+	if !strings.Contains(p.output(), "second signal: exiting at once") {
+		t.Error("log does not say why it exited")
+	}
+}
+
+func TestDemoFailPhaseExitsOneAfterUnwinding(t *testing.T) {
+	p := startDemo(t, "DEMO_FAIL_PHASE=building_adapters")
+	if code := p.exitCode(t); code != 1 {
+		t.Fatalf("exit code %d, want 1", code)
+	}
+	out := p.output()
+	for _, want := range []string{"failed on purpose", "to=stopping_daemons event=fail", "to=failed event=cleaned_up"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+}
+
+func TestDemoSlowPhaseIsVisible(t *testing.T) {
+	p := startDemo(t, "DEMO_PHASE_DELAY=loading_modules=300ms")
+	p.waitFor(t, "boot completed")
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if !strings.Contains(p.output(), `msg="demo: slow phase" state=loading_modules delay=300ms`) {
+		t.Errorf("the slow phase is not logged")
+	}
+}
+
+func TestDemoBadKnobsExitTwoNamingThem(t *testing.T) {
+	for _, tc := range []struct{ env, want string }{
+		{"DEMO_PHASE_DELAY=loading_modules", "DEMO_PHASE_DELAY"},
+		{"DEMO_PHASE_DELAY=nowhere=1s", `unknown state \"nowhere\"`},
+		{"DEMO_PHASE_DELAY=starting=soon", `\"soon\"`},
+		{"DEMO_FAIL_PHASE=everything", `DEMO_FAIL_PHASE=\"everything\"`},
+		{"SG_BOOT_JITTER=abc", `SG_BOOT_JITTER=\"abc\"`},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			p := startDemo(t, tc.env)
+			if code := p.exitCode(t); code != 2 {
+				t.Fatalf("exit code %d, want 2", code)
+			}
+			if out := p.output(); !strings.Contains(out, tc.want) || strings.Contains(out, "embedded redis") {
+				t.Errorf("output lacks %q or started Redis:\n%s", tc.want, out)
+			}
+		})
+	}
+}
