@@ -2,11 +2,26 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
+	"go.opentelemetry.io/contrib/exporters/autoexport"
+	"go.opentelemetry.io/otel/codes"
+	sdkresource "go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/stargazer/lifecycle"
+	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/phases"
+	"github.com/stargazer/lifecycle/registry"
 )
 
 // defaultOpTimeout bounds --wait when --timeout is not given.
@@ -102,6 +117,10 @@ func (a *app) checkOpArgs(args []string, f *opFlags) (string, int, bool) {
 	return args[0], 0, true
 }
 
+// opPoll is how often --wait reads the registry to see instances leave and
+// return to running.
+const opPoll = 100 * time.Millisecond
+
 func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int {
 	service, code, ok := a.checkOpArgs(args, f)
 	if !ok {
@@ -112,6 +131,329 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		return code
 	}
 	defer cn.Close()
-	fmt.Fprintf(a.stderr, "sgctl %s: %s: not implemented yet\n", op, service)
-	return exitFailed
+	out := &opPrinter{w: a.stdout, json: f.asJSON}
+
+	// The instances to wait for are those addressed and running now: one
+	// that is still booting may not have started its daemon (phase 8.5) and
+	// would never answer.
+	reg := registry.New(cn.client)
+	live, err := reg.Instances(ctx, service)
+	if err != nil {
+		return a.redisError(cn, err)
+	}
+	target := controlops.TargetAll
+	if f.instance != "" {
+		target = f.instance
+		live = slices.DeleteFunc(live, func(e registry.Entry) bool { return e.Instance != f.instance })
+		if len(live) == 0 {
+			fmt.Fprintf(a.stderr, "sgctl %s: instance %q of service %q is not in the registry (never registered, stopped, or expired)\n", op, f.instance, service)
+			return exitFailed
+		}
+	}
+	if len(live) == 0 {
+		fmt.Fprintf(a.stderr, "sgctl %s: service %q has no live instances\n", op, service)
+		return exitFailed
+	}
+	before := map[string]registry.Entry{}
+	var waitFor []string
+	for _, e := range live {
+		if e.Status != string(phases.Running) {
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is %s, not running: it will not run the op\n", op, service, e.Instance, e.Status)
+			continue
+		}
+		before[e.Instance] = e
+		waitFor = append(waitFor, e.Instance)
+	}
+	if f.wait && len(waitFor) == 0 {
+		fmt.Fprintf(a.stderr, "sgctl %s: no instance of service %q is running: nothing to wait for\n", op, service)
+		return exitFailed
+	}
+	if cn.controlKey == "" {
+		fmt.Fprintf(a.stderr, "sgctl %s: %s is unset: the op is sent unsigned, and instances that have a key reject it\n", op, lifecycle.EnvControlKey)
+	}
+
+	tp, flush := a.tracerProvider(ctx)
+	defer flush()
+	ctx, span := tp.Tracer("github.com/stargazer/lifecycle/cmd/sgctl").Start(ctx, "sgctl "+op,
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(controlops.AttrService.String(service), controlops.AttrOp.String(op), controlops.AttrTarget.String(target)))
+	defer span.End()
+	fail := func(code int, msg string) int {
+		span.SetStatus(codes.Error, msg)
+		return code
+	}
+
+	var opArgs any
+	if op == controlops.OpRestart && f.maxUnavailable > 0 {
+		opArgs = controlops.RestartArgs{MaxUnavailable: f.maxUnavailable}
+	}
+	client := controlops.NewClient(cn.client, []byte(cn.controlKey), controlops.WithTracerProvider(tp))
+	sent, err := client.Send(ctx, service, op, target, opArgs)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "sgctl %s: sending to %s: %v\n", op, controlops.StreamKey(service), err)
+		if isUnreachable(err) {
+			return fail(exitUnreachable, err.Error())
+		}
+		return fail(exitFailed, err.Error())
+	}
+	span.SetAttributes(controlops.AttrOpID.String(sent.ID))
+	out.sent(service, sent, span.SpanContext().TraceID(), waitFor)
+	if !f.wait {
+		return exitOK
+	}
+
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	tr := &tracker{op: op, before: before, out: out, reg: reg, service: service}
+	pollCtx, stopPoll := context.WithCancel(wctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); tr.poll(pollCtx) }()
+	defer func() { stopPoll(); wg.Wait() }()
+
+	final, err := client.Wait(wctx, service, sent, waitFor, func(r controlops.Result) {
+		if _, ok := before[r.Instance]; ok {
+			out.result(r)
+		}
+	})
+	var failed []string
+	for _, in := range waitFor {
+		if r, ok := final[in]; ok && r.Status != controlops.StatusDone {
+			failed = append(failed, fmt.Sprintf("%s (%s: %s)", in, r.Status, dash(r.Reason)))
+		}
+	}
+	if err != nil && wctx.Err() == nil { // Redis failed, not the timeout
+		fmt.Fprintf(a.stderr, "sgctl %s: reading results: %v\n", op, err)
+		if isUnreachable(err) {
+			return fail(exitUnreachable, err.Error())
+		}
+		return fail(exitFailed, err.Error())
+	}
+	if err == nil && len(failed) == 0 {
+		// Every instance said done; wait until the registry shows each one
+		// running again (a restart's new process writes done once running,
+		// but its entry is written asynchronously).
+		tr.awaitBack(wctx, waitFor)
+	}
+	stopPoll()
+	wg.Wait()
+
+	missing := tr.notBack(waitFor, final)
+	ok = len(failed) == 0 && len(missing) == 0
+	out.summary(op, service, len(waitFor), failed, missing, time.Since(start), ctx.Err() != nil)
+	if !ok {
+		return fail(exitFailed, "not every instance completed the op")
+	}
+	return exitOK
+}
+
+// tracker follows the addressed instances in the registry during --wait.
+type tracker struct {
+	op      string
+	service string
+	reg     *registry.Registry
+	out     *opPrinter
+	before  map[string]registry.Entry
+
+	mu   sync.Mutex
+	last map[string]string // instance -> last status printed
+	back map[string]bool   // instance -> running again (restart: a new process)
+}
+
+// poll reads the registry every opPoll until ctx ends, printing each
+// addressed instance's status changes and noting its return to running.
+func (tr *tracker) poll(ctx context.Context) {
+	t := time.NewTicker(opPoll)
+	defer t.Stop()
+	for {
+		tr.check(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (tr *tracker) check(ctx context.Context) {
+	entries, err := tr.reg.Instances(ctx, tr.service)
+	if err != nil {
+		return // Redis hiccups show in Wait; the next tick retries
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.last == nil {
+		tr.last, tr.back = map[string]string{}, map[string]bool{}
+		for in, e := range tr.before {
+			tr.last[in] = e.Status
+		}
+	}
+	for _, e := range entries {
+		old, ok := tr.before[e.Instance]
+		if !ok {
+			continue
+		}
+		fresh := !e.StartedAt.Equal(old.StartedAt) || e.PID != old.PID
+		key := e.Status
+		if fresh {
+			key += "/new"
+		}
+		if tr.last[e.Instance] != key {
+			tr.last[e.Instance] = key
+			tr.out.status(e, fresh)
+		}
+		if e.Status == string(phases.Running) && (fresh || tr.op != controlops.OpRestart) {
+			tr.back[e.Instance] = true
+		}
+	}
+}
+
+// awaitBack returns once every instance in ids is back in running, or ctx ends.
+func (tr *tracker) awaitBack(ctx context.Context, ids []string) {
+	t := time.NewTicker(opPoll / 2)
+	defer t.Stop()
+	for !tr.allBack(ids) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			tr.check(ctx)
+		}
+	}
+}
+
+func (tr *tracker) allBack(ids []string) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, in := range ids {
+		if !tr.back[in] {
+			return false
+		}
+	}
+	return true
+}
+
+// notBack lists, with what is missing, the instances of ids that have no
+// final result in final, or reported done but were not seen back in running.
+// Those with another final result are reported as failed, not here.
+func (tr *tracker) notBack(ids []string, final map[string]controlops.Result) []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var out []string
+	for _, in := range ids {
+		r, ok := final[in]
+		switch {
+		case !ok:
+			out = append(out, in+" (no result)")
+		case r.Status == controlops.StatusDone && !tr.back[in]:
+			out = append(out, in+" (done, not yet seen running)")
+		}
+	}
+	return out
+}
+
+// opPrinter writes the progress of restart and pull, as text or JSON lines.
+// It is used from the Wait callback and the registry poller at once.
+type opPrinter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	json bool
+}
+
+func (p *opPrinter) emit(obj map[string]any, format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.json {
+		b, _ := json.Marshal(obj) // maps of strings, numbers and bools
+		fmt.Fprintf(p.w, "%s\n", b)
+		return
+	}
+	fmt.Fprintf(p.w, format+"\n", args...)
+}
+
+func (p *opPrinter) sent(service string, o controlops.Op, traceID trace.TraceID, waitFor []string) {
+	obj := map[string]any{"type": "sent", "service": service, "op": o.Name, "op_id": o.ID, "target": o.Target, "entry": o.StreamID, "instances": waitFor}
+	tid := ""
+	if traceID.IsValid() {
+		tid = traceID.String()
+		obj["trace_id"] = tid
+	}
+	p.emit(obj, "%s sent to %s (target %s): op %s, entry %s, trace %s; running instances: %s",
+		o.Name, service, o.Target, o.ID, o.StreamID, dash(tid), dash(strings.Join(waitFor, ", ")))
+}
+
+func (p *opPrinter) result(r controlops.Result) {
+	obj := map[string]any{"type": "result", "instance": r.Instance, "status": string(r.Status), "state": r.State, "pid": r.PID, "at": r.At.UTC()}
+	if r.Reason != "" {
+		obj["reason"] = r.Reason
+	}
+	line := fmt.Sprintf("%s  %-8s  state %s, pid %d", r.Instance, r.Status, dash(r.State), r.PID)
+	if r.Reason != "" {
+		line += fmt.Sprintf(": %s", r.Reason)
+	}
+	p.emit(obj, "%s", line)
+}
+
+func (p *opPrinter) status(e registry.Entry, fresh bool) {
+	obj := map[string]any{"type": "status", "instance": e.Instance, "status": e.Status, "pid": e.PID, "started_at": e.StartedAt.UTC(), "new_process": fresh}
+	proc := "old process"
+	if fresh {
+		proc = "new process"
+	}
+	p.emit(obj, "%s  %-8s  %s (pid %d, %s)", e.Instance, "status", e.Status, e.PID, proc)
+}
+
+func (p *opPrinter) summary(op, service string, n int, failed, missing []string, took time.Duration, interrupted bool) {
+	ok := len(failed) == 0 && len(missing) == 0
+	obj := map[string]any{"type": "summary", "ok": ok, "instances": n, "failed": failed, "missing": missing, "seconds": took.Seconds()}
+	if ok {
+		p.emit(obj, "%s of %s: %d/%d instances done and running, in %s", op, service, n, n, took.Round(time.Millisecond))
+		return
+	}
+	why := "timed out"
+	if interrupted {
+		why = "interrupted"
+	}
+	var parts []string
+	if len(failed) > 0 {
+		parts = append(parts, "failed: "+strings.Join(failed, ", "))
+	}
+	if len(missing) > 0 {
+		parts = append(parts, why+" waiting for: "+strings.Join(missing, ", "))
+	}
+	p.emit(obj, "%s of %s: %s", op, service, strings.Join(parts, "; "))
+}
+
+// tracerProvider returns the provider of the op's span. It always samples,
+// so the traceparent sent with the op joins every instance's handling into
+// one trace even when sgctl itself exports nothing; spans are exported when
+// an OTEL_* exporter is configured (autoexport reads the process
+// environment). flush exports what is pending.
+func (a *app) tracerProvider(ctx context.Context) (trace.TracerProvider, func()) {
+	res, _ := sdkresource.Merge(sdkresource.Default(), sdkresource.NewSchemaless(semconv.ServiceName("sgctl")))
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.AlwaysSample())}
+	if a.otelConfigured() {
+		exp, err := autoexport.NewSpanExporter(ctx)
+		if err != nil {
+			fmt.Fprintf(a.stderr, "sgctl: OpenTelemetry exporter not started: %v\n", err)
+		} else if !autoexport.IsNoneSpanExporter(exp) {
+			opts = append(opts, sdktrace.WithSyncer(exp))
+		}
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+	return tp, func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(sctx)
+	}
+}
+
+func (a *app) otelConfigured() bool {
+	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+		if a.getenv(k) != "" {
+			return true
+		}
+	}
+	return false
 }
