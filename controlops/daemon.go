@@ -53,10 +53,11 @@ type Daemon struct {
 	started   bool
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
-	lastID    string // last entry handled (or the start position); "" until resolved
-	pending   bool   // Start saw a restart handed over by the old process
-	checked   bool   // Start read the pending key (so Running knows whether to look)
-	blockConn int64  // CLIENT ID of the connection in XREAD BLOCK, 0 when none
+	lastID    string                // last entry handled (or the start position); "" until resolved
+	pending   bool                  // Start saw a restart handed over by the old process
+	checked   bool                  // Start read the pending key (so Running knows whether to look)
+	reader    redis.UniversalClient // blocking reads and the start position
+	ownReader bool                  // reader is ours: Stop closes it
 	running   chan struct{}
 	restarted bool // a restart was accepted: read no further
 }
@@ -107,6 +108,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return errors.New("controlops: daemon already started")
 	}
 	d.started = true
+	d.reader, d.ownReader = newReader(d.rdb)
 	d.mu.Unlock()
 
 	if err := d.resolve(ctx); err != nil {
@@ -127,23 +129,22 @@ func (d *Daemon) Start(ctx context.Context) error {
 }
 
 // Stop cancels the daemon and waits for it: an op being handled sees its
-// context cancelled, a blocked read is unblocked (CLIENT UNBLOCK with a
-// *redis.Client; otherwise it ends within the block time, WithBlock). It
+// context cancelled, a blocked read ends at once (the daemon reads through a
+// client of its own, copied from a *redis.Client or *redis.ClusterClient; with
+// other clients it ends within the block time, WithBlock). It
 // returns ctx's error if ctx ends first (the daemon still stops). Stop before
 // Start, or a second Stop, returns nil.
 func (d *Daemon) Stop(ctx context.Context) error {
 	d.mu.Lock()
-	cancel, id := d.cancel, d.blockConn
+	cancel := d.cancel
 	d.cancel = nil
 	d.mu.Unlock()
 	if cancel == nil {
 		return nil
 	}
 	cancel()
-	if id != 0 {
-		uctx, c := context.WithTimeout(ctx, time.Second)
-		_ = d.rdb.ClientUnblock(uctx, id).Err()
-		c()
+	if d.ownReader {
+		_ = d.reader.Close() // ends a blocked read at once
 	}
 	done := make(chan struct{})
 	go func() { d.wg.Wait(); close(done) }()
@@ -176,13 +177,13 @@ func (d *Daemon) resolve(ctx context.Context) error {
 	if known {
 		return nil
 	}
-	h, err := d.rdb.HGetAll(ctx, PendingKey(d.svc, d.inst)).Result()
+	h, err := d.reader.HGetAll(ctx, PendingKey(d.svc, d.inst)).Result()
 	if err != nil {
 		return fmt.Errorf("controlops: HGETALL %s: %w", PendingKey(d.svc, d.inst), err)
 	}
 	pos := h[pendingEntry]
 	if pos == "" {
-		msgs, err := d.rdb.XRevRangeN(ctx, StreamKey(d.svc), "+", "-", 1).Result()
+		msgs, err := d.reader.XRevRangeN(ctx, StreamKey(d.svc), "+", "-", 1).Result()
 		if err != nil {
 			return fmt.Errorf("controlops: XREVRANGE %s: %w", StreamKey(d.svc), err)
 		}
@@ -223,13 +224,6 @@ var errRetry = errors.New("controlops: redis unavailable while handling")
 
 func (d *Daemon) loop(ctx context.Context) {
 	fails := 0
-	var conn *redis.Conn
-	unblockable := true // false once the server refused CLIENT ID (miniredis)
-	defer func() {
-		if conn != nil {
-			_ = conn.Close()
-		}
-	}()
 	fail := func(what string, err error) bool {
 		fails++
 		if fails == 1 {
@@ -239,7 +233,7 @@ func (d *Daemon) loop(ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		if err := d.resolve(ctx); err != nil {
-			if !fail("resolve", err) {
+			if ctx.Err() != nil || !fail("resolve", err) {
 				return
 			}
 			continue
@@ -252,52 +246,14 @@ func (d *Daemon) loop(ctx context.Context) {
 			<-ctx.Done()
 			return
 		}
-		var rd redis.Cmdable = d.rdb
-		if c, ok := d.rdb.(*redis.Client); ok && unblockable {
-			// A connection of our own, so Stop can CLIENT UNBLOCK it.
-			if conn == nil {
-				conn = c.Conn()
-				id, err := conn.ClientID(ctx).Result()
-				if err != nil {
-					_ = conn.Close()
-					conn = nil
-					var rerr redis.Error
-					if errors.As(err, &rerr) {
-						unblockable = false
-						continue
-					}
-					if !fail("CLIENT ID", err) {
-						return
-					}
-					continue
-				}
-				d.mu.Lock()
-				d.blockConn = id
-				d.mu.Unlock()
-			}
-			rd = conn
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		streams, err := rd.XRead(ctx, &redis.XReadArgs{
+		streams, err := d.reader.XRead(ctx, &redis.XReadArgs{
 			Streams: []string{StreamKey(d.svc), after}, Count: 16, Block: d.cfg.block,
 		}).Result()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if conn != nil {
-				_ = conn.Close()
-				conn = nil
-				d.mu.Lock()
-				d.blockConn = 0
-				d.mu.Unlock()
-			}
-			if !fail("XREAD", err) {
+			if ctx.Err() != nil || !fail("XREAD", err) {
 				return
 			}
 			continue
@@ -329,6 +285,23 @@ func (d *Daemon) loop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// newReader returns a client of its own for the blocking reads, so Stop can
+// close it and end a read at once (a blocked read does not see its context
+// end). Clients it cannot copy are shared, and Stop waits up to the block time.
+func newReader(rdb redis.UniversalClient) (reader redis.UniversalClient, own bool) {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		o := *c.Options()
+		o.MinIdleConns = 0
+		return redis.NewClient(&o), true
+	case *redis.ClusterClient:
+		o := *c.Options()
+		o.MinIdleConns = 0
+		return redis.NewClusterClient(&o), true
+	}
+	return rdb, false
 }
 
 // handle decides one entry and writes its final result. It returns errRetry
