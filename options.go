@@ -63,6 +63,9 @@ type config struct {
 	extras          []Extra
 	healthOpts      []health.Option
 	controlKey      string
+	pullHandler     OpHandler            // control.go
+	ops             map[string]OpHandler // control.go
+	restartExit     int                  // 0: a restart execs the process again
 }
 
 func defaultConfig() config {
