@@ -43,6 +43,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/diagrams"
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/phases"
@@ -123,7 +124,10 @@ type Instance struct {
 	cancelPhase context.CancelFunc // cancels the running phase (or Run)
 	failure     error              // what made the instance fail; the failing guard
 	bootSpan    trace.SpanContext
-	restartReq  bool // the stop is a restart
+	restartReq  bool              // the stop is a restart
+	restartSpan trace.SpanContext // the control op that asked for the restart
+
+	control *controlops.Daemon // nil without Redis
 
 	// the outcome of phase 2, fired by boot under the boot root
 	pingEvent phases.Event
@@ -219,6 +223,7 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		// the docs. in.m is set before any request can arrive (Start is phase 9).
 		hopts = append(hopts, health.WithHandler("/debug/lifecycle",
 			diagrams.Handler(&phases.Lifecycle, func() phases.State { return in.m.Current() })))
+		hopts = append(hopts, in.controlHealthOptions()...)
 		hopts = append(hopts, cfg.healthOpts...)
 		h, err := health.New(instanceSource{in}, hopts...)
 		if err != nil {
@@ -229,6 +234,9 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 	if cfg.redis != nil {
 		in.reg = registry.New(cfg.redis, registry.WithTTL(cfg.ttl), registry.WithClock(cfg.clock), registry.WithLogger(in.log))
 	}
+	if err := in.setupControl(); err != nil {
+		return nil, err
+	}
 	mopts := []MachineOption{
 		WithGuard(phases.GuardRedisRequired, func() bool { return in.cfg.redisRequired }),
 		WithGuard(phases.GuardFailing, in.failing),
@@ -238,6 +246,7 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		WithMachineLogger(in.log),
 		WithObserver(ObserverFunc(in.logTransition)),
 		WithObserver(ObserverFunc(in.publishTransition)),
+		WithObserver(ObserverFunc(in.controlTransition)),
 	}
 	for _, o := range cfg.observers {
 		mopts = append(mopts, WithObserver(o))
@@ -752,7 +761,12 @@ func (in *Instance) unwind(parent, hurry context.Context, event phases.Event, ca
 	if link.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: link}))
 	}
-	ctx, span := in.tracer.Start(context.WithoutCancel(parent), SpanShutdown, opts...)
+	base := context.WithoutCancel(parent)
+	if op := in.restartSpanContext(); event == phases.Restart && op.IsValid() {
+		// A restart op's shutdown joins the op's trace (DESIGN.md, Observability).
+		base, opts[0] = trace.ContextWithSpanContext(base, op), trace.WithSpanKind(trace.SpanKindInternal)
+	}
+	ctx, span := in.tracer.Start(base, SpanShutdown, opts...)
 	span.SetAttributes(AttrEvent.String(string(event)))
 	if !in.shutdown(ctx, hurry, event, cause) {
 		span.End()
