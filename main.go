@@ -38,7 +38,28 @@ func Main(svc Service, opts ...Option) {
 // MainContext is Main without os.Exit: it returns the exit code. Cancelling ctx
 // acts as a first signal. Options given here are defaults; environment variables
 // that are set override them.
+//
+// After a restart control op has stopped the instance cleanly, MainContext
+// either returns the restart exit code (WithRestartExit or SG_RESTART_EXIT_CODE,
+// e.g. ExitRestart) or, by default, replaces the process with exec: the same
+// executable, arguments and environment, with SG_INSTANCE_ID set to the
+// instance id and SG_RESTART_TRACEPARENT to the op's trace. Then it does not
+// return, unless exec fails (ExitFailed). Everything MainContext set up
+// (OpenTelemetry, the Redis client, signal handling) is released before the
+// exec; the caller's own deferred functions are not run.
 func MainContext(ctx context.Context, svc Service, opts ...Option) int {
+	code, plan := mainContext(ctx, svc, opts...)
+	if plan == nil {
+		return code
+	}
+	if err := plan.exec(); err != nil {
+		slog.Error("restart failed", "error", err)
+		return ExitFailed
+	}
+	return code // not reached: exec replaced the process
+}
+
+func mainContext(ctx context.Context, svc Service, opts ...Option) (int, *restartPlan) {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if o != nil {
@@ -59,9 +80,13 @@ func MainContext(ctx context.Context, svc Service, opts ...Option) int {
 	env, err := ParseEnv(cfg.getenv)
 	if err != nil {
 		log.Error("configuration error", "error", err)
-		return ExitConfig
+		return ExitConfig, nil
 	}
 	env.applyTo(&cfg)
+	if err := restartEnv(&cfg); err != nil {
+		log.Error("configuration error", "error", err)
+		return ExitConfig, nil
+	}
 	if env.Redis != nil {
 		defer env.Redis.Close()
 	}
@@ -69,7 +94,7 @@ func MainContext(ctx context.Context, svc Service, opts ...Option) int {
 	shutdownOTel, err := setupOTel(ctx, &cfg)
 	if err != nil {
 		log.Error("configuration error", "error", err)
-		return ExitConfig
+		return ExitConfig, nil
 	}
 	defer shutdownOTel()
 
@@ -77,18 +102,27 @@ func MainContext(ctx context.Context, svc Service, opts ...Option) int {
 	if err != nil {
 		log.Error("configuration error", "error", err)
 		if errors.Is(err, ErrConfig) {
-			return ExitConfig
+			return ExitConfig, nil
 		}
-		return ExitFailed
+		return ExitFailed, nil
 	}
 
 	stopSignals := handleSignals(in, log)
 	defer stopSignals()
 
-	if err := in.Run(ctx); err != nil {
-		return ExitFailed
+	err = in.Run(ctx)
+	if plan := in.restartPlan(err); plan != nil {
+		if cfg.restartExit != 0 {
+			log.Info("restarting: exiting for the supervisor", "code", cfg.restartExit)
+			return cfg.restartExit, nil
+		}
+		log.Info("restarting: replacing the process", "instance", plan.instance)
+		return ExitFailed, plan
 	}
-	return ExitOK
+	if err != nil {
+		return ExitFailed, nil
+	}
+	return ExitOK, nil
 }
 
 // applyTo overrides cfg with the variables that are set.
