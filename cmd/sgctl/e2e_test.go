@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stargazer/lifecycle/internal/redistest"
+	"github.com/stargazer/lifecycle/registry"
+)
+
+// demoProc is one cmd/demo process. A restart replaces the process image
+// with exec, so the pid (and cmd) stay the same across restarts.
+type demoProc struct {
+	id      string
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+}
+
+// buildDemo builds cmd/demo into dir and returns the binary's path.
+func buildDemo(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "demo")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/stargazer/lifecycle/cmd/demo").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build ./cmd/demo: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startDemo starts one demo instance against redisURL. The process is
+// killed by its pid and awaited by t.Cleanup, and its log printed when the
+// test failed.
+func startDemo(t *testing.T, bin, dir, id, redisURL string) *demoProc {
+	t.Helper()
+	logPath := filepath.Join(dir, id+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(),
+		"REDIS_URL="+redisURL,
+		"SG_SERVICE_NAME=demo",
+		"SG_INSTANCE_ID="+id,
+		"SG_HEALTH_PORT=0",
+		"SG_HEALTH_HOST=127.0.0.1",
+		"SG_BOOT_JITTER=0",
+		"SG_CONTROL_KEY="+testKey,
+		"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("starting %s: %v", id, err)
+	}
+	logf.Close() // the child has its own copy
+	p := &demoProc{id: id, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("log of %s (pid %d):\n%s", id, cmd.Process.Pid, b)
+		}
+	})
+	return p
+}
+
+// outOfRunning polls the registry every few ms until stop, recording the
+// largest number of the given instances not in running at once (an absent
+// entry counts: the instance is between its deregistration and its next
+// boot's first write).
+type outOfRunning struct {
+	mu      sync.Mutex
+	max     int
+	samples int
+	at      []string // the instances out of running when max was reached
+}
+
+func (o *outOfRunning) poll(ctx context.Context, reg *registry.Registry, ids []string) {
+	for ctx.Err() == nil {
+		entries, err := reg.Instances(ctx, "demo")
+		if err == nil {
+			running := map[string]bool{}
+			for _, e := range entries {
+				running[e.Instance] = e.Status == "running"
+			}
+			var out []string
+			for _, id := range ids {
+				if !running[id] {
+					out = append(out, id)
+				}
+			}
+			o.mu.Lock()
+			o.samples++
+			if len(out) > o.max {
+				o.max, o.at = len(out), out
+			}
+			o.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(3 * time.Millisecond):
+		}
+	}
+}
+
+func TestRollingRestartOfThreeDemoInstancesKeepsAtMostOneOutOfRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs cmd/demo processes")
+	}
+	srv := redistest.Server(t)
+	dir := t.TempDir()
+	bin := buildDemo(t, dir)
+	reg := registry.New(srv.Client(t))
+	ids := []string{"demo-1", "demo-2", "demo-3"}
+	procs := map[string]*demoProc{}
+	for _, id := range ids {
+		procs[id] = startDemo(t, bin, dir, id, srv.URL())
+	}
+
+	// All three running, each with its first process image.
+	before := map[string]registry.Entry{}
+	eventually(t, 30*time.Second, func() bool {
+		entries, err := reg.Instances(t.Context(), "demo")
+		if err != nil {
+			return false
+		}
+		for _, e := range entries {
+			if e.Status == "running" {
+				before[e.Instance] = e
+			}
+		}
+		return len(before) == len(ids)
+	}, func() string { return fmt.Sprintf("running: %v", before) })
+
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	var poller outOfRunning
+	wg.Add(1)
+	go func() { defer wg.Done(); poller.poll(ctx, reg, ids) }()
+	stopPoller := func() { cancel(); wg.Wait() }
+	defer stopPoller()
+
+	env := map[string]string{"REDIS_URL": srv.URL(), "SG_CONTROL_KEY": testKey}
+	start := time.Now()
+	res := sgctl(t, t.Context(), env, nil, "restart", "demo", "--max-unavailable", "1", "--wait", "--timeout", "60s")
+	took := time.Since(start)
+	stopPoller()
+	if res.code != exitOK {
+		t.Fatalf("sgctl restart exit code %d, want 0", res.code)
+	}
+
+	for _, id := range ids {
+		e, err := reg.Entry(t.Context(), "demo", id)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		b := before[id]
+		if e.Status != "running" || e.Instance != id {
+			t.Errorf("%s: status %q, want running again under the same id", id, e.Status)
+		}
+		if !e.StartedAt.After(b.StartedAt) {
+			t.Errorf("%s: started_at %v not after %v: not a fresh process image", id, e.StartedAt, b.StartedAt)
+		}
+		// exec keeps the process: the same pid, a new image.
+		if e.PID != b.PID || e.PID != procs[id].cmd.Process.Pid {
+			t.Errorf("%s: pid %d, was %d, process %d: the restart should exec in place", id, e.PID, b.PID, procs[id].cmd.Process.Pid)
+		}
+		select {
+		case <-procs[id].exited:
+			t.Errorf("%s: the process exited instead of replacing itself", id)
+		default:
+		}
+	}
+	poller.mu.Lock()
+	defer poller.mu.Unlock()
+	t.Logf("rolling restart of 3 took %v; %d registry samples; at most %d out of running (%v)", took, poller.samples, poller.max, poller.at)
+	if poller.max > 1 {
+		t.Errorf("%d instances out of running at once (%v), want at most 1", poller.max, poller.at)
+	}
+	if poller.max == 0 {
+		t.Errorf("the poller never saw an instance out of running in %d samples: it cannot vouch for the limit", poller.samples)
+	}
+}
