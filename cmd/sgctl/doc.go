@@ -43,7 +43,10 @@
 // sent reported done and runs again, and 1 when one failed, was rejected, or
 // --timeout passed first. --max-unavailable N (restart) makes the instances
 // take one of N slots before restarting: at most N are out of running at a
-// time because of the op.
+// time because of the op. A restart replaces each process with exec: the
+// new image has a new started_at but keeps its pid. Instances that are not
+// running when the op is sent (still booting) are named on stderr and not
+// waited for: their daemon may not have started yet.
 //
 // diagram prints the lifecycle's state diagram from the transition table in
 // package phases, as Mermaid (default), Graphviz DOT or SVG (rendered by the
@@ -68,8 +71,9 @@
 // # Exit codes
 //
 //	0  success (watch: also when ended by Ctrl-C)
-//	1  an op failed or was rejected, --wait timed out, or another runtime error
-//	   (e.g. graphviz missing for --format svg)
+//	1  an op failed or was rejected, --wait timed out or was interrupted
+//	   (Ctrl-C), no live instance to send to, or another runtime error (e.g.
+//	   graphviz missing for --format svg)
 //	2  usage or configuration error: unknown command or flag, bad flag value or
 //	   argument, invalid environment variable; printed with what is wrong
 //	3  Redis unreachable: the message names the address and REDIS_URL

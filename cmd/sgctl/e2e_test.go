@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -190,5 +191,31 @@ func TestRollingRestartOfThreeDemoInstancesKeepsAtMostOneOutOfRunning(t *testing
 	}
 	if poller.max == 0 {
 		t.Errorf("the poller never saw an instance out of running in %d samples: it cannot vouch for the limit", poller.samples)
+	}
+}
+
+func TestPullOfADemoInstanceIsRejectedWithTheWrongKeyAndRunsWithTheRightOne(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs cmd/demo processes")
+	}
+	srv := redistest.Server(t)
+	dir := t.TempDir()
+	bin := buildDemo(t, dir)
+	reg := registry.New(srv.Client(t))
+	startDemo(t, bin, dir, "demo-1", srv.URL())
+	eventually(t, 30*time.Second, func() bool {
+		e, err := reg.Entry(t.Context(), "demo", "demo-1")
+		return err == nil && e.Status == "running"
+	}, func() string { return "demo-1 never ran" })
+
+	wrong := map[string]string{"REDIS_URL": srv.URL(), "SG_CONTROL_KEY": "another-key-of-16-bytes"}
+	res := sgctl(t, t.Context(), wrong, nil, "pull", "demo", "--instance", "demo-1", "--wait", "--timeout", "20s")
+	if res.code != exitFailed || !strings.Contains(res.stdout, "failed: demo-1 (rejected: ") {
+		t.Fatalf("wrong key: got %d, want 1 with demo-1 rejected:\n%s", res.code, res.stdout)
+	}
+	right := map[string]string{"REDIS_URL": srv.URL(), "SG_CONTROL_KEY": testKey}
+	res = sgctl(t, t.Context(), right, nil, "pull", "demo", "--instance", "demo-1", "--wait", "--timeout", "20s")
+	if res.code != exitOK || !strings.Contains(res.stdout, "demo-1  done") {
+		t.Fatalf("right key: got %d, want 0 with demo-1 done:\n%s", res.code, res.stdout)
 	}
 }
