@@ -11,6 +11,8 @@
 //	DEMO_FAIL_PHASE=building_adapters                    that phase's work fails
 //
 // Every variable of the library works too (SG_HEALTH_PORT, SG_BOOT_JITTER, ...).
+// A pull control op (sgctl pull demo) re-reads the two knobs; a restart op
+// replaces the process with a fresh copy keeping its instance id.
 // Stop it with Ctrl-C; a second Ctrl-C exits at once.
 package main
 
@@ -72,5 +74,6 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 	defer client.Close()
 
 	svc := newService(log, knobs, client)
+	opts = append(opts, lifecycle.WithPullHandler(svc.pull(getenv)))
 	return lifecycle.MainContext(ctx, svc, opts...)
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -84,6 +86,7 @@ func parseKnobs(getenv func(string) string) (knobs, error) {
 // service is the demo service: it counts ticks in Redis while it runs.
 type service struct {
 	log    *slog.Logger
+	mu     sync.Mutex // guards knobs: a pull replaces them while the service runs
 	knobs  knobs
 	redis  redis.UniversalClient
 	ticks  int
@@ -98,7 +101,10 @@ func newService(log *slog.Logger, k knobs, client redis.UniversalClient) *servic
 // work is what every phase of the demo does: wait its configured delay, then fail
 // if asked to.
 func (s *service) work(ctx context.Context, state phases.State, msg string, args ...any) error {
-	if d := s.knobs.delays[state]; d > 0 {
+	s.mu.Lock()
+	k := s.knobs
+	s.mu.Unlock()
+	if d := k.delays[state]; d > 0 {
 		s.log.Info("demo: slow phase", "state", string(state), "delay", d)
 		t := time.NewTimer(d)
 		select {
@@ -108,7 +114,7 @@ func (s *service) work(ctx context.Context, state phases.State, msg string, args
 			return ctx.Err()
 		}
 	}
-	if s.knobs.fail == state {
+	if k.fail == state {
 		return fmt.Errorf("demo: %s failed on purpose (%s=%s)", state, envFailPhase, state)
 	}
 	s.log.Info("demo: "+msg, args...)
@@ -160,4 +166,21 @@ func (s *service) Run(ctx context.Context) error {
 
 func (s *service) OnStop(ctx context.Context) error {
 	return s.work(ctx, phases.CleaningUp, "worker stopped", "ticks", s.ticks)
+}
+
+// pull is the demo's pull handler: it re-reads its settings (DEMO_PHASE_DELAY,
+// DEMO_FAIL_PHASE) through getenv and keeps them; bad settings fail the pull and
+// the old ones stay.
+func (s *service) pull(getenv func(string) string) func(ctx context.Context, args json.RawMessage) error {
+	return func(ctx context.Context, args json.RawMessage) error {
+		k, err := parseKnobs(getenv)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.knobs = k
+		s.mu.Unlock()
+		s.log.Info("demo: settings re-read", "delays", len(k.delays), "fail_phase", string(k.fail), "args", string(args))
+		return nil
+	}
 }
