@@ -173,7 +173,7 @@ type eventPrinter struct {
 	json bool
 }
 
-const watchLine = "%-23s  %-12s  %-16s  %-38s  %-16s  %-18s  %-5s  %s\n"
+const watchLine = "%-24s  %-12s  %-16s  %-38s  %-16s  %-18s  %-5s  %s\n"
 
 func (p *eventPrinter) header() {
 	if !p.json {
