@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -290,15 +291,22 @@ func (d *Daemon) loop(ctx context.Context) {
 // newReader returns a client of its own for the blocking reads, so Stop can
 // close it and end a read at once (a blocked read does not see its context
 // end). Clients it cannot copy are shared, and Stop waits up to the block time.
+// The copy shares no push-notification state with the original and caches
+// nothing: it only reads the stream.
 func newReader(rdb redis.UniversalClient) (reader redis.UniversalClient, own bool) {
 	switch c := rdb.(type) {
 	case *redis.Client:
 		o := *c.Options()
 		o.MinIdleConns = 0
+		o.PushNotificationProcessor = nil
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		o.ClientSideCache, o.ClientSideCacheConfig = nil, nil
 		return redis.NewClient(&o), true
 	case *redis.ClusterClient:
 		o := *c.Options()
 		o.MinIdleConns = 0
+		o.PushNotificationProcessor = nil
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		return redis.NewClusterClient(&o), true
 	}
 	return rdb, false
