@@ -179,7 +179,7 @@ func TestStartPositionExcludesOldEntriesAndKeepsNewOnes(t *testing.T) {
 
 func TestBackoffUsesTheInjectedClock(t *testing.T) {
 	clock := clockwork.NewFakeClock()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialerRetries: 1, DialTimeout: 100 * time.Millisecond})
 	t.Cleanup(func() { _ = rdb.Close() })
 	d, err := New(rdb, newTarget("svc", "i-1"), WithLogger(quiet), WithClock(clock), WithBackoff(time.Second, 4*time.Second))
 	if err != nil {
