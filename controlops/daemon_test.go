@@ -260,3 +260,61 @@ func TestClientSendRefusesWhatTheDaemonWouldReject(t *testing.T) {
 		}
 	}
 }
+
+func TestRollingRestartLetsOnlyMaxUnavailableInstancesGoAtOnce(t *testing.T) {
+	rdb := redistest.Server(t).Client(t)
+	a, b := newTarget("svc", "a"), newTarget("svc", "b")
+	opts := []Option{WithSlotWait(300*time.Millisecond, 10*time.Millisecond)}
+	startDaemon(t, rdb, a, opts...)
+	startDaemon(t, rdb, b, opts...)
+	c := NewClient(rdb, nil)
+	op, err := c.Send(context.Background(), "svc", OpRestart, TargetAll, RestartArgs{MaxUnavailable: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One instance takes the slot and restarts; it never comes back here, so
+	// the other's wait runs out.
+	rs := waitResults(t, rdb, "svc", 2)
+	var accepted, failed []string
+	for _, r := range rs {
+		switch r.Status {
+		case StatusAccepted:
+			accepted = append(accepted, r.Instance)
+		case StatusFailed:
+			failed = append(failed, r.Instance)
+			if !strings.Contains(r.Reason, "no restart slot") {
+				t.Errorf("failed reason %q", r.Reason)
+			}
+		}
+	}
+	if len(accepted) != 1 || len(failed) != 1 {
+		t.Fatalf("results %+v: want one accepted, one failed for lack of a slot", rs)
+	}
+	if n := rdb.ZCard(context.Background(), SlotsKey("svc")).Val(); n != 1 {
+		t.Fatalf("%d slots taken, want 1", n)
+	}
+
+	// The restarted instance's new process: resumes at the restart entry,
+	// reaches running, reports done and gives the slot back.
+	again := newTarget("svc", accepted[0])
+	d := startDaemon(t, rdb, again, opts...)
+	if d.LastID() != op.StreamID {
+		t.Errorf("new process starts at %s, want the restart entry %s", d.LastID(), op.StreamID)
+	}
+	d.Running()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	final, err := c.Wait(ctx, "svc", op, []string{"a", "b"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final[accepted[0]].Status != StatusDone {
+		t.Fatalf("final %+v", final)
+	}
+	if n := rdb.ZCard(context.Background(), SlotsKey("svc")).Val(); n != 0 {
+		t.Fatalf("%d slots still taken after the new process ran", n)
+	}
+	if len(again.Calls()) != 0 {
+		t.Fatalf("new process executed %v: the restart must not run twice", again.Calls())
+	}
+}
