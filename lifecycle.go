@@ -337,6 +337,12 @@ func (in *Instance) HealthAddr() string {
 // Done is closed when the instance reached stopped or failed.
 func (in *Instance) Done() <-chan struct{} { return in.done }
 
+// Close releases the instance's metric callback (the lifecycle.state gauge),
+// which otherwise reports the final state for as long as the MeterProvider
+// lives. Call it after Run or Shutdown returned when the process goes on
+// without the instance; Main does not need it.
+func (in *Instance) Close() { in.m.Close() }
+
 func (in *Instance) failing() bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -913,7 +919,8 @@ func (in *Instance) finish(err error) {
 	}
 	in.result = err
 	in.driving = false
-	in.m.Close()
+	// The machine stays registered with the MeterProvider, so the state gauge
+	// reports stopped or failed until the provider's last export; Close ends it.
 	close(in.done)
 	if err != nil {
 		in.log.Error("instance failed", "state", string(in.m.Current()), "error", err)

@@ -51,6 +51,15 @@ func TestMetricsAfterBootAndShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The gauge reports the final state until the instance is closed.
+	gauge = findMetric(t, rm, "lifecycle.state").Data.(metricdata.Gauge[int64])
+	for _, dp := range gauge.DataPoints {
+		if s, _ := dp.Attributes.Value(AttrState); dp.Value == 1 && s.AsString() != string(phases.Stopped) {
+			t.Errorf("after shutdown the gauge says %q, want stopped", s.AsString())
+		}
+	}
+	defer in.Close()
+
 	counter := findMetric(t, rm, "lifecycle.transitions").Data.(metricdata.Sum[int64])
 	if !counter.IsMonotonic {
 		t.Error("lifecycle.transitions is not monotonic")
