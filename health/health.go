@@ -391,8 +391,11 @@ func (s *Server) Refresh(ctx context.Context) {
 		r := run{c: c, done: make(chan error, 1), start: s.cfg.clock.Now(), ctx: cctx,
 			cancel: func() { stop(); cancel() }}
 		s.wg.Go(func() {
-			defer c.inflight.Store(false)
-			r.done <- c.fn(cctx)
+			err := c.fn(cctx)
+			// Not in flight any more before the round learns the result, so the
+			// next round (which may start as soon as this one returns) runs it.
+			c.inflight.Store(false)
+			r.done <- err
 		})
 		runs = append(runs, r)
 	}
