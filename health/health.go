@@ -391,7 +391,7 @@ func (s *Server) Refresh(ctx context.Context) {
 		r := run{c: c, done: make(chan error, 1), start: s.cfg.clock.Now(), ctx: cctx,
 			cancel: func() { stop(); cancel() }}
 		s.wg.Go(func() {
-			err := c.fn(cctx)
+			err := runCheck(cctx, c.fn)
 			// Not in flight any more before the round learns the result, so the
 			// next round (which may start as soon as this one returns) runs it.
 			c.inflight.Store(false)
@@ -414,6 +414,17 @@ func (s *Server) Refresh(ctx context.Context) {
 		now := s.cfg.clock.Now()
 		s.record(r.c, result{done: true, err: err, duration: now.Sub(r.start), at: now})
 	}
+}
+
+// runCheck calls fn, turning a panic in it into a failed check rather than a
+// crashed process.
+func runCheck(ctx context.Context, fn CheckFunc) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("check panicked: %v", v)
+		}
+	}()
+	return fn(ctx)
 }
 
 func (s *Server) record(c *check, r result) {

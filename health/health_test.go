@@ -563,3 +563,14 @@ func TestProbesAnswerHeadAndRejectOtherMethods(t *testing.T) {
 		t.Errorf("POST /livez = %d, want 405", rec.Code)
 	}
 }
+
+func TestPanickingCheckFailsInsteadOfCrashing(t *testing.T) {
+	s := newServer(t, newSource("running", time.Now()), WithAddr("127.0.0.1:0"),
+		WithCheck("db:ping", func(context.Context) error { panic("driver bug") }, Required()))
+	s.Refresh(context.Background())
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "check panicked: driver bug") {
+		t.Fatalf("readyz = %d %s, want 503 naming the panic", rec.Code, rec.Body.String())
+	}
+}
