@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every benchmark beside its baseline, in one run, and prints benchstat
+# summaries. BENCHMARKS.md records its output. Needs redis-server and
+# redis-benchmark (apt-get install -y redis-server) and benchstat
+# (go install golang.org/x/perf/cmd/benchstat@latest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-$(mktemp -d)}
+count=${COUNT:-6}
+mkdir -p "$out"
+echo "results in $out"
+go version
+echo "cores: $(nproc)"
+
+# The machine, against a raw looplab/fsm Event on the same toggle.
+go test -run '^$' -bench 'BenchmarkTransition' -benchmem -count "$count" . | tee "$out/transition.txt"
+# A boot to running against a real redis-server, beside a go-redis PING round trip.
+go test -run '^$' -bench 'BenchmarkBootToRunning|BenchmarkRedisPing' -benchmem -count "$count" . | tee "$out/boot.txt"
+# A registry status update, beside a PING round trip to the same server.
+go test -run '^$' -bench 'BenchmarkMemberUpdate|BenchmarkRedisPingRoundTrip' -benchmem -count "$count" ./registry | tee "$out/registry.txt"
+# A /readyz probe, beside a bare net/http handler writing a similar body.
+go test -run '^$' -bench 'BenchmarkReadyz|BenchmarkBareHandler' -benchmem -count "$count" ./health | tee "$out/health.txt"
+# XADD of a control op to its result: 1 daemon and 100 daemons on one redis-server.
+go test -run '^$' -bench 'BenchmarkOpToResult' -benchtime 200x -count 1 ./controlops | tee "$out/controlops.txt"
+
+# The same round trip from outside Go: redis-benchmark PING, one client, no pipelining.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null &
+rs=$!
+trap 'kill $rs 2>/dev/null; wait $rs 2>/dev/null || true' EXIT
+for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis-benchmark -h 127.0.0.1 -p "$port" -t ping_inline,ping_mbulk -n 50000 -c 1 --csv | tee "$out/redis-benchmark.txt"
+
+for f in transition boot registry health; do
+  echo "== $f"; benchstat "$out/$f.txt"
+done
