@@ -474,6 +474,8 @@ func (in *Instance) Shutdown(ctx context.Context) error {
 }
 
 // RequestStop asks for a stop without waiting for it; Done tells when it is over.
+// The goroutine in Boot or Run carries the stop out; when none is driving the
+// instance (Boot returned and Run was not called), call Shutdown instead.
 func (in *Instance) RequestStop() { in.requestStop() }
 
 func (in *Instance) requestStop() {
