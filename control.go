@@ -239,8 +239,9 @@ func replaceEnv(env []string, name, value string) []string {
 func restartEnv(cfg *config) error {
 	if v := cfg.getenv(EnvRestartExitCode); v != "" {
 		code, err := strconv.Atoi(v)
-		if err != nil || code < 1 || code > 125 {
-			return &ConfigError{Name: EnvRestartExitCode, Value: v, Err: errors.New("want an exit code 1-125, e.g. 3")}
+		if err != nil || code < 3 || code > 125 {
+			// 0, 1 and 2 already mean stopped, failed and bad configuration.
+			return &ConfigError{Name: EnvRestartExitCode, Value: v, Err: errors.New("want an exit code 3-125, e.g. 3 (0-2 mean stopped, failed, bad configuration)")}
 		}
 		cfg.restartExit = code
 	}

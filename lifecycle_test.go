@@ -662,6 +662,8 @@ func TestBadEnvironmentExitsTwoNamingTheVariableAndTouchesNoRedis(t *testing.T) 
 		{"SG_SERVICE_NAME", "Bad{Name}"},
 		{"SG_INSTANCE_ID", "a:b"},
 		{"SG_CONTROL_KEY", "short"},
+		{"SG_RESTART_EXIT_CODE", "soon"},
+		{"SG_RESTART_EXIT_CODE", "1"},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			mr := miniredis.RunT(t)

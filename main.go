@@ -83,12 +83,12 @@ func mainContext(ctx context.Context, svc Service, opts ...Option) (int, *restar
 		return ExitConfig, nil
 	}
 	env.applyTo(&cfg)
+	if env.Redis != nil {
+		defer env.Redis.Close()
+	}
 	if err := restartEnv(&cfg); err != nil {
 		log.Error("configuration error", "error", err)
 		return ExitConfig, nil
-	}
-	if env.Redis != nil {
-		defer env.Redis.Close()
 	}
 
 	shutdownOTel, err := setupOTel(ctx, &cfg)
