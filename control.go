@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -186,6 +187,7 @@ func (t controlTarget) Do(ctx context.Context, op string, args json.RawMessage) 
 type restartPlan struct {
 	instance    string
 	traceparent string
+	log         *slog.Logger
 }
 
 // restartPlan returns how the process restarts, or nil when it does not (no
@@ -197,7 +199,7 @@ func (in *Instance) restartPlan(result error) *restartPlan {
 	in.mu.Lock()
 	sc := in.restartSpan
 	in.mu.Unlock()
-	p := &restartPlan{instance: in.cfg.instance}
+	p := &restartPlan{instance: in.cfg.instance, log: in.log}
 	if sc.IsValid() {
 		carrier := propagation.MapCarrier{}
 		propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), sc), carrier)

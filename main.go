@@ -53,7 +53,7 @@ func MainContext(ctx context.Context, svc Service, opts ...Option) int {
 		return code
 	}
 	if err := plan.exec(); err != nil {
-		slog.Error("restart failed", "error", err)
+		plan.log.Error("restart failed: cannot replace the process", "error", err)
 		return ExitFailed
 	}
 	return code // not reached: exec replaced the process
