@@ -610,52 +610,66 @@ func (in *Instance) phaseWork(ctx context.Context, s phases.State) error {
 		return nil // New did the work of phase 1
 	case phases.Connecting:
 		return in.connect(ctx)
-	case phases.Configuring:
-		if h, ok := in.svc.(Configurer); ok {
-			if err := h.Configure(ctx); err != nil {
-				return err
-			}
-		}
-	case phases.Instrumenting:
-		if h, ok := in.svc.(Instrumenter); ok {
-			if err := h.Instrument(ctx); err != nil {
-				return err
-			}
-		}
-	case phases.LoadingModules:
-		if h, ok := in.svc.(ModuleLoader); ok {
-			if err := h.LoadModules(ctx); err != nil {
-				return err
-			}
-		}
-	case phases.BuildingAdapters:
-		if h, ok := in.svc.(AdapterBuilder); ok {
-			if err := h.BuildAdapters(ctx); err != nil {
-				return err
-			}
-		}
-	case phases.Starting:
-		in.onStartCalled = true
-		if err := in.svc.OnStart(ctx); err != nil {
-			return fmt.Errorf("Service.OnStart: %w", err)
-		}
 	case phases.Registering:
 		return in.register(ctx)
 	case phases.ServingHealth:
-		if in.health == nil {
-			return nil
-		}
-		if err := in.health.Start(ctx); err != nil {
+		return in.serveHealth(ctx)
+	case phases.Starting:
+		in.onStartCalled = true
+	}
+	if h := in.serviceHook(s); h != nil {
+		if err := h(ctx); err != nil {
 			return err
 		}
-		in.healthStarted = true
-		return nil
 	}
 	for _, h := range in.cfg.hooks[s] {
 		if err := h(ctx); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// serviceHook returns the Service's own work for state s (Configurer.Configure,
+// ..., Service.OnStart), or nil when it has none. It runs before WithHook's hooks.
+func (in *Instance) serviceHook(s phases.State) Hook {
+	switch s {
+	case phases.Configuring:
+		if h, ok := in.svc.(Configurer); ok {
+			return h.Configure
+		}
+	case phases.Instrumenting:
+		if h, ok := in.svc.(Instrumenter); ok {
+			return h.Instrument
+		}
+	case phases.LoadingModules:
+		if h, ok := in.svc.(ModuleLoader); ok {
+			return h.LoadModules
+		}
+	case phases.BuildingAdapters:
+		if h, ok := in.svc.(AdapterBuilder); ok {
+			return h.BuildAdapters
+		}
+	case phases.Starting:
+		return func(ctx context.Context) error {
+			if err := in.svc.OnStart(ctx); err != nil {
+				return fmt.Errorf("Service.OnStart: %w", err)
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// serveHealth is phase 9: the health server binds and serves.
+func (in *Instance) serveHealth(ctx context.Context) error {
+	if in.health == nil {
+		return nil
+	}
+	if err := in.health.Start(ctx); err != nil {
+		return err
+	}
+	in.healthStarted = true
 	return nil
 }
 
