@@ -132,21 +132,11 @@ var Lifecycle = Table{
 }
 
 // NextBootEvent returns the event that completes the work of boot state s and
-// moves to the next phase, and false when s is not a boot state.
+// moves to the next phase, and false when s is not a boot state or, like
+// connecting, ends in one of several events (its ping outcomes).
 func NextBootEvent(s State) (Event, bool) {
 	e, ok := bootEvents[s]
 	return e, ok
-}
-
-var bootEvents = map[State]Event{
-	Init:             Connect,
-	Configuring:      Configured,
-	Instrumenting:    Instrumented,
-	LoadingModules:   ModulesLoaded,
-	BuildingAdapters: AdaptersBuilt,
-	Starting:         Started,
-	Registering:      Registered,
-	ServingHealth:    HealthServing,
 }
 
 // NextShutdownEvent returns the event that completes shutdown step s.
@@ -155,9 +145,30 @@ func NextShutdownEvent(s State) (Event, bool) {
 	return e, ok
 }
 
-var shutdownEvents = map[State]Event{
-	StoppingDaemons: DaemonsStopped,
-	StoppingHealth:  HealthStopped,
-	Deregistering:   Deregistered,
-	CleaningUp:      CleanedUp,
+// Both are read off the table, so a new state needs no edit here: a step's
+// event is the one event that leaves it other than stop and fail.
+var (
+	bootEvents     = forwardEvents(BootStates)
+	shutdownEvents = forwardEvents(ShutdownStates)
+)
+
+func forwardEvents(states []State) map[State]Event {
+	out := map[State]Event{}
+	for _, s := range states {
+		var found Event
+		unique := true
+		for _, tr := range Lifecycle.From(s) {
+			if tr.Event == Stop || tr.Event == Fail {
+				continue
+			}
+			if found != "" && found != tr.Event {
+				unique = false
+			}
+			found = tr.Event
+		}
+		if found != "" && unique {
+			out[s] = found
+		}
+	}
+	return out
 }

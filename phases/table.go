@@ -118,12 +118,20 @@ func (t *Table) State(s State) (StateInfo, bool) {
 // state from.
 func (t *Table) Alternatives(event Event, from State) []Transition {
 	var out []Transition
-	for _, tr := range t.Transitions {
-		if tr.Event != event {
-			continue
+	for _, tr := range t.From(from) {
+		if tr.Event == event {
+			out = append(out, tr)
 		}
-		for _, s := range tr.From {
-			if s == from {
+	}
+	return out
+}
+
+// From returns, in table order, every transition that leaves state s.
+func (t *Table) From(s State) []Transition {
+	var out []Transition
+	for _, tr := range t.Transitions {
+		for _, f := range tr.From {
+			if f == s {
 				out = append(out, tr)
 				break
 			}

@@ -88,3 +88,26 @@ func TestTransitionLabelShowsGuard(t *testing.T) {
 		t.Fatalf("labels = %q", got)
 	}
 }
+
+func TestEveryStepHasTheEventThatCompletesIt(t *testing.T) {
+	want := map[State]Event{
+		Init: Connect, Configuring: Configured, Instrumenting: Instrumented, LoadingModules: ModulesLoaded,
+		BuildingAdapters: AdaptersBuilt, Starting: Started, Registering: Registered, ServingHealth: HealthServing,
+		StoppingDaemons: DaemonsStopped, StoppingHealth: HealthStopped, Deregistering: Deregistered, CleaningUp: CleanedUp,
+	}
+	for s, e := range want {
+		got, ok := NextBootEvent(s)
+		if !ok {
+			got, ok = NextShutdownEvent(s)
+		}
+		if !ok || got != e {
+			t.Errorf("event completing %q = %q, %v; want %q", s, got, ok, e)
+		}
+	}
+	if e, ok := NextBootEvent(Connecting); ok {
+		t.Errorf("connecting has one completing event %q; want none (its ping outcomes decide)", e)
+	}
+	if e, ok := NextBootEvent(Pulling); ok {
+		t.Errorf("pulling is not a boot state but has %q", e)
+	}
+}
