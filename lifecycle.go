@@ -757,16 +757,21 @@ func (in *Instance) register(ctx context.Context) error {
 // entry is the registry entry for state s.
 func (in *Instance) entry(s phases.State) registry.Entry {
 	info, _ := phases.Lifecycle.State(s)
+	return in.entryAt(info, in.cfg.clock.Now())
+}
+
+// entryAt is the registry entry for the state info describes, updated at at.
+func (in *Instance) entryAt(info phases.StateInfo, at time.Time) registry.Entry {
 	return registry.Entry{
 		Service:    in.cfg.name,
 		Instance:   in.cfg.instance,
-		Status:     string(s),
+		Status:     string(info.Name),
 		Phase:      info.Label,
 		Host:       in.host,
 		PID:        in.pid,
 		Version:    in.cfg.version,
 		StartedAt:  in.started,
-		UpdatedAt:  in.cfg.clock.Now(),
+		UpdatedAt:  at,
 		Degraded:   in.degraded.Load(),
 		HealthAddr: in.HealthAddr(),
 	}
@@ -983,7 +988,8 @@ func (in *Instance) publishTransition(ctx context.Context, t Transition) {
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		ev.TraceID = sc.TraceID().String()
 	}
-	mem.Update(in.entry(t.To), ev)
+	// The transition already carries its state's description and time.
+	mem.Update(in.entryAt(t.Phase, t.At), ev)
 }
 
 // instanceSource adapts an Instance to health.StateSource.
