@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -10,31 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// installHint is the message of a test skipped (or, with CI=true, failed) for want
-// of redis-server.
-const installHint = "install redis-server (apt-get install -y redis-server) to run"
-
-// requireRedisServer returns the path of redis-server. Without it the test is
-// skipped, unless CI is "true": CI must not pass by skipping.
-func requireRedisServer(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err == nil {
-		return bin
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("redis-server is not on PATH and CI=true: %s", installHint)
-	}
-	t.Skipf("redis-server is not on PATH: %s", installHint)
-	return ""
-}
 
 // proc is a child process whose output goes to a log file. Stop ends it by pid and
 // waits for it; t.Cleanup calls Stop, so no test leaves a process behind.
@@ -217,55 +196,4 @@ func buildGo(t *testing.T, dir, out, pkg string) {
 		t.Fatalf("go build -C %s -o %s %s: %v\n%s", dir, out, pkg, err, b)
 	}
 	t.Logf("built %s in %s", pkg, time.Since(start).Round(100*time.Millisecond))
-}
-
-// redisServer is a real redis-server on a free loopback port, without persistence.
-type redisServer struct {
-	*proc
-	addr string
-}
-
-// startRedis starts redis-server and waits until it answers PING, retrying with a
-// new port when the one picked was taken meanwhile.
-func startRedis(t *testing.T, bin, dir string) *redisServer {
-	t.Helper()
-	var last string
-	for attempt := 1; attempt <= 3; attempt++ {
-		port := freePort(t)
-		p := startProc(t, dir, fmt.Sprintf("redis-%d", attempt), nil, bin,
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-		r := &redisServer{proc: p, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-		err := poll(15*time.Second, p.Exited, r.ping)
-		if err == nil {
-			return r
-		}
-		last = fmt.Sprintf("%v\n%s", err, p.Tail(20))
-		p.Stop(t)
-		if !strings.Contains(last, "Address already in use") {
-			break
-		}
-	}
-	t.Fatalf("redis-server did not answer PING\n%s", last)
-	return nil
-}
-
-// ping sends PING in RESP and expects +PONG.
-func (r *redisServer) ping() error {
-	c, err := net.DialTimeout("tcp", r.addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if strings.TrimSpace(line) != "+PONG" {
-		return fmt.Errorf("PING answered %q", line)
-	}
-	return nil
 }
