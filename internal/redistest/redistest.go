@@ -5,6 +5,9 @@
 // restarts on the same port, eviction under maxmemory, approximate stream
 // trimming, cluster slots and redirections.
 //
+// Freeze and Thaw stop and resume a server (SIGSTOP, SIGCONT) to show what a
+// Redis that accepts connections but answers nothing does to its clients.
+//
 // Every server binds 127.0.0.1 only, runs in its own t.TempDir() with
 // persistence disabled (--save "" --appendonly no), writes its log to a file in
 // that directory, and is killed and awaited by t.Cleanup. Clients returned by
@@ -67,6 +70,7 @@ type Srv struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been awaited
 	logf   *os.File
+	frozen bool // stopped with SIGSTOP by Freeze
 }
 
 // Server starts a standalone redis-server on a free loopback port and waits
@@ -167,13 +171,62 @@ func (s *Srv) killLocked() {
 	if s.cmd == nil {
 		return
 	}
+	// SIGKILL ends a stopped (frozen) process too.
 	_ = s.cmd.Process.Signal(syscall.SIGKILL)
 	<-s.exited
 	_ = s.logf.Close()
-	s.cmd, s.exited, s.logf = nil, nil, nil
+	s.cmd, s.exited, s.logf, s.frozen = nil, nil, nil, false
 	if s.ownDir {
 		_ = os.RemoveAll(s.dir)
 	}
+}
+
+// Freeze stops the server with SIGSTOP, as a wedged Redis looks from the
+// network: the port stays open and the kernel still completes TCP handshakes
+// and buffers what clients send, but nothing is answered until Thaw. It is
+// what a long-running command, a stalled host or a partition that drops
+// replies does to clients, and what timeouts must survive.
+//
+// Freeze registers a t.Cleanup that thaws the server, so a test that fails
+// midway never leaves a stopped process behind; because cleanups run last
+// registered first, the thaw also comes before the cleanups the test
+// registered earlier (shutting down what it tested, killing the server).
+// Freeze on a server that is not running or already frozen does nothing.
+func (s *Srv) Freeze() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.frozen {
+		return
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		if s.tb != nil {
+			s.tb.Fatalf("redistest: freezing redis-server on %s: %v", s.Addr(), err)
+		}
+		panic(fmt.Sprintf("redistest: freezing redis-server on %s: %v", s.Addr(), err))
+	}
+	s.frozen = true
+	if s.tb != nil {
+		s.tb.Cleanup(s.Thaw)
+	}
+}
+
+// Thaw resumes a server stopped by Freeze with SIGCONT; it answers what was
+// sent meanwhile, in order. Thaw on a server that is not frozen does nothing.
+func (s *Srv) Thaw() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || !s.frozen {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGCONT)
+	s.frozen = false
+}
+
+// Frozen reports whether the server is stopped by Freeze.
+func (s *Srv) Frozen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.frozen
 }
 
 // Restart starts the server again on the same port and in the same directory,

@@ -1,10 +1,15 @@
 package redistest_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"net"
 	"os"
 	"testing"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/stargazer/lifecycle/internal/redistest"
@@ -92,5 +97,63 @@ func TestClusterSplitsSlotsOverThreeMasters(t *testing.T) {
 		if err := c.Set(ctx, k, k, 0).Err(); err != nil {
 			t.Fatalf("SET %s: %v", k, err)
 		}
+	}
+}
+
+func TestFreezeAnswersNothingUntilThawThenAnswersWhatWasSent(t *testing.T) {
+	s := redistest.Server(t)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.Freeze()
+	if !s.Frozen() {
+		t.Fatal("Frozen() = false after Freeze")
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err := c.Ping(short).Err()
+	cancel()
+	var ne net.Error
+	if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("PING to a frozen server = %v, want a timeout", err)
+	}
+	// A command sent while frozen (the kernel buffers it) is answered after
+	// the thaw.
+	conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		t.Fatalf("dialing a frozen server: %v", err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("SET k v\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	s.Thaw()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || line != "+OK\r\n" {
+		t.Fatalf("SET sent while frozen answered %q, %v after the thaw", line, err)
+	}
+	if got, err := c.Get(ctx, "k").Result(); err != nil || got != "v" {
+		t.Fatalf("GET k = %q, %v", got, err)
+	}
+}
+
+func TestFrozenServerIsThawedAndKilledByCleanup(t *testing.T) {
+	var s *redistest.Srv
+	t.Run("fails midway while frozen", func(t *testing.T) {
+		s = redistest.Server(t)
+		s.Freeze()
+		// The subtest ends here with the server frozen: its cleanups must thaw
+		// and kill it.
+	})
+	if s.Frozen() {
+		t.Fatal("server still frozen after its test's cleanups")
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialerRetries: 1})
+	defer c.Close()
+	if err := c.Ping(context.Background()).Err(); err == nil {
+		t.Fatal("server still answers after its test's cleanups")
 	}
 }
