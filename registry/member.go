@@ -179,6 +179,20 @@ func (m *Member) Register(ctx context.Context, e Entry) error {
 	return nil
 }
 
+// RegisterAsync records e as the latest entry and re-enables entry writes
+// like Register, but leaves the write (services set included) to the writer
+// and returns at once: for an instance that must not wait on Redis.
+func (m *Member) RegisterAsync(e Entry) {
+	e.Service, e.Instance = m.service, m.instance
+	e = m.r.normalize(e)
+	m.mu.Lock()
+	m.latest, m.hasEntry = e, true
+	m.seq++
+	m.registered, m.deregistered = true, false
+	m.mu.Unlock()
+	m.signal()
+}
+
 // writeLatest writes the latest entry with the services set, unless the
 // member is deregistered, holding writeSem.
 func (m *Member) writeLatest(ctx context.Context) error {
@@ -278,6 +292,8 @@ func (m *Member) flush(ctx context.Context) error {
 		return ctx.Err()
 	}
 	defer func() { <-m.writeSem }()
+	ctx, cancel := context.WithTimeout(ctx, m.r.cfg.writeTimeout)
+	defer cancel()
 
 	m.mu.Lock()
 	var entryCmds []redis.Cmder
@@ -368,6 +384,8 @@ func (m *Member) StartHeartbeat() {
 }
 
 func (m *Member) beat(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, m.r.cfg.writeTimeout)
+	defer cancel()
 	m.mu.Lock()
 	skip := m.deregistered || !m.hasEntry
 	m.mu.Unlock()
@@ -428,7 +446,7 @@ func (m *Member) Deregister(ctx context.Context) error {
 // done, then stops the writer and waits for it to exit. An undelivered
 // remainder is abandoned and reported as an error wrapping ErrUndelivered
 // and ctx's error. A write in flight when ctx ends finishes or fails within
-// the client's read/write timeouts. Close is idempotent: later calls wait for
+// the write timeout (WithWriteTimeout). Close is idempotent: later calls wait for
 // the same exit and report the same remainder.
 func (m *Member) Close(ctx context.Context) error {
 	m.closeOnce.Do(func() {

@@ -121,7 +121,12 @@ type Entry struct {
 	// only to entries whose Status is "running".
 	Status string `json:"status"`
 	// Phase is the boot or shutdown phase label, e.g. "3", "S1", or "".
-	Phase      string    `json:"phase"`
+	Phase string `json:"phase"`
+	// Error says why the instance is failing: set on the entries written
+	// while a failed boot or run unwinds and on a failed entry (a phase past
+	// its time limit names the phase, its budget and the time spent). Empty,
+	// and left out of the JSON, otherwise.
+	Error      string    `json:"error,omitempty"`
 	Host       string    `json:"host"`
 	PID        int       `json:"pid"`
 	Version    string    `json:"version"`
@@ -165,6 +170,7 @@ type config struct {
 	queueSize    int
 	backoffMin   time.Duration
 	backoffMax   time.Duration
+	writeTimeout time.Duration
 }
 
 // Option configures a Registry.
@@ -241,6 +247,23 @@ func WithRetryBackoff(min, max time.Duration) Option {
 	})
 }
 
+// WithWriteTimeout bounds each write a Member's own goroutines make (a
+// status batch, a heartbeat, a re-registration; default 2s), so a Redis that
+// accepts connections but answers nothing never holds them, nor Close and
+// Deregister waiting for them, longer than that. The client must honour
+// context deadlines (redis.Options.ContextTimeoutEnabled); otherwise its
+// read timeout bounds them. Values <= 0 are ignored.
+func WithWriteTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.writeTimeout = d
+		}
+	})
+}
+
+// DefaultWriteTimeout bounds a Member's background writes (WithWriteTimeout).
+const DefaultWriteTimeout = 2 * time.Second
+
 // New returns a Registry using c. It does not contact Redis.
 func New(c redis.UniversalClient, opts ...Option) *Registry {
 	cfg := config{
@@ -251,6 +274,7 @@ func New(c redis.UniversalClient, opts ...Option) *Registry {
 		queueSize:    DefaultQueueSize,
 		backoffMin:   100 * time.Millisecond,
 		backoffMax:   5 * time.Second,
+		writeTimeout: DefaultWriteTimeout,
 	}
 	for _, o := range opts {
 		if o != nil {
