@@ -220,6 +220,11 @@ func (d *Daemon) sleep(ctx context.Context, dur time.Duration) bool {
 	}
 }
 
+// call bounds one Redis call with the call timeout (WithCallTimeout).
+func (d *Daemon) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d.cfg.callTimeout)
+}
+
 // errRetry: the entry could not be decided because Redis failed; read it again.
 var errRetry = errors.New("controlops: redis unavailable while handling")
 
@@ -413,6 +418,8 @@ func (d *Daemon) claimNonce(ctx context.Context, op Op) error {
 	key := NonceKey(d.svc, d.inst, op.Nonce)
 	exp := op.IssuedAt.Add(op.TTL + d.cfg.skew).Sub(d.cfg.clock.Now())
 	exp = max(exp, time.Second)
+	ctx, cancel := d.call(ctx)
+	defer cancel()
 	ok, err := d.rdb.SetNX(ctx, key, op.StreamID, exp).Result()
 	if err != nil {
 		return fmt.Errorf("%w: SET NX %s: %w", errRetry, key, err)
@@ -442,7 +449,7 @@ func (d *Daemon) writeResult(ctx context.Context, res Result) error {
 	args := &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()}
 	for n := 1; ; n++ {
 		// Written even while stopping: a restart's accepted must get out.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		wctx, cancel := d.call(context.WithoutCancel(ctx))
 		err := d.rdb.XAdd(wctx, args).Err()
 		cancel()
 		if err == nil {

@@ -22,6 +22,7 @@ const (
 	DefaultSlotPoll       = 200 * time.Millisecond
 	DefaultSlotWait       = 10 * time.Minute
 	DefaultHandlerTimeout = 5 * time.Minute
+	DefaultCallTimeout    = 2 * time.Second // Daemon: one Redis call made while handling an op
 )
 
 // ScopeName is the instrumentation scope of the package's spans.
@@ -51,6 +52,7 @@ type config struct {
 	slotPoll       time.Duration
 	slotWait       time.Duration
 	handlerTimeout time.Duration
+	callTimeout    time.Duration
 	pid            int
 }
 
@@ -70,6 +72,7 @@ func newConfig(opts []Option) config {
 		slotPoll:       DefaultSlotPoll,
 		slotWait:       DefaultSlotWait,
 		handlerTimeout: DefaultHandlerTimeout,
+		callTimeout:    DefaultCallTimeout,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -208,6 +211,20 @@ func WithHandlerTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d > 0 {
 			c.handlerTimeout = d
+		}
+	})
+}
+
+// WithCallTimeout bounds each Redis call the Daemon makes while it handles an
+// op or completes a restart (claiming a nonce, taking a slot, writing a
+// result; default 2s), so a Redis that stops answering never holds a handler,
+// nor Stop waiting for it, longer than that. The client must honour context
+// deadlines (redis.Options.ContextTimeoutEnabled); otherwise its read timeout
+// bounds the calls. Values <= 0 are ignored.
+func WithCallTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.callTimeout = d
 		}
 	})
 }

@@ -60,17 +60,21 @@ func (d *Daemon) restart(ctx context.Context, op Op) (Status, string, error) {
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
 	pk := PendingKey(d.svc, d.inst)
-	_, err := d.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, pk, pendingOpID, op.ID, pendingEntry, op.StreamID, pendingTrace, carrier.Get("traceparent"), pendingSlot, strconv.FormatBool(slot))
-		p.PExpire(ctx, pk, d.cfg.slotTTL)
+	tctx, cancel := d.call(ctx)
+	_, err := d.rdb.TxPipelined(tctx, func(p redis.Pipeliner) error {
+		p.HSet(tctx, pk, pendingOpID, op.ID, pendingEntry, op.StreamID, pendingTrace, carrier.Get("traceparent"), pendingSlot, strconv.FormatBool(slot))
+		p.PExpire(tctx, pk, d.cfg.slotTTL)
 		return nil
 	})
+	cancel()
 	if err != nil {
 		d.releaseSlot(ctx, slot)
 		return "", "", fmt.Errorf("%w: HSET %s: %w", errRetry, pk, err)
 	}
 	if err := d.do(ctx, OpRestart, op.Args); err != nil {
-		d.rdb.Del(context.WithoutCancel(ctx), pk)
+		dctx, cancel := d.call(context.WithoutCancel(ctx))
+		d.rdb.Del(dctx, pk)
+		cancel()
 		d.releaseSlot(ctx, slot)
 		return outcome(err)
 	}
@@ -82,7 +86,9 @@ func (d *Daemon) restart(ctx context.Context, op Op) (Status, string, error) {
 
 func (d *Daemon) releaseSlot(ctx context.Context, slot bool) {
 	if slot {
-		d.rdb.ZRem(context.WithoutCancel(ctx), SlotsKey(d.svc), d.inst)
+		zctx, cancel := d.call(context.WithoutCancel(ctx))
+		defer cancel()
+		d.rdb.ZRem(zctx, SlotsKey(d.svc), d.inst)
 	}
 }
 
@@ -94,8 +100,10 @@ func (d *Daemon) waitSlot(ctx context.Context, max int) (Status, string, error) 
 	logged := false
 	for {
 		now := d.cfg.clock.Now()
-		ok, err := takeSlot.Run(ctx, d.rdb, []string{SlotsKey(d.svc)},
+		sctx, cancel := d.call(ctx)
+		ok, err := takeSlot.Run(sctx, d.rdb, []string{SlotsKey(d.svc)},
 			d.inst, now.UnixMilli(), now.Add(d.cfg.slotTTL).UnixMilli(), max).Int()
+		cancel()
 		if err == nil && ok == 1 {
 			return "", "", nil
 		}
@@ -148,7 +156,9 @@ func (d *Daemon) finishRestart(ctx context.Context) error {
 		return nil
 	}
 	pk := PendingKey(d.svc, d.inst)
-	h, err := d.rdb.HGetAll(ctx, pk).Result()
+	hctx, cancel := d.call(ctx)
+	h, err := d.rdb.HGetAll(hctx, pk).Result()
+	cancel()
 	if err != nil {
 		return fmt.Errorf("HGETALL %s: %w", pk, err)
 	}
@@ -165,6 +175,8 @@ func (d *Daemon) finishRestart(ctx context.Context) error {
 	if !span.SpanContext().IsValid() {
 		res.TraceID = ""
 	}
+	sctx, cancel = d.call(sctx)
+	defer cancel()
 	_, err = d.rdb.TxPipelined(sctx, func(p redis.Pipeliner) error {
 		p.XAdd(sctx, &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()})
 		p.ZRem(sctx, SlotsKey(d.svc), d.inst)
