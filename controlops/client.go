@@ -195,12 +195,17 @@ func (c *Client) Wait(ctx context.Context, service string, op Op, instances []st
 		}
 		// A blocked read does not see ctx end: keep each one short.
 		block := time.Second
-		if dl, ok := ctx.Deadline(); ok {
+		dl, hasDeadline := ctx.Deadline()
+		if hasDeadline {
 			block = min(block, max(time.Until(dl), time.Millisecond))
 		}
 		rs, err := c.Results(ctx, service, after, 100, block)
 		if err != nil {
-			if ctx.Err() != nil {
+			// A client that applies ctx's deadline to the socket
+			// (ContextTimeoutEnabled) may cut the read at the deadline a
+			// moment before ctx reports it.
+			if ctx.Err() != nil || hasDeadline && !time.Now().Before(dl) {
+				<-ctx.Done()
 				continue // report the deadline, not the read it cut
 			}
 			return final, err
