@@ -91,6 +91,7 @@ func (in *Instance) setupControl() error {
 		controlops.WithClock(in.cfg.clock),
 		controlops.WithLogger(in.log),
 		controlops.WithTracerProvider(in.cfg.tp),
+		controlops.WithCallTimeout(in.cfg.redisTimeout),
 	}
 	if in.cfg.controlKey != "" {
 		opts = append(opts, controlops.WithKey([]byte(in.cfg.controlKey)))

@@ -19,7 +19,37 @@
 // Every transition is an OpenTelemetry span (children of a lifecycle.boot or a
 // lifecycle.shutdown root), a metric, a log line, and a status update in the Redis
 // service registry. The registry entry exists from the first transition after Redis
-// answered, so an operator sees an instance stuck mid-boot.
+// answered, so an operator sees an instance stuck mid-boot; the sg:events stream
+// holds every transition, connect included (held in memory until Redis answered
+// the ping, dropped if a required ping fails).
+//
+// # Time limits
+//
+// A fault never hangs the lifecycle. Every Redis call a transition waits for
+// has a deadline, the Redis timeout (WithRedisTimeout, SG_REDIS_TIMEOUT,
+// default 2s, go-redis's retries included): the ping gate, the registration,
+// the control-ops daemon's start and stop, the deregistration and the last
+// flush of status updates. What a Redis that stops answering means is the
+// redis_required guard's to decide, at every step:
+//
+//   - required (the default): the ping or the registration failing or not
+//     answering in time fails the boot (failed, exit code 1), with an error
+//     naming Redis and its address.
+//   - not required: the instance goes on degraded. Once it knows Redis is
+//     silent nothing in the boot waits on it; the registry's writer and
+//     heartbeat register the instance when Redis answers again, and
+//     readiness never depends on Redis.
+//   - shutdown: the deregistration gets one deadline; if Redis does not
+//     answer, the entry is left to expire by its TTL and the instance still
+//     reaches stopped (exit code 0).
+//
+// The whole boot is bounded by the boot timeout (WithBootTimeout,
+// SG_BOOT_TIMEOUT, default 5m), and a phase can get a budget of its own
+// (WithPhaseTimeout). A phase past its limit has its context cancelled and,
+// if it has not returned PhaseGrace later, is abandoned: the boot fails with
+// a *PhaseTimeoutError naming the phase, its budget and the time spent, and
+// unwinds through the shutdown steps whose work started. The abandoned
+// goroutine is the user's: the library cannot stop it.
 package lifecycle
 
 import (
@@ -33,6 +63,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -110,6 +141,8 @@ type Instance struct {
 	started time.Time
 	host    string
 	pid     int
+	// redisAddr names the Redis in errors and logs, credentials removed.
+	redisAddr string
 
 	member   atomic.Pointer[registry.Member]
 	degraded atomic.Bool
@@ -133,11 +166,22 @@ type Instance struct {
 	pingEvent phases.Event
 	pingCause error
 
-	// which work started, so the shutdown skips the rest; driver-owned
+	// which work started, so the shutdown skips the rest. onStartCalled and
+	// deregFailed are the driver's; the others are set by the phase's
+	// goroutine, which a phase past its time limit may leave running, so they
+	// are guarded by mu.
 	onStartCalled bool
 	extrasStarted []Extra
 	hbStarted     bool
 	healthStarted bool
+	deregFailed   bool // S3 could not reach Redis: the last flush does not wait
+
+	// Status updates of the transitions before the registry member exists
+	// (connect, and what follows while the ping is in flight): delivered once
+	// Redis answered the ping, dropped when it failed and is required.
+	heldMu      sync.Mutex
+	held        []heldUpdate
+	heldDropped bool
 
 	done   chan struct{}
 	result error
@@ -178,6 +222,20 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 	if cfg.shutdownTimeout <= 0 {
 		return nil, &ConfigError{Name: "shutdown timeout", Value: cfg.shutdownTimeout.String(), Err: errors.New("want > 0")}
 	}
+	if cfg.redisTimeout <= 0 {
+		return nil, &ConfigError{Name: "redis timeout", Value: cfg.redisTimeout.String(), Err: errors.New("want > 0")}
+	}
+	if cfg.bootTimeout < 0 {
+		return nil, &ConfigError{Name: "boot timeout", Value: cfg.bootTimeout.String(), Err: errors.New("want >= 0 (0 disables it)")}
+	}
+	for s, d := range cfg.phaseTimeouts {
+		if !slices.Contains(phases.BootStates, s) {
+			return nil, &ConfigError{Name: "WithPhaseTimeout state", Value: string(s), Err: errors.New("budgets apply to the boot states init ... serving_health")}
+		}
+		if d <= 0 {
+			return nil, &ConfigError{Name: "WithPhaseTimeout " + string(s), Value: d.String(), Err: errors.New("want > 0")}
+		}
+	}
 	for s := range cfg.hooks {
 		switch s {
 		case phases.Configuring, phases.Instrumenting, phases.LoadingModules, phases.BuildingAdapters, phases.Starting:
@@ -210,6 +268,13 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		done:    make(chan struct{}),
 	}
 	in.host, _ = os.Hostname()
+	if cfg.redis != nil {
+		in.redisAddr = redisAddr(cfg.redis)
+		if !honoursDeadlines(cfg.redis) {
+			in.log.Warn("the redis client ignores context deadlines (ContextTimeoutEnabled is false): a Redis that stops answering holds each call up to the client's read timeout instead of the redis timeout",
+				"redis", in.redisAddr, "redis_timeout", cfg.redisTimeout)
+		}
+	}
 	if !cfg.healthDisabled {
 		hopts := []health.Option{
 			health.WithAddr(net.JoinHostPort(cfg.healthHost, strconv.Itoa(cfg.healthPort))),
@@ -232,7 +297,11 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		in.health = h
 	}
 	if cfg.redis != nil {
-		in.reg = registry.New(cfg.redis, registry.WithTTL(cfg.ttl), registry.WithClock(cfg.clock), registry.WithLogger(in.log))
+		in.reg = registry.New(cfg.redis, registry.WithTTL(cfg.ttl), registry.WithClock(cfg.clock), registry.WithLogger(in.log),
+			registry.WithWriteTimeout(cfg.redisTimeout),
+			// Retried at least every second, so an instance registers within
+			// about a second of Redis answering again.
+			registry.WithRetryBackoff(100*time.Millisecond, time.Second))
 	}
 	if err := in.setupControl(); err != nil {
 		return nil, err
@@ -322,7 +391,8 @@ func (in *Instance) Restarting() bool {
 }
 
 // Degraded reports whether the instance booted without the Redis it does not
-// require.
+// require: the ping gate or the registration found Redis silent. It registers
+// once Redis answers, and stays marked degraded.
 func (in *Instance) Degraded() bool { return in.degraded.Load() }
 
 // HealthAddr returns the health server's bound address once it is serving, and
@@ -368,7 +438,7 @@ func (in *Instance) Boot(ctx context.Context) error {
 	in.mu.Lock()
 	if in.stopReq {
 		in.mu.Unlock()
-		in.unwind(ctx, nil, phases.Stop, nil)
+		in.unwind(ctx, phases.Stop, nil)
 		return ErrStopped
 	}
 	in.driving = false
@@ -413,7 +483,7 @@ func (in *Instance) Run(ctx context.Context) error {
 	if in.stopReq {
 		in.mu.Unlock()
 		cancel()
-		in.unwind(ctx, nil, phases.Stop, nil)
+		in.unwind(ctx, phases.Stop, nil)
 		return in.result
 	}
 	in.cancelPhase = cancel
@@ -428,31 +498,38 @@ func (in *Instance) Run(ctx context.Context) error {
 	in.mu.Unlock()
 	switch {
 	case restart && (err == nil || errors.Is(err, context.Canceled)):
-		in.unwind(ctx, nil, phases.Restart, nil)
+		in.unwind(ctx, phases.Restart, nil)
 	case err == nil, stopped && errors.Is(err, context.Canceled):
-		in.unwind(ctx, nil, phases.Stop, nil)
+		in.unwind(ctx, phases.Stop, nil)
 	default:
-		in.unwind(ctx, nil, phases.Fail, fmt.Errorf("Service.Run: %w", err))
+		in.unwind(ctx, phases.Fail, fmt.Errorf("Service.Run: %w", err))
 	}
 	return in.result
 }
 
-// Shutdown stops the instance and returns how it ended: nil when it reached
-// stopped, the failure when it reached failed.
+// Shutdown stops the instance and waits until it is stopped or ctx ends. It
+// returns nil when the instance reached stopped, the error that failed it when
+// it reached failed, and ctx.Err() when ctx ended first.
 //
-// From the first call on, readiness reports 503. If a phase or Run is in progress,
-// its context is cancelled and the goroutine driving it (the caller of Boot or Run)
-// runs the shutdown; otherwise Shutdown runs it itself. The shutdown steps run in
-// order: stopping_daemons (control-ops daemons and heartbeat cancelled and awaited),
-// stopping_health (health server stopped), deregistering (registry entry removed),
-// cleaning_up (Service.OnStop, only if OnStart was called). A step whose work never
-// started is skipped. The steps share one deadline, the shutdown timeout (default
-// 30s); when Shutdown runs them itself, cancelling ctx also tells them to hurry.
+// From the first call on, readiness reports 503. If a boot phase or Run is in
+// progress, its context is cancelled and the goroutine driving it (the caller
+// of Boot or Run) carries the shutdown out once it returns; otherwise (before
+// Boot, or after Boot returned with no Run) Shutdown starts a goroutine of
+// the instance's own that does, which ends when the shutdown is over. The
+// shutdown steps run in order: stopping_daemons (control-ops daemon and
+// heartbeat cancelled and awaited), stopping_health (health server stopped),
+// deregistering (registry entry removed), cleaning_up (Service.OnStop, only if
+// OnStart was called, and exactly once). A step whose work never started is
+// skipped. The steps share one deadline, the shutdown timeout (default 30s),
+// and no step waits on Redis longer than the Redis timeout (default 2s): when
+// Redis does not answer, the entry is left to expire by its TTL and the
+// instance still stops cleanly.
 //
-// If ctx ends before the instance is stopped, Shutdown returns ctx.Err() and the
-// shutdown goes on in the goroutine that drives it. Shutdown is idempotent and
-// safe to call from many goroutines: every call waits for the same one shutdown
-// and returns the same result.
+// ctx bounds only how long Shutdown waits. If ctx ends first, even if it had
+// ended before the call, Shutdown returns ctx.Err() at once and the shutdown
+// goes on in the background; Done tells when it is over. Shutdown is
+// idempotent and safe to call from many goroutines: every call asks for the
+// same one shutdown, and those that wait long enough return the same result.
 func (in *Instance) Shutdown(ctx context.Context) error {
 	in.mu.Lock()
 	in.requestStopLocked()
@@ -463,7 +540,13 @@ func (in *Instance) Shutdown(ctx context.Context) error {
 	}
 	in.mu.Unlock()
 	if drive {
-		in.unwind(ctx, ctx, phases.Stop, nil)
+		// Owned by the instance: it returns once the shutdown is over (Done).
+		go in.unwind(context.WithoutCancel(ctx), phases.Stop, nil)
+	}
+	select {
+	case <-in.done:
+		return in.result
+	default:
 	}
 	select {
 	case <-in.done:
@@ -518,24 +601,29 @@ func (in *Instance) boot(parent context.Context) error {
 	in.bootSpan = span.SpanContext()
 	in.mu.Unlock()
 	in.log.Info("boot started")
+	began := time.Now()
 
 	for _, s := range phases.BootStates {
 		if in.m.Current() != s {
 			// A phase that ended the boot (a failed ping with Redis required).
 			break
 		}
-		err := in.runPhase(ctx, s)
+		err := in.runPhase(ctx, s, began)
 		in.mu.Lock()
 		stopped := in.stopReq
 		in.mu.Unlock()
-		if stopped {
+		var late *PhaseTimeoutError
+		if stopped && !errors.As(err, &late) {
 			span.SetAttributes(AttrOutcome.String("interrupted"))
 			span.End()
-			in.unwind(parent, nil, phases.Stop, nil)
+			in.unwind(parent, phases.Stop, nil)
 			return ErrStopped
 		}
 		if err != nil {
-			err = fmt.Errorf("phase %s: %w", s, err)
+			if late == nil {
+				// A time limit error names the phase itself.
+				err = fmt.Errorf("phase %s: %w", s, err)
+			}
 			span.SetAttributes(AttrOutcome.String(string(phases.Failed)))
 			in.unwindIn(ctx, phases.Fail, err)
 			endSpan(span, err)
@@ -568,9 +656,63 @@ func (in *Instance) boot(parent context.Context) error {
 	return nil
 }
 
+// PhaseTimeoutError reports a boot phase that ran past its time limit: its own
+// budget (WithPhaseTimeout) or what was left of the whole boot's
+// (WithBootTimeout, SG_BOOT_TIMEOUT). errors.Is(err, context.DeadlineExceeded)
+// holds for it.
+type PhaseTimeoutError struct {
+	// State is the phase that ran past the limit.
+	State phases.State
+	// Budget is the limit: the phase's budget, or the boot timeout when Boot
+	// is set.
+	Budget time.Duration
+	// Spent is the time spent in the phase (in the whole boot when Boot is
+	// set) when the boot gave up on it.
+	Spent time.Duration
+	// Boot is set when the boot timeout ran out, not the phase's budget.
+	Boot bool
+	// Abandoned is set when the phase had not returned PhaseGrace after its
+	// context was cancelled: the goroutine running it was left behind, and is
+	// the user's code's to end.
+	Abandoned bool
+}
+
+func (e *PhaseTimeoutError) Error() string {
+	var msg string
+	if e.Boot {
+		msg = fmt.Sprintf("lifecycle: boot timeout of %s reached in phase %s (%s spent in the boot)", e.Budget, e.State, e.Spent.Round(time.Millisecond))
+	} else {
+		msg = fmt.Sprintf("lifecycle: phase %s ran past its budget of %s (%s spent)", e.State, e.Budget, e.Spent.Round(time.Millisecond))
+	}
+	if e.Abandoned {
+		msg += fmt.Sprintf("; abandoned: it had not returned %s after its context was cancelled", PhaseGrace)
+	}
+	return msg
+}
+
+// Unwrap returns context.DeadlineExceeded.
+func (e *PhaseTimeoutError) Unwrap() error { return context.DeadlineExceeded }
+
+// phaseLimit returns when boot state s must be over, and whether that is the
+// boot timeout rather than the phase's budget; zero when nothing limits it.
+func (in *Instance) phaseLimit(s phases.State, began, now time.Time) (deadline time.Time, boot bool) {
+	if d, ok := in.cfg.phaseTimeouts[s]; ok {
+		deadline = now.Add(d)
+	}
+	if in.cfg.bootTimeout > 0 {
+		if b := began.Add(in.cfg.bootTimeout); deadline.IsZero() || b.Before(deadline) {
+			return b, true
+		}
+	}
+	return deadline, false
+}
+
 // runPhase does the work of boot state s under a "phase <s>" span, with a context
-// that a stop cancels. Panics become errors.
-func (in *Instance) runPhase(parent context.Context, s phases.State) error {
+// that a stop cancels and the phase's time limit ends (the boot began at began).
+// The work runs on a goroutine of its own, so that a phase past its limit can be
+// given up on: its context is cancelled, and if it has not returned PhaseGrace
+// later it is abandoned. Panics become errors.
+func (in *Instance) runPhase(parent context.Context, s phases.State, began time.Time) error {
 	info, _ := phases.Lifecycle.State(s)
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
@@ -586,9 +728,58 @@ func (in *Instance) runPhase(parent context.Context, s phases.State) error {
 		in.cancelPhase = nil
 		in.mu.Unlock()
 	}()
+	if s == phases.Starting {
+		in.onStartCalled = true
+	}
 
 	ctx, span := startPhaseSpan(ctx, in.tracer, info)
-	err := in.safe(ctx, "phase "+string(s), func(ctx context.Context) error { return in.phaseWork(ctx, s) })
+	start := time.Now()
+	deadline, boot := in.phaseLimit(s, began, start)
+	if !deadline.IsZero() && !start.Before(deadline) {
+		// The boot timeout ran out as the previous phase ended.
+		err := &PhaseTimeoutError{State: s, Boot: true, Budget: in.cfg.bootTimeout, Spent: start.Sub(began)}
+		endSpan(span, err)
+		return err
+	}
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		var cancelDeadline context.CancelFunc
+		ctx, cancelDeadline = context.WithDeadline(ctx, deadline)
+		defer cancelDeadline()
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expired = t.C
+	}
+	done := make(chan error, 1) // buffered: an abandoned phase still returns into it
+	go func() {
+		done <- in.safe(ctx, "phase "+string(s), func(ctx context.Context) error { return in.phaseWork(ctx, s) })
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-expired:
+		cancel()
+		late := &PhaseTimeoutError{State: s, Boot: boot, Budget: in.cfg.phaseTimeouts[s]}
+		if boot {
+			late.Budget = in.cfg.bootTimeout
+		}
+		grace := time.NewTimer(PhaseGrace)
+		select {
+		case <-done:
+		case <-grace.C:
+			late.Abandoned = true
+		}
+		grace.Stop()
+		if boot {
+			late.Spent = time.Since(began)
+		} else {
+			late.Spent = time.Since(start)
+		}
+		if late.Abandoned {
+			in.log.Error("phase abandoned: it ignored its cancelled context; its goroutine is left running", "state", string(s), "budget", late.Budget, "spent", late.Spent)
+		}
+		err = late
+	}
 	endSpan(span, err)
 	return err
 }
@@ -614,8 +805,6 @@ func (in *Instance) phaseWork(ctx context.Context, s phases.State) error {
 		return in.register(ctx)
 	case phases.ServingHealth:
 		return in.serveHealth(ctx)
-	case phases.Starting:
-		in.onStartCalled = true
 	}
 	if h := in.serviceHook(s); h != nil {
 		if err := h(ctx); err != nil {
@@ -669,7 +858,9 @@ func (in *Instance) serveHealth(ctx context.Context) error {
 	if err := in.health.Start(ctx); err != nil {
 		return err
 	}
+	in.mu.Lock()
 	in.healthStarted = true
+	in.mu.Unlock()
 	return nil
 }
 
@@ -690,66 +881,133 @@ func (in *Instance) connect(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	// The member exists before the ping event fires, so that transition is the
-	// first the registry sees.
-	mem, err := in.reg.Member(in.entry(phases.Connecting))
-	if err != nil {
-		return err
-	}
-	in.member.Store(mem)
-	err = in.cfg.redis.Ping(ctx).Err()
+	pctx, cancel := context.WithTimeout(ctx, in.cfg.redisTimeout)
+	err := in.cfg.redis.Ping(pctx).Err()
+	cancel()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if err == nil {
-		in.log.Info("redis connection verified")
+		in.log.Info("redis connection verified", "redis", in.redisAddr)
 		in.pingEvent = phases.PingOK
-		return nil
+		return in.attachMember()
 	}
+	err = in.redisError(err)
 	in.pingEvent, in.pingCause = phases.PingFailed, err
 	if in.cfg.redisRequired {
-		in.log.Error("redis connection failed: hard-fail gate triggered, redis is required", "error", err)
-		// Nothing was written: the instance never reached Redis.
-		in.closeMember()
+		in.log.Error("redis connection failed: hard-fail gate triggered, redis is required", "redis", in.redisAddr, "error", err)
+		// Nothing is written: the instance never reached Redis.
+		in.dropHeld()
 		in.mu.Lock()
 		in.failure = fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
 		in.pingCause = in.failure
 		in.mu.Unlock()
 		return nil
 	}
-	in.log.Warn("redis connection failed: continuing degraded, redis is not required", "error", err)
+	in.log.Warn("redis connection failed: continuing degraded, redis is not required", "redis", in.redisAddr, "error", err)
 	in.degraded.Store(true)
+	// The writer delivers the held and later updates once Redis answers.
+	return in.attachMember()
+}
+
+// heldUpdate is a status update waiting for the registry member.
+type heldUpdate struct {
+	entry registry.Entry
+	ev    *registry.Event
+}
+
+// attachMember creates the registry member, hands it the updates held so far
+// (the connect transition, first), and makes later transitions go to it.
+func (in *Instance) attachMember() error {
+	mem, err := in.reg.Member(in.entry(phases.Connecting))
+	if err != nil {
+		return err
+	}
+	in.heldMu.Lock()
+	defer in.heldMu.Unlock()
+	for _, h := range in.held {
+		mem.Update(h.entry, h.ev)
+	}
+	in.held = nil
+	in.member.Store(mem)
 	return nil
 }
 
-func (in *Instance) closeMember() {
-	if m := in.member.Swap(nil); m != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = m.Close(ctx)
+// dropHeld discards the held updates, and any later one, for an instance that
+// never reached Redis.
+func (in *Instance) dropHeld() {
+	in.heldMu.Lock()
+	defer in.heldMu.Unlock()
+	in.held, in.heldDropped = nil, true
+}
+
+// redisError says which Redis failed, and, when it did not answer, within
+// which deadline.
+func (in *Instance) redisError(err error) error {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("redis at %s did not answer within %s: %w", in.redisAddr, in.cfg.redisTimeout, err)
 	}
+	return fmt.Errorf("redis at %s: %w", in.redisAddr, err)
 }
 
 // register is phase 8: complete the registry entry, then (8.5) start the heartbeat
 // and the extras (control-ops daemon).
+//
+// With Redis required, a registration that fails or does not finish within the
+// Redis timeout fails the boot. Without, it is left to the registry's writer and
+// heartbeat, which register once Redis answers, and the instance goes on
+// degraded; once it is degraded (the ping failed, or this registration did),
+// nothing in the phase waits on Redis.
 func (in *Instance) register(ctx context.Context) error {
 	mem := in.member.Load()
 	if mem == nil {
 		return nil
 	}
-	if err := mem.Register(ctx, in.entry(phases.Registering)); err != nil {
-		if in.cfg.redisRequired {
-			return fmt.Errorf("registry: %w", err)
+	e := in.entry(phases.Registering)
+	if in.degraded.Load() {
+		mem.RegisterAsync(e)
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, in.cfg.redisTimeout)
+		err := mem.Register(rctx, e)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		in.log.Warn("registration failed; the heartbeat registers once redis answers", "error", err)
+		if err != nil {
+			err = in.redisError(err)
+			if in.cfg.redisRequired {
+				return fmt.Errorf("registry: %w", err)
+			}
+			in.log.Warn("registration failed: continuing degraded, redis is not required; the entry is written once redis answers", "redis", in.redisAddr, "error", err)
+			in.degraded.Store(true)
+		}
 	}
 	mem.StartHeartbeat()
+	in.mu.Lock()
 	in.hbStarted = true
+	in.mu.Unlock()
 	for _, e := range in.cfg.extras {
-		if err := e.Start(ctx); err != nil {
+		ectx, cancel := ctx, context.CancelFunc(func() {})
+		if e == Extra(in.control) {
+			// The daemon resolves its stream position at Start: bounded like any
+			// Redis call, and not waited for at all once Redis is known to be
+			// silent (it resolves it in the background).
+			if in.degraded.Load() {
+				ectx, cancel = context.WithCancel(ctx)
+				cancel()
+			} else {
+				ectx, cancel = context.WithTimeout(ctx, in.cfg.redisTimeout)
+			}
+		}
+		err := e.Start(ectx)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("phase 8.5: %w", err)
 		}
+		in.mu.Lock()
 		in.extrasStarted = append(in.extrasStarted, e)
+		in.mu.Unlock()
 	}
 	return nil
 }
@@ -761,8 +1019,16 @@ func (in *Instance) entry(s phases.State) registry.Entry {
 }
 
 // entryAt is the registry entry for the state info describes, updated at at.
+// While a failure unwinds the instance, the entry says why.
 func (in *Instance) entryAt(info phases.StateInfo, at time.Time) registry.Entry {
+	var why string
+	in.mu.Lock()
+	if in.failure != nil {
+		why = in.failure.Error()
+	}
+	in.mu.Unlock()
 	return registry.Entry{
+		Error:      why,
 		Service:    in.cfg.name,
 		Instance:   in.cfg.instance,
 		Status:     string(info.Name),
@@ -778,9 +1044,9 @@ func (in *Instance) entryAt(info phases.StateInfo, at time.Time) registry.Entry 
 }
 
 // unwind runs the shutdown under its own lifecycle.shutdown trace, linked to the
-// boot trace. parent gives context values; when hurry ends, the shutdown steps'
-// context is cancelled (nil: only the shutdown timeout bounds them).
-func (in *Instance) unwind(parent, hurry context.Context, event phases.Event, cause error) {
+// boot trace. parent gives context values only; the shutdown timeout bounds the
+// steps.
+func (in *Instance) unwind(parent context.Context, event phases.Event, cause error) {
 	in.mu.Lock()
 	link := in.bootSpan
 	in.mu.Unlock()
@@ -795,7 +1061,7 @@ func (in *Instance) unwind(parent, hurry context.Context, event phases.Event, ca
 	}
 	ctx, span := in.tracer.Start(base, SpanShutdown, opts...)
 	span.SetAttributes(AttrEvent.String(string(event)))
-	if !in.shutdown(ctx, hurry, event, cause) {
+	if !in.shutdown(ctx, event, cause) {
 		span.End()
 		return
 	}
@@ -810,7 +1076,7 @@ func (in *Instance) unwind(parent, hurry context.Context, event phases.Event, ca
 // unwindIn runs the shutdown inside the trace in ctx: a failed boot is one trace
 // that ends in failed.
 func (in *Instance) unwindIn(ctx context.Context, event phases.Event, cause error) {
-	if !in.shutdown(ctx, nil, event, cause) {
+	if !in.shutdown(ctx, event, cause) {
 		return
 	}
 	in.mu.Lock()
@@ -821,7 +1087,7 @@ func (in *Instance) unwindIn(ctx context.Context, event phases.Event, cause erro
 
 // shutdown fires event (stop, fail or restart) and walks the shutdown states. It
 // returns false, doing nothing, when another shutdown already ran.
-func (in *Instance) shutdown(ctx, hurry context.Context, event phases.Event, cause error) bool {
+func (in *Instance) shutdown(ctx context.Context, event phases.Event, cause error) bool {
 	in.mu.Lock()
 	if in.finished {
 		in.mu.Unlock()
@@ -843,10 +1109,6 @@ func (in *Instance) shutdown(ctx, hurry context.Context, event phases.Event, cau
 	}
 	stepsCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.shutdownTimeout)
 	defer cancel()
-	if hurry != nil {
-		stop := context.AfterFunc(hurry, cancel)
-		defer stop()
-	}
 
 	for _, s := range phases.ShutdownStates {
 		info, _ := phases.Lifecycle.State(s)
@@ -878,33 +1140,48 @@ func (in *Instance) shutdown(ctx, hurry context.Context, event phases.Event, cau
 			in.log.Error("shutdown transition refused", "event", string(ev), "error", err)
 		}
 	}
-	// Deliver the last status events, within what is left of the deadline.
+	// Deliver the last status events, within one Redis deadline; not at all
+	// when Redis just failed to answer the deregistration (the write in flight,
+	// if any, ends within its own deadline).
 	if mem := in.member.Swap(nil); mem != nil {
-		flush, cancel := context.WithTimeout(stepsCtx, 2*time.Second)
-		_ = mem.Close(flush)
+		flush, cancel := context.WithTimeout(stepsCtx, in.cfg.redisTimeout)
+		if in.deregFailed {
+			cancel()
+		}
+		if err := mem.Close(flush); err != nil {
+			in.log.Warn("status updates not delivered to redis", "redis", in.redisAddr, "error", err)
+		}
 		cancel()
 	}
 	return true
 }
 
 func (in *Instance) shutdownStep(ctx context.Context, s phases.State) (skipped bool, err error) {
+	in.mu.Lock()
+	extras, hb, healthStarted := slices.Clone(in.extrasStarted), in.hbStarted, in.healthStarted
+	in.mu.Unlock()
 	err = in.safe(ctx, "shutdown "+string(s), func(ctx context.Context) error {
 		switch s {
 		case phases.StoppingDaemons:
-			if len(in.extrasStarted) == 0 && !in.hbStarted {
+			if len(extras) == 0 && !hb {
 				skipped = true
 				return nil
 			}
 			var errs []error
-			for i := len(in.extrasStarted) - 1; i >= 0; i-- {
-				errs = append(errs, in.extrasStarted[i].Stop(ctx))
+			for i := len(extras) - 1; i >= 0; i-- {
+				ectx, cancel := ctx, context.CancelFunc(func() {})
+				if extras[i] == Extra(in.control) {
+					ectx, cancel = context.WithTimeout(ctx, in.cfg.redisTimeout)
+				}
+				errs = append(errs, extras[i].Stop(ectx))
+				cancel()
 			}
-			if in.hbStarted {
+			if hb {
 				in.member.Load().StopHeartbeat()
 			}
 			return errors.Join(errs...)
 		case phases.StoppingHealth:
-			if !in.healthStarted {
+			if !healthStarted {
 				skipped = true
 				return nil
 			}
@@ -915,7 +1192,13 @@ func (in *Instance) shutdownStep(ctx context.Context, s phases.State) (skipped b
 				skipped = true
 				return nil
 			}
-			return mem.Deregister(ctx)
+			dctx, cancel := context.WithTimeout(ctx, in.cfg.redisTimeout)
+			defer cancel()
+			if err := mem.Deregister(dctx); err != nil {
+				in.deregFailed = true
+				return fmt.Errorf("%w; the entry expires by its TTL (%s)", in.redisError(err), in.cfg.ttl)
+			}
+			return nil
 		case phases.CleaningUp:
 			if !in.onStartCalled {
 				skipped = true
@@ -965,10 +1248,10 @@ func (in *Instance) logTransition(_ context.Context, t Transition) {
 }
 
 // publishTransition hands the new status to the registry member, which delivers
-// it asynchronously: it never blocks the transition.
+// it asynchronously: it never blocks the transition. Before the member exists
+// (Redis has not answered the ping yet) the update is held in memory.
 func (in *Instance) publishTransition(ctx context.Context, t Transition) {
-	mem := in.member.Load()
-	if mem == nil {
+	if in.reg == nil {
 		return
 	}
 	ev := &registry.Event{
@@ -989,7 +1272,16 @@ func (in *Instance) publishTransition(ctx context.Context, t Transition) {
 		ev.TraceID = sc.TraceID().String()
 	}
 	// The transition already carries its state's description and time.
-	mem.Update(in.entryAt(t.Phase, t.At), ev)
+	e := in.entryAt(t.Phase, t.At)
+	in.heldMu.Lock()
+	defer in.heldMu.Unlock()
+	if mem := in.member.Load(); mem != nil {
+		mem.Update(e, ev)
+		return
+	}
+	if !in.heldDropped {
+		in.held = append(in.held, heldUpdate{entry: e, ev: ev})
+	}
 }
 
 // instanceSource adapts an Instance to health.StateSource.

@@ -133,8 +133,14 @@ func (e Env) applyTo(cfg *config) {
 	if e.RedisRequiredSet {
 		cfg.redisRequired = e.RedisRequired
 	}
+	if e.RedisTimeoutSet {
+		cfg.redisTimeout = e.RedisTimeout
+	}
 	if e.BootJitterSet {
 		cfg.jitter = e.BootJitter
+	}
+	if e.BootTimeoutSet {
+		cfg.bootTimeout = e.BootTimeout
 	}
 	if e.ServiceTTLSet {
 		cfg.ttl = e.ServiceTTL

@@ -23,7 +23,14 @@ const (
 	DefaultServiceTTL      = 30 * time.Second
 	DefaultHealthPort      = 9090
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultRedisTimeout    = 2 * time.Second
+	DefaultBootTimeout     = 5 * time.Minute
 )
+
+// PhaseGrace is how long a boot phase that ran past its time limit has, once
+// its context is cancelled, to return before the boot gives up on it (see
+// WithPhaseTimeout).
+const PhaseGrace = time.Second
 
 // Option configures New and Main.
 type Option interface {
@@ -50,6 +57,9 @@ type config struct {
 	healthPort      int
 	healthDisabled  bool
 	shutdownTimeout time.Duration
+	redisTimeout    time.Duration
+	bootTimeout     time.Duration
+	phaseTimeouts   map[phases.State]time.Duration
 	tp              trace.TracerProvider
 	mp              metric.MeterProvider
 	log             *slog.Logger
@@ -76,6 +86,9 @@ func defaultConfig() config {
 		ttl:             DefaultServiceTTL,
 		healthPort:      DefaultHealthPort,
 		shutdownTimeout: DefaultShutdownTimeout,
+		redisTimeout:    DefaultRedisTimeout,
+		bootTimeout:     DefaultBootTimeout,
+		phaseTimeouts:   map[phases.State]time.Duration{},
 		hooks:           map[phases.State][]Hook{},
 	}
 }
@@ -111,6 +124,50 @@ func WithRedis(client redis.UniversalClient) Option {
 // default) or continues degraded (false).
 func WithRedisRequired(required bool) Option {
 	return optionFunc(func(c *config) { c.redisRequired = required })
+}
+
+// WithRedisTimeout sets the deadline of each Redis call that a transition
+// waits for (default 2s; SG_REDIS_TIMEOUT in Main): the ping gate, the
+// registration, the control-ops daemon's start and stop, the deregistration
+// and the last flush of status updates; the registry's and the daemon's own
+// background writes get it too. go-redis's retries count inside it. It must
+// be > 0.
+//
+// go-redis applies a context's deadline to the socket only when the client
+// has ContextTimeoutEnabled; Main's client (REDIS_URL) has it. A client given
+// with WithRedis should set it too (New logs a warning otherwise): without it
+// a Redis that stops answering holds each call up to the client's
+// ReadTimeout instead.
+func WithRedisTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.redisTimeout = d })
+}
+
+// WithBootTimeout bounds the whole boot, phases 1 to 9 (default 5m;
+// SG_BOOT_TIMEOUT in Main; 0 disables it). When it runs out, the phase in
+// progress is given up on as by WithPhaseTimeout, and the error's Boot field
+// is set.
+func WithBootTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.bootTimeout = d })
+}
+
+// WithPhaseTimeout gives boot state s a time budget d (> 0; no budget by
+// default, only the boot timeout). When the phase runs past it, its context
+// is cancelled; if it still has not returned PhaseGrace later, the boot stops
+// waiting for it. Either way the boot fails with a *PhaseTimeoutError naming
+// the phase, its budget and the time spent, the phase's span ends in Error,
+// and the instance unwinds through the shutdown steps whose work started
+// (Service.OnStop runs if OnStart was called, even if it never returned).
+//
+// A phase given up on is abandoned, not stopped: Go cannot stop a goroutine,
+// so the one running the hook is left to the user's code, and returns when
+// that code does. Leak checks must be told about it, e.g. with goleak:
+//
+//	goleak.VerifyNone(t, goleak.IgnoreAnyFunction("example.com/svc.(*Service).OnStart"))
+//
+// Budgets and the boot timeout run on the real clock, like context deadlines
+// (WithClock does not change them).
+func WithPhaseTimeout(s phases.State, d time.Duration) Option {
+	return optionFunc(func(c *config) { c.phaseTimeouts[s] = d })
 }
 
 // WithBootJitter sets the maximum random delay before the ping (default 2s; 0
