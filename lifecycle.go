@@ -166,15 +166,14 @@ type Instance struct {
 	pingEvent phases.Event
 	pingCause error
 
-	// which work started, so the shutdown skips the rest. onStartCalled and
-	// deregFailed are the driver's; the others are set by the phase's
+	// which work started, so the shutdown skips the rest. onStartCalled is
+	// the driver's; the others are set by the phase's
 	// goroutine, which a phase past its time limit may leave running, so they
 	// are guarded by mu.
 	onStartCalled bool
 	extrasStarted []Extra
 	hbStarted     bool
 	healthStarted bool
-	deregFailed   bool // S3 could not reach Redis: the last flush does not wait
 
 	// Status updates of the transitions before the registry member exists
 	// (connect, and what follows while the ping is in flight): delivered once
@@ -613,14 +612,15 @@ func (in *Instance) boot(parent context.Context) error {
 		stopped := in.stopReq
 		in.mu.Unlock()
 		var late *PhaseTimeoutError
-		if stopped && !errors.As(err, &late) {
+		timedOut := errors.As(err, &late)
+		if stopped && !timedOut {
 			span.SetAttributes(AttrOutcome.String("interrupted"))
 			span.End()
 			in.unwind(parent, phases.Stop, nil)
 			return ErrStopped
 		}
 		if err != nil {
-			if late == nil {
+			if !timedOut {
 				// A time limit error names the phase itself.
 				err = fmt.Errorf("phase %s: %w", s, err)
 			}
@@ -1140,20 +1140,31 @@ func (in *Instance) shutdown(ctx context.Context, event phases.Event, cause erro
 			in.log.Error("shutdown transition refused", "event", string(ev), "error", err)
 		}
 	}
-	// Deliver the last status events, within one Redis deadline; not at all
-	// when Redis just failed to answer the deregistration (the write in flight,
-	// if any, ends within its own deadline).
+	// Deliver the last status events, within one Redis deadline.
 	if mem := in.member.Swap(nil); mem != nil {
 		flush, cancel := context.WithTimeout(stepsCtx, in.cfg.redisTimeout)
-		if in.deregFailed {
-			cancel()
-		}
 		if err := mem.Close(flush); err != nil {
 			in.log.Warn("status updates not delivered to redis", "redis", in.redisAddr, "error", err)
 		}
 		cancel()
 	}
 	return true
+}
+
+// giveUpUpdates closes the registry member without waiting for delivery: the
+// updates still queued, and those of the transitions left, are dropped. Close
+// returns once a write in flight ends (within its own deadline).
+func (in *Instance) giveUpUpdates() {
+	mem := in.member.Swap(nil)
+	if mem == nil {
+		return
+	}
+	in.dropHeld()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := mem.Close(done); err != nil {
+		in.log.Warn("status updates not delivered to redis", "redis", in.redisAddr, "error", err)
+	}
 }
 
 func (in *Instance) shutdownStep(ctx context.Context, s phases.State) (skipped bool, err error) {
@@ -1195,7 +1206,11 @@ func (in *Instance) shutdownStep(ctx context.Context, s phases.State) (skipped b
 			dctx, cancel := context.WithTimeout(ctx, in.cfg.redisTimeout)
 			defer cancel()
 			if err := mem.Deregister(dctx); err != nil {
-				in.deregFailed = true
+				// Redis did not answer within its deadline: give up on the status
+				// updates now rather than after cleaning_up, so that the writer
+				// starts no new write that the end of the shutdown would wait for.
+				cancel()
+				in.giveUpUpdates()
 				return fmt.Errorf("%w; the entry expires by its TTL (%s)", in.redisError(err), in.cfg.ttl)
 			}
 			return nil
