@@ -201,6 +201,7 @@ func TestDemoBadKnobsExitTwoNamingThem(t *testing.T) {
 		{"DEMO_PHASE_DELAY=nowhere=1s", `unknown state \"nowhere\"`},
 		{"DEMO_PHASE_DELAY=starting=soon", `\"soon\"`},
 		{"DEMO_FAIL_PHASE=everything", `DEMO_FAIL_PHASE=\"everything\"`},
+		{"DEMO_HANG_PHASE=running", `DEMO_HANG_PHASE=\"running\"`},
 		{"SG_BOOT_JITTER=abc", `SG_BOOT_JITTER=\"abc\"`},
 	} {
 		t.Run(tc.env, func(t *testing.T) {

@@ -5,10 +5,14 @@
 //	go run ./cmd/demo
 //
 // Without REDIS_URL it starts an embedded Redis (miniredis) on loopback and logs
-// its address. Two knobs slow down or break a boot on purpose:
+// its address. Three knobs slow down or break a boot on purpose:
 //
 //	DEMO_PHASE_DELAY=loading_modules=500ms,starting=1s   extra time spent in phases
 //	DEMO_FAIL_PHASE=building_adapters                    that phase's work fails
+//	DEMO_HANG_PHASE=starting                             that phase's work never returns, ignoring its context
+//
+// A hung phase is ended by the boot timeout (SG_BOOT_TIMEOUT, default 5m): try
+// DEMO_HANG_PHASE=starting SG_BOOT_TIMEOUT=3s.
 //
 // Every variable of the library works too (SG_HEALTH_PORT, SG_BOOT_JITTER, ...).
 // A pull control op (sgctl pull demo) re-reads the two knobs; a restart op
@@ -59,7 +63,7 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 		if err != nil {
 			ro = &redis.Options{Addr: "127.0.0.1:6379"} // a cluster URL: ParseEnv accepted it
 		}
-		client = redis.NewClient(ro)
+		client = redis.NewClient(deadlines(ro))
 	} else {
 		mr := miniredis.NewMiniRedis()
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
@@ -68,7 +72,7 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 		}
 		defer mr.Close()
 		log.Info("embedded redis (miniredis) started; set REDIS_URL to use a real one", "addr", mr.Addr())
-		client = redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		client = redis.NewClient(deadlines(&redis.Options{Addr: mr.Addr()}))
 		opts = append(opts, lifecycle.WithRedis(client))
 	}
 	defer client.Close()
@@ -76,4 +80,13 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 	svc := newService(log, knobs, client)
 	opts = append(opts, lifecycle.WithPullHandler(svc.pull(getenv)))
 	return lifecycle.MainContext(ctx, svc, opts...)
+}
+
+// deadlines makes a client honour its calls' context deadlines, retries
+// included, and fail fast on a refused dial, as the lifecycle's own client
+// does (see lifecycle.WithRedisTimeout).
+func deadlines(o *redis.Options) *redis.Options {
+	o.ContextTimeoutEnabled = true
+	o.DialerRetries = 1
+	return o
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,13 +21,20 @@ import (
 type knobs struct {
 	delays map[phases.State]time.Duration
 	fail   phases.State
+	hang   phases.State
 }
 
 // Environment variables of the demo.
 const (
 	envPhaseDelay = "DEMO_PHASE_DELAY"
 	envFailPhase  = "DEMO_FAIL_PHASE"
+	envHangPhase  = "DEMO_HANG_PHASE"
 )
+
+// hangStates are the boot phases DEMO_HANG_PHASE can hang.
+var hangStates = []phases.State{
+	phases.Configuring, phases.Instrumenting, phases.LoadingModules, phases.BuildingAdapters, phases.Starting,
+}
 
 // workStates are the states whose work the demo does itself, so it can slow it
 // down or fail it.
@@ -80,6 +88,17 @@ func parseKnobs(getenv func(string) string) (knobs, error) {
 		}
 		k.fail = s
 	}
+	if v := getenv(envHangPhase); v != "" {
+		s := phases.State(v)
+		if !slices.Contains(hangStates, s) {
+			names := make([]string, len(hangStates))
+			for i, h := range hangStates {
+				names[i] = string(h)
+			}
+			return k, &lifecycle.ConfigError{Name: envHangPhase, Value: v, Err: fmt.Errorf("want one of %s", strings.Join(names, ", "))}
+		}
+		k.hang = s
+	}
 	return k, nil
 }
 
@@ -117,6 +136,11 @@ func (s *service) work(ctx context.Context, state phases.State, msg string, args
 	if k.fail == state {
 		return fmt.Errorf("demo: %s failed on purpose (%s=%s)", state, envFailPhase, state)
 	}
+	if k.hang == state {
+		// A bug the boot time limits are for: work that ignores its context.
+		s.log.Warn("demo: hanging on purpose, ignoring the context", "state", string(state), "knob", envHangPhase)
+		select {}
+	}
 	s.log.Info("demo: "+msg, args...)
 	return nil
 }
@@ -153,7 +177,11 @@ func (s *service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			n, err := s.redis.Incr(ctx, s.key).Result()
+			// A short deadline of its own: with Redis frozen, a stop must not
+			// wait long for the tick in flight.
+			tctx, cancel := context.WithTimeout(ctx, s.period/4)
+			n, err := s.redis.Incr(tctx, s.key).Result()
+			cancel()
 			if err != nil && !errors.Is(err, context.Canceled) {
 				s.log.Warn("demo: tick not counted", "error", err)
 				continue
