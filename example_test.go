@@ -2,11 +2,14 @@ package lifecycle_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/stargazer/lifecycle"
+	"github.com/stargazer/lifecycle/phases"
 )
 
 type greeter struct{}
@@ -58,4 +61,36 @@ func ExampleNew() {
 	// OnStop
 	// cleaning_up -> stopped (cleaned_up)
 	// state: stopped
+}
+
+// slowConfig's configuration never arrives; it gives up when its context ends.
+type slowConfig struct{ greeter }
+
+func (slowConfig) Configure(ctx context.Context) error {
+	<-ctx.Done() // waiting for a configuration service that does not answer
+	return ctx.Err()
+}
+
+// A phase that runs past its budget fails the boot with a *PhaseTimeoutError
+// naming the phase; the instance unwinds and ends in failed. A phase that
+// ignored its cancelled context would also be given up on, PhaseGrace later,
+// with Abandoned set.
+func ExampleWithPhaseTimeout() {
+	in, err := lifecycle.New(slowConfig{},
+		lifecycle.WithoutHealthServer(),
+		lifecycle.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		lifecycle.WithPhaseTimeout(phases.Configuring, 50*time.Millisecond),
+	)
+	if err != nil {
+		panic(err)
+	}
+	err = in.Run(context.Background())
+	var late *lifecycle.PhaseTimeoutError
+	if errors.As(err, &late) {
+		fmt.Printf("phase %s ran past its budget of %s (abandoned: %v)\n", late.State, late.Budget, late.Abandoned)
+	}
+	fmt.Println("state:", in.State())
+	// Output:
+	// phase configuring ran past its budget of 50ms (abandoned: false)
+	// state: failed
 }

@@ -515,3 +515,36 @@ func TestMainsRedisClientHonoursDeadlinesAndDialsOnce(t *testing.T) {
 		t.Fatal("honoursDeadlines = false for Main's client")
 	}
 }
+
+func TestEntriesWrittenWhileAFailureUnwindsSayWhy(t *testing.T) {
+	srv := redistest.Server(t)
+	rig := newFaultRig(t)
+	svc := newTestService()
+	svc.failIn = phases.BuildingAdapters
+	reader := deadlineClient(t, srv.Addr())
+	// Read the entry as the unwind reaches deregistering, before it is removed.
+	var seen registry.Entry
+	atDeregistering := ObserverFunc(func(_ context.Context, tr Transition) {
+		if tr.To != phases.Deregistering {
+			return
+		}
+		pollUntil(t, 5*time.Second, "entry in deregistering", func() bool {
+			e, err := entryOf(reader)
+			seen = e
+			return err == nil && e.Status == string(phases.Deregistering)
+		})
+	})
+	in, err := New(svc, rig.options(deadlineClient(t, srv.Addr()), WithTransitionObserver(atDeregistering))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Run(context.Background()); err == nil {
+		t.Fatal("Run = nil, want the failure")
+	}
+	if !strings.Contains(seen.Error, "BuildAdapters failed on purpose") {
+		t.Fatalf("entry %+v does not say why the instance is failing", seen)
+	}
+	if _, err := entryOf(reader); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("entry after the unwind: %v, want it deregistered", err)
+	}
+}
