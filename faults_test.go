@@ -548,3 +548,33 @@ func TestEntriesWrittenWhileAFailureUnwindsSayWhy(t *testing.T) {
 		t.Fatalf("entry after the unwind: %v, want it deregistered", err)
 	}
 }
+
+func TestRefusedRedisFailsFastWithMainsClientAndSlowlyWithGoRedisDefaults(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	env, err := ParseEnv(envOf(map[string]string{"REDIS_URL": "redis://" + addr + "/0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Redis.Close()
+	defaults := redis.NewClient(&redis.Options{Addr: addr})
+	defer defaults.Close()
+	ping := func(c redis.UniversalClient) time.Duration {
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultRedisTimeout)
+		defer cancel()
+		start := time.Now()
+		if err := c.Ping(ctx).Err(); err == nil {
+			t.Fatal("PING to a closed port succeeded")
+		}
+		return time.Since(start)
+	}
+	ours, theirs := ping(env.Redis), ping(defaults)
+	t.Logf("PING, connection refused: %v with Main's client (one dial per attempt), %v with go-redis defaults (5 dials 100ms apart per attempt, 4 attempts)", ours, theirs)
+	if ours > 500*time.Millisecond {
+		t.Fatalf("a refused PING took %v with Main's client, want well under a second", ours)
+	}
+}

@@ -17,8 +17,12 @@ func TestFrozenRedisHoldsStopNoLongerThanTheCallTimeout(t *testing.T) {
 	target := newTarget("svc", "i-1")
 	// The op's handler freezes Redis: its result is then written to a Redis
 	// that answers nothing, as when Redis stalls in the middle of an op.
-	handling := make(chan struct{})
-	target.onDo = func(string) { srv.Freeze(); close(handling) }
+	handling, sent := make(chan struct{}), make(chan struct{})
+	target.onDo = func(string) {
+		<-sent // the XADD's reply is read: freezing cannot cut it
+		srv.Freeze()
+		close(handling)
+	}
 	const callTimeout = 300 * time.Millisecond
 	d, err := New(rdb, target, WithLogger(quiet), WithBackoff(10*time.Millisecond, 100*time.Millisecond),
 		WithCallTimeout(callTimeout))
@@ -29,6 +33,7 @@ func TestFrozenRedisHoldsStopNoLongerThanTheCallTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-frozen1", time.Now()).Values())
+	close(sent)
 	select {
 	case <-handling:
 	case <-time.After(10 * time.Second):

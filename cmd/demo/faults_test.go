@@ -58,6 +58,7 @@ func TestDemoRedisFrozenBeforeBootRequiredExitsOneWithinTwoRedisTimeouts(t *test
 	srv := redistest.Server(t)
 	srv.Freeze()
 	const timeout = time.Second
+	demoBinary(t) // built before the clock starts
 	start := time.Now()
 	p := startDemo(t, "REDIS_URL="+srv.URL(), "SG_REDIS_TIMEOUT=1s")
 	limit := 2*timeout + time.Second
@@ -153,6 +154,7 @@ func TestDemoRedisFrozenWhileRunningSIGTERMExitsZeroAndTheEntryExpiresByTTL(t *t
 
 func TestDemoHungPhaseFailsTheBootAtTheBootTimeoutPlusTheGrace(t *testing.T) {
 	const bootTimeout, grace = time.Second, time.Second // grace: lifecycle.PhaseGrace
+	demoBinary(t)                                       // built before the clock starts
 	start := time.Now()
 	p := startDemo(t, "DEMO_HANG_PHASE=starting", "SG_BOOT_TIMEOUT=1s")
 	limit := bootTimeout + grace + time.Second
