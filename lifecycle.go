@@ -754,31 +754,33 @@ func (in *Instance) runPhase(parent context.Context, s phases.State, began time.
 	go func() {
 		done <- in.safe(ctx, "phase "+string(s), func(ctx context.Context) error { return in.phaseWork(ctx, s) })
 	}()
+	late := func(abandoned bool) error {
+		e := &PhaseTimeoutError{State: s, Boot: boot, Budget: in.cfg.phaseTimeouts[s], Spent: time.Since(start), Abandoned: abandoned}
+		if boot {
+			e.Budget, e.Spent = in.cfg.bootTimeout, time.Since(began)
+		}
+		if abandoned {
+			in.log.Error("phase abandoned: it ignored its cancelled context; its goroutine is left running", "state", string(s), "budget", e.Budget, "spent", e.Spent)
+		}
+		return e
+	}
 	var err error
 	select {
 	case err = <-done:
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// It returned as its time ran out: past its limit all the same.
+			err = late(false)
+		}
 	case <-expired:
 		cancel()
-		late := &PhaseTimeoutError{State: s, Boot: boot, Budget: in.cfg.phaseTimeouts[s]}
-		if boot {
-			late.Budget = in.cfg.bootTimeout
-		}
 		grace := time.NewTimer(PhaseGrace)
 		select {
 		case <-done:
+			err = late(false)
 		case <-grace.C:
-			late.Abandoned = true
+			err = late(true)
 		}
 		grace.Stop()
-		if boot {
-			late.Spent = time.Since(began)
-		} else {
-			late.Spent = time.Since(start)
-		}
-		if late.Abandoned {
-			in.log.Error("phase abandoned: it ignored its cancelled context; its goroutine is left running", "state", string(s), "budget", late.Budget, "spent", late.Spent)
-		}
-		err = late
 	}
 	endSpan(span, err)
 	return err
