@@ -421,8 +421,10 @@ func (in *Instance) failing() bool {
 // Boot runs the nine boot phases and returns nil in running. A failed phase
 // unwinds through the shutdown states and Boot returns its error once the
 // instance is in failed; a stop (Shutdown, or ctx cancelled) during the boot
-// cancels the phase's context, unwinds to stopped and returns ErrStopped. The
-// boot is one trace, rooted at a lifecycle.boot span. After Boot returns nil, the
+// cancels the phase's context, unwinds to stopped and returns ErrStopped. A
+// phase past its time limit (WithBootTimeout, WithPhaseTimeout) fails the boot
+// with a *PhaseTimeoutError, even if a stop arrived meanwhile. The boot is one
+// trace, rooted at a lifecycle.boot span. After Boot returns nil, the
 // caller owns the instance and must call Run or Shutdown.
 func (in *Instance) Boot(ctx context.Context) error {
 	if err := in.begin(); err != nil {
