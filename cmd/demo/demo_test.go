@@ -214,3 +214,18 @@ func TestDemoBadKnobsExitTwoNamingThem(t *testing.T) {
 		})
 	}
 }
+
+// A '%' in the password makes the URL unparsable; it used to be printed whole.
+func TestDemoReportsAnUnparsableRedisURLWithoutItsPassword(t *testing.T) {
+	p := startDemo(t, "REDIS_URL=redis://user:p%ss@host:6379")
+	if code := p.exitCode(t); code != 2 {
+		t.Fatalf("exit code %d, want 2", code)
+	}
+	out := p.output()
+	if !strings.Contains(out, `REDIS_URL=\"redis://xxxxx@host:6379\"`) {
+		t.Errorf("output does not name REDIS_URL with its userinfo masked:\n%s", out)
+	}
+	if strings.Contains(out, "p%ss") || strings.Contains(out, "user:") {
+		t.Errorf("output shows the userinfo:\n%s", out)
+	}
+}
