@@ -299,7 +299,7 @@ func (a *app) connect(ctx context.Context) (*conn, int) {
 // unreachable describes a failure to talk to Redis, naming the address and
 // where it came from.
 func (c *conn) unreachable(err error) string {
-	return fmt.Sprintf("cannot reach Redis at %s (%s=%s): %v", c.addr, lifecycle.EnvRedisURL, c.url, err)
+	return fmt.Sprintf("cannot reach Redis at %s (%s=%s): %s", clean(c.addr), lifecycle.EnvRedisURL, clean(c.url), cut(err.Error(), 4*maxCell))
 }
 
 // redisError prints err, a failed Redis command, and returns exitUnreachable
@@ -310,7 +310,8 @@ func (a *app) redisError(cn *conn, err error) int {
 		fmt.Fprintf(a.stderr, "sgctl %s: %s\n", c.name, cn.unreachable(err))
 		return exitUnreachable
 	}
-	fmt.Fprintf(a.stderr, "sgctl %s: %v\n", c.name, err)
+	// Errors may quote Redis data (a key named after a service name).
+	fmt.Fprintf(a.stderr, "sgctl %s: %s\n", c.name, cut(err.Error(), 4*maxCell))
 	return exitFailed
 }
 
