@@ -292,12 +292,14 @@ func TestTwoDemosWithOneInstanceIDNeverRemoveEachOthersEntry(t *testing.T) {
 			older.waitFor(t, "boot completed")
 			newer := startDemo(t, env...)
 			newer.waitFor(t, "boot completed")
+			booted := time.Now()
 			olderPID, newerPID := older.cmd.Process.Pid, newer.cmd.Process.Pid
 			if e, ok := entry(); !ok || e.PID != newerPID {
 				t.Fatalf("entry %+v after the second boot, want the newer process's (pid %d)", e, newerPID)
 			}
 
 			older.waitFor(t, "another process owns this instance's entry")
+			t.Logf("conflict logged by the older process %v after the newer one booted (heartbeat every 1s)", time.Since(booted).Round(10*time.Millisecond))
 			conflict := regexp.MustCompile(`level=ERROR msg="registry: another process owns[^\n]*`).FindString(older.output())
 			for _, want := range []string{fmt.Sprintf(" pid=%d ", olderPID), fmt.Sprintf(" owner_pid=%d", newerPID), " host=", " owner_host="} {
 				if !strings.Contains(conflict, want) {
@@ -318,6 +320,7 @@ func TestTwoDemosWithOneInstanceIDNeverRemoveEachOthersEntry(t *testing.T) {
 					if body.Status != health.StatusWarn || !strings.Contains(c[0].Output, fmt.Sprintf("pid %d", newerPID)) {
 						t.Errorf("/healthz = %+v, want warn naming the owner's pid %d", body, newerPID)
 					}
+					t.Logf("/healthz registry:identity warn %v after the newer process booted (checks refresh every 5s)", time.Since(booted).Round(10*time.Millisecond))
 					break
 				}
 				if time.Now().After(deadline) {

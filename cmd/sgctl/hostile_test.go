@@ -162,6 +162,7 @@ func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 	if n := len(lines[1]); n > 2000 {
 		t.Errorf("the row is %d bytes: the 2 MB host was not cut", n)
 	}
+	t.Logf("the row of an entry with a %d-byte host is %d bytes", len(host), len(lines[1]))
 	for _, want := range []string{`i-\x1b[2J\x1b]0;pwned\a\u009b31m\x7f`, `running\x1b[2J`, `\x1b[2J\x1b]0;pwned\a\u009b31m\x7fhhhh`, "hhh…"} {
 		if !strings.Contains(lines[1], want) {
 			t.Errorf("row lacks %q:\n%s", want, lines[1])
