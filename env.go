@@ -3,13 +3,14 @@ package lifecycle
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/redisurl"
 )
 
 // ErrConfig is matched by errors.Is for every configuration error: Main exits 2 on
@@ -93,7 +94,7 @@ func ParseEnv(getenv func(string) string) (Env, error) {
 	if v := getenv(EnvRedisURL); v != "" {
 		env.RedisURL = v
 		if env.Redis, err = redisFromURL(v); err != nil {
-			return Env{}, &ConfigError{Name: EnvRedisURL, Value: redactURL(v), Err: err}
+			return Env{}, &ConfigError{Name: EnvRedisURL, Value: redisurl.Redact(v), Err: err}
 		}
 	}
 	if v := getenv(EnvRedisRequired); v != "" {
@@ -203,9 +204,12 @@ func parseDuration(v string) (time.Duration, error) {
 // otherwise): go-redis's default of five dials 100ms apart, times four
 // attempts, makes a refused connection cost 1.7s instead of milliseconds.
 func redisFromURL(raw string) (redis.UniversalClient, error) {
-	u, err := url.Parse(raw)
+	// Not url.Parse: its error quotes the URL, password included; and a URL
+	// whose password holds an unescaped '#' or '/' would parse with part of
+	// the password as the host.
+	u, err := redisurl.Parse(raw)
 	if err != nil {
-		return nil, errors.New("not a URL")
+		return nil, err
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
 		return nil, fmt.Errorf("scheme %q: want redis://, rediss:// or unix://", u.Scheme)
@@ -228,13 +232,4 @@ func redisFromURL(raw string) (redis.UniversalClient, error) {
 	opt.ContextTimeoutEnabled = true
 	opt.DialerRetries = 1
 	return redis.NewClient(opt), nil
-}
-
-// redactURL hides a password in a Redis URL before it is printed.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	return u.Redacted()
 }

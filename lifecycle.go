@@ -288,6 +288,7 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		hopts = append(hopts, health.WithHandler("/debug/lifecycle",
 			diagrams.Handler(&phases.Lifecycle, func() phases.State { return in.m.Current() })))
 		hopts = append(hopts, in.controlHealthOptions()...)
+		hopts = append(hopts, in.identityHealthOptions()...)
 		hopts = append(hopts, cfg.healthOpts...)
 		h, err := health.New(instanceSource{in}, hopts...)
 		if err != nil {

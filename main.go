@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
@@ -38,6 +40,12 @@ func Main(svc Service, opts ...Option) {
 // MainContext is Main without os.Exit: it returns the exit code. Cancelling ctx
 // acts as a first signal. Options given here are defaults; environment variables
 // that are set override them.
+//
+// MainContext routes go-redis's own log lines (a failed dial per command during
+// an outage) through its logger, at warn, the first at once and then at most one
+// a minute with the count left out. go-redis has one logger per process
+// (redis.SetLogger): MainContext replaces it, for every client of the process,
+// and it stays so after MainContext returns.
 //
 // After a restart control op has stopped the instance cleanly, MainContext
 // either returns the restart exit code (WithRestartExit or SG_RESTART_EXIT_CODE,
@@ -76,6 +84,13 @@ func mainContext(ctx context.Context, svc Service, opts ...Option) (int, *restar
 		cfg.log = slog.New(slog.NewTextHandler(cfg.stderr, nil))
 	}
 	log := cfg.log
+	clock := cfg.clock
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	// go-redis's logger is process-global: it prints a line per failed dial,
+	// which during an outage is several a second.
+	redis.SetLogger(newRedisLogger(log, clock))
 
 	env, err := ParseEnv(cfg.getenv)
 	if err != nil {

@@ -24,7 +24,10 @@
 // reports warn, and a required one keeps /readyz at 503 until it passes.
 //
 // The endpoints answer GET and HEAD (405 otherwise) with Cache-Control:
-// no-store.
+// no-store. The server closes a connection that takes longer than 10s to
+// send a request (5s for its headers) or stays idle for 30s between requests
+// (WithReadTimeout, WithIdleTimeout); it sets no write timeout, so a handler
+// mounted with WithHandler may stream for as long as it needs.
 //
 // The package does not import the lifecycle root package: the root implements
 // StateSource, and states are plain strings (see the phases package).
@@ -282,7 +285,9 @@ func (s *Server) Start(ctx context.Context) error {
 	s.state, s.ln, s.addr = stateStarted, ln, ln.Addr().String()
 	s.srv = &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: min(5*time.Second, s.cfg.readTimeout),
+		ReadTimeout:       s.cfg.readTimeout,
+		IdleTimeout:       s.cfg.idleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.cfg.log.Handler(), slog.LevelWarn),
 	}
 	s.mu.Unlock()

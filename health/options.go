@@ -22,6 +22,12 @@ const (
 	// DefaultStuckAfter is how long an instance may stay in one non-terminal
 	// state other than running or pulling before /livez calls it wedged.
 	DefaultStuckAfter = 5 * time.Minute
+	// DefaultReadTimeout bounds reading one request, headers included (the
+	// headers alone get at most 5s).
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultIdleTimeout is how long a keep-alive connection may wait for
+	// its next request before the server closes it.
+	DefaultIdleTimeout = 30 * time.Second
 )
 
 // RedisCheck is the name under which WithRedis registers its check, in the
@@ -43,6 +49,8 @@ type config struct {
 	interval     time.Duration
 	checkTimeout time.Duration
 	stuckAfter   time.Duration
+	readTimeout  time.Duration
+	idleTimeout  time.Duration
 	clock        clockwork.Clock
 	log          *slog.Logger
 	checks       []*check
@@ -60,6 +68,8 @@ func newConfig(opts []Option) config {
 		interval:     DefaultInterval,
 		checkTimeout: DefaultCheckTimeout,
 		stuckAfter:   DefaultStuckAfter,
+		readTimeout:  DefaultReadTimeout,
+		idleTimeout:  DefaultIdleTimeout,
 		clock:        clockwork.NewRealClock(),
 		log:          slog.New(slog.DiscardHandler),
 	}
@@ -103,6 +113,29 @@ func WithCheckTimeout(d time.Duration) Option {
 // supervisor restarts it. d <= 0 turns wedge detection off. Default 5m.
 func WithStuckAfter(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.stuckAfter = d })
+}
+
+// WithReadTimeout bounds reading one request, headers and body; the headers
+// alone get at most 5s. A client that sends nothing, or sends slowly, has its
+// connection closed. Values <= 0 are ignored. Default 10s.
+func WithReadTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.readTimeout = d
+		}
+	})
+}
+
+// WithIdleTimeout sets how long a keep-alive connection may stay idle between
+// requests before the server closes it, so probes and scrapers that keep
+// connections open do not hold them (and a goroutine each) for ever. Values
+// <= 0 are ignored. Default 30s.
+func WithIdleTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.idleTimeout = d
+		}
+	})
 }
 
 // WithClock sets the clock behind the refresh interval, the check timestamps

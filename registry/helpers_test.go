@@ -62,7 +62,8 @@ func eventually(t *testing.T, timeout time.Duration, step func(), cond func() bo
 
 // recorder is a go-redis hook that records command names, can fail on
 // forbidden commands, and can hold pipelines that contain a given command and
-// key until released.
+// key until released (for EVAL, the script's first key: "eval" with an entry
+// key holds the entry writes).
 type recorder struct {
 	mu        sync.Mutex
 	names     []string
@@ -114,8 +115,11 @@ func (r *recorder) shouldHold(cmds []redis.Cmder) bool {
 		return false
 	}
 	for _, c := range cmds {
-		args := c.Args()
-		if strings.EqualFold(c.Name(), r.holdCmd) && len(args) > 1 && args[1] == r.holdKey {
+		args, key := c.Args(), 1
+		if strings.EqualFold(c.Name(), "eval") {
+			key = 3 // EVAL script numkeys key...
+		}
+		if strings.EqualFold(c.Name(), r.holdCmd) && len(args) > key && args[key] == r.holdKey {
 			return true
 		}
 	}

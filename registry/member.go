@@ -2,12 +2,16 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/ratelog"
 )
 
 // ErrUndelivered: Close returned before every queued event and the latest
@@ -25,27 +29,42 @@ const maxBatch = 256
 // The contract, in the order a lifecycle uses it:
 //   - Update (every transition) stores the latest entry and queues the
 //     transition's event; it never blocks and never fails. The writer
-//     delivers them in one pipeline per batch (SET entry PX TTL, ZADD index,
-//     XADD events MAXLEN ~), retrying with capped, clock-driven backoff
-//     until Redis answers. The entry therefore exists from the first Update
-//     that reaches Redis, and converges to the latest status (latest wins);
-//     queued events are delivered in order, at least once.
+//     delivers them in one pipeline per batch (the entry script: SET entry
+//     PX TTL and ZADD index; XADD events MAXLEN ~), retrying with capped,
+//     clock-driven backoff until Redis answers. The entry therefore exists
+//     from the first Update that reaches Redis, and converges to the latest
+//     status (latest wins); queued events are delivered in order, at least
+//     once.
 //   - Register (phase 8) writes the latest entry synchronously and adds the
 //     service to the services set; from then on every entry write does too.
 //   - StartHeartbeat (phase 8.5) refreshes the TTL every HeartbeatInterval and
-//     re-registers the latest entry when its key has vanished (Redis restart,
-//     FLUSHALL, eviction).
+//     rewrites the latest entry when its key has vanished (Redis restart,
+//     FLUSHALL, eviction), no longer holds a JSON object, or has the wrong
+//     type. Its failures are logged at warn: the first at once, then at most
+//     one a minute (on the registry's clock) with the count left out.
 //   - Deregister (S3) stops every entry write first, waits for one in flight,
 //     then deletes the entry: nothing recreates it afterwards, unless Register
 //     is called again. Events keep flowing to the stream.
 //   - Close flushes what is queued until its ctx is done, then stops and
 //     awaits both goroutines.
 //
+// Ownership: a Member has a random owner token (Owner), written in every
+// entry it writes. Its first entry write that reaches Redis takes the entry
+// over, whoever wrote it before (a crashed predecessor; the process this one
+// replaced by exec, which keeps the pid and the instance id). Every later
+// write (status, Register, heartbeat) and the delete of Deregister is a
+// compare-and-set on the token, in a script on the service's slot. When one
+// finds another owner's token, another process runs with the same instance
+// id: the Member logs it once at error, naming both processes' host and pid,
+// reports it by Conflict, and never writes or deletes the entry again; its
+// events still reach the stream (they are true, and sgctl watch shows them).
+//
 // All methods are safe for concurrent use.
 type Member struct {
 	r        *Registry
 	service  string
 	instance string
+	owner    string
 
 	mu           sync.Mutex
 	latest       Entry
@@ -54,6 +73,8 @@ type Member struct {
 	written      uint64 // version of the latest entry known to be in Redis
 	registered   bool   // Register was called: entry writes also SADD the services set
 	deregistered bool   // Deregister was called: no entry writes
+	claimed      bool   // an entry write took the entry over: later ones are compare-and-set
+	conflict     *OwnerConflictError
 	closed       bool
 	queue        []queued
 	evSeq        uint64
@@ -61,6 +82,8 @@ type Member struct {
 	delivered    uint64
 	failures     uint64
 	lastErr      error
+	beats        uint64 // heartbeats run to the end, whatever their outcome
+	beatFailures uint64
 
 	// writeSem is held while an entry write is in flight, so Deregister can
 	// wait for it. Taken before mu, never while holding mu.
@@ -76,6 +99,10 @@ type Member struct {
 	hbMu     sync.Mutex
 	hbCancel context.CancelFunc
 	hbDone   chan struct{}
+
+	// Used by the heartbeat goroutine only.
+	hbLog     *ratelog.Logger
+	hbFailing bool
 }
 
 type queued struct {
@@ -92,22 +119,30 @@ type MemberStats struct {
 	DroppedEvents   uint64 // events dropped: queue full (oldest first), or Update after Close
 	Failures        uint64 // failed write attempts
 	LastError       error  // error of the last write attempt; nil after a success
+	// Heartbeats counts the heartbeats done (logged and all), whatever their
+	// outcome; HeartbeatFailures those that failed.
+	Heartbeats        uint64
+	HeartbeatFailures uint64
 }
 
-// Member returns the handle of instance e.Instance of service e.Service and
-// starts its writer goroutine; the caller must Close it. e is the initial
-// entry: it is written by the first Update or Register, not before. The error
-// wraps ErrInvalidName when the names cannot be used in keys.
+// Member returns the handle of instance e.Instance of service e.Service, with
+// a new owner token, and starts its writer goroutine; the caller must Close
+// it. e is the initial entry: it is written by the first Update or Register,
+// not before. The error wraps ErrInvalidName when the names cannot be used in
+// keys.
 func (r *Registry) Member(e Entry) (*Member, error) {
 	if err := ValidateNames(e.Service, e.Instance); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	e.Owner = newOwnerToken()
 	m := &Member{
 		r:        r,
 		service:  e.Service,
 		instance: e.Instance,
+		owner:    e.Owner,
 		latest:   e,
+		hbLog:    ratelog.New(r.cfg.log, r.cfg.clock, ratelog.DefaultInterval),
 		writeSem: make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		closing:  make(chan struct{}),
@@ -126,7 +161,7 @@ func (r *Registry) Member(e Entry) (*Member, error) {
 // queued event is dropped and counted. After Deregister only ev is written;
 // after Close, Update does nothing but count ev as dropped.
 func (m *Member) Update(e Entry, ev *Event) {
-	e.Service, e.Instance = m.service, m.instance
+	e.Service, e.Instance, e.Owner = m.service, m.instance, m.owner
 	e = m.r.normalize(e)
 	m.mu.Lock()
 	if m.closed {
@@ -160,12 +195,14 @@ func (m *Member) signal() {
 	}
 }
 
-// Register records e as the latest entry and writes it synchronously (SET +
-// ZADD index + SADD services, one pipelined round trip), re-enabling entry
-// writes after a Deregister. If it fails, the writer keeps retrying the entry
-// in the background, services set included, as for Update.
+// Register records e as the latest entry and writes it synchronously (the
+// entry script and SADD services, one pipelined round trip), re-enabling
+// entry writes after a Deregister. If it fails, the writer keeps retrying the
+// entry in the background, services set included, as for Update. When
+// another process owns the entry, Register writes nothing and returns nil:
+// the conflict is logged and reported by Conflict, and is no Redis failure.
 func (m *Member) Register(ctx context.Context, e Entry) error {
-	e.Service, e.Instance = m.service, m.instance
+	e.Service, e.Instance, e.Owner = m.service, m.instance, m.owner
 	e = m.r.normalize(e)
 	m.mu.Lock()
 	m.latest, m.hasEntry = e, true
@@ -203,24 +240,79 @@ func (m *Member) writeLatest(ctx context.Context) error {
 	}
 	defer func() { <-m.writeSem }()
 	m.mu.Lock()
-	if m.deregistered || !m.hasEntry {
+	if m.deregistered || !m.hasEntry || m.conflict != nil {
 		m.mu.Unlock()
 		return nil
 	}
-	e, seq := m.latest, m.seq
+	e, seq, cas := m.latest, m.seq, m.claimed
 	m.mu.Unlock()
 	pipe := m.r.c.Pipeline()
-	m.r.queueEntry(ctx, pipe, e, true)
-	_, err := pipe.Exec(ctx)
+	w := m.r.queueEntry(ctx, pipe, e, true, cas)
+	cmds, err := pipe.Exec(ctx)
+	m.afterEntryWrite(w, seq, cas)
+	if err != nil {
+		return fmt.Errorf("registry: registering %s: %w", EntryKey(m.service, m.instance), cmdError(cmds, err))
+	}
+	return nil
+}
+
+// afterEntryWrite records the outcome of entry write w of version seq: the
+// entry is written (and from now on owned), or another process owns it.
+func (m *Member) afterEntryWrite(w entryWrite, seq uint64, cas bool) {
+	res, err := w.result()
+	if err != nil {
+		return // not written; the caller reports the error
+	}
+	if !res.written {
+		m.lose(res.prev)
+		return
+	}
 	m.mu.Lock()
-	if err == nil && seq > m.written {
+	m.claimed = true
+	if seq > m.written {
 		m.written = seq
 	}
 	m.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("registry: registering %s: %w", EntryKey(m.service, m.instance), err)
+	m.r.reportFixes(w, m.service, m.instance)
+	if !cas && res.prevState == "entry" {
+		var prev Entry
+		if json.Unmarshal([]byte(res.prev), &prev) == nil && prev.Owner != m.owner {
+			m.r.cfg.log.Info("registry: took the entry over from a previous process",
+				"service", m.service, "instance", m.instance, "previous_host", prev.Host, "previous_pid", prev.PID)
+		}
 	}
-	return nil
+}
+
+// lose records that another process owns the entry (other is its text) and
+// logs it, once: from then on the member writes no entry.
+func (m *Member) lose(other string) {
+	host, pid := ownerOf(other)
+	m.mu.Lock()
+	if m.conflict != nil {
+		m.mu.Unlock()
+		return
+	}
+	c := &OwnerConflictError{Key: EntryKey(m.service, m.instance), Host: m.latest.Host, PID: m.latest.PID, OtherHost: host, OtherPID: pid}
+	m.conflict = c
+	m.mu.Unlock()
+	m.r.cfg.log.Error("registry: another process owns this instance's entry; this process stops writing it (give each process its own instance id)",
+		"service", m.service, "instance", m.instance, "key", c.Key,
+		"host", c.Host, "pid", c.PID, "owner_host", c.OtherHost, "owner_pid", c.OtherPID)
+}
+
+// Owner returns the member's owner token, written in the entry's owner field.
+func (m *Member) Owner() string { return m.owner }
+
+// Conflict returns nil while the entry is this member's (or was never
+// written), and an *OwnerConflictError wrapping ErrOwnerConflict once a
+// write found another process's owner token in it.
+func (m *Member) Conflict() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conflict == nil {
+		return nil
+	}
+	return m.conflict
 }
 
 // run is the writer: it delivers work until Close asks it to drain and
@@ -278,7 +370,7 @@ func (m *Member) hasWork() bool {
 }
 
 func (m *Member) entryPendingLocked() bool {
-	return m.hasEntry && !m.deregistered && m.written < m.seq
+	return m.hasEntry && !m.deregistered && m.conflict == nil && m.written < m.seq
 }
 
 // flush writes the latest entry (if pending and not deregistered) and a batch
@@ -296,28 +388,29 @@ func (m *Member) flush(ctx context.Context) error {
 	defer cancel()
 
 	m.mu.Lock()
-	var entryCmds []redis.Cmder
 	pending := m.entryPendingLocked()
-	e, seq, registered := m.latest, m.seq, m.registered
+	e, seq, registered, cas := m.latest, m.seq, m.registered, m.claimed
 	batch := make([]queued, min(len(m.queue), maxBatch))
 	copy(batch, m.queue)
 	m.mu.Unlock()
 
 	pipe := m.r.c.Pipeline()
+	var w entryWrite
 	if pending {
-		entryCmds = m.r.queueEntry(ctx, pipe, e, registered)
+		w = m.r.queueEntry(ctx, pipe, e, registered, cas)
 	}
+	// The events stream is in another slot: XADD stays a command of its own.
 	xadds := make([]*redis.StringCmd, len(batch))
 	for i, q := range batch {
 		xadds[i] = pipe.XAdd(ctx, m.r.xaddArgs(q.ev))
 	}
-	_, err := pipe.Exec(ctx)
+	cmds, err := pipe.Exec(ctx)
+	if pending {
+		m.afterEntryWrite(w, seq, cas)
+	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if pending && cmdsOK(entryCmds) && seq > m.written {
-		m.written = seq
-	}
 	var upTo uint64
 	for i, c := range xadds {
 		if c.Err() != nil {
@@ -333,27 +426,25 @@ func (m *Member) flush(ctx context.Context) error {
 	}
 	if err != nil {
 		m.failures++
-		m.lastErr = fmt.Errorf("registry: writing %s and %d events: %w", EntryKey(m.service, m.instance), len(batch), err)
+		m.lastErr = fmt.Errorf("registry: writing %s and %d events: %w", EntryKey(m.service, m.instance), len(batch), cmdError(cmds, err))
 		return m.lastErr
 	}
 	m.lastErr = nil
 	return nil
 }
 
-func cmdsOK(cmds []redis.Cmder) bool {
-	for _, c := range cmds {
-		if c.Err() != nil {
-			return false
-		}
-	}
-	return true
-}
-
 // StartHeartbeat starts the heartbeat goroutine: every HeartbeatInterval (on
-// the registry's clock) it extends the entry's TTL and index score, and when
-// the entry has vanished it re-registers the latest entry (services set
-// included). Errors are logged at debug level and retried at the next tick.
-// Calling StartHeartbeat while it runs, or after Close, does nothing.
+// the registry's clock) it extends the entry's TTL and index score while the
+// entry is still this member's, in one round trip. When the entry has
+// vanished, no longer holds a JSON object, or its key (or the index key) has
+// the wrong type, it rewrites the latest entry (services set included),
+// logging a rewrite of foreign data at warn, naming the key and the type
+// found; the registry's keys are the registry's, so it replaces what it finds
+// there. When another process owns the entry it stops (see Conflict).
+// Failures are logged at warn, the first at once and then at most one a
+// minute with the count left out, and retried at the next tick; the first
+// success after them is logged at info. Calling StartHeartbeat while it
+// runs, or after Close, does nothing.
 func (m *Member) StartHeartbeat() {
 	m.hbMu.Lock()
 	defer m.hbMu.Unlock()
@@ -386,26 +477,69 @@ func (m *Member) StartHeartbeat() {
 func (m *Member) beat(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, m.r.cfg.writeTimeout)
 	defer cancel()
+	defer func() {
+		m.mu.Lock()
+		m.beats++
+		m.mu.Unlock()
+	}()
 	m.mu.Lock()
-	skip := m.deregistered || !m.hasEntry
+	skip := m.deregistered || !m.hasEntry || m.conflict != nil
 	m.mu.Unlock()
 	if skip {
 		return
 	}
-	log := m.r.cfg.log.With("service", m.service, "instance", m.instance)
-	found, err := m.r.Heartbeat(ctx, m.service, m.instance)
+	key := EntryKey(m.service, m.instance)
+	score := m.r.cfg.clock.Now().Add(m.r.cfg.ttl).UnixMilli()
+	vals, err := memberHeartbeatScript.Run(ctx, m.r.c, []string{key, IndexKey(m.service)},
+		m.r.cfg.ttl.Milliseconds(), score, m.instance, m.owner).Slice()
 	if err != nil {
-		log.Debug("registry: heartbeat failed", "err", err)
+		m.beatFailed(ctx, fmt.Errorf("registry: heartbeat of %s: %w", key, err))
 		return
 	}
-	if found {
+	n, found := scriptReply(vals)
+	if n == 1 {
+		m.beatOK(ctx)
 		return
 	}
+	if len(found) > 1 && found[0] == "other" {
+		m.lose(found[1])
+		return
+	}
+	// Vanished, not JSON, or a key of the wrong type: write the entry again
+	// (the write reports what it replaced).
 	if err := m.writeLatest(ctx); err != nil {
-		log.Debug("registry: re-registering after the entry vanished failed", "err", err)
+		m.beatFailed(ctx, fmt.Errorf("registry: rewriting %s: %w", key, err))
 		return
 	}
-	log.Info("registry: entry had vanished; re-registered")
+	if m.Conflict() != nil {
+		return
+	}
+	m.beatOK(ctx)
+	if len(found) > 0 && found[0] == "none" {
+		m.r.cfg.log.Info("registry: entry had vanished; re-registered", "service", m.service, "instance", m.instance)
+	}
+}
+
+// beatFailed logs a heartbeat failure at warn, rate-limited; a failure caused
+// by StopHeartbeat is not one.
+func (m *Member) beatFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	m.mu.Lock()
+	m.beatFailures++
+	m.mu.Unlock()
+	m.hbFailing = true
+	m.hbLog.Log(ctx, slog.LevelWarn, "registry: heartbeat failed", "service", m.service, "instance", m.instance, "err", err)
+}
+
+func (m *Member) beatOK(ctx context.Context) {
+	if !m.hbFailing {
+		return
+	}
+	m.hbFailing = false
+	m.r.cfg.log.InfoContext(ctx, "registry: heartbeat recovered", "service", m.service, "instance", m.instance,
+		ratelog.SuppressedKey, m.hbLog.Reset())
 }
 
 // StopHeartbeat stops the heartbeat goroutine and waits for it to exit; a
@@ -425,20 +559,37 @@ func (m *Member) StopHeartbeat() {
 // entry writes (a pending Update will not be written, and neither the writer
 // nor the heartbeat will recreate the entry), stops the heartbeat, waits for
 // an entry write already in flight (until ctx is done), then deletes the
-// entry and its index member in one round trip. Queued and later events are
-// still delivered. Entry writes stay stopped even when Deregister fails.
+// entry and its index member in one round trip, unless the entry holds
+// another process's owner token (a compare-and-delete in a script): one
+// process never removes another's entry. A member that never wrote the entry,
+// or lost it to another process, deletes nothing. Queued and later events
+// are still delivered. Entry writes stay stopped even when Deregister fails.
 func (m *Member) Deregister(ctx context.Context) error {
 	m.mu.Lock()
 	m.deregistered = true
 	m.mu.Unlock()
 	m.StopHeartbeat()
+	key := EntryKey(m.service, m.instance)
 	select {
 	case m.writeSem <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("registry: deregistering %s: waiting for the write in flight: %w", EntryKey(m.service, m.instance), ctx.Err())
+		return fmt.Errorf("registry: deregistering %s: waiting for the write in flight: %w", key, ctx.Err())
 	}
 	defer func() { <-m.writeSem }()
-	return m.r.Deregister(ctx, m.service, m.instance)
+	m.mu.Lock()
+	ours := m.claimed && m.conflict == nil
+	m.mu.Unlock()
+	if !ours {
+		return nil
+	}
+	vals, err := memberDeregisterScript.Run(ctx, m.r.c, []string{key, IndexKey(m.service)}, m.owner, m.instance).Slice()
+	if err != nil {
+		return fmt.Errorf("registry: deregistering %s: %w", key, err)
+	}
+	if n, found := scriptReply(vals); n == 0 && len(found) > 0 {
+		m.lose(found[0])
+	}
+	return nil
 }
 
 // Close stops the heartbeat, lets the writer deliver what is queued (the
@@ -487,5 +638,8 @@ func (m *Member) Stats() MemberStats {
 		DroppedEvents:   m.dropped,
 		Failures:        m.failures,
 		LastError:       m.lastErr,
+
+		Heartbeats:        m.beats,
+		HeartbeatFailures: m.beatFailures,
 	}
 }

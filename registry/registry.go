@@ -35,6 +35,38 @@
 //     retried after a lost reply may duplicate an event).
 //   - The services set only grows: it names every service that ever
 //     registered; a service without live instances lists no Instances.
+//
+// # Ownership
+//
+// Every entry carries an owner token: random, one per process (per Member).
+// A Member's first entry write that reaches Redis takes the entry over,
+// whatever it held: the entry of a crashed predecessor, or of the process
+// this one replaced by exec (a restart keeps the pid and the instance id), is
+// normal. Every later write, heartbeat and delete of that Member is a
+// compare-and-set on the token: a Lua script on the service's slot (the
+// entry and the index share the hash tag, so it runs on Redis Cluster), one
+// round trip per write; the events XADD and the services SADD live in other
+// slots and stay separate commands of the same pipeline. A Member that finds
+// another token has met a second process running with its instance id: it
+// logs one error naming both processes (host, pid), reports it by
+// Member.Conflict (the lifecycle shows it as the registry:identity check,
+// warn, on /healthz), and never writes or deletes the entry again, so
+// stopping either process never removes the other's entry. Its events still
+// reach the stream. Registry.Register, Heartbeat and Deregister are
+// unconditional: they are for tools and tests.
+//
+// # Outages and foreign data
+//
+// Status updates are retried by the Member's writer until Redis answers
+// (warn once per outage); heartbeat failures are logged at warn, the first
+// at once and then at most one a minute with the count left out. A heartbeat
+// that finds the entry gone (restart, FLUSHALL, eviction), not a JSON object,
+// or under a key of the wrong type rewrites it. The registry's keys are the
+// registry's by contract: a write that finds an entry, index or services key
+// of the wrong type deletes it and writes its own, logging the key and the
+// type it found at warn. Readers never fail a listing for one bad entry:
+// Instances skips (and logs, naming the key) entries that are not JSON or not
+// strings.
 package registry
 
 import (
@@ -134,6 +166,9 @@ type Entry struct {
 	UpdatedAt  time.Time `json:"updated_at"`
 	Degraded   bool      `json:"degraded"`
 	HealthAddr string    `json:"health_addr"`
+	// Owner is the random token of the process that wrote the entry (a
+	// Member sets it). See "Ownership" in the package documentation.
+	Owner string `json:"owner"`
 }
 
 // Event is one lifecycle transition, as an entry of the EventsKey stream.
@@ -294,15 +329,21 @@ func (r *Registry) HeartbeatInterval() time.Duration { return max(time.Second, r
 // puts e.Instance in the service's index scored by now+TTL, trims expired
 // index members and adds e.Service to the services set, in one pipelined
 // round trip. A zero e.UpdatedAt is set to now; times are stored in UTC.
+//
+// Register takes the entry over whoever wrote it, with e.Owner as given; it
+// is for tools and tests. A process registers through a Member, whose later
+// writes are compare-and-set on its owner token. Keys of the wrong type are
+// replaced and logged, as a Member's writes do.
 func (r *Registry) Register(ctx context.Context, e Entry) error {
 	if err := ValidateNames(e.Service, e.Instance); err != nil {
 		return err
 	}
 	pipe := r.c.Pipeline()
-	r.queueEntry(ctx, pipe, r.normalize(e), true)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("registry: registering %s: %w", EntryKey(e.Service, e.Instance), err)
+	w := r.queueEntry(ctx, pipe, r.normalize(e), true, false)
+	if cmds, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("registry: registering %s: %w", EntryKey(e.Service, e.Instance), cmdError(cmds, err))
 	}
+	r.reportFixes(w, e.Service, e.Instance)
 	return nil
 }
 
@@ -318,21 +359,178 @@ func (r *Registry) normalize(e Entry) Entry {
 	return e
 }
 
-// queueEntry adds the writes of one entry to pipe: SET with TTL, ZADD to the
-// index, ZREMRANGEBYSCORE of expired index members and, with addService,
-// SADD to the services set. It returns the SET and ZADD commands.
-func (r *Registry) queueEntry(ctx context.Context, pipe redis.Pipeliner, e Entry, addService bool) []redis.Cmder {
+// entryScript writes one entry (KEYS[1]) and its index member (KEYS[2]):
+// SET with PX TTL, ZADD, and ZREMRANGEBYSCORE of the expired members, in one
+// round trip on the service's slot (both keys carry its hash tag).
+//
+// ARGV: 1 the entry JSON, 2 the TTL in ms, 3 the index score, 4 the instance
+// id, 5 now in unix ms (members scored up to it are trimmed), 6 the writer's
+// owner token, 7 "cas" or "take". With "cas" an entry that decodes to a JSON
+// object whose owner is not ARGV[6] is left alone: the script returns
+// {0, 'entry', <that entry>}. Anything else is written over, and the script
+// returns {1, <what was there>, <its text>, [<index type>]}, where what was
+// there is 'none', 'entry', 'unparsable' or the type of a key that was not a
+// string (then deleted first); the fourth element is the type of an index
+// key that was not a sorted set (deleted first).
+var entryScript = redis.NewScript(`
+local st, prev = 'none', ''
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'string' then
+  prev = redis.call('GET', KEYS[1])
+  local ok, e = pcall(cjson.decode, prev)
+  if ok and type(e) == 'table' then
+    st = 'entry'
+    if ARGV[7] == 'cas' and e['owner'] ~= ARGV[6] then
+      return {0, st, prev}
+    end
+  else
+    st = 'unparsable'
+  end
+elseif t ~= 'none' then
+  st = t
+  redis.call('DEL', KEYS[1])
+end
+local res = {1, st, prev}
+local it = redis.call('TYPE', KEYS[2])['ok']
+if it ~= 'zset' and it ~= 'none' then
+  redis.call('DEL', KEYS[2])
+  res[4] = it
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+return res
+`)
+
+// servicesScript adds ARGV[1] to the services set KEYS[1], replacing a key of
+// another type first; it returns {1} or {1, <the type replaced>}.
+var servicesScript = redis.NewScript(`
+local res = {1}
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'set' and t ~= 'none' then
+  redis.call('DEL', KEYS[1])
+  res[2] = t
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+return res
+`)
+
+// entryWrite is the commands of one entry write queued on a pipeline.
+type entryWrite struct {
+	entry    *redis.Cmd // entryScript
+	services *redis.Cmd // servicesScript, nil when the write does not touch the set
+}
+
+// entryResult is what entryScript found and did.
+type entryResult struct {
+	written   bool
+	prevState string // "none", "entry", "unparsable" or the wrong type found
+	prev      string
+	indexType string // the wrong type of the index key replaced, if any
+}
+
+func (w entryWrite) result() (entryResult, error) {
+	vals, err := w.entry.Slice()
+	if err != nil {
+		return entryResult{}, err
+	}
+	var res entryResult
+	for i, v := range vals {
+		n, _ := v.(int64)
+		s, _ := v.(string)
+		switch i {
+		case 0:
+			res.written = n == 1
+		case 1:
+			res.prevState = s
+		case 2:
+			res.prev = s
+		case 3:
+			res.indexType = s
+		}
+	}
+	return res, nil
+}
+
+// queueEntry adds the writes of one entry to pipe: entryScript ("cas" or
+// "take" over the entry) and, with addService, servicesScript. The scripts
+// go as EVAL with their text, not EVALSHA: a pipeline cannot fall back on
+// NOSCRIPT after a Redis restart, and Redis caches the compiled script by its
+// hash either way.
+func (r *Registry) queueEntry(ctx context.Context, pipe redis.Pipeliner, e Entry, addService, cas bool) entryWrite {
 	now := r.cfg.clock.Now()
 	// Entry holds only strings, ints, bools and times: Marshal cannot fail.
 	b, _ := json.Marshal(e)
-	idx := IndexKey(e.Service)
-	set := pipe.Set(ctx, EntryKey(e.Service, e.Instance), b, r.cfg.ttl)
-	zadd := pipe.ZAdd(ctx, idx, redis.Z{Score: float64(now.Add(r.cfg.ttl).UnixMilli()), Member: e.Instance})
-	pipe.ZRemRangeByScore(ctx, idx, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
-	if addService {
-		pipe.SAdd(ctx, ServicesKey, e.Service)
+	mode := "take"
+	if cas {
+		mode = "cas"
 	}
-	return []redis.Cmder{set, zadd}
+	var w entryWrite
+	w.entry = entryScript.Eval(ctx, pipe, []string{EntryKey(e.Service, e.Instance), IndexKey(e.Service)},
+		b, r.cfg.ttl.Milliseconds(), now.Add(r.cfg.ttl).UnixMilli(), e.Instance, now.UnixMilli(), e.Owner, mode)
+	if addService {
+		w.services = servicesScript.Eval(ctx, pipe, []string{ServicesKey}, e.Service)
+	}
+	return w
+}
+
+// reportFixes logs, at warn, the keys of the wrong type that write w replaced
+// and an entry it rewrote because it was not JSON: data that someone or
+// something else put under the registry's keys.
+func (r *Registry) reportFixes(w entryWrite, service, instance string) {
+	res, err := w.result()
+	if err != nil || !res.written {
+		return
+	}
+	key := EntryKey(service, instance)
+	switch res.prevState {
+	case "none", "entry":
+	case "unparsable":
+		r.cfg.log.Warn("registry: rewrote an entry that was not a JSON object", "key", key, "was", abbreviate(res.prev))
+	default:
+		r.cfg.log.Warn("registry: replaced a registry key of the wrong type", "key", key, "type", res.prevState)
+	}
+	if res.indexType != "" {
+		r.cfg.log.Warn("registry: replaced a registry key of the wrong type", "key", IndexKey(service), "type", res.indexType)
+	}
+	if w.services != nil {
+		if vals, err := w.services.Slice(); err == nil && len(vals) > 1 {
+			t, _ := vals[1].(string)
+			r.cfg.log.Warn("registry: replaced a registry key of the wrong type", "key", ServicesKey, "type", t)
+		}
+	}
+}
+
+// abbreviate cuts s for a log line.
+func abbreviate(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}
+
+// cmdError returns the error reply of the first command among cmds that
+// Redis answered with an error, naming the command and its key (so that a
+// WRONGTYPE says which key), or err when there is none (the connection
+// failed: no key is to blame).
+func cmdError(cmds []redis.Cmder, err error) error {
+	for _, c := range cmds {
+		cerr := c.Err()
+		var reply redis.Error
+		if cerr == nil || !errors.As(cerr, &reply) {
+			continue
+		}
+		args, name, key := c.Args(), strings.ToUpper(c.Name()), ""
+		switch {
+		case (name == "EVAL" || name == "EVALSHA") && len(args) > 3:
+			name, key = "script", fmt.Sprint(args[3])
+		case len(args) > 1:
+			key = fmt.Sprint(args[1])
+		}
+		return fmt.Errorf("%s %s: %w", name, key, cerr)
+	}
+	return err
 }
 
 // heartbeatScript refreshes an entry's TTL and its index score, or, when the
@@ -384,8 +582,11 @@ func (r *Registry) Deregister(ctx context.Context, service, instance string) err
 // Instances returns the live entries of service, sorted by instance id. It
 // trims expired index members and reads the live ones in one round trip,
 // then MGETs their entries (one slot) in a second; entries that vanished in
-// between, or whose JSON is unreadable (logged), are skipped. It never uses
-// SCAN or KEYS. An unknown service has no instances and no error.
+// between, whose JSON is unreadable, or whose key is not a string (both
+// logged at warn, naming the key) are skipped: one bad entry does not fail
+// the listing. It never uses SCAN or KEYS. An unknown service has no
+// instances and no error; an index key of the wrong type is an error naming
+// it.
 func (r *Registry) Instances(ctx context.Context, service string) ([]Entry, error) {
 	if err := validName("service", service); err != nil {
 		return nil, err
@@ -410,9 +611,11 @@ func (r *Registry) Instances(ctx context.Context, service string) ([]Entry, erro
 		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, err)
 	}
 	out := make([]Entry, 0, len(vals))
+	var missing []string
 	for i, v := range vals {
 		s, ok := v.(string)
-		if !ok { // nil: the entry expired or was evicted after the index read
+		if !ok { // nil: expired or evicted after the index read, or not a string
+			missing = append(missing, keys[i])
 			continue
 		}
 		var e Entry
@@ -422,8 +625,32 @@ func (r *Registry) Instances(ctx context.Context, service string) ([]Entry, erro
 		}
 		out = append(out, e)
 	}
+	r.reportWrongTypes(ctx, missing)
 	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Instance, b.Instance) })
 	return out, nil
+}
+
+// reportWrongTypes logs the keys among keys (entries MGET found no string
+// for) that exist with another type, so that an entry someone replaced with
+// a hash is named rather than silently missing. It costs a round trip only
+// when MGET came back with gaps; a failure of that read is not reported.
+func (r *Registry) reportWrongTypes(ctx context.Context, keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	pipe := r.c.Pipeline()
+	types := make([]*redis.StatusCmd, len(keys))
+	for i, k := range keys {
+		types[i] = pipe.Type(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return
+	}
+	for i, t := range types {
+		if v := t.Val(); v != "none" && v != "string" {
+			r.cfg.log.Warn("registry: skipping an entry key of the wrong type", "key", keys[i], "type", v)
+		}
+	}
 }
 
 // Services returns the names of all services that ever registered, sorted.

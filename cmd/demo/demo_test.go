@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,6 +17,10 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/stargazer/lifecycle/health"
+	"github.com/stargazer/lifecycle/internal/redistest"
+	"github.com/stargazer/lifecycle/registry"
 )
 
 func TestMain(m *testing.M) {
@@ -211,6 +219,149 @@ func TestDemoBadKnobsExitTwoNamingThem(t *testing.T) {
 			}
 			if out := p.output(); !strings.Contains(out, tc.want) || strings.Contains(out, "embedded redis") {
 				t.Errorf("output lacks %q or started Redis:\n%s", tc.want, out)
+			}
+		})
+	}
+}
+
+// A '%' in the password makes the URL unparsable; it used to be printed whole.
+func TestDemoReportsAnUnparsableRedisURLWithoutItsPassword(t *testing.T) {
+	p := startDemo(t, "REDIS_URL=redis://user:p%ss@host:6379")
+	if code := p.exitCode(t); code != 2 {
+		t.Fatalf("exit code %d, want 2", code)
+	}
+	out := p.output()
+	if !strings.Contains(out, `REDIS_URL=\"redis://xxxxx@host:6379\"`) {
+		t.Errorf("output does not name REDIS_URL with its userinfo masked:\n%s", out)
+	}
+	if strings.Contains(out, "p%ss") || strings.Contains(out, "user:") {
+		t.Errorf("output shows the userinfo:\n%s", out)
+	}
+}
+
+// healthAddr returns the address the demo's health server logged.
+func (p *proc) healthAddr(t *testing.T) string {
+	t.Helper()
+	p.waitFor(t, "health server listening")
+	m := regexp.MustCompile(`msg="health server listening".* addr=(\S+)`).FindStringSubmatch(p.output())
+	if m == nil {
+		t.Fatalf("no health address in the log")
+	}
+	return m[1]
+}
+
+// healthz returns the demo's /healthz body.
+func healthz(t *testing.T, addr string) health.Response {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body health.Response
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// Two processes started with one SG_INSTANCE_ID against a real redis-server:
+// the second takes the registry entry over; the first finds out at its next
+// heartbeat, logs one error naming both processes and warns on /healthz; and
+// stopping either never removes the entry of the other.
+func TestTwoDemosWithOneInstanceIDNeverRemoveEachOthersEntry(t *testing.T) {
+	for _, olderStopsFirst := range []bool{true, false} {
+		name := "newer stops first"
+		if olderStopsFirst {
+			name = "older stops first"
+		}
+		t.Run(name, func(t *testing.T) {
+			srv := redistest.Server(t)
+			rc := srv.Client(t)
+			env := []string{"REDIS_URL=" + srv.URL(), "SG_INSTANCE_ID=twin", "SG_SERVICE_TTL=3s"} // a heartbeat a second
+			key := registry.EntryKey("demo", "twin")
+			entry := func() (registry.Entry, bool) {
+				raw, err := rc.Get(t.Context(), key).Result()
+				if err != nil {
+					return registry.Entry{}, false
+				}
+				var e registry.Entry
+				return e, json.Unmarshal([]byte(raw), &e) == nil
+			}
+
+			older := startDemo(t, env...)
+			older.waitFor(t, "boot completed")
+			newer := startDemo(t, env...)
+			newer.waitFor(t, "boot completed")
+			booted := time.Now()
+			olderPID, newerPID := older.cmd.Process.Pid, newer.cmd.Process.Pid
+			if e, ok := entry(); !ok || e.PID != newerPID {
+				t.Fatalf("entry %+v after the second boot, want the newer process's (pid %d)", e, newerPID)
+			}
+
+			older.waitFor(t, "another process owns this instance's entry")
+			t.Logf("conflict logged by the older process %v after the newer one booted (heartbeat every 1s)", time.Since(booted).Round(10*time.Millisecond))
+			conflict := regexp.MustCompile(`level=ERROR msg="registry: another process owns[^\n]*`).FindString(older.output())
+			for _, want := range []string{fmt.Sprintf(" pid=%d ", olderPID), fmt.Sprintf(" owner_pid=%d", newerPID), " host=", " owner_host="} {
+				if !strings.Contains(conflict, want) {
+					t.Errorf("conflict line lacks %q: %s", want, conflict)
+				}
+			}
+			if n := strings.Count(older.output(), "another process owns this instance's entry"); n != 1 {
+				t.Errorf("conflict logged %d times, want once", n)
+			}
+			if strings.Contains(newer.output(), "level=ERROR") {
+				t.Errorf("the newer process logged an error:\n%s", newer.output())
+			}
+			addr := older.healthAddr(t)
+			deadline := time.Now().Add(20 * time.Second) // checks refresh every 5s
+			for {
+				body := healthz(t, addr)
+				if c := body.Checks["registry:identity"]; len(c) == 1 && c[0].Status == health.StatusWarn {
+					if body.Status != health.StatusWarn || !strings.Contains(c[0].Output, fmt.Sprintf("pid %d", newerPID)) {
+						t.Errorf("/healthz = %+v, want warn naming the owner's pid %d", body, newerPID)
+					}
+					t.Logf("/healthz registry:identity warn %v after the newer process booted (checks refresh every 5s)", time.Since(booted).Round(10*time.Millisecond))
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("/healthz never showed registry:identity warn: %+v", body)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+
+			stop := func(p *proc) {
+				t.Helper()
+				if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+				if code := p.exitCode(t); code != 0 {
+					t.Fatalf("exit code %d, want 0", code)
+				}
+			}
+			if olderStopsFirst {
+				stop(older)
+				if e, ok := entry(); !ok || e.PID != newerPID || e.Status != "running" {
+					t.Fatalf("after the older process stopped: entry %+v (found %v), want the newer's, running", e, ok)
+				}
+				stop(newer)
+			} else {
+				stop(newer) // deletes its own entry: the older one stopped writing it
+				if _, ok := entry(); ok {
+					t.Fatal("the newer process left its entry behind")
+				}
+				// The older one runs on, heartbeat and all (one a second),
+				// without writing the entry again; three seconds bound what
+				// must not happen.
+				for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+					if _, ok := entry(); ok {
+						t.Fatal("the older process wrote the entry again after the conflict")
+					}
+				}
+				stop(older)
+			}
+			if _, ok := entry(); ok {
+				t.Error("entry left after both processes stopped")
 			}
 		})
 	}

@@ -52,6 +52,22 @@
 // package phases, as Mermaid (default), Graphviz DOT or SVG (rendered by the
 // dot binary, which must be on PATH). It needs no Redis.
 //
+// # Data read from Redis
+//
+// Whoever can write to the fleet's Redis can write the registry and the
+// streams, so sgctl prints nothing it read there as is. In text output every
+// value is escaped: control characters and escape sequences, C1 controls,
+// bidi overrides and invalid UTF-8 appear as Go escapes (\x1b, \u009b,
+// \u202e, \xff), as in a Go string literal without its quotes. Table cells
+// and watch columns show at most 128 characters of a value and end a longer
+// one with "…"; --json keeps whole values, JSON-escaped (DEL and C1
+// controls included). ps skips a member of sg:registry:services that is not
+// a service name, a service whose keys Redis refuses (an index of the wrong
+// type), and an entry that is not JSON or not a string, with one warning line
+// on stderr each ("sgctl ps: warning: ..."), lists the rest and exits 0. A
+// sg:registry:services key of the wrong type fails ps (exit 1, naming the
+// key): nothing else could be listed.
+//
 // # Environment
 //
 //	REDIS_URL       redis://, rediss:// or unix:// URL of the registry's Redis, with

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -18,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle"
+	"github.com/stargazer/lifecycle/internal/redisurl"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -281,7 +281,7 @@ func (a *app) connect(ctx context.Context) (*conn, int) {
 		fmt.Fprintf(a.stderr, "sgctl %s: %v\n", c.name, err)
 		return nil, exitUsage
 	}
-	cn := &conn{client: env.Redis, addr: redisAddr(env.Redis), url: redact(rawURL), controlKey: env.ControlKey}
+	cn := &conn{client: env.Redis, addr: redisAddr(env.Redis), url: redisurl.Redact(rawURL), controlKey: env.ControlKey}
 	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
 	if err := cn.client.Ping(pctx).Err(); err != nil {
@@ -299,7 +299,7 @@ func (a *app) connect(ctx context.Context) (*conn, int) {
 // unreachable describes a failure to talk to Redis, naming the address and
 // where it came from.
 func (c *conn) unreachable(err error) string {
-	return fmt.Sprintf("cannot reach Redis at %s (%s=%s): %v", c.addr, lifecycle.EnvRedisURL, c.url, err)
+	return fmt.Sprintf("cannot reach Redis at %s (%s=%s): %s", clean(c.addr), lifecycle.EnvRedisURL, clean(c.url), cut(err.Error(), 4*maxCell))
 }
 
 // redisError prints err, a failed Redis command, and returns exitUnreachable
@@ -310,7 +310,8 @@ func (a *app) redisError(cn *conn, err error) int {
 		fmt.Fprintf(a.stderr, "sgctl %s: %s\n", c.name, cn.unreachable(err))
 		return exitUnreachable
 	}
-	fmt.Fprintf(a.stderr, "sgctl %s: %v\n", c.name, err)
+	// Errors may quote Redis data (a key named after a service name).
+	fmt.Fprintf(a.stderr, "sgctl %s: %s\n", c.name, cut(err.Error(), 4*maxCell))
 	return exitFailed
 }
 
@@ -335,15 +336,6 @@ func redisAddr(c redis.UniversalClient) string {
 		return strings.Join(c.Options().Addrs, ",")
 	}
 	return "?"
-}
-
-// redact hides a password in a Redis URL before it is printed.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	return u.Redacted()
 }
 
 // validService checks a SERVICE argument with the services' own naming

@@ -187,6 +187,23 @@ func TestInvalidRedisURLExits2NamingTheVariable(t *testing.T) {
 	}
 }
 
+// A '%' in the password makes the URL unparsable; it used to be printed whole.
+func TestUnparsableRedisURLIsReportedWithoutItsPassword(t *testing.T) {
+	for _, url := range []string{"redis://user:p%ss@host:6379", "redis://user:12#34@host:6379/0?password=p%ss"} {
+		for _, cmd := range [][]string{{"ps"}, {"watch"}, {"restart", "demo"}} {
+			r := sgctl(t, t.Context(), map[string]string{"REDIS_URL": url}, nil, cmd...)
+			if r.code != exitUsage || !strings.Contains(r.stderr, `REDIS_URL="redis://xxxxx@host:6379`) {
+				t.Errorf("%s %v: got %d %q, want exit 2 naming REDIS_URL with its userinfo masked", url, cmd, r.code, r.stderr)
+			}
+			for _, secret := range []string{"p%ss", "12#34", "user:"} {
+				if strings.Contains(r.stderr+r.stdout, secret) {
+					t.Errorf("%s %v: output shows %q of the userinfo: %q", url, cmd, secret, r.stderr)
+				}
+			}
+		}
+	}
+}
+
 func TestShortControlKeyFailsOnlyTheCommandsThatSign(t *testing.T) {
 	t.Parallel() // ps waits out the dial retries to 127.0.0.1:1
 	env := map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "SG_CONTROL_KEY": "short"}

@@ -136,7 +136,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	// The instances to wait for are those addressed and running now: one
 	// that is still booting may not have started its daemon (phase 8.5) and
 	// would never answer.
-	reg := registry.New(cn.client)
+	reg := registry.New(cn.client, registry.WithLogger(a.warner()))
 	live, err := reg.Instances(ctx, service)
 	if err != nil {
 		return a.redisError(cn, err)
@@ -158,7 +158,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	var waitFor []string
 	for _, e := range live {
 		if e.Status != string(phases.Running) {
-			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is %s, not running: it will not run the op\n", op, service, e.Instance, e.Status)
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is %s, not running: it will not run the op\n", op, service, cell(e.Instance), cell(e.Status))
 			continue
 		}
 		before[e.Instance] = e
@@ -190,7 +190,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	client := controlops.NewClient(cn.client, []byte(cn.controlKey), controlops.WithTracerProvider(tp))
 	sent, err := client.Send(ctx, service, op, target, opArgs)
 	if err != nil {
-		fmt.Fprintf(a.stderr, "sgctl %s: sending to %s: %v\n", op, controlops.StreamKey(service), err)
+		fmt.Fprintf(a.stderr, "sgctl %s: sending to %s: %s\n", op, controlops.StreamKey(service), cut(err.Error(), 4*maxCell))
 		if isUnreachable(err) {
 			return fail(exitUnreachable, err.Error())
 		}
@@ -220,11 +220,11 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	var failed []string
 	for _, in := range waitFor {
 		if r, ok := final[in]; ok && r.Status != controlops.StatusDone {
-			failed = append(failed, fmt.Sprintf("%s (%s: %s)", in, r.Status, dash(r.Reason)))
+			failed = append(failed, fmt.Sprintf("%s (%s: %s)", cell(in), cell(string(r.Status)), dash(cut(r.Reason, 4*maxCell))))
 		}
 	}
 	if err != nil && wctx.Err() == nil { // Redis failed, not the timeout
-		fmt.Fprintf(a.stderr, "sgctl %s: reading results: %v\n", op, err)
+		fmt.Fprintf(a.stderr, "sgctl %s: reading results: %s\n", op, cut(err.Error(), 4*maxCell))
 		if isUnreachable(err) {
 			return fail(exitUnreachable, err.Error())
 		}
@@ -345,16 +345,18 @@ func (tr *tracker) notBack(ids []string, final map[string]controlops.Result) []s
 		r, ok := final[in]
 		switch {
 		case !ok:
-			out = append(out, in+" (no result)")
+			out = append(out, cell(in)+" (no result)")
 		case r.Status == controlops.StatusDone && !tr.back[in]:
-			out = append(out, in+" (done, not yet seen running)")
+			out = append(out, cell(in)+" (done, not yet seen running)")
 		}
 	}
 	return out
 }
 
 // opPrinter writes the progress of restart and pull, as text or JSON lines.
-// It is used from the Wait callback and the registry poller at once.
+// It is used from the Wait callback and the registry poller at once. Text
+// fields read from Redis (instance ids, states, reasons) are cleaned and cut;
+// JSON goes through safeJSON.
 type opPrinter struct {
 	mu   sync.Mutex
 	w    io.Writer
@@ -366,7 +368,7 @@ func (p *opPrinter) emit(obj map[string]any, format string, args ...any) {
 	defer p.mu.Unlock()
 	if p.json {
 		b, _ := json.Marshal(obj) // maps of strings, numbers and bools
-		fmt.Fprintf(p.w, "%s\n", b)
+		fmt.Fprintf(p.w, "%s\n", safeJSON(b))
 		return
 	}
 	fmt.Fprintf(p.w, format+"\n", args...)
@@ -379,8 +381,12 @@ func (p *opPrinter) sent(service string, o controlops.Op, traceID trace.TraceID,
 		tid = traceID.String()
 		obj["trace_id"] = tid
 	}
+	ids := make([]string, len(waitFor))
+	for i, id := range waitFor {
+		ids[i] = cell(id)
+	}
 	p.emit(obj, "%s sent to %s (target %s): op %s, entry %s, trace %s; running instances: %s",
-		o.Name, service, o.Target, o.ID, o.StreamID, dash(tid), dash(strings.Join(waitFor, ", ")))
+		o.Name, service, o.Target, o.ID, o.StreamID, dash(tid), dash(strings.Join(ids, ", ")))
 }
 
 func (p *opPrinter) result(r controlops.Result) {
@@ -388,9 +394,9 @@ func (p *opPrinter) result(r controlops.Result) {
 	if r.Reason != "" {
 		obj["reason"] = r.Reason
 	}
-	line := fmt.Sprintf("%s  %-8s  state %s, pid %d", r.Instance, r.Status, dash(r.State), r.PID)
+	line := fmt.Sprintf("%s  %-8s  state %s, pid %d", cell(r.Instance), cell(string(r.Status)), dash(cell(r.State)), r.PID)
 	if r.Reason != "" {
-		line += fmt.Sprintf(": %s", r.Reason)
+		line += ": " + cut(r.Reason, 4*maxCell)
 	}
 	p.emit(obj, "%s", line)
 }
@@ -401,7 +407,7 @@ func (p *opPrinter) status(e registry.Entry, fresh bool) {
 	if fresh {
 		proc = "new process"
 	}
-	p.emit(obj, "%s  %-8s  %s (pid %d, %s)", e.Instance, "status", e.Status, e.PID, proc)
+	p.emit(obj, "%s  %-8s  %s (pid %d, %s)", cell(e.Instance), "status", cell(e.Status), e.PID, proc)
 }
 
 func (p *opPrinter) summary(op, service string, n int, failed, missing []string, took time.Duration, interrupted bool) {

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/registry"
@@ -89,54 +92,56 @@ func (a *app) ps(ctx context.Context, args []string, asJSON bool, ttl time.Durat
 		return code
 	}
 	defer cn.Close()
-	reg := registry.New(cn.client, registry.WithTTL(ttl))
+	// Entries the registry skips (not JSON, a key of the wrong type) are
+	// named on stderr, one line each.
+	reg := registry.New(cn.client, registry.WithTTL(ttl), registry.WithLogger(a.warner()))
 	if services == nil {
 		var err error
 		if services, err = reg.Services(ctx); err != nil {
 			return a.redisError(cn, err)
 		}
+		// Anyone who can write to Redis can add members to the set: one that
+		// cannot be a service's name is named and skipped, not fatal.
+		services = slices.DeleteFunc(services, func(svc string) bool {
+			if err := validService(svc); err != nil {
+				a.warn(`skipping "%s" in %s: not a service name`, cell(svc), registry.ServicesKey)
+				return true
+			}
+			return false
+		})
 	}
 
 	now := a.now()
 	rows := []psRow{}
 	for _, svc := range services {
 		entries, err := reg.Instances(ctx, svc)
+		if err == nil && len(entries) > 0 {
+			// The scores are read after the entries: an instance that
+			// registered in between has an entry-less score, ignored; one
+			// that registered just before has no score yet and an unknown
+			// heartbeat.
+			var zs []redis.Z
+			zs, err = cn.client.ZRangeWithScores(ctx, registry.IndexKey(svc), 0, -1).Result()
+			if err == nil {
+				rows = append(rows, a.psRows(now, ttl, entries, zs)...)
+			}
+		}
 		if err != nil {
-			return a.redisError(cn, err)
-		}
-		if len(entries) == 0 {
-			continue
-		}
-		// The scores are read after the entries: an instance that registered
-		// in between has an entry-less score, ignored; one that registered
-		// just before has no score yet and an unknown heartbeat.
-		zs, err := cn.client.ZRangeWithScores(ctx, registry.IndexKey(svc), 0, -1).Result()
-		if err != nil {
-			return a.redisError(cn, err)
-		}
-		expiry := make(map[string]time.Time, len(zs))
-		for _, z := range zs {
-			if id, ok := z.Member.(string); ok {
-				expiry[id] = time.UnixMilli(int64(z.Score)).UTC()
+			if isUnreachable(err) {
+				return a.redisError(cn, err)
 			}
-		}
-		for _, e := range entries {
-			r := psRow{Entry: e}
-			if !e.StartedAt.IsZero() {
-				r.UptimeMS = ptr(max(0, now.Sub(e.StartedAt).Milliseconds()))
-			}
-			if exp, ok := expiry[e.Instance]; ok {
-				r.ExpiresAt = &exp
-				r.HeartbeatAgeMS = ptr(max(0, now.Sub(exp.Add(-ttl)).Milliseconds()))
-			}
-			rows = append(rows, r)
+			// Redis answered with an error for this service's keys (a key of
+			// the wrong type): the other services are still worth listing.
+			a.warn(`skipping service "%s": %s`, cell(svc), cut(err.Error(), 4*maxCell))
 		}
 	}
 
 	if asJSON {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rows); err != nil {
+		b, err := json.MarshalIndent(rows, "", "  ")
+		if err == nil {
+			_, err = fmt.Fprintf(a.stdout, "%s\n", safeJSON(b))
+		}
+		if err != nil {
 			fmt.Fprintf(a.stderr, "sgctl ps: writing output: %v\n", err)
 			return exitFailed
 		}
@@ -150,11 +155,13 @@ func (a *app) ps(ctx context.Context, args []string, asJSON bool, ttl time.Durat
 		}
 		return exitOK
 	}
+	// Every string cell is cleaned and cut: a 2 MB host field stays one
+	// readable cell (--json has it whole).
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATUS\tPHASE\tHOST\tPID\tUPTIME\tHEARTBEAT\tDEGRADED")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%t\n",
-			r.Service, r.Instance, dash(r.Status), dash(r.Phase), dash(r.Host), pid(r.PID),
+			cell(r.Service), cell(r.Instance), dash(cell(r.Status)), dash(cell(r.Phase)), dash(cell(r.Host)), pid(r.PID),
 			msAge(r.UptimeMS), msAge(r.HeartbeatAgeMS), r.Degraded)
 	}
 	if err := tw.Flush(); err != nil {
@@ -162,6 +169,29 @@ func (a *app) ps(ctx context.Context, args []string, asJSON bool, ttl time.Durat
 		return exitFailed
 	}
 	return exitOK
+}
+
+// psRows joins one service's entries with its index scores (zs).
+func (a *app) psRows(now time.Time, ttl time.Duration, entries []registry.Entry, zs []redis.Z) []psRow {
+	expiry := make(map[string]time.Time, len(zs))
+	for _, z := range zs {
+		if id, ok := z.Member.(string); ok {
+			expiry[id] = time.UnixMilli(int64(z.Score)).UTC()
+		}
+	}
+	rows := make([]psRow, 0, len(entries))
+	for _, e := range entries {
+		r := psRow{Entry: e}
+		if !e.StartedAt.IsZero() {
+			r.UptimeMS = ptr(max(0, now.Sub(e.StartedAt).Milliseconds()))
+		}
+		if exp, ok := expiry[e.Instance]; ok {
+			r.ExpiresAt = &exp
+			r.HeartbeatAgeMS = ptr(max(0, now.Sub(exp.Add(-ttl)).Milliseconds()))
+		}
+		rows = append(rows, r)
+	}
+	return rows
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -94,7 +94,7 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 	stop := context.AfterFunc(ctx, func() { _ = cn.Close() })
 	defer stop()
 
-	reg := registry.New(cn.client)
+	reg := registry.New(cn.client, registry.WithLogger(a.warner()))
 	p := &eventPrinter{w: a.stdout, json: asJSON}
 	// The first read does not block: it resolves "$" to an id at once (so
 	// nothing made after the command started is missed) and reports a Redis
@@ -167,7 +167,8 @@ func digits(s string) bool {
 // eventPrinter writes transitions as fixed-width lines or NDJSON. Lines
 // are written as they come (no tabwriter: a watch never ends), so columns
 // are padded to widths that fit the lifecycle's names; longer values push
-// the rest of their line right.
+// the rest of their line right. Every field is cleaned and cut (cell): the
+// stream is writable by anyone with Redis access; --json has whole values.
 type eventPrinter struct {
 	w    io.Writer
 	json bool
@@ -191,7 +192,7 @@ func (p *eventPrinter) print(ev registry.Event) error {
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(p.w, "%s\n", b)
+		_, err = fmt.Fprintf(p.w, "%s\n", safeJSON(b))
 		return err
 	}
 	ts := "-"
@@ -200,9 +201,9 @@ func (p *eventPrinter) print(ev registry.Event) error {
 	}
 	errText := "-"
 	if ev.Error != "" {
-		errText = fmt.Sprintf("%q", ev.Error)
+		errText = `"` + cut(ev.Error, 4*maxCell) + `"`
 	}
-	_, err := fmt.Fprintf(p.w, watchLine, ts, dash(ev.Service), dash(ev.Instance),
-		dash(ev.From)+" -> "+dash(ev.To), dash(ev.Event), dash(ev.Guard), dash(ev.Phase), errText)
+	_, err := fmt.Fprintf(p.w, watchLine, ts, dash(cell(ev.Service)), dash(cell(ev.Instance)),
+		dash(cell(ev.From))+" -> "+dash(cell(ev.To)), dash(cell(ev.Event)), dash(cell(ev.Guard)), dash(cell(ev.Phase)), errText)
 	return err
 }

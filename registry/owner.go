@@ -1,0 +1,127 @@
+package registry
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrOwnerConflict is wrapped by the error Member.Conflict returns: another
+// process took this instance's entry over, so two processes run with one
+// instance id.
+var ErrOwnerConflict = errors.New("registry: another process owns the entry")
+
+// OwnerConflictError names the two processes that share an instance id: this
+// one, which stopped writing the entry, and the one whose owner token the
+// entry carries.
+type OwnerConflictError struct {
+	Key       string // the entry's key
+	Host      string // this process
+	PID       int
+	OtherHost string // the process that owns the entry, as its entry says
+	OtherPID  int
+}
+
+func (e *OwnerConflictError) Error() string {
+	return fmt.Sprintf("registry: %s is owned by another process (host %q, pid %d), not by this one (host %q, pid %d): "+
+		"two processes run with one instance id; this one stopped writing the entry", e.Key, e.OtherHost, e.OtherPID, e.Host, e.PID)
+}
+
+// Unwrap returns ErrOwnerConflict.
+func (e *OwnerConflictError) Unwrap() error { return ErrOwnerConflict }
+
+// newOwnerToken returns 128 random bits in hex: unique per process.
+func newOwnerToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails on the platforms Go supports
+	return hex.EncodeToString(b[:])
+}
+
+// memberHeartbeatScript refreshes the TTL of an entry (KEYS[1]) and its index
+// score (KEYS[2]) when the entry is still the member's: a JSON object whose
+// owner is ARGV[4]. ARGV: 1 the TTL in ms, 2 the score, 3 the instance id,
+// 4 the owner token. It returns {1, 'entry'} when it refreshed, else {0,
+// what it found}: 'none' (the entry vanished; its index member is removed),
+// 'unparsable', 'other' and the entry's text, the type of an entry key that
+// is not a string, or 'index:' and the type of an index key that is not a
+// sorted set. Nothing is written then: the member rewrites its entry through
+// entryScript, or stops writing it ('other').
+var memberHeartbeatScript = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then
+  if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
+    redis.call('ZREM', KEYS[2], ARGV[3])
+  end
+  return {0, 'none'}
+end
+if t ~= 'string' then
+  return {0, t}
+end
+local v = redis.call('GET', KEYS[1])
+local ok, e = pcall(cjson.decode, v)
+if not (ok and type(e) == 'table') then
+  return {0, 'unparsable'}
+end
+if e['owner'] ~= ARGV[4] then
+  return {0, 'other', v}
+end
+local it = redis.call('TYPE', KEYS[2])['ok']
+if it ~= 'zset' and it ~= 'none' then
+  return {0, 'index:' .. it}
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return {1, 'entry'}
+`)
+
+// memberDeregisterScript deletes an entry (KEYS[1]) and its index member
+// (KEYS[2]) unless the entry is a JSON object whose owner is not ARGV[1]:
+// then it returns {0, <the entry>} and deletes nothing. An entry that is not
+// JSON, or a key of another type, is deleted too: the key is the registry's.
+// ARGV[2] is the instance id.
+var memberDeregisterScript = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'string' then
+  local v = redis.call('GET', KEYS[1])
+  local ok, e = pcall(cjson.decode, v)
+  if ok and type(e) == 'table' and e['owner'] ~= ARGV[1] then
+    return {0, v}
+  end
+end
+if t ~= 'none' then
+  redis.call('DEL', KEYS[1])
+end
+if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return {1}
+`)
+
+// scriptReply splits a script's array reply into its leading integer and its
+// strings.
+func scriptReply(vals []any) (n int64, strs []string) {
+	for i, v := range vals {
+		if i == 0 {
+			n, _ = v.(int64)
+			continue
+		}
+		s, _ := v.(string)
+		strs = append(strs, s)
+	}
+	return n, strs
+}
+
+// ownerOf decodes the host and pid of an entry another process wrote, for
+// the conflict report; what does not decode stays zero.
+func ownerOf(raw string) (host string, pid int) {
+	var e struct {
+		Host string `json:"host"`
+		PID  int    `json:"pid"`
+	}
+	_ = json.Unmarshal([]byte(raw), &e)
+	return e.Host, e.PID
+}
