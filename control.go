@@ -94,6 +94,8 @@ func (in *Instance) setupControl() error {
 	}
 	if in.cfg.controlKey != "" {
 		opts = append(opts, controlops.WithKey([]byte(in.cfg.controlKey)))
+	} else {
+		opts = append(opts, controlops.WithInsecure())
 	}
 	d, err := controlops.New(in.cfg.redis, controlTarget{in}, opts...)
 	if err != nil {
