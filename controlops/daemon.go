@@ -77,17 +77,18 @@ type Daemon struct {
 	mem       *replayMemory // nonces this process accepted (signed mode)
 	memFull   metric.Int64Counter
 
-	mu        sync.Mutex
-	started   bool
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	lastID    string                // last entry handled (or the start position); "" until resolved
-	pending   bool                  // Start saw a restart handed over by the old process
-	checked   bool                  // Start read the pending key (so Running knows whether to look)
-	reader    redis.UniversalClient // blocking reads and the start position
-	ownReader bool                  // reader is ours: Stop closes it
-	running   chan struct{}
-	restarted bool // a restart was accepted: read no further
+	mu          sync.Mutex
+	started     bool
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	lastID      string                // last entry handled (or the start position); "" until resolved
+	pending     bool                  // Start saw a restart handed over by the old process
+	checked     bool                  // Start read the pending key (so Running knows whether to look)
+	reader      redis.UniversalClient // blocking reads and the start position
+	ownReader   bool                  // reader is ours: Stop closes it
+	running     chan struct{}         // closed by Running
+	runningOnce sync.Once
+	restarted   bool // a restart was accepted: read no further
 
 	readUntil     time.Time // when the daemon stopped reading (restart accepted, or Stop)
 	restartIssued time.Time // the accepted restart op's issued_at
@@ -111,7 +112,7 @@ func New(rdb redis.UniversalClient, t Target, opts ...Option) (*Daemon, error) {
 	d := &Daemon{
 		rdb: rdb, t: t, cfg: cfg, tracer: cfg.tp.Tracer(ScopeName),
 		svc: t.Service(), inst: t.Instance(),
-		running: make(chan struct{}, 1),
+		running: make(chan struct{}),
 	}
 	d.log = cfg.log.With("component", "controlops")
 	switch {
@@ -236,12 +237,12 @@ func (d *Daemon) Stop(ctx context.Context) error {
 // Running tells the daemon that its instance reached running. If the old process
 // of this instance handed a restart over, the daemon writes the restart's done
 // result, gives the rolling-restart slot back and deletes the hand-over, in the
-// background. It never blocks; call it after Start.
+// background, and only then reads the entries that came after the restart:
+// the ops sent while the instance restarted run once it can run them, instead
+// of being rejected for the state it is booting in. It never blocks; calls
+// after the first do nothing.
 func (d *Daemon) Running() {
-	select {
-	case d.running <- struct{}{}:
-	default:
-	}
+	d.runningOnce.Do(func() { close(d.running) })
 }
 
 // resolve fixes the start position once.
@@ -314,12 +315,20 @@ func (d *Daemon) loop(ctx context.Context) {
 			continue
 		}
 		d.mu.Lock()
-		after, restarted := d.lastID, d.restarted
+		after, restarted, pending := d.lastID, d.restarted, d.pending
 		d.mu.Unlock()
 		if restarted {
 			// The shutdown that follows stops us; read nothing meanwhile.
 			<-ctx.Done()
 			return
+		}
+		if pending {
+			// Resuming a restart: what was sent meanwhile waits for running.
+			select {
+			case <-d.running:
+			case <-ctx.Done():
+				return
+			}
 		}
 		streams, err := d.reader.XRead(ctx, &redis.XReadArgs{
 			Streams: []string{StreamKey(d.svc), after}, Count: 16, Block: d.cfg.block,

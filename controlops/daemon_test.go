@@ -324,3 +324,42 @@ func TestRollingRestartLetsOnlyMaxUnavailableInstancesGoAtOnce(t *testing.T) {
 		t.Fatalf("new process executed %v: the restart must not run twice", again.Calls())
 	}
 }
+
+func TestResumedRestartRunsTheOpsSentMeanwhileOnceRunning(t *testing.T) {
+	rdb := redistest.Server(t).Client(t)
+	opts := []Option{WithKey(testKey), WithBlock(50 * time.Millisecond)}
+	old := startDaemon(t, rdb, newTarget("svc", "i-1"), opts...)
+	c := NewClient(rdb, testKey)
+	restart, err := c.Send(context.Background(), "svc", OpRestart, "i-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitResults(t, rdb, "svc", 1)
+	pull, err := c.Send(context.Background(), "svc", OpPull, "i-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The next process boots: its daemon starts at phase 8.5, before running,
+	// with the pull already in the stream.
+	next := newTarget("svc", "i-1")
+	next.strict = true
+	next.setState("registering")
+	d := startDaemon(t, rdb, next, append(opts, WithHandOver(old.HandOver()))...)
+	if d.LastID() != restart.StreamID {
+		t.Fatalf("resumes at %s, want the restart entry %s", d.LastID(), restart.StreamID)
+	}
+	next.setState(StateRunning)
+	d.Running()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	final, err := c.Wait(ctx, "svc", pull, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := final["i-1"]; r.Status != StatusDone {
+		t.Fatalf("pull sent during the restart: %s %q, want done once the next process runs", r.Status, r.Reason)
+	}
+}

@@ -98,8 +98,9 @@
 // none came in time). The new process gives the slot back when it reaches
 // running (Daemon.Running), or the slot expires after WithSlotTTL. The new
 // process resumes reading at the restart entry (from the pending hash), so
-// ops sent while it restarted are not lost, and it finishes the restart
-// (writes done) without executing it again.
+// ops sent while it restarted are not lost: it reads them once it is running
+// (Daemon.Running), when it can execute them. It finishes the restart (writes
+// done) without executing it again.
 //
 // Staleness makes the hand-over subtle: the ops sent while the instance
 // restarted, and the restart op itself, were issued before the new process
