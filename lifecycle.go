@@ -20,6 +20,14 @@
 // lifecycle.shutdown root), a metric, a log line, and a status update in the Redis
 // service registry. The registry entry exists from the first transition after Redis
 // answered, so an operator sees an instance stuck mid-boot.
+//
+// Control ops (restart, pull, a service's own; package controlops) are rejected
+// until the instance has a key (SG_CONTROL_KEY, WithControlKeys) or opts in to
+// unsigned ops (SG_CONTROL_INSECURE=true, WithControlInsecure); the registry
+// entry's control field and /healthz say which. A restart op stops the instance
+// through the shutdown states and, by default, execs the process again with the
+// same instance id, handing the control channel's state over in the environment
+// (see MainContext).
 package lifecycle
 
 import (
@@ -210,6 +218,11 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		done:    make(chan struct{}),
 	}
 	in.host, _ = os.Hostname()
+	// The control daemon first: the health server's control:auth check shows
+	// its mode.
+	if err := in.setupControl(); err != nil {
+		return nil, err
+	}
 	if !cfg.healthDisabled {
 		hopts := []health.Option{
 			health.WithAddr(net.JoinHostPort(cfg.healthHost, strconv.Itoa(cfg.healthPort))),
@@ -233,9 +246,6 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 	}
 	if cfg.redis != nil {
 		in.reg = registry.New(cfg.redis, registry.WithTTL(cfg.ttl), registry.WithClock(cfg.clock), registry.WithLogger(in.log))
-	}
-	if err := in.setupControl(); err != nil {
-		return nil, err
 	}
 	mopts := []MachineOption{
 		WithGuard(phases.GuardRedisRequired, func() bool { return in.cfg.redisRequired }),
@@ -774,6 +784,7 @@ func (in *Instance) entryAt(info phases.StateInfo, at time.Time) registry.Entry 
 		UpdatedAt:  at,
 		Degraded:   in.degraded.Load(),
 		HealthAddr: in.HealthAddr(),
+		Control:    in.controlMode(),
 	}
 }
 

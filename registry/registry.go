@@ -129,6 +129,10 @@ type Entry struct {
 	UpdatedAt  time.Time `json:"updated_at"`
 	Degraded   bool      `json:"degraded"`
 	HealthAddr string    `json:"health_addr"`
+	// Control says which control ops the instance accepts: "signed" (only
+	// ops signed with its key), "insecure" (unsigned ops too) or "disabled"
+	// (none); "" when it runs no control-ops daemon.
+	Control string `json:"control"`
 }
 
 // Event is one lifecycle transition, as an entry of the EventsKey stream.
