@@ -162,8 +162,9 @@ func (d *Daemon) LastID() string {
 // restart entry when the old process of this instance handed a restart over
 // (see the package documentation), otherwise the stream's last entry at Start
 // ("0-0" when the stream is empty): every entry added after Start returns is
-// read. When Redis does not answer within ctx, Start still succeeds and the
-// position is resolved once Redis answers. A second Start returns an error.
+// read; after a restart hand-over, from the moment Running is called. When
+// Redis does not answer within ctx, Start still succeeds and the position is
+// resolved once Redis answers. A second Start returns an error.
 func (d *Daemon) Start(ctx context.Context) error {
 	d.mu.Lock()
 	if d.started {
