@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -32,7 +33,38 @@ const (
 	// EnvRestartTraceparent is set by a restarting process for its successor:
 	// the new boot trace is linked to the restart op's trace.
 	EnvRestartTraceparent = "SG_RESTART_TRACEPARENT"
+	// EnvRestartNotBefore is set by a process that restarts with exec for its
+	// successor: the control-ops daemon's not-before time (unix ms), so that
+	// the ops sent while it restarted are not stale (controlops.HandOver).
+	EnvRestartNotBefore = "SG_RESTART_NOT_BEFORE"
+	// EnvRestartNonces goes with EnvRestartNotBefore: the nonces of the ops
+	// the old process handled that the successor must not accept again
+	// (controlops.FormatNonces).
+	EnvRestartNonces = "SG_RESTART_NONCES"
 )
+
+// WithControlKeys sets the keys of the control channel (SG_CONTROL_KEY in
+// Main, which overrides it): the instance executes only ops signed with one
+// of them, and results name the key by its controlops.KeyID. Each key is at
+// least controlops.MinKeyLen bytes (New refuses shorter ones). Without a key,
+// every control op is rejected unless WithControlInsecure(true) is given.
+func WithControlKeys(keys ...[]byte) Option {
+	return optionFunc(func(c *config) {
+		c.controlKeys = nil
+		for _, k := range keys {
+			c.controlKeys = append(c.controlKeys, append([]byte(nil), k...))
+		}
+	})
+}
+
+// WithControlInsecure(true) makes an instance without a control key accept
+// unsigned control ops (SG_CONTROL_INSECURE in Main, which overrides it):
+// anyone who can write to Redis can then restart it. The instance logs a
+// warning at boot and /healthz warns (check control:auth). With a key it has
+// no effect. The demo sets it on its embedded Redis.
+func WithControlInsecure(on bool) Option {
+	return optionFunc(func(c *config) { c.controlInsecure = on })
+}
 
 // OpHandler runs a control op with its JSON arguments (possibly empty). Its
 // context carries the op's trace and ends when the instance shuts down.
@@ -84,6 +116,12 @@ func (in *Instance) setupControl() error {
 			return &ConfigError{Name: "WithOperation name", Value: name, Err: errors.New("want [a-z0-9][a-z0-9._-]*, not restart or pull")}
 		}
 	}
+	for i, k := range in.cfg.controlKeys {
+		if len(k) < controlops.MinKeyLen {
+			return &ConfigError{Name: "WithControlKeys", Value: "(redacted)",
+				Err: fmt.Errorf("key %d of %d is %d bytes: want at least %d", i+1, len(in.cfg.controlKeys), len(k), controlops.MinKeyLen)}
+		}
+	}
 	if in.cfg.redis == nil {
 		return nil
 	}
@@ -92,9 +130,17 @@ func (in *Instance) setupControl() error {
 		controlops.WithLogger(in.log),
 		controlops.WithTracerProvider(in.cfg.tp),
 		controlops.WithCallTimeout(in.cfg.redisTimeout),
+		controlops.WithMeterProvider(in.cfg.mp),
+		controlops.WithKeys(in.cfg.controlKeys...),
+		// Stale: issued before this process started. A process exec'd by a
+		// restart continues from its predecessor's time instead.
+		controlops.WithNotBefore(in.started),
 	}
-	if in.cfg.controlKey != "" {
-		opts = append(opts, controlops.WithKey([]byte(in.cfg.controlKey)))
+	if in.cfg.controlInsecure {
+		opts = append(opts, controlops.WithInsecure())
+	}
+	if h := in.cfg.controlHandOver; h != nil {
+		opts = append(opts, controlops.WithHandOver(*h))
 	}
 	d, err := controlops.New(in.cfg.redis, controlTarget{in}, opts...)
 	if err != nil {
@@ -112,15 +158,37 @@ func validOpName(s string) bool {
 	return strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789._-") == ""
 }
 
-// controlHealthOptions adds the non-required control:auth check: it warns when
-// unsigned control ops are accepted.
+// ControlCheck is the /healthz check that says what the control channel
+// accepts: it warns in insecure mode, and passes, saying so, when ops must be
+// signed or are disabled.
+const ControlCheck = "control:auth"
+
+// controlHealthOptions adds the non-required control:auth check.
 func (in *Instance) controlHealthOptions() []health.Option {
-	if in.cfg.redis == nil || in.cfg.controlKey != "" {
+	if in.control == nil {
 		return nil
 	}
-	return []health.Option{health.WithCheck("control:auth", func(context.Context) error {
-		return errors.New("unsigned control ops accepted (SG_CONTROL_KEY is not set)")
-	})}
+	var note string
+	switch in.control.Mode() {
+	case controlops.ModeInsecure:
+		return []health.Option{health.WithCheck(ControlCheck, func(context.Context) error {
+			return errors.New("unsigned control ops accepted (SG_CONTROL_INSECURE=true): anyone who can write to Redis can restart this instance")
+		})}
+	case controlops.ModeSigned:
+		note = "signed control ops only (key ids " + strings.Join(controlops.KeyIDs(in.cfg.controlKeys), ", ") + ")"
+	default:
+		note = "control ops disabled: every op is rejected (set SG_CONTROL_KEY, or SG_CONTROL_INSECURE=true)"
+	}
+	return []health.Option{health.WithCheck(ControlCheck, func(context.Context) error { return nil }, health.PassOutput(note))}
+}
+
+// controlMode is the registry entry's control field: signed, insecure or
+// disabled ("" without Redis, when there is no entry).
+func (in *Instance) controlMode() string {
+	if in.control == nil {
+		return ""
+	}
+	return string(in.control.Mode())
 }
 
 // controlTransition tells the daemon when the instance reached running, so a
@@ -188,6 +256,8 @@ func (t controlTarget) Do(ctx context.Context, op string, args json.RawMessage) 
 type restartPlan struct {
 	instance    string
 	traceparent string
+	notBefore   string // EnvRestartNotBefore; "" without a control-ops daemon
+	nonces      string // EnvRestartNonces
 	log         *slog.Logger
 }
 
@@ -201,6 +271,11 @@ func (in *Instance) restartPlan(result error) *restartPlan {
 	sc := in.restartSpan
 	in.mu.Unlock()
 	p := &restartPlan{instance: in.cfg.instance, log: in.log}
+	if in.control != nil {
+		h := in.control.HandOver()
+		p.notBefore = strconv.FormatInt(h.NotBefore.UnixMilli(), 10)
+		p.nonces = controlops.FormatNonces(h.Nonces)
+	}
 	if sc.IsValid() {
 		carrier := propagation.MapCarrier{}
 		propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), sc), carrier)
@@ -210,8 +285,9 @@ func (in *Instance) restartPlan(result error) *restartPlan {
 }
 
 // exec replaces the process with a fresh copy of the same executable, with the
-// same arguments and environment, SG_INSTANCE_ID set to the instance id and
-// SG_RESTART_TRACEPARENT to the restart's trace. It returns only on failure.
+// same arguments and environment, SG_INSTANCE_ID set to the instance id,
+// SG_RESTART_TRACEPARENT to the restart's trace, and SG_RESTART_NOT_BEFORE and
+// SG_RESTART_NONCES to the control-ops hand-over. It returns only on failure.
 func (p *restartPlan) exec() error {
 	bin, err := os.Executable()
 	if err != nil {
@@ -219,6 +295,8 @@ func (p *restartPlan) exec() error {
 	}
 	env := replaceEnv(os.Environ(), EnvInstanceID, p.instance)
 	env = replaceEnv(env, EnvRestartTraceparent, p.traceparent)
+	env = replaceEnv(env, EnvRestartNotBefore, p.notBefore)
+	env = replaceEnv(env, EnvRestartNonces, p.nonces)
 	if err := syscall.Exec(bin, os.Args, env); err != nil {
 		return fmt.Errorf("restart: exec %s: %w", bin, err)
 	}
@@ -238,7 +316,8 @@ func replaceEnv(env []string, name, value string) []string {
 	return out
 }
 
-// restartEnv reads SG_RESTART_EXIT_CODE and SG_RESTART_TRACEPARENT into cfg.
+// restartEnv reads SG_RESTART_EXIT_CODE, SG_RESTART_TRACEPARENT and the
+// control-ops hand-over (SG_RESTART_NOT_BEFORE, SG_RESTART_NONCES) into cfg.
 func restartEnv(cfg *config) error {
 	if v := cfg.getenv(EnvRestartExitCode); v != "" {
 		code, err := strconv.Atoi(v)
@@ -254,7 +333,31 @@ func restartEnv(cfg *config) error {
 			cfg.bootLinks = append(cfg.bootLinks, trace.Link{SpanContext: sc})
 		}
 	}
+	nb, nonces := cfg.getenv(EnvRestartNotBefore), cfg.getenv(EnvRestartNonces)
+	if nb == "" {
+		if nonces != "" {
+			return &ConfigError{Name: EnvRestartNonces, Value: shorten(nonces), Err: fmt.Errorf("set without %s (both are set by the library across a restart)", EnvRestartNotBefore)}
+		}
+		return nil
+	}
+	ms, err := strconv.ParseInt(nb, 10, 64)
+	if err != nil || ms <= 0 || ms > 1e14 {
+		return &ConfigError{Name: EnvRestartNotBefore, Value: nb, Err: errors.New("want unix milliseconds (set by the library across a restart)")}
+	}
+	ns, err := controlops.ParseNonces(nonces)
+	if err != nil {
+		return &ConfigError{Name: EnvRestartNonces, Value: shorten(nonces), Err: err}
+	}
+	cfg.controlHandOver = &controlops.HandOver{NotBefore: time.UnixMilli(ms), Nonces: ns}
 	return nil
+}
+
+// shorten cuts a long value for an error message.
+func shorten(v string) string {
+	if len(v) > 64 {
+		return v[:64] + "..."
+	}
+	return v
 }
 
 func (in *Instance) restartSpanContext() trace.SpanContext {

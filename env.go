@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/internal/redisurl"
 )
 
@@ -57,7 +58,11 @@ type Env struct {
 	HealthHostSet    bool
 	ServiceName      string
 	InstanceID       string
-	ControlKey       string
+	// ControlKeys are SG_CONTROL_KEY's keys (controlops.ParseKeys): the first
+	// signs, all verify.
+	ControlKeys        [][]byte
+	ControlInsecure    bool
+	ControlInsecureSet bool
 }
 
 // Environment variable names (DESIGN.md, "Environment"). SG_HEALTH_HOST is this
@@ -74,6 +79,8 @@ const (
 	EnvServiceName   = "SG_SERVICE_NAME"
 	EnvInstanceID    = "SG_INSTANCE_ID"
 	EnvControlKey    = "SG_CONTROL_KEY"
+	// EnvControlInsecure=true accepts unsigned control ops when no key is set.
+	EnvControlInsecure = "SG_CONTROL_INSECURE"
 )
 
 // MinServiceTTL is the smallest accepted registry TTL: below it the heartbeat
@@ -152,10 +159,16 @@ func ParseEnv(getenv func(string) string) (Env, error) {
 		env.InstanceID = v
 	}
 	if v := getenv(EnvControlKey); v != "" {
-		if len(v) < 16 {
-			return Env{}, env.close(&ConfigError{Name: EnvControlKey, Value: "(redacted)", Err: errors.New("want at least 16 bytes")})
+		if env.ControlKeys, err = controlops.ParseKeys(v); err != nil {
+			// Never the value: it is a secret, even when it failed to parse.
+			return Env{}, env.close(&ConfigError{Name: EnvControlKey, Value: "(redacted)", Err: err})
 		}
-		env.ControlKey = v
+	}
+	if v := getenv(EnvControlInsecure); v != "" {
+		if env.ControlInsecure, err = strconv.ParseBool(v); err != nil {
+			return Env{}, env.close(&ConfigError{Name: EnvControlInsecure, Value: v, Err: errors.New("want true or false")})
+		}
+		env.ControlInsecureSet = true
 	}
 	return env, nil
 }

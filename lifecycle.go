@@ -50,6 +50,14 @@
 // a *PhaseTimeoutError naming the phase, its budget and the time spent, and
 // unwinds through the shutdown steps whose work started. The abandoned
 // goroutine is the user's: the library cannot stop it.
+//
+// Control ops (restart, pull, a service's own; package controlops) are rejected
+// until the instance has a key (SG_CONTROL_KEY, WithControlKeys) or opts in to
+// unsigned ops (SG_CONTROL_INSECURE=true, WithControlInsecure); the registry
+// entry's control field and /healthz say which. A restart op stops the instance
+// through the shutdown states and, by default, execs the process again with the
+// same instance id, handing the control channel's state over in the environment
+// (see MainContext).
 package lifecycle
 
 import (
@@ -274,6 +282,11 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 				"redis", in.redisAddr, "redis_timeout", cfg.redisTimeout)
 		}
 	}
+	// The control daemon first: the health server's control:auth check shows
+	// its mode.
+	if err := in.setupControl(); err != nil {
+		return nil, err
+	}
 	if !cfg.healthDisabled {
 		hopts := []health.Option{
 			health.WithAddr(net.JoinHostPort(cfg.healthHost, strconv.Itoa(cfg.healthPort))),
@@ -302,9 +315,6 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 			// Retried at least every second, so an instance registers within
 			// about a second of Redis answering again.
 			registry.WithRetryBackoff(100*time.Millisecond, time.Second))
-	}
-	if err := in.setupControl(); err != nil {
-		return nil, err
 	}
 	mopts := []MachineOption{
 		WithGuard(phases.GuardRedisRequired, func() bool { return in.cfg.redisRequired }),
@@ -1045,6 +1055,7 @@ func (in *Instance) entryAt(info phases.StateInfo, at time.Time) registry.Entry 
 		UpdatedAt:  at,
 		Degraded:   in.degraded.Load(),
 		HealthAddr: in.HealthAddr(),
+		Control:    in.controlMode(),
 	}
 }
 

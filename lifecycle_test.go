@@ -667,6 +667,9 @@ func TestBadEnvironmentExitsTwoNamingTheVariableAndTouchesNoRedis(t *testing.T) 
 		{"SG_SERVICE_NAME", "Bad{Name}"},
 		{"SG_INSTANCE_ID", "a:b"},
 		{"SG_CONTROL_KEY", "short"},
+		{"SG_CONTROL_KEY", "a-good-key-of-24-bytes!!,short"},
+		{"SG_CONTROL_KEY", "a-good-key-of-24-bytes!!,"},
+		{"SG_CONTROL_INSECURE", "maybe"},
 		{"SG_RESTART_EXIT_CODE", "soon"},
 		{"SG_RESTART_EXIT_CODE", "1"},
 	} {
@@ -684,6 +687,9 @@ func TestBadEnvironmentExitsTwoNamingTheVariableAndTouchesNoRedis(t *testing.T) 
 			}
 			if out := stderr.String(); !strings.Contains(out, tc.name) || !strings.Contains(out, shown) {
 				t.Errorf("message does not name %s and %q:\n%s", tc.name, shown, out)
+			}
+			if out := stderr.String(); tc.name == "SG_CONTROL_KEY" && (strings.Contains(out, "short") || strings.Contains(out, "good-key")) {
+				t.Errorf("message shows the key:\n%s", out)
 			}
 			if n := mr.TotalConnectionCount(); n != 0 {
 				t.Errorf("%d connections reached Redis", n)

@@ -51,8 +51,13 @@ func Main(svc Service, opts ...Option) {
 // either returns the restart exit code (WithRestartExit or SG_RESTART_EXIT_CODE,
 // e.g. ExitRestart) or, by default, replaces the process with exec: the same
 // executable, arguments and environment, with SG_INSTANCE_ID set to the
-// instance id and SG_RESTART_TRACEPARENT to the op's trace. Then it does not
-// return, unless exec fails (ExitFailed). Everything MainContext set up
+// instance id, SG_RESTART_TRACEPARENT to the op's trace, and
+// SG_RESTART_NOT_BEFORE and SG_RESTART_NONCES to the control-ops daemon's
+// hand-over (controlops.HandOver). Then it does not return, unless exec fails
+// (ExitFailed). With the hand-over the new process executes the ops sent while
+// the instance restarted, and none that the old one handled, whatever happened
+// to Redis. After an exit for a supervisor the next process has none: ops
+// issued more than the skew (5s) before it started are rejected as stale. Everything MainContext set up
 // (OpenTelemetry, the Redis client, signal handling) is released before the
 // exec; the caller's own deferred functions are not run.
 func MainContext(ctx context.Context, svc Service, opts ...Option) int {
@@ -172,8 +177,11 @@ func (e Env) applyTo(cfg *config) {
 	if e.InstanceID != "" {
 		cfg.instance = e.InstanceID
 	}
-	if e.ControlKey != "" {
-		cfg.controlKey = e.ControlKey
+	if len(e.ControlKeys) > 0 {
+		cfg.controlKeys = e.ControlKeys
+	}
+	if e.ControlInsecureSet {
+		cfg.controlInsecure = e.ControlInsecure
 	}
 }
 

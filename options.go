@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/phases"
 )
@@ -72,7 +73,9 @@ type config struct {
 	bootLinks       []trace.Link
 	extras          []Extra
 	healthOpts      []health.Option
-	controlKey      string
+	controlKeys     [][]byte             // control.go
+	controlInsecure bool                 // control.go
+	controlHandOver *controlops.HandOver // control.go: from the process that exec'd this one
 	pullHandler     OpHandler            // control.go
 	ops             map[string]OpHandler // control.go
 	restartExit     int                  // 0: a restart execs the process again

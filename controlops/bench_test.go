@@ -39,7 +39,7 @@ func BenchmarkOpToResult(b *testing.B) {
 			instances := make([]string, n)
 			for i := range instances {
 				instances[i] = fmt.Sprintf("i-%d", i)
-				startDaemon(b, rdb, newTarget(svc, instances[i]))
+				startDaemon(b, rdb, newTarget(svc, instances[i]), WithKey(testKey))
 			}
 			c := NewClient(rdb, testKey)
 			lat := make([]time.Duration, 0, b.N)

@@ -32,6 +32,7 @@ const (
 	AttrInstance = attribute.Key("controlops.instance")
 	AttrStatus   = attribute.Key("controlops.status")
 	AttrReason   = attribute.Key("controlops.reason")
+	AttrKeyID    = attribute.Key("controlops.key_id")
 )
 
 // RestartArgs are the arguments of a restart op.
@@ -50,9 +51,10 @@ type Client struct {
 	tracer trace.Tracer
 }
 
-// NewClient returns a client that sends ops through rdb, signed with key (from
-// SG_CONTROL_KEY; nil or empty sends them unsigned). Options that apply:
-// WithTTL, WithClock, WithTracerProvider, WithStreamMaxLen, WithLogger.
+// NewClient returns a client that sends ops through rdb, signed with key (the
+// first key of SG_CONTROL_KEY; nil or empty sends them unsigned, which only
+// instances in insecure mode accept). Options that apply: WithTTL, WithClock,
+// WithTracerProvider, WithStreamMaxLen, WithLogger.
 func NewClient(rdb redis.UniversalClient, key []byte, opts ...Option) *Client {
 	cfg := newConfig(append(append([]Option{}, opts...), WithKey(key)))
 	return &Client{rdb: rdb, cfg: cfg, tracer: cfg.tp.Tracer(ScopeName)}
@@ -64,7 +66,7 @@ var ErrInvalidRequest = errors.New("controlops: invalid request")
 
 // Send writes one op to service's stream sg:control:{<service>} and returns it,
 // with StreamID set. It sets a random id and nonce, issued_at from the clock,
-// ttl_ms (WithTTL, default 30s; opts may override it for this op), the
+// ttl_ms (WithTTL, default 30s, at most MaxTTL; opts may override it for this op), the
 // traceparent of a controlops.send span started as a child of ctx's span, and
 // sig when the client has a key. target is "*" or an instance id. args is
 // marshalled to JSON (nil sends no args; a json.RawMessage is sent as is).
@@ -104,8 +106,8 @@ func (c *Client) Send(ctx context.Context, service, op, target string, args any,
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
 	o.Traceparent = carrier.Get("traceparent")
-	if len(c.cfg.key) > 0 {
-		o = Sign(c.cfg.key, service, o)
+	if len(c.cfg.keys) > 0 {
+		o = Sign(c.cfg.keys[0], service, o)
 	}
 	// The daemon parses with the same rules: refuse here what it would reject.
 	if _, err := Parse(o.Values()); err != nil {

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -39,6 +41,26 @@ type Target interface {
 // StateRunning is the state in which a restart may begin.
 const StateRunning = "running"
 
+// Mode is what a Daemon accepts. The registry entry's control field and sgctl
+// ps show it.
+type Mode string
+
+// Modes.
+const (
+	// ModeSigned: a key is set (WithKeys); only ops signed with one of the
+	// keys are executed.
+	ModeSigned Mode = "signed"
+	// ModeInsecure: no key and WithInsecure: unsigned ops are executed.
+	ModeInsecure Mode = "insecure"
+	// ModeDisabled: no key and no opt-in, the default: every op is rejected
+	// (ErrDisabled), and the reason says how to enable them.
+	ModeDisabled Mode = "disabled"
+)
+
+// MetricReplayMemoryFull counts the ops a Daemon rejected because its replay
+// memory was full (ErrReplayMemoryFull).
+const MetricReplayMemoryFull = "controlops.replay_memory.full"
+
 // Daemon is the instance side of the control channel. It fits lifecycle.Extra:
 // Start at phase 8.5, Stop first at shutdown (S1).
 type Daemon struct {
@@ -49,24 +71,35 @@ type Daemon struct {
 	log    *slog.Logger
 	svc    string
 	inst   string
+	mode   Mode
 
-	mu        sync.Mutex
-	started   bool
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	lastID    string                // last entry handled (or the start position); "" until resolved
-	pending   bool                  // Start saw a restart handed over by the old process
-	checked   bool                  // Start read the pending key (so Running knows whether to look)
-	reader    redis.UniversalClient // blocking reads and the start position
-	ownReader bool                  // reader is ours: Stop closes it
-	running   chan struct{}
-	restarted bool // a restart was accepted: read no further
+	notBefore time.Time     // ops issued before it, beyond the skew, are stale
+	mem       *replayMemory // nonces this process accepted (signed mode)
+	memFull   metric.Int64Counter
+
+	mu          sync.Mutex
+	started     bool
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	lastID      string                // last entry handled (or the start position); "" until resolved
+	pending     bool                  // Start saw a restart handed over by the old process
+	checked     bool                  // Start read the pending key (so Running knows whether to look)
+	reader      redis.UniversalClient // blocking reads and the start position
+	ownReader   bool                  // reader is ours: Stop closes it
+	running     chan struct{}         // closed by Running
+	runningOnce sync.Once
+	restarted   bool // a restart was accepted: read no further
+
+	readUntil     time.Time // when the daemon stopped reading (restart accepted, or Stop)
+	restartIssued time.Time // the accepted restart op's issued_at
 }
 
 // New returns a Daemon for target reading through rdb. Options that apply:
-// WithKey, WithMaxSkew, WithClock, WithLogger, WithTracerProvider, WithBlock,
-// WithBackoff, WithResultsMaxLen, WithSlotTTL, WithSlotWait,
-// WithHandlerTimeout. It touches no network.
+// WithKeys (WithKey), WithInsecure, WithNotBefore, WithHandOver,
+// WithReplayMemory, WithMaxSkew, WithClock, WithLogger, WithTracerProvider,
+// WithMeterProvider, WithBlock, WithBackoff, WithResultsMaxLen, WithSlotTTL,
+// WithSlotWait, WithHandlerTimeout. Its not-before time defaults to now (on
+// the clock). It touches no network.
 func New(rdb redis.UniversalClient, t Target, opts ...Option) (*Daemon, error) {
 	if rdb == nil {
 		return nil, errors.New("controlops: New: nil redis client")
@@ -79,14 +112,43 @@ func New(rdb redis.UniversalClient, t Target, opts ...Option) (*Daemon, error) {
 	d := &Daemon{
 		rdb: rdb, t: t, cfg: cfg, tracer: cfg.tp.Tracer(ScopeName),
 		svc: t.Service(), inst: t.Instance(),
-		running: make(chan struct{}, 1),
+		running: make(chan struct{}),
 	}
 	d.log = cfg.log.With("component", "controlops")
+	switch {
+	case len(cfg.keys) > 0:
+		d.mode = ModeSigned
+	case cfg.insecure:
+		d.mode = ModeInsecure
+	default:
+		d.mode = ModeDisabled
+	}
+	now := cfg.clock.Now()
+	d.notBefore = cfg.notBefore
+	if d.notBefore.IsZero() {
+		d.notBefore = now
+	}
+	d.mem = newReplayMemory(cfg.replayMemory)
+	d.mem.seed(cfg.handed, now)
+	var err error
+	d.memFull, err = cfg.mp.Meter(ScopeName).Int64Counter(MetricReplayMemoryFull,
+		metric.WithDescription("Control ops rejected because the replay memory was full."),
+		metric.WithUnit("{op}"))
+	if err != nil {
+		return nil, fmt.Errorf("controlops: New: %w", err)
+	}
 	return d, nil
 }
 
+// Mode returns what the daemon accepts: signed, insecure or disabled.
+func (d *Daemon) Mode() Mode { return d.mode }
+
 // Signed reports whether the daemon requires signed entries (it has a key).
-func (d *Daemon) Signed() bool { return len(d.cfg.key) > 0 }
+func (d *Daemon) Signed() bool { return d.mode == ModeSigned }
+
+// NotBefore returns the daemon's not-before time: ops issued before it, by
+// more than the skew, are rejected as stale.
+func (d *Daemon) NotBefore() time.Time { return d.notBefore }
 
 // LastID returns the stream ID of the last entry handled, or the start
 // position; "" before it is known.
@@ -100,8 +162,9 @@ func (d *Daemon) LastID() string {
 // restart entry when the old process of this instance handed a restart over
 // (see the package documentation), otherwise the stream's last entry at Start
 // ("0-0" when the stream is empty): every entry added after Start returns is
-// read. When Redis does not answer within ctx, Start still succeeds and the
-// position is resolved once Redis answers. A second Start returns an error.
+// read; after a restart hand-over, from the moment Running is called. When
+// Redis does not answer within ctx, Start still succeeds and the position is
+// resolved once Redis answers. A second Start returns an error.
 func (d *Daemon) Start(ctx context.Context) error {
 	d.mu.Lock()
 	if d.started {
@@ -115,8 +178,17 @@ func (d *Daemon) Start(ctx context.Context) error {
 	if err := d.resolve(ctx); err != nil {
 		d.log.Warn("control stream position not resolved yet; retrying in the background", "error", err)
 	}
-	if !d.Signed() {
-		d.log.Warn("SG_CONTROL_KEY is not set: unsigned control ops are accepted", "stream", StreamKey(d.svc))
+	switch d.mode {
+	case ModeSigned:
+		if d.cfg.insecure {
+			d.log.Warn("SG_CONTROL_INSECURE=true is ignored: a key is set, so control ops must be signed")
+		}
+	case ModeInsecure:
+		d.log.Warn("SG_CONTROL_INSECURE=true: unsigned control ops are accepted; anyone who can write to Redis can restart or pull this instance",
+			"stream", StreamKey(d.svc))
+	case ModeDisabled:
+		d.log.Info("control ops are disabled (no SG_CONTROL_KEY): every op is rejected; set SG_CONTROL_KEY, or SG_CONTROL_INSECURE=true to accept unsigned ops",
+			"stream", StreamKey(d.svc))
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.mu.Lock()
@@ -125,7 +197,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 	d.wg.Add(2)
 	go func() { defer d.wg.Done(); d.loop(runCtx) }()
 	go func() { defer d.wg.Done(); d.finisher(runCtx) }()
-	d.log.Info("control-ops daemon started", "stream", StreamKey(d.svc), "from", d.LastID(), "signed", d.Signed())
+	d.log.Info("control-ops daemon started", "stream", StreamKey(d.svc), "from", d.LastID(), "control", string(d.mode),
+		"key_ids", strings.Join(KeyIDs(d.cfg.keys), ","), "not_before", d.notBefore.UTC().Format(time.RFC3339Nano))
 	return nil
 }
 
@@ -139,6 +212,9 @@ func (d *Daemon) Stop(ctx context.Context) error {
 	d.mu.Lock()
 	cancel := d.cancel
 	d.cancel = nil
+	if cancel != nil && d.readUntil.IsZero() {
+		d.readUntil = d.cfg.clock.Now()
+	}
 	d.mu.Unlock()
 	if cancel == nil {
 		return nil
@@ -162,12 +238,12 @@ func (d *Daemon) Stop(ctx context.Context) error {
 // Running tells the daemon that its instance reached running. If the old process
 // of this instance handed a restart over, the daemon writes the restart's done
 // result, gives the rolling-restart slot back and deletes the hand-over, in the
-// background. It never blocks; call it after Start.
+// background, and only then reads the entries that came after the restart:
+// the ops sent while the instance restarted run once it can run them, instead
+// of being rejected for the state it is booting in. It never blocks; calls
+// after the first do nothing.
 func (d *Daemon) Running() {
-	select {
-	case d.running <- struct{}{}:
-	default:
-	}
+	d.runningOnce.Do(func() { close(d.running) })
 }
 
 // resolve fixes the start position once.
@@ -245,12 +321,20 @@ func (d *Daemon) loop(ctx context.Context) {
 			continue
 		}
 		d.mu.Lock()
-		after, restarted := d.lastID, d.restarted
+		after, restarted, pending := d.lastID, d.restarted, d.pending
 		d.mu.Unlock()
 		if restarted {
 			// The shutdown that follows stops us; read nothing meanwhile.
 			<-ctx.Done()
 			return
+		}
+		if pending {
+			// Resuming a restart: what was sent meanwhile waits for running.
+			select {
+			case <-d.running:
+			case <-ctx.Done():
+				return
+			}
 		}
 		streams, err := d.reader.XRead(ctx, &redis.XReadArgs{
 			Streams: []string{StreamKey(d.svc), after}, Count: 16, Block: d.cfg.block,
@@ -341,53 +425,88 @@ func (d *Daemon) handle(ctx context.Context, m redis.XMessage) error {
 	defer span.End()
 
 	res := Result{OpID: op.ID, Op: op.Name, Entry: m.ID, Instance: d.inst}
-	status, reason, err := d.decide(ctx, op, perr)
+	status, reason, keyID, err := d.decide(ctx, op, perr)
 	if errors.Is(err, errRetry) {
 		span.SetStatus(codes.Error, err.Error())
 		return err
 	}
-	res.Status, res.Reason = status, reason
+	res.Status, res.Reason, res.KeyID = status, reason, keyID
 	span.SetAttributes(AttrStatus.String(string(status)))
 	if reason != "" {
 		span.SetAttributes(AttrReason.String(reason))
+	}
+	if keyID != "" {
+		span.SetAttributes(AttrKeyID.String(keyID))
 	}
 	if status == StatusFailed || status == StatusRejected {
 		span.SetStatus(codes.Error, reason)
 	}
 	if status != StatusIgnored {
-		d.log.Info("control op", "op", op.Name, "op_id", op.ID, "entry", m.ID, "status", string(status), "reason", reason)
+		d.log.Info("control op", "op", op.Name, "op_id", op.ID, "entry", m.ID, "status", string(status), "reason", reason, "key_id", keyID)
 	}
 	return d.writeResult(ctx, res)
 }
 
-// decide runs the checks and the op; it returns the final status.
-func (d *Daemon) decide(ctx context.Context, op Op, perr error) (Status, string, error) {
+// decide runs the checks and the op; it returns the final status and the id
+// of the key that verified the op ("" when it was not verified).
+func (d *Daemon) decide(ctx context.Context, op Op, perr error) (Status, string, string, error) {
 	if perr != nil {
-		return StatusRejected, perr.Error(), nil
+		return StatusRejected, perr.Error(), "", nil
 	}
 	if !op.Addressed(d.inst) {
-		return StatusIgnored, "addressed to " + op.Target, nil
+		return StatusIgnored, "addressed to " + op.Target, "", nil
 	}
-	if err := op.Fresh(d.cfg.clock.Now(), d.cfg.skew); err != nil {
-		return StatusRejected, err.Error(), nil
+	keyID, err := d.admit(op, d.cfg.clock.Now())
+	if err != nil {
+		return StatusRejected, err.Error(), keyID, nil
 	}
 	if d.Signed() {
-		if err := Verify(d.cfg.key, d.svc, op); err != nil {
-			return StatusRejected, err.Error(), nil
-		}
 		if err := d.claimNonce(ctx, op); err != nil {
 			if errors.Is(err, ErrReplayed) {
-				return StatusRejected, err.Error(), nil
+				return StatusRejected, err.Error(), keyID, nil
 			}
-			return "", "", err
+			return "", "", "", err
 		}
 	}
 	if op.Name == OpRestart {
-		return d.restart(ctx, op)
+		status, reason, err := d.restart(ctx, op, keyID)
+		return status, reason, keyID, err
 	}
 	hctx, cancel := context.WithTimeout(ctx, d.cfg.handlerTimeout)
 	defer cancel()
-	return outcome(d.do(hctx, op.Name, op.Args))
+	status, reason, err := outcome(d.do(hctx, op.Name, op.Args))
+	return status, reason, keyID, err
+}
+
+// admit runs the checks that need no Redis on an op addressed to this
+// instance, in this order: the mode (disabled rejects all), the window
+// (Fresh), the not-before time (Stale), then, with keys, the signature
+// (VerifyAny) and the replay memory. It returns the id of the key that
+// verified op, and an error when op must be rejected. A signed op that passes
+// is remembered until its window closes, whatever happens to it next.
+func (d *Daemon) admit(op Op, now time.Time) (string, error) {
+	if d.mode == ModeDisabled {
+		return "", ErrDisabled
+	}
+	if err := op.Fresh(now, d.cfg.skew); err != nil {
+		return "", err
+	}
+	if err := op.Stale(d.notBefore, d.cfg.skew); err != nil {
+		return "", err
+	}
+	if d.mode != ModeSigned {
+		return "", nil
+	}
+	keyID, err := VerifyAny(d.cfg.keys, d.svc, op)
+	if err != nil {
+		return "", err
+	}
+	err = d.mem.claim(op.Nonce, op.StreamID, op.IssuedAt, op.IssuedAt.Add(op.TTL+d.cfg.skew), now)
+	if errors.Is(err, ErrReplayMemoryFull) {
+		d.memFull.Add(context.Background(), 1)
+		d.log.Warn("replay memory full: control op rejected", "op_id", op.ID, "error", err)
+	}
+	return keyID, err
 }
 
 // do calls Target.Do, turning a panic into an error.

@@ -63,7 +63,7 @@ func TestMalformedEntriesAreRejectedAndReadingGoesOn(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	target := newTarget("svc", "i-1")
-	startDaemon(t, rdb, target, WithBlock(50*time.Millisecond))
+	startDaemon(t, rdb, target, WithInsecure(), WithBlock(50*time.Millisecond))
 
 	xadd(t, rdb, "svc", map[string]any{"id": "x1", "op": "pull"}) // fields missing
 	v := newOp(OpPull, "*", "nonce-args001", time.Now()).Values()
@@ -97,7 +97,7 @@ func TestOpInvalidInStateIsRejectedAndAFailingOneFails(t *testing.T) {
 	target := newTarget("svc", "i-1")
 	target.fail[OpPull] = errors.New("settings unreadable")
 	target.fail["echo"] = ErrInvalidState
-	startDaemon(t, rdb, target, WithBlock(50*time.Millisecond))
+	startDaemon(t, rdb, target, WithInsecure(), WithBlock(50*time.Millisecond))
 	xadd(t, rdb, "svc", newOp(OpPull, "*", "nonce-pull001", time.Now()).Values())
 	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-echo001", time.Now()).Values())
 	rs := waitResults(t, rdb, "svc", 2)
@@ -113,7 +113,7 @@ func TestEntriesSentAfterARedisRestartAreHandledExactlyOnce(t *testing.T) {
 	srv := redistest.Server(t)
 	rdb := srv.Client(t)
 	target := newTarget("svc", "i-1")
-	d := startDaemon(t, rdb, target)
+	d := startDaemon(t, rdb, target, WithInsecure())
 	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-before1", time.Now()).Values())
 	waitResults(t, rdb, "svc", 1)
 
@@ -169,7 +169,7 @@ func TestStartPositionExcludesOldEntriesAndKeepsNewOnes(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-old0001", time.Now()).Values())
 	target := newTarget("svc", "i-1")
-	startDaemon(t, rdb, target, WithBlock(50*time.Millisecond))
+	startDaemon(t, rdb, target, WithInsecure(), WithBlock(50*time.Millisecond))
 	xadd(t, rdb, "svc", newOp("echo", "*", "nonce-new0001", time.Now()).Values())
 	rs := waitResults(t, rdb, "svc", 1)
 	if len(rs) != 1 || rs[0].OpID != "op-nonce-new0001" {
@@ -207,7 +207,7 @@ func TestBackoffUsesTheInjectedClock(t *testing.T) {
 func TestClientWaitReportsEachInstancesResult(t *testing.T) {
 	rdb := redistest.Server(t).Client(t)
 	for _, id := range []string{"a", "b", "c"} {
-		startDaemon(t, rdb, newTarget("svc", id))
+		startDaemon(t, rdb, newTarget("svc", id), WithKey(testKey))
 	}
 	c := NewClient(rdb, testKey)
 	op, err := c.Send(context.Background(), "svc", "echo", "b", nil)
@@ -228,6 +228,9 @@ func TestClientWaitReportsEachInstancesResult(t *testing.T) {
 	}
 	if final["b"].Status != StatusDone || final["a"].Status != StatusIgnored || final["c"].Status != StatusIgnored {
 		t.Fatalf("final results %+v", final)
+	}
+	if final["b"].KeyID != KeyID(testKey) {
+		t.Errorf("done result names key %q, want %q", final["b"].KeyID, KeyID(testKey))
 	}
 	if len(seen) != 3 {
 		t.Fatalf("fn saw %v", seen)
@@ -264,10 +267,9 @@ func TestClientSendRefusesWhatTheDaemonWouldReject(t *testing.T) {
 func TestRollingRestartLetsOnlyMaxUnavailableInstancesGoAtOnce(t *testing.T) {
 	rdb := redistest.Server(t).Client(t)
 	a, b := newTarget("svc", "a"), newTarget("svc", "b")
-	opts := []Option{WithSlotWait(300*time.Millisecond, 10*time.Millisecond)}
-	startDaemon(t, rdb, a, opts...)
-	startDaemon(t, rdb, b, opts...)
-	c := NewClient(rdb, nil)
+	opts := []Option{WithKey(testKey), WithSlotWait(300*time.Millisecond, 10*time.Millisecond)}
+	daemons := map[string]*Daemon{"a": startDaemon(t, rdb, a, opts...), "b": startDaemon(t, rdb, b, opts...)}
+	c := NewClient(rdb, testKey)
 	op, err := c.Send(context.Background(), "svc", OpRestart, TargetAll, RestartArgs{MaxUnavailable: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -296,8 +298,12 @@ func TestRollingRestartLetsOnlyMaxUnavailableInstancesGoAtOnce(t *testing.T) {
 
 	// The restarted instance's new process: resumes at the restart entry,
 	// reaches running, reports done and gives the slot back.
+	old := daemons[accepted[0]]
+	if err := old.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	again := newTarget("svc", accepted[0])
-	d := startDaemon(t, rdb, again, opts...)
+	d := startDaemon(t, rdb, again, append(opts, WithHandOver(old.HandOver()))...)
 	if d.LastID() != op.StreamID {
 		t.Errorf("new process starts at %s, want the restart entry %s", d.LastID(), op.StreamID)
 	}
@@ -316,5 +322,44 @@ func TestRollingRestartLetsOnlyMaxUnavailableInstancesGoAtOnce(t *testing.T) {
 	}
 	if len(again.Calls()) != 0 {
 		t.Fatalf("new process executed %v: the restart must not run twice", again.Calls())
+	}
+}
+
+func TestResumedRestartRunsTheOpsSentMeanwhileOnceRunning(t *testing.T) {
+	rdb := redistest.Server(t).Client(t)
+	opts := []Option{WithKey(testKey), WithBlock(50 * time.Millisecond)}
+	old := startDaemon(t, rdb, newTarget("svc", "i-1"), opts...)
+	c := NewClient(rdb, testKey)
+	restart, err := c.Send(context.Background(), "svc", OpRestart, "i-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitResults(t, rdb, "svc", 1)
+	pull, err := c.Send(context.Background(), "svc", OpPull, "i-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The next process boots: its daemon starts at phase 8.5, before running,
+	// with the pull already in the stream.
+	next := newTarget("svc", "i-1")
+	next.strict = true
+	next.setState("registering")
+	d := startDaemon(t, rdb, next, append(opts, WithHandOver(old.HandOver()))...)
+	if d.LastID() != restart.StreamID {
+		t.Fatalf("resumes at %s, want the restart entry %s", d.LastID(), restart.StreamID)
+	}
+	next.setState(StateRunning)
+	d.Running()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	final, err := c.Wait(ctx, "svc", pull, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := final["i-1"]; r.Status != StatusDone {
+		t.Fatalf("pull sent during the restart: %s %q, want done once the next process runs", r.Status, r.Reason)
 	}
 }

@@ -17,14 +17,32 @@
 // # Entries
 //
 // An op entry has the fields id, op, target ("*" or an instance id), args
-// (JSON, may be empty), issued_at (unix ms), ttl_ms, nonce, traceparent (W3C,
-// may be empty) and sig: hex HMAC-SHA256, under the key in SG_CONTROL_KEY, of
-// Op.Canonical (the other fields plus the service name, length-prefixed, in a
-// fixed order). Parse, Sign, Verify and Op.Fresh are pure functions.
+// (JSON, may be empty), issued_at (unix ms), ttl_ms (at most 5 minutes,
+// MaxTTL), nonce, traceparent (W3C, may be empty) and sig: hex HMAC-SHA256,
+// under the first key of SG_CONTROL_KEY, of Op.Canonical (the other fields
+// plus the service name, length-prefixed, in a fixed order). Parse, Sign,
+// Verify, VerifyAny, Op.Fresh and Op.Stale are pure functions.
 //
 // A result entry has op_id, op, entry (the op's stream ID), instance, status,
-// reason, at (unix ms), state (the instance's state when writing), pid and
-// trace_id.
+// reason, at (unix ms), state (the instance's state when writing), pid,
+// trace_id and key_id: the KeyID of the key that verified the op (the first
+// 8 hex digits of its SHA-256, never the key), empty when none did.
+//
+// # Modes
+//
+// A Daemon is in one of three modes (Mode), which the lifecycle writes in the
+// instance's registry entry (control) and sgctl ps shows:
+//
+//   - signed: keys are set (WithKeys; SG_CONTROL_KEY, comma-separated). Only
+//     ops signed with one of them are executed. The first key signs (Client),
+//     every key verifies: rotate by deploying "new,old" to the services,
+//     then moving the operators to "new", then dropping "old".
+//   - insecure: no key, and WithInsecure (SG_CONTROL_INSECURE=true). Unsigned
+//     ops are executed; the lifecycle warns at boot and in /healthz (check
+//     control:auth). The demo on its embedded Redis runs so.
+//   - disabled: no key, no opt-in. The default: the daemon runs and answers
+//     every op addressed to its instance with rejected, and a reason that
+//     says how to enable ops.
 //
 // # What a Daemon does with each entry
 //
@@ -35,14 +53,41 @@
 //
 //  1. malformed (missing field, bad format, absurd size): rejected.
 //  2. addressed to another instance: ignored. Nothing else is checked.
-//  3. with a key: unsigned or badly signed, outside [issued_at - skew,
-//     issued_at + ttl_ms + skew] (skew 5s by default), or with a nonce this
-//     instance already claimed: rejected, never executed.
-//  4. otherwise the op runs through Target.Do, under a controlops.handle span
+//  3. control ops disabled: rejected (ErrDisabled).
+//  4. outside its window [issued_at - skew, issued_at + ttl_ms + skew] (skew
+//     5s by default): rejected as expired. Issued before the daemon's
+//     not-before time by more than the skew: rejected as stale (see below).
+//  5. signed mode: unsigned, or signed with no listed key, rejected. Then the
+//     nonce: rejected when this process already used it (replay memory),
+//     when the memory is full, or when this instance claimed it in Redis
+//     for another entry.
+//  6. otherwise the op runs through Target.Do, under a controlops.handle span
 //     that is a child of the entry's traceparent: done when it returns nil,
 //     rejected when it returns ErrUnknownOp or ErrInvalidState (the op is
 //     not valid in the current state: reported at once, never queued), failed
 //     on any other error.
+//
+// # Replay protection
+//
+// A nonce is accepted once per instance. Each signed op that passes steps 3
+// to 5 is remembered by the process, whatever happens next (executed,
+// failed or rejected by the target), until its window closes, and claimed in
+// Redis (sg:control:nonce:...) for the same time. The process's memory is what
+// protects: FLUSHALL, a Redis restart or a DEL of the claim reopens nothing.
+// It is bounded (WithReplayMemory, DefaultReplayMemory nonces): expired
+// nonces are evicted first; when it is full of unexpired ones the op is
+// rejected (ErrReplayMemoryFull, counted by the controlops.replay_memory.full
+// metric) rather than executed unremembered. Only ops signed with a listed
+// key reach the memory, so only a key holder can fill it. The Redis claim
+// still covers a process of the instance that was restarted by a supervisor
+// (below).
+//
+// A process also has a not-before time, by default its start (New): an op
+// issued before it, beyond the skew, is stale, so an op captured earlier and
+// replayed to a freshly started process is rejected although its window is
+// still open. The window itself is at most MaxTTL (5 minutes).
+//
+// # Restart
 //
 // A restart is two results from two processes: the old one writes accepted
 // when its shutdown begins, and the new process (same instance id) writes
@@ -52,8 +97,59 @@
 // unexpired members), polling until it gets one (WithSlotWait; failed when
 // none came in time). The new process gives the slot back when it reaches
 // running (Daemon.Running), or the slot expires after WithSlotTTL. The new
-// process also resumes reading at the restart entry, so ops sent while it
-// restarted are not lost.
+// process resumes reading at the restart entry (from the pending hash), so
+// ops sent while it restarted are not lost: it reads them once it is running
+// (Daemon.Running), when it can execute them. It finishes the restart (writes
+// done) without executing it again.
+//
+// Staleness makes the hand-over subtle: the ops sent while the instance
+// restarted, and the restart op itself, were issued before the new process
+// started, and the old process's replay memory died with it. Nothing read
+// from Redis may widen what the new process accepts, since whoever can write
+// Redis can forge the pending hash as easily as wipe the nonce claims. So the
+// old process passes a HandOver (Daemon.HandOver, WithHandOver) outside
+// Redis: the lifecycle puts it in the environment of the process it execs
+// (SG_RESTART_NOT_BEFORE, SG_RESTART_NONCES). Its not-before time is the
+// restart op's issued_at (or when the old daemon stopped reading, if earlier,
+// and never earlier than the old process's own not-before), so the ops sent
+// meanwhile are executed; its nonces are those the old process remembers
+// that the new one would not reject as stale (the restart op, and any op
+// issued around it), so none of them can be replayed after a wipe. The
+// pending hash only says where to resume reading and which op to report
+// done: a forged one can make the process re-read old entries, which the
+// not-before time and the handed nonces reject.
+//
+// A supervisor restart (the process exits with SG_RESTART_EXIT_CODE and is
+// started again) has no such channel: the new process's not-before time is
+// its own start, so ops sent while it was down, and issued more than the skew
+// before it came back, are rejected as stale (reported, not executed: send
+// them again), and the ops the old process handled in the last skew before
+// the new one started are protected only by their Redis claims. Prefer the
+// default exec restart where ops are sent during restarts.
+//
+// # Threat model
+//
+// Whoever can write to the service's keys in Redis can append entries, delete
+// or rewrite any key, FLUSHALL, and read every op sent.
+//
+//   - Without a key (disabled): they can do nothing through this channel;
+//     every op is rejected.
+//   - Insecure: they can restart or pull every instance at will, bypassing
+//     max_unavailable. Use it only where Redis is private to one trusted
+//     process, as in the demo's embedded Redis.
+//   - With a key: they cannot forge, alter or retarget an op (the signature
+//     covers every field and the service), nor execute a captured op again on
+//     an instance (the replay memory and the not-before time, which live in
+//     the processes and the environment, not in Redis). What remains to them:
+//     withholding or deleting ops and results, filling the streams, forging
+//     results and registry entries (sgctl shows what Redis says), and
+//     delaying an op: holding an entry back and delivering it later, within
+//     its window (at most 5 minutes after it was issued), to an instance
+//     that has not handled it yet.
+//
+// The key protects the authority to act on the fleet: keep it out of Redis,
+// logs and the registry (results name a key by its KeyID only). A leaked key
+// gives its holder what an operator has until it is rotated out.
 //
 // # Outages
 //
@@ -63,10 +159,4 @@
 // handled exactly once; entries lost with Redis's data are not seen. A
 // result that cannot be written is retried the same way before the next entry
 // is read.
-//
-// # Without a key
-//
-// Without a key the Daemon accepts unsigned entries (a sig, if present, is not
-// checked) and still rejects malformed ones; the lifecycle says so at boot and
-// in /healthz (check control:auth).
 package controlops

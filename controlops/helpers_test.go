@@ -24,11 +24,18 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 type fakeTarget struct {
 	svc, inst string
 
-	mu    sync.Mutex
-	state string
-	calls []string
-	fail  map[string]error
-	onDo  func(op string)
+	mu     sync.Mutex
+	state  string
+	strict bool // ops are refused outside running, as the lifecycle does
+	calls  []string
+	fail   map[string]error
+	onDo   func(op string)
+}
+
+func (f *fakeTarget) setState(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.state = s
 }
 
 func newTarget(svc, inst string) *fakeTarget {
@@ -45,6 +52,10 @@ func (f *fakeTarget) State() string {
 
 func (f *fakeTarget) Do(ctx context.Context, op string, args json.RawMessage) error {
 	f.mu.Lock()
+	if f.strict && f.state != StateRunning {
+		defer f.mu.Unlock()
+		return fmt.Errorf("%w: %q in state %q", ErrInvalidState, op, f.state)
+	}
 	f.calls = append(f.calls, op)
 	err, hook := f.fail[op], f.onDo
 	if err == nil && op == OpRestart {

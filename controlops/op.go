@@ -40,15 +40,15 @@ const TargetAll = "*"
 
 // Limits on an entry. An entry beyond them is malformed: rejected, never executed.
 const (
-	MaxFields    = 32        // fields in one stream entry, known or not
-	MaxIDLen     = 64        // id
-	MaxOpLen     = 64        // op
-	MaxTargetLen = 128       // target (an instance id)
-	MaxArgsLen   = 64 << 10  // args, bytes of JSON
-	MaxNonceLen  = 128       // nonce
-	MinNonceLen  = 8         // nonce
-	MaxTraceLen  = 512       // traceparent
-	MaxTTL       = time.Hour // ttl_ms
+	MaxFields    = 32              // fields in one stream entry, known or not
+	MaxIDLen     = 64              // id
+	MaxOpLen     = 64              // op
+	MaxTargetLen = 128             // target (an instance id)
+	MaxArgsLen   = 64 << 10        // args, bytes of JSON
+	MaxNonceLen  = 128             // nonce
+	MinNonceLen  = 8               // nonce
+	MaxTraceLen  = 512             // traceparent
+	MaxTTL       = 5 * time.Minute // ttl_ms: how long a captured op stays usable
 )
 
 // SignatureVersion opens the canonical form that is signed; a change of the form
@@ -60,14 +60,25 @@ const SignatureVersion = "sg-control-v1"
 var (
 	// ErrMalformed: a field is missing, too large or badly formed.
 	ErrMalformed = errors.New("controlops: malformed entry")
+	// ErrDisabled: the instance has neither a key nor the insecure opt-in, so
+	// it executes no op. The text says how to enable ops.
+	ErrDisabled = errors.New("controlops: control ops are disabled on this instance: " +
+		"set SG_CONTROL_KEY to accept signed ops, or SG_CONTROL_INSECURE=true to accept unsigned ones")
 	// ErrUnsigned: a key is configured and the entry has no sig.
 	ErrUnsigned = errors.New("controlops: unsigned entry")
 	// ErrBadSignature: sig does not match the entry under the key.
 	ErrBadSignature = errors.New("controlops: bad signature")
 	// ErrExpired: now is outside [issued_at - skew, issued_at + ttl_ms + skew].
 	ErrExpired = errors.New("controlops: entry expired")
-	// ErrReplayed: the entry's nonce was already claimed by this instance.
+	// ErrStale: the op was issued before the daemon's not-before time (its
+	// process's start, or what a restart handed over) by more than the skew.
+	ErrStale = errors.New("controlops: op issued before this process started (stale)")
+	// ErrReplayed: the entry's nonce was already used on this instance.
 	ErrReplayed = errors.New("controlops: nonce already used (replay)")
+	// ErrReplayMemoryFull: the daemon remembers as many nonces as it may
+	// (WithReplayMemory) and none has expired yet: the op is refused rather
+	// than executed without replay protection.
+	ErrReplayMemoryFull = errors.New("controlops: replay memory full")
 	// ErrUnknownOp: the target has no handler for the op.
 	ErrUnknownOp = errors.New("controlops: unknown operation")
 	// ErrInvalidState: the op is not valid in the target's current state.
@@ -309,6 +320,40 @@ func Verify(key []byte, service string, o Op) error {
 	m.Write(o.Canonical(service))
 	if !hmac.Equal(m.Sum(nil), want) {
 		return ErrBadSignature
+	}
+	return nil
+}
+
+// VerifyAny checks o's signature under each of keys (Verify) and returns the
+// KeyID of the first key that matches. It returns ErrUnsigned when o has no
+// sig, and ErrBadSignature when no key matches or keys is empty.
+func VerifyAny(keys [][]byte, service string, o Op) (string, error) {
+	if o.Sig == "" {
+		return "", ErrUnsigned
+	}
+	want, err := hex.DecodeString(o.Sig)
+	if err != nil {
+		return "", fmt.Errorf("%w: sig is not hex", ErrBadSignature)
+	}
+	canonical := o.Canonical(service)
+	for _, k := range keys {
+		m := hmac.New(sha256.New, k)
+		m.Write(canonical)
+		if hmac.Equal(m.Sum(nil), want) {
+			return KeyID(k), nil
+		}
+	}
+	return "", ErrBadSignature
+}
+
+// Stale reports whether o was issued too long before notBefore (when the
+// instance's process started): issued_at earlier than notBefore - skew. It
+// returns an error matching ErrStale that says by how much, or nil. An op
+// replayed to a freshly started process is stale although still fresh.
+func (o Op) Stale(notBefore time.Time, skew time.Duration) error {
+	if d := notBefore.Sub(o.IssuedAt); d > skew {
+		return fmt.Errorf("%w: issued_at is %s before the process's not-before time %s (allowed skew %s)",
+			ErrStale, d.Round(time.Millisecond), notBefore.UTC().Format(time.RFC3339Nano), skew)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package controlops
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -115,26 +116,60 @@ func TestFreshAllowsSkewAndRefusesOutsideTheWindow(t *testing.T) {
 	}
 }
 
-// FuzzParseVerify: no input makes Parse, Verify or Fresh panic, and whatever
-// Parse accepts survives Values/Parse unchanged and verifies once signed.
+// FuzzParseVerify: no input makes Parse, VerifyAny or Fresh panic; whatever
+// Parse accepts survives Values/Parse unchanged and verifies once signed; and
+// nothing verifies under the key list (new, old) that a holder of one of those
+// keys did not sign: the seeds signed with them are the only entries that
+// verify, and one signed with a third key never does.
 func FuzzParseVerify(f *testing.F) {
-	v := validValues()
-	f.Add(v[FieldID].(string), v[FieldOp].(string), v[FieldTarget].(string), v[FieldArgs].(string),
-		v[FieldIssuedAt].(string), v[FieldTTL].(string), v[FieldNonce].(string), v[FieldTraceparent].(string), v[FieldSig].(string))
+	keys := [][]byte{newKey, oldKey}
+	signed := map[string]string{} // canonical form -> sig, for what the listed keys signed
+	for i, k := range [][]byte{newKey, oldKey, thirdKey} {
+		op := newOp([]string{OpPull, OpRestart, "flush"}[i], []string{TargetAll, "i-1", "i-2"}[i], fmt.Sprintf("nonce-%04d", i), time.UnixMilli(1_700_000_000_000))
+		op.Args = []byte(`{"max_unavailable":1}`)
+		op.Traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+		op = Sign(k, "demo", op)
+		if i < 2 {
+			signed[string(op.Canonical("demo"))] = op.Sig
+		}
+		v := op.Values()
+		f.Add(v[FieldID].(string), v[FieldOp].(string), v[FieldTarget].(string), v[FieldArgs].(string),
+			v[FieldIssuedAt].(string), v[FieldTTL].(string), v[FieldNonce].(string), v[FieldTraceparent].(string), v[FieldSig].(string))
+	}
 	f.Add("", "", "", "", "", "", "", "", "")
 	f.Add("x", "restart", "i-1", `{"max_unavailable":1}`, "-1", "0", "nonce\n\x00", "", "00")
-	f.Add("x", "pull", "*", `[`, "99999999999999999999", "3600000", strings.Repeat("n", 200), "tp", strings.Repeat("a", 64))
+	f.Add("x", "pull", "*", `[`, "99999999999999999999", "300000", strings.Repeat("n", 200), "tp", strings.Repeat("a", 64))
 	f.Fuzz(func(t *testing.T, id, op, target, args, issued, ttl, nonce, tp, sig string) {
 		vals := map[string]any{FieldID: id, FieldOp: op, FieldTarget: target, FieldArgs: args,
 			FieldIssuedAt: issued, FieldTTL: ttl, FieldNonce: nonce, FieldTraceparent: tp, FieldSig: sig}
 		o, err := Parse(vals)
-		_ = Verify(testKey, "demo", o)
+		keyID, verr := VerifyAny(keys, "demo", o)
 		_ = o.Fresh(time.UnixMilli(1_700_000_000_000), 5*time.Second)
+		_ = o.Stale(time.UnixMilli(1_700_000_000_000), 5*time.Second)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("Parse error %v does not match ErrMalformed", err)
 			}
 			return
+		}
+		if verr == nil {
+			canonical := string(o.Canonical("demo"))
+			if want, ok := signed[canonical]; !ok || want != o.Sig {
+				t.Fatalf("forgery: an entry no listed key signed verifies (key %s): %q", keyID, canonical)
+			}
+			if keyID != KeyID(newKey) && keyID != KeyID(oldKey) {
+				t.Fatalf("verified by key id %q, not one of the list", keyID)
+			}
+			tampered := o
+			tampered.Nonce += "x"
+			if _, err := VerifyAny(keys, "demo", tampered); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("a changed nonce still verifies: %v", err)
+			}
+		} else if !errors.Is(verr, ErrBadSignature) && !errors.Is(verr, ErrUnsigned) {
+			t.Fatalf("VerifyAny error %v is neither ErrBadSignature nor ErrUnsigned", verr)
+		}
+		if _, err := VerifyAny(keys, "demo", Sign(thirdKey, "demo", o)); !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("signed with a key not in the list: %v, want ErrBadSignature", err)
 		}
 		again, err := Parse(o.Values())
 		if err != nil {
@@ -143,8 +178,10 @@ func FuzzParseVerify(f *testing.F) {
 		if string(again.Canonical("demo")) != string(o.Canonical("demo")) {
 			t.Fatal("canonical form changed through Values/Parse")
 		}
-		if err := Verify(testKey, "demo", Sign(testKey, "demo", o)); err != nil {
-			t.Fatalf("signed op does not verify: %v", err)
+		for _, k := range keys {
+			if id, err := VerifyAny(keys, "demo", Sign(k, "demo", o)); err != nil || id != KeyID(k) {
+				t.Fatalf("signed with a listed key: %q, %v, want verified by %s", id, err, KeyID(k))
+			}
 		}
 	})
 }

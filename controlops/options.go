@@ -6,6 +6,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -37,10 +38,15 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
-	key            []byte
+	keys           [][]byte // the first signs; all verify
+	insecure       bool
+	notBefore      time.Time // zero: when New was called
+	handed         []HandedNonce
+	replayMemory   int
 	clock          clockwork.Clock
 	log            *slog.Logger
 	tp             trace.TracerProvider
+	mp             metric.MeterProvider
 	ttl            time.Duration
 	skew           time.Duration
 	block          time.Duration
@@ -61,6 +67,8 @@ func newConfig(opts []Option) config {
 		clock:          clockwork.NewRealClock(),
 		log:            slog.Default(),
 		tp:             otel.GetTracerProvider(),
+		mp:             otel.GetMeterProvider(),
+		replayMemory:   DefaultReplayMemory,
 		ttl:            DefaultTTL,
 		skew:           DefaultMaxSkew,
 		block:          DefaultBlock,
@@ -82,12 +90,75 @@ func newConfig(opts []Option) config {
 	return c
 }
 
-// WithKey sets the HMAC-SHA256 key (SG_CONTROL_KEY). Client: ops are signed.
-// Daemon: every entry must be signed with it, fresh and carry an unused nonce.
-// Without a key (or with an empty one) the client sends unsigned ops and the
-// daemon accepts them.
-func WithKey(key []byte) Option {
-	return optionFunc(func(c *config) { c.key = append([]byte(nil), key...) })
+// WithKey sets one HMAC-SHA256 key: WithKeys(key).
+func WithKey(key []byte) Option { return WithKeys(key) }
+
+// WithKeys sets the HMAC-SHA256 keys (SG_CONTROL_KEY, see ParseKeys). Client:
+// ops are signed with the first. Daemon: every entry must be signed with one
+// of them, fresh, not stale, and carry an unused nonce; results name the key
+// that verified it by its KeyID. Empty keys are dropped. Without a key the
+// client sends unsigned ops, and the daemon rejects every op unless
+// WithInsecure is given.
+func WithKeys(keys ...[]byte) Option {
+	return optionFunc(func(c *config) {
+		c.keys = nil
+		for _, k := range keys {
+			if len(k) > 0 {
+				c.keys = append(c.keys, append([]byte(nil), k...))
+			}
+		}
+	})
+}
+
+// WithInsecure makes a Daemon without a key accept unsigned ops
+// (SG_CONTROL_INSECURE=true): anyone who can write to the service's stream in
+// Redis can then restart it. A Daemon with a key ignores it and requires
+// signed ops. Without a key and without WithInsecure, every op is rejected.
+func WithInsecure() Option {
+	return optionFunc(func(c *config) { c.insecure = true })
+}
+
+// WithNotBefore sets the Daemon's not-before time: ops issued before t, by
+// more than the skew, are rejected as stale. The default is when New is
+// called, which the lifecycle makes the process's start. A zero t is ignored.
+func WithNotBefore(t time.Time) Option {
+	return optionFunc(func(c *config) {
+		if !t.IsZero() {
+			c.notBefore = t
+		}
+	})
+}
+
+// WithHandOver makes a Daemon continue where the previous process of its
+// instance stopped (see HandOver): its not-before time is h.NotBefore and it
+// remembers h.Nonces. A zero NotBefore keeps the default.
+func WithHandOver(h HandOver) Option {
+	return optionFunc(func(c *config) {
+		if !h.NotBefore.IsZero() {
+			c.notBefore = h.NotBefore
+		}
+		c.handed = append([]HandedNonce(nil), h.Nonces...)
+	})
+}
+
+// WithReplayMemory sets how many nonces a Daemon remembers at most (default
+// DefaultReplayMemory). Values <= 0 are ignored.
+func WithReplayMemory(n int) Option {
+	return optionFunc(func(c *config) {
+		if n > 0 {
+			c.replayMemory = n
+		}
+	})
+}
+
+// WithMeterProvider sets where the Daemon's metrics go (default: the global
+// provider). A nil mp is ignored.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) {
+		if mp != nil {
+			c.mp = mp
+		}
+	})
 }
 
 // WithClock sets the clock (issued_at, freshness, backoff, slot polling). Tests

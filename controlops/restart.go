@@ -17,6 +17,7 @@ const (
 	pendingEntry = "entry"
 	pendingTrace = "traceparent"
 	pendingSlot  = "slot"
+	pendingKeyID = "key_id"
 )
 
 // SpanRestarted is the span of the new process finishing a restart: a child of
@@ -38,7 +39,7 @@ return 0
 
 // restart takes a slot if asked, hands the restart over to the next process
 // and asks the target to shut down.
-func (d *Daemon) restart(ctx context.Context, op Op) (Status, string, error) {
+func (d *Daemon) restart(ctx context.Context, op Op, keyID string) (Status, string, error) {
 	var args RestartArgs
 	if len(op.Args) > 0 {
 		if err := json.Unmarshal(op.Args, &args); err != nil {
@@ -62,7 +63,7 @@ func (d *Daemon) restart(ctx context.Context, op Op) (Status, string, error) {
 	pk := PendingKey(d.svc, d.inst)
 	tctx, cancel := d.call(ctx)
 	_, err := d.rdb.TxPipelined(tctx, func(p redis.Pipeliner) error {
-		p.HSet(tctx, pk, pendingOpID, op.ID, pendingEntry, op.StreamID, pendingTrace, carrier.Get("traceparent"), pendingSlot, strconv.FormatBool(slot))
+		p.HSet(tctx, pk, pendingOpID, op.ID, pendingEntry, op.StreamID, pendingTrace, carrier.Get("traceparent"), pendingSlot, strconv.FormatBool(slot), pendingKeyID, keyID)
 		p.PExpire(tctx, pk, d.cfg.slotTTL)
 		return nil
 	})
@@ -80,6 +81,7 @@ func (d *Daemon) restart(ctx context.Context, op Op) (Status, string, error) {
 	}
 	d.mu.Lock()
 	d.restarted = true
+	d.readUntil, d.restartIssued = d.cfg.clock.Now(), op.IssuedAt
 	d.mu.Unlock()
 	return StatusAccepted, "", nil
 }
@@ -170,7 +172,7 @@ func (d *Daemon) finishRestart(ctx context.Context) error {
 		AttrService.String(d.svc), AttrInstance.String(d.inst), AttrOp.String(OpRestart),
 		AttrOpID.String(h[pendingOpID]), AttrStatus.String(string(StatusDone))))
 	defer span.End()
-	res := Result{OpID: h[pendingOpID], Op: OpRestart, Entry: h[pendingEntry], Instance: d.inst,
+	res := Result{OpID: h[pendingOpID], Op: OpRestart, Entry: h[pendingEntry], Instance: d.inst, KeyID: h[pendingKeyID],
 		Status: StatusDone, At: d.cfg.clock.Now(), State: d.t.State(), PID: d.cfg.pid, TraceID: span.SpanContext().TraceID().String()}
 	if !span.SpanContext().IsValid() {
 		res.TraceID = ""

@@ -50,8 +50,9 @@ const (
 	// StatusFailed: the op ran and failed (a failing pull handler, no restart
 	// slot in time); the instance is still running.
 	StatusFailed Status = "failed"
-	// StatusRejected: the op was not executed: malformed, unsigned, badly signed,
-	// expired, replayed, unknown, or not valid in the current state (Reason says).
+	// StatusRejected: the op was not executed: control ops disabled, malformed,
+	// unsigned, badly signed, expired, stale, replayed, replay memory full,
+	// unknown, or not valid in the current state (Reason says).
 	StatusRejected Status = "rejected"
 	// StatusIgnored: the op was addressed to another instance.
 	StatusIgnored Status = "ignored"
@@ -72,6 +73,7 @@ const (
 	ResultState    = "state"
 	ResultPID      = "pid"
 	ResultTraceID  = "trace_id"
+	ResultKeyID    = "key_id" // KeyID of the key that verified the op; "" when unsigned
 )
 
 // Result is one entry of the results stream.
@@ -95,6 +97,9 @@ type Result struct {
 	PID int
 	// TraceID is the trace of the handling, hex.
 	TraceID string
+	// KeyID names the key that verified the op (KeyID, never the key); "" when
+	// the op was not verified (insecure mode, or rejected before).
+	KeyID string
 }
 
 func (r Result) values() map[string]any {
@@ -109,6 +114,7 @@ func (r Result) values() map[string]any {
 		ResultState:    r.State,
 		ResultPID:      strconv.Itoa(r.PID),
 		ResultTraceID:  r.TraceID,
+		ResultKeyID:    r.KeyID,
 	}
 }
 
@@ -117,7 +123,7 @@ func parseResult(m redis.XMessage) Result {
 	r := Result{
 		ID: m.ID, OpID: s(ResultOpID), Op: s(ResultOp), Entry: s(ResultStreamID),
 		Instance: s(ResultInstance), Status: Status(s(ResultStatus)), Reason: s(ResultReason),
-		State: s(ResultState), TraceID: s(ResultTraceID),
+		State: s(ResultState), TraceID: s(ResultTraceID), KeyID: s(ResultKeyID),
 	}
 	if ms, err := strconv.ParseInt(s(ResultAt), 10, 64); err == nil {
 		r.At = time.UnixMilli(ms)

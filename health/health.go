@@ -133,6 +133,7 @@ type check struct {
 	name          string
 	fn            CheckFunc
 	componentType string
+	passOutput    string
 	required      bool
 	redis         bool
 	inflight      atomic.Bool // a run is in progress: Refresh does not start another
@@ -523,7 +524,7 @@ func (s *Server) evaluate() verdict {
 				v.requiredReason = fmt.Sprintf("required check %q failing: %v", c.name, r.err)
 			}
 		default:
-			cr.Status = StatusPass
+			cr.Status, cr.Output = StatusPass, c.passOutput
 		}
 		v.checks[c.name] = []CheckResult{cr}
 		v.worsen(cr.Status, c.name+": "+cr.Output)

@@ -574,3 +574,23 @@ func TestPanickingCheckFailsInsteadOfCrashing(t *testing.T) {
 		t.Fatalf("readyz = %d %s, want 503 naming the panic", rec.Code, rec.Body.String())
 	}
 }
+
+func TestPassOutputIsShownWhileTheCheckPassesAndKeepsHealthzPassing(t *testing.T) {
+	var failing atomic.Bool
+	s := newServer(t, newSource("running", time.Now()), WithCheck("feature:mode", func(context.Context) error {
+		if failing.Load() {
+			return errors.New("broken")
+		}
+		return nil
+	}, PassOutput("feature off on purpose")))
+	s.Refresh(context.Background())
+	code, body := probe(t, s.Handler(), "/healthz")
+	if c := body.Checks["feature:mode"][0]; code != http.StatusOK || body.Status != StatusPass || c.Status != StatusPass || c.Output != "feature off on purpose" {
+		t.Errorf("healthz = %d %q, check %+v, want pass with the note", code, body.Status, c)
+	}
+	failing.Store(true)
+	s.Refresh(context.Background())
+	if _, body := probe(t, s.Handler(), "/healthz"); body.Checks["feature:mode"][0].Output != "broken" || body.Status != StatusWarn {
+		t.Errorf("failing check: %+v, want warn with its error", body.Checks["feature:mode"])
+	}
+}

@@ -188,6 +188,13 @@ func ComponentType(t string) CheckOption {
 	return func(c *check) { c.componentType = t }
 }
 
+// PassOutput sets the output the check reports while it passes (default
+// none), for a check that is healthy but has something to say, such as a
+// feature turned off on purpose.
+func PassOutput(text string) CheckOption {
+	return func(c *check) { c.passOutput = text }
+}
+
 // WithCheck registers fn under name, the key in the body's "checks" map
 // ("component:measurement", e.g. "postgres:ping"). Names must be unique and
 // non-empty; New reports the offending name otherwise.

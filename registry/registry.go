@@ -169,6 +169,10 @@ type Entry struct {
 	// Owner is the random token of the process that wrote the entry (a
 	// Member sets it). See "Ownership" in the package documentation.
 	Owner string `json:"owner"`
+	// Control says which control ops the instance accepts: "signed" (only
+	// ops signed with its key), "insecure" (unsigned ops too) or "disabled"
+	// (none); "" when it runs no control-ops daemon.
+	Control string `json:"control"`
 }
 
 // Event is one lifecycle transition, as an entry of the EventsKey stream.

@@ -164,13 +164,13 @@ func TestEntryIsStoredAsJSONWithDesignFieldNamesInUTC(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &m); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"service", "instance", "status", "phase", "host", "pid", "version", "started_at", "updated_at", "degraded", "health_addr", "owner"} {
+	for _, f := range []string{"service", "instance", "status", "phase", "host", "pid", "version", "started_at", "updated_at", "degraded", "health_addr", "owner", "control"} {
 		if _, ok := m[f]; !ok {
 			t.Errorf("JSON lacks %q: %s", f, raw)
 		}
 	}
-	if len(m) != 12 {
-		t.Errorf("JSON has %d fields, want these 12 of DESIGN.md: %s", len(m), raw)
+	if len(m) != 13 {
+		t.Errorf("JSON has %d fields, want these 13 of DESIGN.md: %s", len(m), raw)
 	}
 	if got := m["started_at"]; got != "2025-01-02T02:04:05.000000006Z" {
 		t.Errorf("started_at = %v, want RFC 3339 nanoseconds in UTC", got)

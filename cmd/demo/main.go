@@ -4,8 +4,12 @@
 //
 //	go run ./cmd/demo
 //
-// Without REDIS_URL it starts an embedded Redis (miniredis) on loopback and logs
-// its address. Three knobs slow down or break a boot on purpose:
+// Without REDIS_URL it starts an embedded Redis (miniredis) on loopback, logs
+// its address, and accepts unsigned control ops (insecure mode, which it logs),
+// so that sgctl works against it without a key. With REDIS_URL it is like any
+// service: control ops are rejected unless SG_CONTROL_KEY (signed ops) or
+// SG_CONTROL_INSECURE=true is set. Three knobs slow down, break or hang a
+// boot on purpose:
 //
 //	DEMO_PHASE_DELAY=loading_modules=500ms,starting=1s   extra time spent in phases
 //	DEMO_FAIL_PHASE=building_adapters                    that phase's work fails
@@ -73,7 +77,13 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 		defer mr.Close()
 		log.Info("embedded redis (miniredis) started; set REDIS_URL to use a real one", "addr", mr.Addr())
 		client = redis.NewClient(deadlines(&redis.Options{Addr: mr.Addr()}))
-		opts = append(opts, lifecycle.WithRedis(client))
+		// A playground: sgctl works against it without a key. SG_CONTROL_KEY
+		// or SG_CONTROL_INSECURE, when set, still decide.
+		opts = append(opts, lifecycle.WithRedis(client), lifecycle.WithControlInsecure(true))
+		if getenv(lifecycle.EnvControlKey) == "" && getenv(lifecycle.EnvControlInsecure) == "" {
+			log.Warn("insecure control mode on the embedded redis: unsigned control ops are accepted; "+
+				"with REDIS_URL set the demo, like any service, needs SG_CONTROL_KEY (or SG_CONTROL_INSECURE=true)", "addr", mr.Addr())
+		}
 	}
 	defer client.Close()
 

@@ -15,7 +15,7 @@
 // "--flag=value".
 //
 // ps prints a table of live instances (SERVICE INSTANCE STATUS PHASE HOST PID
-// UPTIME HEARTBEAT DEGRADED) read from the registry index of each service,
+// UPTIME HEARTBEAT DEGRADED CONTROL) read from the registry index of each service,
 // never with SCAN; --json prints the entries as a JSON array with
 // expires_at, uptime_ms and heartbeat_age_ms added. HEARTBEAT, the age of the
 // instance's last heartbeat or status write, is derived from the index
@@ -24,7 +24,9 @@
 // service's TTL, so sgctl takes it from --ttl, by default from SG_SERVICE_TTL
 // in its own environment, else 30s; a wrong TTL shifts every age by the
 // difference. (updated_at is not used: heartbeats refresh the TTL without
-// rewriting the entry.)
+// rewriting the entry.) CONTROL is what the instance accepts on the control
+// channel: signed, insecure (unsigned ops too) or disabled (none); a warning
+// on stderr names each service with instances that accept unsigned ops.
 //
 // watch follows the fleet-wide events stream sg:events with blocking reads
 // and prints one line per transition (TIME SERVICE INSTANCE FROM -> TO EVENT
@@ -47,6 +49,9 @@
 // new image has a new started_at but keeps its pid. Instances that are not
 // running when the op is sent (still booting) are named on stderr and not
 // waited for: their daemon may not have started yet.
+// Instances that will reject the op are named on stderr before it is sent:
+// those with control ops disabled, and, when SG_CONTROL_KEY is unset, those
+// that require signed ops.
 //
 // diagram prints the lifecycle's state diagram from the transition table in
 // package phases, as Mermaid (default), Graphviz DOT or SVG (rendered by the
@@ -74,8 +79,11 @@
 //	                auth; addr= query parameters name the nodes of a cluster. Default
 //	                redis://127.0.0.1:6379/0, as redis-cli.
 //	SG_CONTROL_KEY  HMAC-SHA256 key that signs restart and pull (at least 16 bytes),
-//	                the same key the services have. Unset: ops are sent unsigned, and
-//	                instances that have a key reject them. Only restart and pull read it.
+//	                the same variable the services have: of a comma-separated list
+//	                the first key signs. Unset: ops are sent unsigned, and only
+//	                instances with SG_CONTROL_INSECURE=true accept them. Results
+//	                name the key that verified the op by its id (the first 8 hex
+//	                digits of its SHA-256). Only restart and pull read it.
 //	SG_SERVICE_TTL  the fleet's registry TTL, which ps uses to date heartbeats.
 //	OTEL_*          with an exporter configured (e.g. OTEL_EXPORTER_OTLP_ENDPOINT),
 //	                restart and pull export their span, the parent of every instance's

@@ -200,7 +200,8 @@ Commands:
 Environment:
   REDIS_URL       redis://, rediss:// or unix:// URL of the registry's Redis
                   (default `+defaultRedisURL+`)
-  SG_CONTROL_KEY  HMAC key that signs restart and pull ops (at least 16 bytes)
+  SG_CONTROL_KEY  HMAC key that signs restart and pull ops (at least 16 bytes;
+                  of a comma-separated list, the first signs)
   SG_SERVICE_TTL  the fleet's registry TTL, used by ps to date heartbeats (default 30s)
 
 Exit codes:
@@ -248,7 +249,7 @@ type conn struct {
 	client     redis.UniversalClient
 	addr       string // host:port (or several, for a cluster), for messages
 	url        string // REDIS_URL as given, password redacted
-	controlKey string
+	controlKey []byte // the first key of SG_CONTROL_KEY: it signs
 }
 
 func (c *conn) Close() error { return c.client.Close() }
@@ -281,7 +282,10 @@ func (a *app) connect(ctx context.Context) (*conn, int) {
 		fmt.Fprintf(a.stderr, "sgctl %s: %v\n", c.name, err)
 		return nil, exitUsage
 	}
-	cn := &conn{client: env.Redis, addr: redisAddr(env.Redis), url: redisurl.Redact(rawURL), controlKey: env.ControlKey}
+	cn := &conn{client: env.Redis, addr: redisAddr(env.Redis), url: redisurl.Redact(rawURL)}
+	if len(env.ControlKeys) > 0 {
+		cn.controlKey = env.ControlKeys[0]
+	}
 	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
 	if err := cn.client.Ping(pctx).Err(); err != nil {

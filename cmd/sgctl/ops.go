@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -168,8 +169,23 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		fmt.Fprintf(a.stderr, "sgctl %s: no instance of service %q is running: nothing to wait for\n", op, service)
 		return exitFailed
 	}
-	if cn.controlKey == "" {
-		fmt.Fprintf(a.stderr, "sgctl %s: %s is unset: the op is sent unsigned, and instances that have a key reject it\n", op, lifecycle.EnvControlKey)
+	if len(cn.controlKey) == 0 {
+		fmt.Fprintf(a.stderr, "sgctl %s: %s is unset: the op is sent unsigned, and only instances with %s=true accept it\n",
+			op, lifecycle.EnvControlKey, lifecycle.EnvControlInsecure)
+	}
+	for _, e := range live {
+		if _, running := before[e.Instance]; !running {
+			continue
+		}
+		switch e.Control {
+		case string(controlops.ModeDisabled):
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s has control ops disabled (no %s): it will reject the op\n",
+				op, service, e.Instance, lifecycle.EnvControlKey)
+		case string(controlops.ModeSigned):
+			if len(cn.controlKey) == 0 {
+				fmt.Fprintf(a.stderr, "sgctl %s: %s/%s requires signed ops: it will reject this one\n", op, service, e.Instance)
+			}
+		}
 	}
 
 	tp, flush := a.tracerProvider(ctx)
@@ -187,7 +203,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	if op == controlops.OpRestart && f.maxUnavailable > 0 {
 		opArgs = controlops.RestartArgs{MaxUnavailable: f.maxUnavailable}
 	}
-	client := controlops.NewClient(cn.client, []byte(cn.controlKey), controlops.WithTracerProvider(tp))
+	client := controlops.NewClient(cn.client, cn.controlKey, controlops.WithTracerProvider(tp))
 	sent, err := client.Send(ctx, service, op, target, opArgs)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "sgctl %s: sending to %s: %s\n", op, controlops.StreamKey(service), cut(err.Error(), 4*maxCell))
@@ -389,12 +405,20 @@ func (p *opPrinter) sent(service string, o controlops.Op, traceID trace.TraceID,
 		o.Name, service, o.Target, o.ID, o.StreamID, dash(tid), dash(strings.Join(ids, ", ")))
 }
 
+// keyIDRE is the form of a controlops.KeyID; a result's key_id is shown only
+// in that form (it is read from Redis).
+var keyIDRE = regexp.MustCompile(`^[0-9a-f]{8}$`)
+
 func (p *opPrinter) result(r controlops.Result) {
 	obj := map[string]any{"type": "result", "instance": r.Instance, "status": string(r.Status), "state": r.State, "pid": r.PID, "at": r.At.UTC()}
 	if r.Reason != "" {
 		obj["reason"] = r.Reason
 	}
 	line := fmt.Sprintf("%s  %-8s  state %s, pid %d", cell(r.Instance), cell(string(r.Status)), dash(cell(r.State)), r.PID)
+	if keyIDRE.MatchString(r.KeyID) {
+		obj["key_id"] = r.KeyID
+		line += ", key " + r.KeyID
+	}
 	if r.Reason != "" {
 		line += ": " + cut(r.Reason, 4*maxCell)
 	}

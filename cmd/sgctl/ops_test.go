@@ -71,6 +71,7 @@ func (r *responder) loop(ctx context.Context) {
 			r.mu.Lock()
 			r.ops = append(r.ops, o)
 			r.mu.Unlock()
+			keyID, _ := controlops.VerifyAny([][]byte{[]byte(testKey)}, r.service, o) // "" when not signed with it
 			entries, _ := r.reg.Instances(ctx, r.service)
 			for _, e := range entries {
 				if !o.Addressed(e.Instance) {
@@ -92,6 +93,7 @@ func (r *responder) loop(ctx context.Context) {
 					r.c.XAdd(ctx, &redis.XAddArgs{Stream: controlops.ResultsKey(r.service), Values: map[string]any{
 						"op_id": o.ID, "op": o.Name, "entry": o.StreamID, "instance": e.Instance, "status": string(st),
 						"reason": reason, "at": strconv.FormatInt(time.Now().UnixMilli(), 10), "state": "running", "pid": strconv.Itoa(pid),
+						"key_id": keyID,
 					}})
 				}
 			}
@@ -286,5 +288,34 @@ func TestOpForAnUnknownInstanceOrServiceExits1(t *testing.T) {
 	res = sgctl(t, t.Context(), env, nil, "pull", "ghost", "--wait")
 	if res.code != exitFailed || !strings.Contains(res.stderr, `service "ghost" has no live instances`) {
 		t.Errorf("unknown service: got %d %q", res.code, res.stderr)
+	}
+}
+
+func TestOpWaitNamesTheKeyThatVerifiedItAndWarnsAboutInstancesThatWillReject(t *testing.T) {
+	mr := miniredis.RunT(t)
+	entries := runningDemo(3)
+	entries[0].Control, entries[1].Control, entries[2].Control = "signed", "disabled", "insecure"
+	startResponder(t, mr, "demo", entries, func(o controlops.Op, e registry.Entry) ([]controlops.Status, []string, *registry.Entry) {
+		if e.Control == "disabled" {
+			return []controlops.Status{controlops.StatusRejected}, []string{"control ops are disabled"}, nil
+		}
+		return []controlops.Status{controlops.StatusDone}, nil, nil
+	})
+	env := map[string]string{"REDIS_URL": "redis://" + mr.Addr(), "SG_CONTROL_KEY": testKey + ",another-key-0123456789"}
+	res := sgctl(t, t.Context(), env, nil, "pull", "demo", "--wait", "--timeout", "10s")
+	if res.code != exitFailed {
+		t.Fatalf("exit code %d, want 1 (demo-2 rejects)", res.code)
+	}
+	id := controlops.KeyID([]byte(testKey))
+	if !strings.Contains(res.stdout, "demo-1  done      state running, pid 100, key "+id) {
+		t.Errorf("output does not name the key %s that verified the op:\n%s", id, res.stdout)
+	}
+	if !strings.Contains(res.stderr, "demo/demo-2 has control ops disabled") || strings.Contains(res.stderr, "demo-1 has") || strings.Contains(res.stderr, "demo-3 has") {
+		t.Errorf("stderr %q, want a warning about demo-2 only", res.stderr)
+	}
+	// Without a key: the instances that require signed ops are named.
+	res = sgctl(t, t.Context(), map[string]string{"REDIS_URL": "redis://" + mr.Addr()}, nil, "pull", "demo")
+	if !strings.Contains(res.stderr, "demo/demo-1 requires signed ops") || strings.Contains(res.stderr, "demo-3 requires") {
+		t.Errorf("stderr %q, want a warning about demo-1", res.stderr)
 	}
 }

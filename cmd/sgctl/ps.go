@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle"
+	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -23,7 +24,7 @@ var psCommand = &command{
 	help: `Reads the registry index of each service (sg:registry:index:{<name>}, never
 SCAN) and the instances' entries, and prints one row per live instance:
 
-  SERVICE INSTANCE STATUS PHASE HOST PID UPTIME HEARTBEAT DEGRADED
+  SERVICE INSTANCE STATUS PHASE HOST PID UPTIME HEARTBEAT DEGRADED CONTROL
 
 UPTIME is the time since the process started (the entry's started_at).
 HEARTBEAT is the age of the instance's last heartbeat or status write: the
@@ -32,6 +33,11 @@ heartbeat pushes to now+TTL, so the last write happened at score-TTL. The TTL
 is the service's SG_SERVICE_TTL, which the entry does not record: sgctl uses
 --ttl, by default SG_SERVICE_TTL from its own environment or 30s. A healthy
 instance shows an age below TTL/3 (the heartbeat interval, at least 1s).
+CONTROL is what the instance accepts on the control channel: signed (only
+ops signed with its SG_CONTROL_KEY), insecure (unsigned ops too:
+SG_CONTROL_INSECURE=true), or disabled (no key: every op is rejected). Below
+the table, a line names each service with instances that accept unsigned
+ops.
 
 Without SERVICE every service in sg:registry:services is listed. With --json
 the output is one JSON array of the entries (the registry's fields) with
@@ -158,15 +164,31 @@ func (a *app) ps(ctx context.Context, args []string, asJSON bool, ttl time.Durat
 	// Every string cell is cleaned and cut: a 2 MB host field stays one
 	// readable cell (--json has it whole).
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATUS\tPHASE\tHOST\tPID\tUPTIME\tHEARTBEAT\tDEGRADED")
+	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATUS\tPHASE\tHOST\tPID\tUPTIME\tHEARTBEAT\tDEGRADED\tCONTROL")
+	insecure := map[string]int{} // service -> instances that accept unsigned ops
+	total := map[string]int{}
+	var order []string
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%t\t%s\n",
 			cell(r.Service), cell(r.Instance), dash(cell(r.Status)), dash(cell(r.Phase)), dash(cell(r.Host)), pid(r.PID),
-			msAge(r.UptimeMS), msAge(r.HeartbeatAgeMS), r.Degraded)
+			msAge(r.UptimeMS), msAge(r.HeartbeatAgeMS), r.Degraded, controlMode(r.Control))
+		if total[r.Service] == 0 {
+			order = append(order, r.Service)
+		}
+		total[r.Service]++
+		if r.Control == string(controlops.ModeInsecure) {
+			insecure[r.Service]++
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		fmt.Fprintf(a.stderr, "sgctl ps: writing output: %v\n", err)
 		return exitFailed
+	}
+	for _, svc := range order {
+		if n := insecure[svc]; n > 0 {
+			fmt.Fprintf(a.stderr, "warning: service %q: %d of %d instances accept unsigned control ops (%s=true): anyone who can write to Redis can restart them\n",
+				svc, n, total[svc], lifecycle.EnvControlInsecure)
+		}
 	}
 	return exitOK
 }
@@ -192,6 +214,18 @@ func (a *app) psRows(now time.Time, ttl time.Duration, entries []registry.Entry,
 		rows = append(rows, r)
 	}
 	return rows
+}
+
+// controlMode shows an entry's control field: one of the modes, "-" when
+// absent (an older instance), "?" for anything else (it is read from Redis).
+func controlMode(s string) string {
+	switch controlops.Mode(s) {
+	case controlops.ModeSigned, controlops.ModeInsecure, controlops.ModeDisabled:
+		return s
+	case "":
+		return "-"
+	}
+	return "?"
 }
 
 func ptr[T any](v T) *T { return &v }

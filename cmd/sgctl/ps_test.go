@@ -40,8 +40,8 @@ func newFleet(t *testing.T, ttl time.Duration, entries ...registry.Entry) *fleet
 
 func demoEntries(t0 time.Time) []registry.Entry {
 	return []registry.Entry{
-		{Service: "demo", Instance: "demo-a", Status: "running", Host: "h1", PID: 101, Version: "1", StartedAt: t0.Add(-2 * time.Hour)},
-		{Service: "demo", Instance: "demo-b", Status: "registering", Phase: "8", Host: "h2", PID: 102, Version: "1", StartedAt: t0.Add(-3 * time.Second), Degraded: true},
+		{Service: "demo", Instance: "demo-a", Status: "running", Host: "h1", PID: 101, Version: "1", StartedAt: t0.Add(-2 * time.Hour), Control: "signed"},
+		{Service: "demo", Instance: "demo-b", Status: "registering", Phase: "8", Host: "h2", PID: 102, Version: "1", StartedAt: t0.Add(-3 * time.Second), Degraded: true, Control: "insecure"},
 		{Service: "api", Instance: "api-1", Status: "stopping_daemons", Phase: "S1", Host: "h3", PID: 7, StartedAt: t0.Add(-90 * time.Second)},
 	}
 }
@@ -69,10 +69,10 @@ func TestPsPrintsOneRowPerLiveInstanceOfEveryService(t *testing.T) {
 	// - TTL)); uptime counts from started_at.
 	up := func(d time.Duration) string { return age(f.t0.Add(5 * time.Second).Sub(now.Add(-d))) }
 	want := [][]string{
-		{"SERVICE", "INSTANCE", "STATUS", "PHASE", "HOST", "PID", "UPTIME", "HEARTBEAT", "DEGRADED"},
-		{"api", "api-1", "stopping_daemons", "S1", "h3", "7", up(90 * time.Second), "5s", "false"},
-		{"demo", "demo-a", "running", "-", "h1", "101", up(2 * time.Hour), "5s", "false"},
-		{"demo", "demo-b", "registering", "8", "h2", "102", up(3 * time.Second), "5s", "true"},
+		{"SERVICE", "INSTANCE", "STATUS", "PHASE", "HOST", "PID", "UPTIME", "HEARTBEAT", "DEGRADED", "CONTROL"},
+		{"api", "api-1", "stopping_daemons", "S1", "h3", "7", up(90 * time.Second), "5s", "false", "-"},
+		{"demo", "demo-a", "running", "-", "h1", "101", up(2 * time.Hour), "5s", "false", "signed"},
+		{"demo", "demo-b", "registering", "8", "h2", "102", up(3 * time.Second), "5s", "true", "insecure"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d lines, want %d:\n%s", len(got), len(want), r.stdout)
@@ -197,5 +197,41 @@ func TestAgeUsesTheTwoLargestUnits(t *testing.T) {
 		if got := age(d); got != want {
 			t.Errorf("age(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+func TestPsShowsPerServiceWhetherInstancesAcceptUnsignedOps(t *testing.T) {
+	now := time.Now()
+	f := newFleet(t, 30*time.Second,
+		registry.Entry{Service: "api", Instance: "api-1", Status: "running", StartedAt: now, Control: "signed"},
+		registry.Entry{Service: "api", Instance: "api-2", Status: "running", StartedAt: now, Control: "disabled"},
+		registry.Entry{Service: "demo", Instance: "demo-1", Status: "running", StartedAt: now, Control: "insecure"},
+		registry.Entry{Service: "demo", Instance: "demo-2", Status: "running", StartedAt: now, Control: "signed"},
+		registry.Entry{Service: "demo", Instance: "demo-3", Status: "running", StartedAt: now, Control: "\x1b[2Jevil"},
+	)
+	r := sgctl(t, t.Context(), f.env, nil, "ps")
+	if r.code != exitOK {
+		t.Fatalf("exit code %d", r.code)
+	}
+	control := map[string]string{}
+	for _, row := range rows(r.stdout)[1:] {
+		control[row[1]] = row[len(row)-1]
+	}
+	want := map[string]string{"api-1": "signed", "api-2": "disabled", "demo-1": "insecure", "demo-2": "signed", "demo-3": "?"}
+	for id, m := range want {
+		if control[id] != m {
+			t.Errorf("%s: CONTROL %q, want %q:\n%s", id, control[id], m, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, "\x1b") {
+		t.Errorf("an unknown control value reached the terminal:\n%q", r.stdout)
+	}
+	if !strings.Contains(r.stderr, `service "demo": 1 of 3 instances accept unsigned control ops (SG_CONTROL_INSECURE=true)`) || strings.Contains(r.stderr, `"api"`) {
+		t.Errorf("stderr %q, want one warning, for demo only", r.stderr)
+	}
+	r = sgctl(t, t.Context(), f.env, nil, "ps", "demo", "--json")
+	var got []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || len(got) != 3 || got[0]["control"] != "insecure" {
+		t.Fatalf("ps --json: %v %s", err, r.stdout)
 	}
 }
