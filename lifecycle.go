@@ -644,7 +644,9 @@ func (in *Instance) boot(parent context.Context) error {
 		}
 		ev, cause := in.pingEvent, in.pingCause
 		if s != phases.Connecting {
+			// Only the ping's own event reports the ping's failure.
 			ev, _ = phases.NextBootEvent(s)
+			cause = nil
 		}
 		if err := in.m.FireWithCause(ctx, ev, cause); err != nil {
 			in.unwindIn(ctx, phases.Fail, err)
@@ -1156,7 +1158,12 @@ func (in *Instance) shutdown(ctx context.Context, event phases.Event, cause erro
 			in.log.Error("shutdown transition refused", "event", string(ev), "error", err)
 		}
 	}
-	// Deliver the last status events, within one Redis deadline.
+	// Deliver the last status events, within one Redis deadline, unless the
+	// writer's last attempt failed: a Redis that refuses or does not answer
+	// would only hold the exit for the whole deadline.
+	if mem := in.member.Load(); mem != nil && mem.Stats().LastError != nil {
+		in.giveUpUpdates()
+	}
 	if mem := in.member.Swap(nil); mem != nil {
 		flush, cancel := context.WithTimeout(stepsCtx, in.cfg.redisTimeout)
 		if err := mem.Close(flush); err != nil {

@@ -188,6 +188,13 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
+// String returns what was written so far.
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
 func startRun(t *testing.T, in *Instance) <-chan error {
 	t.Helper()
 	done := make(chan error, 1)
@@ -402,6 +409,13 @@ func TestPingFailureContinuesDegradedAndRegistersOnceRedisAnswers(t *testing.T) 
 	}
 	if tr := f.rec.transitions()[1]; tr.To != phases.Configuring || tr.Guard.String() != "not redis_required" {
 		t.Fatalf("ping_failed went to %q decided by %q", tr.To, tr.Guard)
+	}
+	// The ping's failure is the cause of ping_failed alone: the phases after
+	// it completed, and their transitions carry no error.
+	for _, tr := range f.rec.transitions()[2:] {
+		if tr.Cause != nil {
+			t.Errorf("%s (%s -> %s) carries cause %v; only ping_failed should", tr.Event, tr.From, tr.To, tr.Cause)
+		}
 	}
 
 	if err := f.mr.Restart(); err != nil {
