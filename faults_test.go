@@ -49,7 +49,7 @@ func deadlineClient(t *testing.T, addr string) *redis.Client {
 
 // faultRig is an instance of svc/i-1 on a real clock, with its logs and spans.
 type faultRig struct {
-	logs  *bytes.Buffer
+	logs  *lockedWriter
 	spans *tracetest.SpanRecorder
 }
 
@@ -64,13 +64,13 @@ func (r *faultRig) options(c redis.UniversalClient, extra ...Option) []Option {
 		WithHealthAddr("127.0.0.1", 0),
 		WithTracerProvider(tp),
 		WithMeterProvider(metricnoop.NewMeterProvider()),
-		WithLogger(slog.New(slog.NewTextHandler(syncWriter(r.logs), nil))),
+		WithLogger(slog.New(slog.NewTextHandler(r.logs, nil))),
 	}
 	return append(opts, extra...)
 }
 
 func newFaultRig(t *testing.T) *faultRig {
-	r := &faultRig{logs: &bytes.Buffer{}, spans: tracetest.NewSpanRecorder()}
+	r := &faultRig{logs: &lockedWriter{b: &bytes.Buffer{}}, spans: tracetest.NewSpanRecorder()}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("instance log:\n%s", r.logs.String())
@@ -252,6 +252,7 @@ func TestRedisKilledAndRestartedWhileRunningReregistersWithinOneHeartbeatAndOpsR
 	var pulls atomic.Int32
 	const ttl = 3 * time.Second // heartbeat every second
 	in, err := New(newTestService(), rig.options(deadlineClient(t, srv.Addr()), WithServiceTTL(ttl),
+		WithControlInsecure(true),
 		WithPullHandler(func(context.Context, json.RawMessage) error { pulls.Add(1); return nil }))...)
 	if err != nil {
 		t.Fatal(err)

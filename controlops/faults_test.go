@@ -25,7 +25,7 @@ func TestFrozenRedisHoldsStopNoLongerThanTheCallTimeout(t *testing.T) {
 	}
 	const callTimeout = 300 * time.Millisecond
 	d, err := New(rdb, target, WithLogger(quiet), WithBackoff(10*time.Millisecond, 100*time.Millisecond),
-		WithCallTimeout(callTimeout))
+		WithCallTimeout(callTimeout), WithInsecure())
 	if err != nil {
 		t.Fatal(err)
 	}
