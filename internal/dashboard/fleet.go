@@ -30,11 +30,11 @@ type instance struct {
 
 // service is one service's instances and their count per state.
 type service struct {
-	Name      string        `json:"name"`
-	Counts    []stateCount  `json:"counts"`
-	Instances []instance    `json:"instances"`
-	Err       string        `json:"error,omitempty"`
-	Insecure  int           `json:"insecure"`
+	Name      string       `json:"name"`
+	Counts    []stateCount `json:"counts"`
+	Instances []instance   `json:"instances"`
+	Err       string       `json:"error,omitempty"`
+	Insecure  int          `json:"insecure"`
 }
 
 type stateCount struct {

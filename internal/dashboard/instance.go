@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -82,7 +83,7 @@ func (s *Server) instancePage(w http.ResponseWriter, r *http.Request) {
 	}
 	if v.Entry != nil {
 		b, _ := json.MarshalIndent(v.Entry.Entry, "", "  ")
-		v.EntryJSON, v.State = string(b), v.Entry.Status
+		v.EntryJSON, v.State = jsonText(string(b)), v.Entry.Status
 	} else if err != nil {
 		v.EntryJSON = err.Error()
 	}
@@ -120,4 +121,23 @@ func (s *Server) waterfallFragment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.render(w, http.StatusOK, "waterfall", wf)
+}
+
+// jsonText escapes in JSON what encoding/json leaves raw although a reader
+// cannot see it (bidi overrides, zero-width and C1 characters): outside
+// strings JSON is ASCII, so each is inside a string, where \u escapes are
+// valid.
+func jsonText(s string) string {
+	if !strings.ContainsFunc(s, hidden) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if hidden(r) && r > 0x7e {
+			fmt.Fprintf(&b, `\u%04x`, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
