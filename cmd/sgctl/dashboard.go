@@ -53,7 +53,7 @@ network, put it behind a TLS proxy. Ctrl-C stops it.`,
 	flags: func(fs *flag.FlagSet, a *app) func(context.Context, []string) int {
 		listen := fs.String("listen", "127.0.0.1:8080", "serve on `ADDR` (host:port; port 0 picks a free one)")
 		readOnly := fs.Bool("read-only", false, "show the fleet without the actions")
-		ttl := fs.Duration("ttl", registry.DefaultTTL, "the services' registry `TTL`, to date the last heartbeat (default SG_SERVICE_TTL or 30s)")
+		ttl := fs.Duration("ttl", registry.DefaultTTL, "the services' registry `TTL`, to date the last heartbeat (SG_SERVICE_TTL when set)")
 		return func(ctx context.Context, args []string) int {
 			set := false
 			fs.Visit(func(f *flag.Flag) { set = set || f.Name == "ttl" })
