@@ -110,7 +110,7 @@
 //	                the first key signs. Unset: ops are sent unsigned, and only
 //	                instances with SG_CONTROL_INSECURE=true accept them. Results
 //	                name the key that verified the op by its id (the first 8 hex
-//	                digits of its SHA-256). Only restart and pull read it.
+//	                digits of its SHA-256). Only restart, pull and dashboard read it.
 //	SG_SERVICE_TTL  the fleet's registry TTL, which ps and dashboard use to date heartbeats.
 //	SG_DASHBOARD_TOKEN  the token every dashboard request must carry (at least 16
 //	                bytes); required when dashboard --listen is not loopback.
