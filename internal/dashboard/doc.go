@@ -24,7 +24,7 @@
 // XREAD at a time (Config.Block, default 1s), starting at the stream's end.
 // Each transition read is sent, with the instance's entry read just after
 // it (one pipelined GET and ZSCORE per batch), to every connected browser
-// through a buffered channel; a browser that falls subbuffer messages behind
+// through a buffered channel; a browser that falls 512 messages behind
 // is disconnected rather than slowing the others, and resumes when it
 // reconnects. The last 2048 transitions stay in memory: a browser resumes
 // from the id it last saw (the Last-Event-ID header EventSource sends on
