@@ -20,7 +20,18 @@
 //   - a transition with several sources is one edge per source; transitions
 //     between the same pair of states share one edge whose label lists them all,
 //     in table order ("stop, fail" in Mermaid, one per line in DOT), each as
-//     phases.Transition.Label renders it: "event" or "event [guard]".
+//     phases.Transition.Label renders it: "event" or "event [guard]";
+//   - a label that every state of a group (of two states or more) has on its
+//     edge to one state outside the group is drawn once, from the group: the
+//     lifecycle's stop and fail, which every boot state has, are one arrow
+//     from the boot group to stopping_daemons (a Mermaid transition from the
+//     composite state; in DOT an edge from the group's last state with
+//     ltail set to its cluster, under compound=true). This is read off the
+//     table, never named: a label that one state of the group lacks stays on
+//     each state's own edge;
+//   - DOT group titles sit in the top-left corner of their cluster, clear of
+//     the edges that enter it, and no edge label overlaps one (a test measures
+//     the rendered SVG).
 //
 // Mermaid never sees a state name as an identifier: states are aliased
 // (state "label" as s_id) with ids made of [A-Za-z0-9_] only, so names with

@@ -47,9 +47,15 @@ type groupNodes struct {
 	states []phases.StateInfo
 }
 
+// edge is one arrow. A group edge (group != "") stands for the transitions
+// that every state of a group has to the same destination with the same
+// label: it is drawn once, from the group's border (DOT: from its last state,
+// clipped with ltail; Mermaid: from the composite state), and those labels
+// are taken off the states' own edges.
 type edge struct {
 	from, to phases.State
 	labels   []string
+	group    *groupNodes // set on a group edge; from is then the group's last state
 }
 
 func newModel(t *phases.Table, opts []Option) *model {
@@ -132,10 +138,91 @@ func newModel(t *phases.Table, opts []Option) *model {
 		}
 	}
 
+	m.edges = groupEdges(m.groups, m.edges)
+
 	if _, ok := m.ids[c.highlight]; ok {
 		m.highlight = c.highlight
 	}
 	return m
+}
+
+// groupEdges folds, for each group of two states or more, the labels that
+// every state of the group has on its edge to one destination outside the
+// group into one group edge, placed where the first of those edges was. It
+// reads only the edges (that is, the table): a label that one state of the
+// group lacks stays on each state's own edge. Edges left without labels are
+// dropped.
+func groupEdges(groups []groupNodes, edges []edge) []edge {
+	type pair struct{ from, to phases.State }
+	at := map[pair]int{}
+	for i, e := range edges {
+		at[pair{e.from, e.to}] = i
+	}
+	folded := map[int][]edge{} // index of an edge -> group edges to draw before it
+	drop := map[int][]string{} // index of an edge -> labels taken off it
+	for gi := range groups {
+		g := &groups[gi]
+		if len(g.states) < 2 {
+			continue
+		}
+		in := map[phases.State]bool{}
+		for _, s := range g.states {
+			in[s.Name] = true
+		}
+		// Destinations in the order the group's first state reaches them.
+		first := g.states[0].Name
+		for _, e := range edges {
+			if e.from != first || in[e.to] {
+				continue
+			}
+			var common []string
+			firstAt := len(edges)
+			for _, label := range e.labels {
+				everywhere := true
+				for _, s := range g.states {
+					i, ok := at[pair{s.Name, e.to}]
+					if !ok || !contains(edges[i].labels, label) {
+						everywhere = false
+						break
+					}
+				}
+				if everywhere {
+					common = append(common, label)
+				}
+			}
+			if len(common) == 0 {
+				continue
+			}
+			for _, s := range g.states {
+				i := at[pair{s.Name, e.to}]
+				firstAt = min(firstAt, i)
+				drop[i] = append(drop[i], common...)
+			}
+			last := g.states[len(g.states)-1].Name
+			folded[firstAt] = append(folded[firstAt], edge{from: last, to: e.to, labels: common, group: g})
+		}
+	}
+	if len(folded) == 0 {
+		return edges
+	}
+	var out []edge
+	for i, e := range edges {
+		out = append(out, folded[i]...)
+		if d := drop[i]; len(d) > 0 {
+			var keep []string
+			for _, l := range e.labels {
+				if !contains(d, l) {
+					keep = append(keep, l)
+				}
+			}
+			if len(keep) == 0 {
+				continue
+			}
+			e.labels = keep
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 func contains(list []string, s string) bool {
@@ -205,7 +292,11 @@ func Mermaid(t *phases.Table, opts ...Option) []byte {
 		fmt.Fprintf(&b, "    [*] --> %s\n", m.ids[m.initial])
 	}
 	for _, e := range m.edges {
-		fmt.Fprintf(&b, "    %s --> %s : %s\n", m.ids[e.from], m.ids[e.to], mermaidText(strings.Join(e.labels, ", ")))
+		from := m.ids[e.from]
+		if e.group != nil {
+			from = e.group.id
+		}
+		fmt.Fprintf(&b, "    %s --> %s : %s\n", from, m.ids[e.to], mermaidText(strings.Join(e.labels, ", ")))
 	}
 	for _, s := range m.terminals {
 		fmt.Fprintf(&b, "    %s --> [*]\n", m.ids[s])
@@ -244,7 +335,14 @@ func DOT(t *phases.Table, opts ...Option) []byte {
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "digraph %s {\n", dotQuote(m.name))
-	fmt.Fprintf(&b, "\tgraph [label=%s, labelloc=t, fontname=\"Helvetica\", rankdir=TB];\n", dotQuote(m.name))
+	compound := ""
+	for _, e := range m.edges {
+		if e.group != nil {
+			compound = ", compound=true" // lets a group edge start at the cluster's border (ltail)
+			break
+		}
+	}
+	fmt.Fprintf(&b, "\tgraph [label=%s, labelloc=t, fontname=\"Helvetica\", rankdir=TB%s];\n", dotQuote(m.name), compound)
 	b.WriteString("\tnode [shape=box, style=rounded, fontname=\"Helvetica\", fontsize=11];\n")
 	b.WriteString("\tedge [fontname=\"Helvetica\", fontsize=9];\n")
 	if m.initial != "" {
@@ -272,7 +370,9 @@ func DOT(t *phases.Table, opts ...Option) []byte {
 		if g.info.Doc != "" {
 			fmt.Fprintf(&b, "\t\ttooltip=%s;\n", dotQuote(g.info.Doc))
 		}
-		b.WriteString("\t\tstyle=\"rounded,dashed\";\n\t\tcolor=gray50;\n")
+		// The title sits in the top-left corner, clear of the edges that
+		// enter the cluster from above, near its middle.
+		b.WriteString("\t\tstyle=\"rounded,dashed\";\n\t\tcolor=gray50;\n\t\tlabeljust=l;\n")
 		for _, s := range g.states {
 			node("\t\t", s)
 		}
@@ -285,7 +385,11 @@ func DOT(t *phases.Table, opts ...Option) []byte {
 		fmt.Fprintf(&b, "\t\"start\" -> %s;\n", dotQuote(m.ids[m.initial]))
 	}
 	for _, e := range m.edges {
-		fmt.Fprintf(&b, "\t%s -> %s [label=%s];\n", dotQuote(m.ids[e.from]), dotQuote(m.ids[e.to]), dotQuote(strings.Join(e.labels, "\n")))
+		ltail := ""
+		if e.group != nil {
+			ltail = "ltail=" + dotQuote("cluster_"+e.group.id) + ", "
+		}
+		fmt.Fprintf(&b, "\t%s -> %s [%slabel=%s];\n", dotQuote(m.ids[e.from]), dotQuote(m.ids[e.to]), ltail, dotQuote(strings.Join(e.labels, "\n")))
 	}
 	for _, s := range m.terminals {
 		fmt.Fprintf(&b, "\t%s -> \"end\";\n", dotQuote(m.ids[s]))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,23 +52,143 @@ func TestEveryStateAppearsWithItsPhaseLabel(t *testing.T) {
 func TestEveryTransitionOfTheLifecycleIsAnEdgeFromEachSource(t *testing.T) {
 	mmd, dot := string(Mermaid(&phases.Lifecycle)), string(DOT(&phases.Lifecycle))
 	mEdge := regexp.MustCompile(`(?m)^    (\S+) --> (\S+) : (.+)$`)
-	dEdge := regexp.MustCompile(`(?m)^\t"(\S+)" -> "(\S+)" \[label="(.*)"\];$`)
+	dEdge := regexp.MustCompile(`(?m)^\t"(\S+)" -> "(\S+)" \[(?:ltail="cluster_(\S+)", )?label="(.*)"\];$`)
 	mLabels, dLabels := map[string][]string{}, map[string][]string{}
 	for _, m := range mEdge.FindAllStringSubmatch(mmd, -1) {
 		mLabels[m[1]+" "+m[2]] = strings.Split(m[3], ", ")
 	}
 	for _, m := range dEdge.FindAllStringSubmatch(dot, -1) {
-		dLabels[m[1]+" "+m[2]] = strings.Split(m[3], `\n`)
+		from := m[1]
+		if m[3] != "" {
+			from = m[3] // a group edge: it leaves the cluster
+		}
+		dLabels[from+" "+m[2]] = strings.Split(m[4], `\n`)
 	}
+	// A transition is drawn from its source state, or from the source's
+	// group when the group edge carries it.
 	for _, tr := range phases.Lifecycle.Transitions {
 		for _, from := range tr.From {
+			si, _ := phases.Lifecycle.State(from)
 			key := "s_" + string(from) + " s_" + string(tr.To)
-			if !contains(mLabels[key], tr.Label()) {
-				t.Errorf("Mermaid: edge %s lacks %q (has %q)", key, tr.Label(), mLabels[key])
+			gkey := "g_" + string(si.Group) + " s_" + string(tr.To)
+			if !contains(mLabels[key], tr.Label()) && !contains(mLabels[gkey], tr.Label()) {
+				t.Errorf("Mermaid: neither edge %s nor %s has %q", key, gkey, tr.Label())
 			}
-			if !contains(dLabels[key], tr.Label()) {
-				t.Errorf("DOT: edge %s lacks %q (has %q)", key, tr.Label(), dLabels[key])
+			if !contains(dLabels[key], tr.Label()) && !contains(dLabels[gkey], tr.Label()) {
+				t.Errorf("DOT: neither edge %s nor %s has %q", key, gkey, tr.Label())
 			}
+			if contains(mLabels[key], tr.Label()) && contains(mLabels[gkey], tr.Label()) {
+				t.Errorf("Mermaid draws %q twice: from %s and from its group", tr.Label(), from)
+			}
+		}
+	}
+}
+
+// sharedByGroup derives from the table what a group edge must draw: for each
+// group of two states or more, the labels that every state of the group has
+// on a transition to one destination outside it.
+func sharedByGroup(tab *phases.Table) map[string][]string {
+	out := map[string][]string{} // "g_<group> s_<to>" -> labels
+	for _, g := range tab.Groups {
+		var states []phases.State
+		for _, s := range tab.States {
+			if s.Group == g.Name {
+				states = append(states, s.Name)
+			}
+		}
+		if len(states) < 2 {
+			continue
+		}
+		for _, tr := range tab.Transitions {
+			has := map[phases.State]bool{}
+			for _, f := range tr.From {
+				has[f] = true
+			}
+			all := !slices.Contains(states, tr.To)
+			for _, s := range states {
+				all = all && has[s]
+			}
+			if all {
+				k := "g_" + string(g.Name) + " s_" + string(tr.To)
+				out[k] = append(out[k], tr.Label())
+			}
+		}
+	}
+	return out
+}
+
+func TestEdgesEveryBootStateHasAreDrawnOnceFromTheBootGroup(t *testing.T) {
+	shared := sharedByGroup(&phases.Lifecycle)
+	want := "g_boot s_" + string(phases.StoppingDaemons)
+	if len(shared[want]) == 0 {
+		t.Fatalf("the table gives every boot state no common edge to stopping_daemons: %v", shared)
+	}
+	mmd, dot := string(Mermaid(&phases.Lifecycle)), string(DOT(&phases.Lifecycle))
+	for key, labels := range shared {
+		from, to, _ := strings.Cut(key, " ")
+		line := fmt.Sprintf("    %s --> %s : %s\n", from, to, strings.Join(labels, ", "))
+		if strings.Count(mmd, line) != 1 {
+			t.Errorf("Mermaid lacks, once, the group edge %q:\n%s", line, mmd)
+		}
+		group := strings.TrimPrefix(from, "g_")
+		dline := fmt.Sprintf(`-> "%s" [ltail="cluster_g_%s", label="%s"];`, to, group, strings.Join(labels, `\n`))
+		if strings.Count(dot, dline) != 1 {
+			t.Errorf("DOT lacks, once, the compound edge %q:\n%s", dline, dot)
+		}
+	}
+	if !strings.Contains(dot, "compound=true") {
+		t.Errorf("DOT draws a compound edge without compound=true")
+	}
+	// No boot state keeps an edge of its own to stopping_daemons: stop and
+	// fail were all it had there.
+	for _, s := range phases.BootStates {
+		if strings.Contains(mmd, fmt.Sprintf("    s_%s --> s_%s ", s, phases.StoppingDaemons)) {
+			t.Errorf("Mermaid still draws %s -> stopping_daemons", s)
+		}
+		if strings.Contains(dot, fmt.Sprintf("\t\"s_%s\" -> \"s_%s\" [label=", s, phases.StoppingDaemons)) {
+			t.Errorf("DOT still draws %s -> stopping_daemons", s)
+		}
+	}
+}
+
+func TestALabelOneStateOfTheGroupLacksStaysOnEachStatesEdge(t *testing.T) {
+	tab := phases.Table{
+		Name:    "job",
+		Initial: "a",
+		Groups:  []phases.GroupInfo{{Name: "work"}, {Name: "end"}},
+		States: []phases.StateInfo{
+			{Name: "a", Group: "work"}, {Name: "b", Group: "work"}, {Name: "c", Group: "work"},
+			{Name: "done", Group: "end", Terminal: true},
+		},
+		Transitions: []phases.Transition{
+			{Event: "next", From: []phases.State{"a"}, To: "b"},
+			{Event: "next", From: []phases.State{"b"}, To: "c"},
+			{Event: "stop", From: []phases.State{"a", "b", "c"}, To: "done"},
+			{Event: "fail", From: []phases.State{"a", "c"}, To: "done"}, // b cannot fail
+		},
+	}
+	if err := tab.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	mmd, dot := string(Mermaid(&tab)), string(DOT(&tab))
+	for _, want := range []string{
+		"    g_work --> s_done : stop\n",
+		"    s_a --> s_done : fail\n",
+		"    s_c --> s_done : fail\n",
+	} {
+		if !strings.Contains(mmd, want) {
+			t.Errorf("Mermaid lacks %q:\n%s", want, mmd)
+		}
+	}
+	if strings.Contains(mmd, "s_b --> s_done") {
+		t.Errorf("Mermaid draws b -> done, but b's only edge there is the group's stop:\n%s", mmd)
+	}
+	for _, want := range []string{
+		`"s_c" -> "s_done" [ltail="cluster_g_work", label="stop"];`,
+		`"s_a" -> "s_done" [label="fail"];`,
+	} {
+		if !strings.Contains(dot, want) {
+			t.Errorf("DOT lacks %q:\n%s", want, dot)
 		}
 	}
 }
@@ -94,11 +215,11 @@ func TestGuardedEdgesShowEventAndGuard(t *testing.T) {
 
 func TestParallelEdgesMergeIntoOneLabel(t *testing.T) {
 	mmd := string(Mermaid(&phases.Lifecycle))
-	if want := "s_starting --> s_stopping_daemons : stop, fail\n"; !strings.Contains(mmd, want) {
+	if want := "s_pulling --> s_stopping_daemons : stop, fail\n"; !strings.Contains(mmd, want) {
 		t.Errorf("Mermaid lacks merged edge %q", want)
 	}
-	if n := strings.Count(mmd, "s_starting --> s_stopping_daemons"); n != 1 {
-		t.Errorf("Mermaid draws %d edges starting -> stopping_daemons, want 1", n)
+	if n := strings.Count(mmd, "s_pulling --> s_stopping_daemons"); n != 1 {
+		t.Errorf("Mermaid draws %d edges pulling -> stopping_daemons, want 1", n)
 	}
 	if want := `"s_running" -> "s_stopping_daemons" [label="restart\nstop\nfail"];`; !strings.Contains(string(DOT(&phases.Lifecycle)), want) {
 		t.Errorf("DOT lacks merged edge %s", want)

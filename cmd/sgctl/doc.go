@@ -9,6 +9,7 @@
 //	sgctl restart SERVICE [--instance ID] [--max-unavailable N] [--wait] [--timeout D] [--json]
 //	sgctl pull SERVICE [--instance ID] [--wait] [--timeout D] [--json]
 //	sgctl diagram [--format mermaid|dot|svg] [--highlight STATE]
+//	sgctl dashboard [--listen ADDR] [--read-only] [--ttl D]
 //
 // Every command has --help; flags may come before or after the arguments
 // (as with kubectl), as -flag or --flag, with "--flag value" or
@@ -57,6 +58,32 @@
 // package phases, as Mermaid (default), Graphviz DOT or SVG (rendered by the
 // dot binary, which must be on PATH). It needs no Redis.
 //
+// dashboard serves the fleet in a browser (default http://127.0.0.1:8080/):
+// per service, the count of instances in each state and one row per
+// instance (status coloured by the diagram's state groups, phase, host, pid,
+// version, uptime, heartbeat age, degraded, control mode, error), updated
+// within a second of each transition over server-sent events; per instance,
+// its last boot as a waterfall of phase durations read from sg:events, the
+// state diagram with its current state highlighted (Graphviz dot on PATH),
+// and its registry entry as JSON; and the actions of restart and pull (one
+// instance, or a rolling restart of a service with a max-unavailable
+// limit), each confirmed in the page, sent with the same signed controlops
+// client as restart and pull, and followed instance by instance. One
+// dashboard process reads sg:events with one blocking XREAD at a time,
+// however many browsers are connected, and a browser that reconnects
+// resumes after the last transition it saw. SG_CONTROL_KEY signs the ops
+// and never leaves the process; without it ops go unsigned and only
+// instances in insecure mode accept them, which the page says. The
+// dashboard listens on loopback by default and then accepts only the
+// loopback host names in the Host header (against DNS rebinding); a
+// non-loopback --listen needs SG_DASHBOARD_TOKEN (at least 16 bytes), or it
+// exits 2 before touching Redis. With a token every request must carry it:
+// a login form sets an HttpOnly, SameSite=Strict session cookie, scripts
+// send "Authorization: Bearer <token>"; others get 401. POSTs pass a
+// same-origin check (Sec-Fetch-Site, Origin), and every page carries a
+// Content-Security-Policy without 'unsafe-inline'. --read-only hides the
+// actions. It speaks plain HTTP: across a network, put a TLS proxy in front.
+//
 // # Data read from Redis
 //
 // Whoever can write to the fleet's Redis can write the registry and the
@@ -83,8 +110,10 @@
 //	                the first key signs. Unset: ops are sent unsigned, and only
 //	                instances with SG_CONTROL_INSECURE=true accept them. Results
 //	                name the key that verified the op by its id (the first 8 hex
-//	                digits of its SHA-256). Only restart and pull read it.
-//	SG_SERVICE_TTL  the fleet's registry TTL, which ps uses to date heartbeats.
+//	                digits of its SHA-256). Only restart, pull and dashboard read it.
+//	SG_SERVICE_TTL  the fleet's registry TTL, which ps and dashboard use to date heartbeats.
+//	SG_DASHBOARD_TOKEN  the token every dashboard request must carry (at least 16
+//	                bytes); required when dashboard --listen is not loopback.
 //	OTEL_*          with an exporter configured (e.g. OTEL_EXPORTER_OTLP_ENDPOINT),
 //	                restart and pull export their span, the parent of every instance's
 //	                handling of the op, and print its trace id.

@@ -67,7 +67,7 @@ type command struct {
 	flags func(fs *flag.FlagSet, a *app) func(ctx context.Context, args []string) int
 }
 
-var commands = []*command{psCommand, watchCommand, restartCommand, pullCommand, diagramCommand}
+var commands = []*command{psCommand, watchCommand, restartCommand, pullCommand, diagramCommand, dashboardCommand}
 
 // app is one invocation of sgctl: its environment and output streams.
 type app struct {
@@ -194,7 +194,7 @@ Usage:
 Commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 Environment:
@@ -203,6 +203,8 @@ Environment:
   SG_CONTROL_KEY  HMAC key that signs restart and pull ops (at least 16 bytes;
                   of a comma-separated list, the first signs)
   SG_SERVICE_TTL  the fleet's registry TTL, used by ps to date heartbeats (default 30s)
+  SG_DASHBOARD_TOKEN  the token every dashboard request must carry; required
+                  when dashboard --listen is not a loopback address
 
 Exit codes:
   0  success

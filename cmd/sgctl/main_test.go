@@ -97,11 +97,12 @@ func TestHelpListsEveryCommandAndTheExitCodes(t *testing.T) {
 
 func TestEveryCommandHasHelpWithItsSynopsisAndFlags(t *testing.T) {
 	wantFlags := map[string][]string{
-		"ps":      {"--json", "--ttl"},
-		"watch":   {"--json", "--instance", "--from"},
-		"restart": {"--instance", "--max-unavailable", "--wait", "--timeout"},
-		"pull":    {"--instance", "--wait", "--timeout"},
-		"diagram": {"--format", "--highlight"},
+		"ps":        {"--json", "--ttl"},
+		"watch":     {"--json", "--instance", "--from"},
+		"restart":   {"--instance", "--max-unavailable", "--wait", "--timeout"},
+		"pull":      {"--instance", "--wait", "--timeout"},
+		"diagram":   {"--format", "--highlight"},
+		"dashboard": {"--listen", "--read-only", "--ttl"},
 	}
 	for _, c := range commands {
 		for _, args := range [][]string{{c.name, "--help"}, {c.name, "-h"}, {"help", c.name}} {

@@ -172,10 +172,9 @@ func Example_diagram() {
 	//     s_queued --> s_running : start
 	//     s_running --> s_succeeded : succeed
 	//     s_running --> s_retrying : fail [retries_left]
-	//     s_running --> s_failed : fail [not retries_left], cancel
+	//     g_work --> s_failed : cancel
+	//     s_running --> s_failed : fail [not retries_left]
 	//     s_retrying --> s_running : retry
-	//     s_queued --> s_failed : cancel
-	//     s_retrying --> s_failed : cancel
 	//     s_succeeded --> [*]
 	//     s_failed --> [*]
 }

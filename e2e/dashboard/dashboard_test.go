@@ -1,0 +1,370 @@
+package dashboard
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/internal/redistest"
+	"github.com/stargazer/lifecycle/registry"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const controlKey = "browser-test-key-0123456789"
+
+// proc is a child process whose output goes to a log file; t.Cleanup kills
+// it by pid and awaits it.
+type proc struct {
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+}
+
+func start(t *testing.T, dir, name string, env []string, bin string, args ...string) *proc {
+	t.Helper()
+	logPath := filepath.Join(dir, name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	logf.Close()
+	p := &proc{cmd: cmd, logPath: logPath, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+			<-p.exited
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("log of %s:\n%s", name, b)
+		}
+	})
+	return p
+}
+
+func (p *proc) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+func build(t *testing.T, dir, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	out, err := exec.Command("go", "build", "-C", "../..", "-o", bin, pkg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
+
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "/usr/bin/chromium"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("chromium is not on PATH (apt-get install -y chromium)")
+	}
+	t.Skip("chromium is not on PATH: apt-get install -y chromium to run")
+	return ""
+}
+
+// poll evaluates expr in the page until ok accepts its result or timeout
+// passes, and returns the last result.
+func poll[T any](t *testing.T, ctx context.Context, timeout time.Duration, expr string, ok func(T) bool, what string) T {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+		if err == nil && ok(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s (last: %v, err %v)", timeout, what, v, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type row struct {
+	Status  string `json:"status"`
+	Started int64  `json:"started"`
+	Uptime  string `json:"uptime"`
+	Host    string `json:"host"`
+	ID      string `json:"id"`
+}
+
+// rowsJS reads the instance rows of the page as the test sees them.
+const rowsJS = `Array.from(document.querySelectorAll('tr.inst')).map(tr => ({
+  status: tr.dataset.status, started: Number(tr.dataset.started),
+  uptime: tr.querySelector('td.uptime').textContent, host: tr.querySelector('td.host').textContent,
+  id: tr.querySelector('td.instance').textContent}))`
+
+func rowsByID(rs []row) map[string]row {
+	m := map[string]row{}
+	for _, r := range rs {
+		m[r.ID] = r
+	}
+	return m
+}
+
+func TestDashboardInARealBrowser(t *testing.T) {
+	chrome := chromium(t)
+	srv := redistest.Server(t)
+	dir := t.TempDir()
+	demo := build(t, dir, "./cmd/demo")
+	sgctl := build(t, dir, "./cmd/sgctl")
+	common := []string{"REDIS_URL=" + srv.URL(), "SG_CONTROL_KEY=" + controlKey,
+		"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none"}
+	ids := []string{"demo-1", "demo-2", "demo-3"}
+	for _, id := range ids {
+		start(t, dir, id, append(common, "SG_SERVICE_NAME=demo", "SG_INSTANCE_ID="+id, "SG_HEALTH_PORT=0",
+			"SG_HEALTH_HOST=127.0.0.1", "SG_BOOT_JITTER=0", "DEMO_PHASE_DELAY=loading_modules=300ms,starting=500ms"), demo)
+	}
+	dash := start(t, dir, "dashboard", common, sgctl, "dashboard", "--listen", "127.0.0.1:0")
+	var base string
+	re := regexp.MustCompile(`serving (http://127\.0\.0\.1:\d+/)`)
+	deadline := time.Now().Add(20 * time.Second)
+	for base == "" {
+		if m := re.FindStringSubmatch(dash.log()); m != nil {
+			base = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the dashboard never said where it serves:\n%s", dash.log())
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// The browser, with every error it reports collected.
+	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 820))...)
+	defer cancelAlloc()
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	defer cancelCtx()
+	var mu sync.Mutex
+	var browserErrors []string
+	err := chromedp.Listen(ctx, func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+				var args []string
+				for _, a := range ev.Args {
+					args = append(args, fmt.Sprintf("%s%s", a.Value, a.Description))
+				}
+				browserErrors = append(browserErrors, "console."+string(ev.Type)+": "+strings.Join(args, " "))
+			}
+		case *runtime.EventExceptionThrown:
+			d := ev.ExceptionDetails
+			browserErrors = append(browserErrors, fmt.Sprintf("exception: %s at %s:%d", d.Text, d.URL, d.LineNumber))
+		case *log.EventEntryAdded:
+			if ev.Entry.Level == log.EntryLevelError {
+				browserErrors = append(browserErrors, "log ("+string(ev.Entry.Source)+"): "+ev.Entry.Text+" "+ev.Entry.URL)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base)); err != nil {
+		t.Fatal(err)
+	}
+
+	// 1. The three instances, running (the page follows their boot live).
+	first := poll(t, ctx, 30*time.Second, rowsJS, func(rs []row) bool {
+		m := rowsByID(rs)
+		for _, id := range ids {
+			if m[id].Status != "running" {
+				return false
+			}
+		}
+		return true
+	}, "three instances running on the fleet page")
+	t.Logf("fleet page: %+v", first)
+	// From here on the page must never reload: a marker that a reload would
+	// wipe. (Before, it may: a service that appears after the page was
+	// rendered is laid out by a reload.)
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[string](`window.__noReload = 'still here'`)); err != nil {
+		t.Fatal(err)
+	}
+
+	// 2. A transition appears without a reload within a second: a pull on
+	// demo-1, sent from outside the page.
+	rdb := srv.Client(t)
+	client := controlops.NewClient(rdb, []byte(controlKey))
+	if _, err := client.Send(t.Context(), "demo", controlops.OpPull, "demo-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		ID       string `json:"id"`
+		Observed int64  `json:"observed"`
+		Marker   string `json:"marker"`
+	}
+	got := poll(t, ctx, 10*time.Second, `(() => {
+	  const li = Array.from(document.querySelectorAll('#eventlog li')).find(li => li.textContent.includes('demo/demo-1') && li.textContent.includes('running → pulling'));
+	  return li ? {id: li.dataset.id || '', observed: Date.now(), marker: window.__noReload || ''} : {id: '', observed: 0, marker: window.__noReload || ''};
+	})()`, func(s seen) bool { return s.ID != "" }, "demo-1's running → pulling in the transitions list")
+	if got.Marker != "still here" {
+		t.Errorf("the page was reloaded")
+	}
+	ms, _ := strconv.ParseInt(strings.Split(got.ID, "-")[0], 10, 64)
+	lag := time.Duration(got.Observed-ms) * time.Millisecond
+	t.Logf("running → pulling: written to sg:events at %d, on the page %v later (polled every 20ms)", ms, lag)
+	if lag > time.Second {
+		t.Errorf("the transition reached the page %v after it was written, want within 1s", lag)
+	}
+
+	// 3. Restart demo-2 from the page: click, confirm, watch it leave
+	// running and come back as a new process.
+	before := rowsByID(first)["demo-2"]
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`tr.inst:nth-child(2) button[data-op="restart"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#confirm-ok`)),
+		chromedp.Click(chromedp.CSS(`#confirm-ok`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	left := poll(t, ctx, 30*time.Second, rowsJS, func(rs []row) bool { return rowsByID(rs)["demo-2"].Status != "running" }, "demo-2 leaving running")
+	t.Logf("demo-2 left running: %+v", rowsByID(left)["demo-2"])
+	back := poll(t, ctx, 30*time.Second, rowsJS, func(rs []row) bool {
+		r := rowsByID(rs)["demo-2"]
+		return r.Status == "running" && r.Started > before.Started
+	}, "demo-2 back in running with a new started_at")
+	t.Logf("demo-2 back: %+v (was %+v)", rowsByID(back)["demo-2"], before)
+	poll(t, ctx, 30*time.Second, `(document.querySelector('#oplog > li') || {dataset: {}}).dataset.done || ''`,
+		func(s string) bool { return s != "" }, "the op's summary")
+	summary, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#oplog > li').textContent`))
+	if !strings.Contains(summary, "demo-2: done") || !strings.Contains(summary, "every instance done and running") {
+		t.Errorf("the operations panel does not show demo-2's result: %q", summary)
+	}
+	marker, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`window.__noReload || ''`))
+	if marker != "still here" {
+		t.Errorf("the page was reloaded during the restart")
+	}
+
+	if path := os.Getenv("DASHBOARD_SCREENSHOT"); path != "" {
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot written to %s", path)
+	}
+
+	// 4. demo-3's waterfall shows DEMO_PHASE_DELAY.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"instance?service=demo&id=demo-3")); err != nil {
+		t.Fatal(err)
+	}
+	type step struct {
+		State string `json:"state"`
+		Ms    int64  `json:"ms"`
+	}
+	steps := poll(t, ctx, 10*time.Second, `Array.from(document.querySelectorAll('g.wf-row')).map(g => ({state: g.dataset.state, ms: Number(g.dataset.ms)}))`,
+		func(s []step) bool { return len(s) >= 9 }, "the waterfall's rows")
+	t.Logf("waterfall of demo-3: %+v", steps)
+	want := map[string]int64{"loading_modules": 300, "starting": 500}
+	for _, s := range steps {
+		if w, ok := want[s.State]; ok {
+			if s.Ms < w || s.Ms > w+400 {
+				t.Errorf("waterfall: %s took %dms, want about %dms (DEMO_PHASE_DELAY)", s.State, s.Ms, w)
+			}
+			delete(want, s.State)
+		} else if s.Ms >= 300 {
+			t.Errorf("waterfall: %s took %dms, though only loading_modules and starting are slowed", s.State, s.Ms)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("waterfall lacks %v", want)
+	}
+	var img struct {
+		Src   string `json:"src"`
+		Width int    `json:"width"`
+	}
+	poll(t, ctx, 10*time.Second, `(() => { const i = document.getElementById('diagram'); return {src: i.getAttribute('src'), width: i.naturalWidth}; })()`,
+		func(v struct {
+			Src   string `json:"src"`
+			Width int    `json:"width"`
+		}) bool {
+			img = v
+			return v.Width > 0
+		}, "the diagram image loaded")
+	if img.Src != "/diagram.svg?state=running" {
+		t.Errorf("the diagram highlights %q, want running", img.Src)
+	}
+
+	// 5. Hostile values in Redis render as text, live and after a reload.
+	const evilHost = `<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">`
+	const evilID = "evil\x1b[31m"
+	e := registry.Entry{Service: "demo", Instance: evilID, Status: "running", Host: evilHost, PID: 1, Version: "v",
+		StartedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC(), Control: "signed"}
+	raw, _ := json.Marshal(e)
+	if err := chromedp.Do(ctx, chromedp.Navigate(base)); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, 10*time.Second, `document.getElementById('live').textContent`, func(s string) bool { return s == "live" }, "the page's stream open")
+	bg := context.Background()
+	rdb.Set(bg, registry.EntryKey("demo", evilID), raw, time.Minute)
+	rdb.ZAdd(bg, registry.IndexKey("demo"), redis.Z{Score: float64(time.Now().Add(time.Minute).UnixMilli()), Member: evilID})
+	rdb.XAdd(bg, &redis.XAddArgs{Stream: registry.EventsKey, Values: map[string]any{"service": "demo", "instance": evilID,
+		"event": "health_serving", "from": "serving_health", "to": "running", "time": time.Now().UTC().Format(time.RFC3339Nano), "error": evilHost}})
+	for _, how := range []string{"live", "rendered by the server"} {
+		if how != "live" {
+			if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := poll(t, ctx, 10*time.Second, rowsJS, func(rs []row) bool { return rowsByID(rs)[`evil\x1b[31m`].Host != "" }, "the hostile row ("+how+")")
+		if h := rowsByID(r)[`evil\x1b[31m`].Host; h != evilHost {
+			t.Errorf("%s: the host cell reads %q, want the value as text", how, h)
+		}
+		pwned, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__pwned !== undefined`))
+		imgs, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('img[src=x]').length`))
+		if pwned || imgs > 0 {
+			t.Errorf("%s: the value from Redis ran as HTML (pwned %v, %d injected images)", how, pwned, imgs)
+		}
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(browserErrors) > 0 {
+		t.Errorf("the browser reported errors:\n%s", strings.Join(browserErrors, "\n"))
+	}
+}

@@ -1,0 +1,19 @@
+// Package dashboard checks `sgctl dashboard` in a real headless Chromium,
+// driven by chromedp, against real cmd/demo processes and a real
+// redis-server: the fleet page lists the instances, a transition appears
+// without a reload within a second, a restart clicked and confirmed in the
+// page takes an instance out of running and back with a new uptime, the
+// instance page's waterfall shows the phase delays set with
+// DEMO_PHASE_DELAY, hostile registry values render as text, and the
+// browser logs no error (CSP violations included).
+//
+// It is a nested module so that chromedp stays out of the library's
+// go.mod. Run it from this directory:
+//
+//	go test -count=1 ./...
+//
+// It needs chromium (apt-get install -y chromium) and redis-server on
+// PATH; without them it is skipped, unless CI=true: then it fails.
+// DASHBOARD_SCREENSHOT=path writes a screenshot of the fleet page there
+// (the README's docs/dashboard.png comes from that).
+package dashboard

@@ -1,0 +1,453 @@
+package dashboard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/registry"
+)
+
+// Sizes of the fan-out.
+const (
+	// ringSize transitions are kept in memory, so a browser that reconnects
+	// resumes from them without a Redis read.
+	ringSize = 2048
+	// subBuffer messages may wait for one browser; a browser further
+	// behind is disconnected, and resumes from the ring when it reconnects.
+	subBuffer = 512
+	// keepAlive is how often an idle stream gets a comment line, so that
+	// proxies and browsers keep it open.
+	keepAlive = 15 * time.Second
+)
+
+// eventView is one transition as the pages and app.js read it.
+type eventView struct {
+	ID       string    `json:"id"`
+	Service  string    `json:"service"`
+	Instance string    `json:"instance"`
+	Event    string    `json:"event"`
+	From     string    `json:"from"`
+	To       string    `json:"to"`
+	Guard    string    `json:"guard,omitempty"`
+	Phase    string    `json:"phase,omitempty"`
+	Degraded bool      `json:"degraded"`
+	Error    string    `json:"error,omitempty"`
+	Time     time.Time `json:"time"`
+	Group    string    `json:"group"` // To's group
+}
+
+// message is one server-sent event: a transition and the instance's entry
+// read just after it (nil: the entry is gone, e.g. deregistered).
+type message struct {
+	id   string
+	data []byte
+}
+
+type update struct {
+	Event eventView `json:"event"`
+	Entry *instance `json:"entry"`
+}
+
+// hub is the one reader of sg:events in a dashboard process and its fan-out
+// to every connected browser.
+type hub struct {
+	s *Server
+
+	mu    sync.Mutex
+	subs  map[*sub]struct{}
+	ring  []message // the latest transitions read, oldest first
+	from  string    // every transition after this id and up to last is in ring
+	last  string    // the id of the last transition read
+	ready bool      // from is known
+	done  chan struct{}
+}
+
+type sub struct {
+	ch chan message // closed when the hub drops the browser
+}
+
+func newHub(s *Server) *hub {
+	return &hub{s: s, subs: map[*sub]struct{}{}, done: make(chan struct{})}
+}
+
+// run is the reader: one blocking XREAD at a time, from the stream's end
+// when it starts.
+func (h *hub) run(ctx context.Context) error {
+	defer func() {
+		h.mu.Lock()
+		for sb := range h.subs {
+			close(sb.ch)
+			delete(h.subs, sb)
+		}
+		h.mu.Unlock()
+		close(h.done)
+	}()
+	log := h.s.cfg.Logger
+	last := "$"
+	retry := time.Duration(0)
+	for ctx.Err() == nil {
+		block := h.s.cfg.Block
+		if last == "$" {
+			block = 0 // resolve the end of the stream now
+		}
+		events, next, err := h.s.reg.Events(ctx, last, 256, block)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			if retry == 0 {
+				log.Warn("dashboard: reading the events stream; retrying", "key", registry.EventsKey, "err", err)
+			}
+			retry = min(max(2*retry, 250*time.Millisecond), 5*time.Second)
+			t := time.NewTimer(retry)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+			continue
+		}
+		if retry > 0 {
+			log.Info("dashboard: the events stream answers again", "after", next)
+			retry = 0
+		}
+		if last == "$" {
+			h.mu.Lock()
+			h.from, h.last, h.ready = next, next, true
+			h.mu.Unlock()
+		}
+		last = next
+		if len(events) > 0 {
+			h.publish(h.s.messages(ctx, events))
+		}
+	}
+	return nil
+}
+
+// publish appends msgs to the ring and hands them to every browser; a
+// browser whose buffer is full is dropped.
+func (h *hub) publish(msgs []message) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range msgs {
+		h.ring = append(h.ring, m)
+		h.last = m.id
+	}
+	if over := len(h.ring) - ringSize; over > 0 {
+		h.from = h.ring[over-1].id
+		h.ring = append([]message(nil), h.ring[over:]...)
+	}
+	for sb := range h.subs {
+		for _, m := range msgs {
+			select {
+			case sb.ch <- m:
+				continue
+			default:
+			}
+			close(sb.ch)
+			delete(h.subs, sb)
+			break
+		}
+	}
+}
+
+func (h *hub) subscribe() *sub {
+	sb := &sub{ch: make(chan message, subBuffer)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.done:
+		close(sb.ch)
+	default:
+		h.subs[sb] = struct{}{}
+	}
+	return sb
+}
+
+func (h *hub) unsubscribe(sb *sub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[sb]; ok {
+		delete(h.subs, sb)
+		close(sb.ch)
+	}
+}
+
+// subscribers is how many browsers are connected.
+func (h *hub) subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
+// since returns what a browser that saw after has missed: from the ring
+// when it covers after, else from the stream (one XRANGE), and reset when
+// more was missed than a browser should replay (it then reloads).
+func (h *hub) since(ctx context.Context, after string) (msgs []message, reset bool) {
+	h.mu.Lock()
+	ready, from := h.ready, h.from
+	ring := append([]message(nil), h.ring...)
+	h.mu.Unlock()
+	if after == "" || !ready {
+		return nil, false
+	}
+	if cmpID(after, from) >= 0 {
+		for _, m := range ring {
+			if cmpID(m.id, after) > 0 {
+				msgs = append(msgs, m)
+			}
+		}
+		return msgs, false
+	}
+	// Older than the ring: the stream may still have it (it is capped).
+	xs, err := h.s.cfg.Redis.XRangeN(ctx, registry.EventsKey, "("+after, from, ringSize).Result()
+	if err != nil || len(xs) == ringSize {
+		return nil, true
+	}
+	evs := make([]registry.Event, 0, len(xs))
+	for _, x := range xs {
+		evs = append(evs, decodeEvent(x))
+	}
+	return append(h.s.messages(ctx, evs), ring...), false
+}
+
+// serve is GET /events: a text/event-stream of transitions ("transition"
+// events, id = the stream id), resuming after Last-Event-ID (sent by the
+// browser when it reconnects) or ?after= (the id the page was rendered at).
+// An "reset" event tells the page it missed too much and must reload.
+func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	after := r.Header.Get("Last-Event-ID")
+	if after == "" {
+		after = r.URL.Query().Get("after")
+	}
+	if !validID(after) {
+		after = ""
+	}
+	sb := h.subscribe() // before reading the backlog: nothing falls between
+	defer h.unsubscribe(sb)
+	backlog, reset := h.since(r.Context(), after)
+
+	hd := w.Header()
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	var b strings.Builder
+	b.WriteString("retry: 1000\n\n")
+	if reset {
+		b.WriteString("event: reset\ndata: {}\n\n")
+	}
+	sent := after
+	for _, m := range backlog {
+		writeMessage(&b, m)
+		sent = m.id
+	}
+	if _, err := w.Write([]byte(b.String())); err != nil || rc.Flush() != nil {
+		return
+	}
+	tick := time.NewTicker(keepAlive)
+	defer tick.Stop()
+	for {
+		var chunk string
+		select {
+		case <-r.Context().Done():
+			return
+		case <-h.done:
+			return
+		case <-tick.C:
+			chunk = ": keep-alive\n\n"
+		case m, ok := <-sb.ch:
+			if !ok {
+				return // dropped: too slow, or the hub stopped
+			}
+			if sent != "" && cmpID(m.id, sent) <= 0 {
+				continue // already in the backlog
+			}
+			b.Reset()
+			writeMessage(&b, m)
+			// Drain what is already queued into the same write.
+			for more := true; more; {
+				select {
+				case m2, ok := <-sb.ch:
+					if !ok {
+						more = false
+						break
+					}
+					writeMessage(&b, m2)
+				default:
+					more = false
+				}
+			}
+			chunk = b.String()
+			sent = m.id
+		}
+		if _, err := w.Write([]byte(chunk)); err != nil || rc.Flush() != nil {
+			return
+		}
+	}
+}
+
+func writeMessage(b *strings.Builder, m message) {
+	b.WriteString("event: transition\nid: ")
+	b.WriteString(m.id)
+	b.WriteString("\ndata: ")
+	b.Write(m.data) // JSON from encoding/json: one line
+	b.WriteString("\n\n")
+}
+
+// messages turns events into messages, with each instance's entry read in
+// one pipelined round trip (GET of the entry, ZSCORE of its heartbeat).
+func (s *Server) messages(ctx context.Context, events []registry.Event) []message {
+	type key struct{ service, instance string }
+	entries := map[key]*instance{}
+	var keys []key
+	for _, ev := range events {
+		k := key{ev.Service, ev.Instance}
+		if _, ok := entries[k]; !ok && registry.ValidateNames(ev.Service, "x") == nil && ev.Instance != "" {
+			entries[k] = nil
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) > 0 {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		pipe := s.cfg.Redis.Pipeline()
+		gets := make([]*redis.StringCmd, len(keys))
+		scores := make([]*redis.FloatCmd, len(keys))
+		for i, k := range keys {
+			gets[i] = pipe.Get(rctx, registry.EntryKey(k.service, k.instance))
+			scores[i] = pipe.ZScore(rctx, registry.IndexKey(k.service), k.instance)
+		}
+		_, _ = pipe.Exec(rctx) // per-command errors below; a failure leaves entries unknown
+		cancel()
+		now := s.cfg.Now()
+		for i, k := range keys {
+			raw, err := gets[i].Result()
+			if err != nil {
+				continue
+			}
+			var e registry.Entry
+			if json.Unmarshal([]byte(raw), &e) != nil {
+				continue
+			}
+			var zs []redis.Z
+			if sc, err := scores[i].Result(); err == nil {
+				zs = []redis.Z{{Score: sc, Member: k.instance}}
+			}
+			in := s.instances(now, []registry.Entry{e}, zs)[0]
+			entries[k] = &in
+		}
+	}
+	out := make([]message, 0, len(events))
+	for _, ev := range events {
+		u := update{Event: s.eventView(ev), Entry: entries[key{ev.Service, ev.Instance}]}
+		b, err := json.Marshal(u)
+		if err != nil {
+			continue
+		}
+		out = append(out, message{id: ev.ID, data: b})
+	}
+	return out
+}
+
+func (s *Server) eventView(ev registry.Event) eventView {
+	return eventView{ID: ev.ID, Service: ev.Service, Instance: ev.Instance, Event: ev.Event, From: ev.From, To: ev.To,
+		Guard: ev.Guard, Phase: ev.Phase, Degraded: ev.Degraded, Error: ev.Error, Time: ev.Time, Group: s.group(ev.To)}
+}
+
+// recentEvents returns the stream's last id and up to n latest transitions
+// (of the services named, when names is not nil), newest first.
+func (s *Server) recentEvents(ctx context.Context, names []string, n int) (string, []eventView, error) {
+	// Some of the latest may be other services': read more than n.
+	xs, err := s.cfg.Redis.XRevRangeN(ctx, registry.EventsKey, "+", "-", int64(max(1, n*5))).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", nil, fmt.Errorf("reading %s: %w", registry.EventsKey, err)
+	}
+	last := "0-0"
+	if len(xs) > 0 {
+		last = xs[0].ID
+	}
+	var out []eventView
+	for _, x := range xs {
+		ev := decodeEvent(x)
+		if names != nil && ev.Service != names[0] {
+			continue
+		}
+		if len(out) == n {
+			break
+		}
+		out = append(out, s.eventView(ev))
+	}
+	return last, out, nil
+}
+
+// decodeEvent reads a stream entry as the registry writes it; what is
+// missing or malformed is left zero.
+func decodeEvent(m redis.XMessage) registry.Event {
+	str := func(k string) string { v, _ := m.Values[k].(string); return v }
+	ev := registry.Event{ID: m.ID, Service: str("service"), Instance: str("instance"), Event: str("event"),
+		From: str("from"), To: str("to"), Guard: str("guard"), Phase: str("phase"), Error: str("error"), TraceID: str("trace_id")}
+	ev.Degraded, _ = strconv.ParseBool(str("degraded"))
+	ev.Time, _ = time.Parse(time.RFC3339Nano, str("time"))
+	return ev
+}
+
+// validID accepts a stream id "ms-seq" (or "ms").
+func validID(id string) bool {
+	_, _, err := parseID(id)
+	return err == nil
+}
+
+func parseID(id string) (ms, seq uint64, err error) {
+	a, b, hasSeq := strings.Cut(id, "-")
+	if ms, err = strconv.ParseUint(a, 10, 64); err != nil {
+		return 0, 0, err
+	}
+	if hasSeq {
+		if seq, err = strconv.ParseUint(b, 10, 64); err != nil {
+			return 0, 0, err
+		}
+	}
+	return ms, seq, nil
+}
+
+// cmpID compares two stream ids; an invalid id sorts first.
+func cmpID(a, b string) int {
+	am, as, aerr := parseID(a)
+	bm, bs, berr := parseID(b)
+	switch {
+	case aerr != nil || berr != nil:
+		return cmpBool(aerr == nil, berr == nil)
+	case am != bm:
+		return cmpU(am, bm)
+	}
+	return cmpU(as, bs)
+}
+
+func cmpU(a, b uint64) int {
+	if a < b {
+		return -1
+	}
+	if a > b {
+		return 1
+	}
+	return 0
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}

@@ -1,0 +1,401 @@
+// sgctl dashboard: live updates over server-sent events, and the actions.
+// Everything read from Redis is put in the page with textContent, never as
+// HTML; the server's Content-Security-Policy allows no inline script.
+'use strict';
+(() => {
+  const cfgEl = document.getElementById('config');
+  if (!cfgEl) return; // the login page
+  const cfg = JSON.parse(cfgEl.textContent);
+
+  // clean writes what a reader cannot see as an escape, as the server's
+  // clean does: control characters, bidi and zero-width characters.
+  const hidden = /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]/g;
+  const short = { '\n': '\\n', '\r': '\\r', '\t': '\\t', '\u0007': '\\a', '\b': '\\b', '\f': '\\f', '\v': '\\v' };
+  const clean = (s) => String(s ?? '').replace(hidden, (c) => {
+    if (short[c]) return short[c];
+    const n = c.charCodeAt(0);
+    return n < 0x80 ? '\\x' + n.toString(16).padStart(2, '0') : '\\u' + n.toString(16).padStart(4, '0');
+  });
+
+  // age renders milliseconds as sgctl does: 850ms, 42s, 5m3s, 3h12m, 2d5h.
+  const age = (ms) => {
+    if (ms < 0) ms = 0;
+    const s = Math.floor(ms / 1000), m = Math.floor(s / 60), h = Math.floor(m / 60), d = Math.floor(h / 24);
+    if (ms < 1000) return Math.floor(ms) + 'ms';
+    if (s < 60) return s + 's';
+    if (m < 60) return m + 'm' + (s % 60) + 's';
+    if (h < 24) return h + 'h' + (m % 60) + 'm';
+    return d + 'd' + (h % 24) + 'h';
+  };
+  const groupOf = (st) => cfg.groups[st] || 'unknown';
+  const stClass = (st) => 'st g-' + groupOf(st) + (st === 'failed' ? ' s-failed' : '');
+  const setStatus = (el, st) => {
+    if (!el) return;
+    el.textContent = clean(st) || '-';
+    el.className = stClass(st);
+  };
+  const millis = (t) => {
+    const v = t ? Date.parse(t) : 0;
+    return v > 0 ? v : 0;
+  };
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+
+  // ---- live status ----------------------------------------------------
+  const live = document.getElementById('live');
+  const setLive = (on, text) => {
+    live.textContent = text;
+    live.className = 'live ' + (on ? 'on' : 'off');
+  };
+
+  const rows = new Map(); // service \0 instance -> tr
+  const rowKey = (s, i) => s + '\u0000' + i;
+  document.querySelectorAll('tr.inst').forEach((tr) => rows.set(rowKey(tr.dataset.service, tr.dataset.instance), tr));
+  const sections = () => Array.from(document.querySelectorAll('section.service'));
+  const sectionOf = (service) => sections().find((s) => s.dataset.service === service);
+
+  function actionsAllowed(status, control) {
+    if (cfg.read_only) return [false, 'read-only'];
+    if (status !== 'running') return [false, 'only a running instance runs ops'];
+    if (control === 'insecure') return [true, cfg.signed ? 'sends a signed op' : 'sends an unsigned op (the instance is in insecure mode)'];
+    if (control === 'signed') return cfg.signed ? [true, 'sends a signed op'] : [false, 'the instance accepts signed ops only: start the dashboard with SG_CONTROL_KEY'];
+    return [false, 'control ops are disabled on this instance (no SG_CONTROL_KEY)'];
+  }
+  function applyActions(holder) {
+    if (!holder) return;
+    const [ok, why] = actionsAllowed(holder.dataset.status, holder.dataset.control);
+    holder.querySelectorAll('button[data-op]').forEach((b) => {
+      b.hidden = cfg.read_only;
+      b.disabled = !ok;
+      b.title = why;
+    });
+  }
+
+  function newRow(service, instance) {
+    const sec = sectionOf(service);
+    if (!sec) {
+      if (cfg.page === 'fleet') scheduleRefresh(0);
+      return null;
+    }
+    const tr = el('tr', 'inst');
+    tr.dataset.service = service;
+    tr.dataset.instance = instance;
+    const a = el('a', '', clean(instance));
+    a.href = '/instance?service=' + encodeURIComponent(service) + '&id=' + encodeURIComponent(instance);
+    const first = el('td', 'instance');
+    first.append(a);
+    tr.append(first);
+    const st = el('td', 'status');
+    st.append(el('span'));
+    tr.append(st);
+    for (const c of ['phase', 'host', 'pid', 'version', 'uptime', 'hb', 'degraded', 'control', 'error']) tr.append(el('td', c));
+    const act = el('td', 'actions');
+    for (const [op, label] of [['pull', 'Pull'], ['restart', 'Restart']]) {
+      const b = el('button', op === 'restart' ? 'danger' : '', label);
+      b.type = 'button';
+      b.dataset.op = op;
+      act.append(b, ' ');
+    }
+    tr.append(act);
+    // Keep the rows in instance order, as the server renders them.
+    const body = sec.querySelector('tbody');
+    const after = Array.from(body.rows).find((r) => r.dataset.instance > instance);
+    body.insertBefore(tr, after || null);
+    rows.set(rowKey(service, instance), tr);
+    return tr;
+  }
+
+  function fillRow(tr, e) {
+    tr.classList.remove('gone');
+    delete tr.dataset.missed;
+    tr.dataset.status = e.status;
+    tr.dataset.control = e.control || '';
+    tr.dataset.started = millis(e.started_at);
+    tr.dataset.hb = millis(e.heartbeat_at);
+    setStatus(tr.querySelector('td.status span'), e.status);
+    const set = (c, v) => { tr.querySelector('td.' + c).textContent = v; };
+    set('phase', clean(e.phase));
+    set('host', clean(e.host));
+    set('pid', e.pid ? String(e.pid) : '');
+    set('version', clean(e.version));
+    set('degraded', e.degraded ? 'degraded' : '');
+    set('control', clean(e.control));
+    tr.querySelector('td.control').className = 'control c-' + (e.control || '');
+    set('error', clean(e.error));
+    tickRow(tr, Date.now());
+    applyActions(tr);
+  }
+
+  function markGone(tr, status) {
+    tr.dataset.status = status;
+    setStatus(tr.querySelector('td.status span'), status);
+    tr.classList.add('gone');
+    applyActions(tr);
+  }
+
+  function tickRow(tr, now) {
+    const st = Number(tr.dataset.started), hb = Number(tr.dataset.hb);
+    tr.querySelector('td.uptime').textContent = st > 0 ? age(now - st) : '';
+    tr.querySelector('td.hb').textContent = hb > 0 ? age(now - hb) : '';
+  }
+
+  function recount() {
+    let total = 0;
+    for (const sec of sections()) {
+      const n = new Map();
+      sec.querySelectorAll('tr.inst:not(.gone)').forEach((tr) => {
+        n.set(tr.dataset.status, (n.get(tr.dataset.status) || 0) + 1);
+        total++;
+      });
+      const p = sec.querySelector('p.counts');
+      p.replaceChildren();
+      const order = Object.keys(cfg.groups);
+      const states = Array.from(n.keys()).sort((a, b) => {
+        const ia = order.indexOf(a), ib = order.indexOf(b);
+        return (ia < 0 ? 1e9 : ia) - (ib < 0 ? 1e9 : ib) || (a < b ? -1 : 1);
+      });
+      for (const st of states) {
+        const chip = el('span', 'chip g-' + groupOf(st) + (st === 'failed' ? ' s-failed' : ''), clean(st) + ' ');
+        chip.append(el('b', '', String(n.get(st))));
+        p.append(chip, ' ');
+      }
+    }
+    const t = document.getElementById('total');
+    if (t) t.textContent = total + ' instances';
+  }
+
+  // ---- the transitions list -----------------------------------------------
+  const eventlog = document.getElementById('eventlog');
+  function logEvent(ev) {
+    if (!eventlog) return;
+    const li = el('li');
+    li.dataset.id = ev.id;
+    const t = new Date(ev.time);
+    const time = el('time', '', isNaN(t) ? '-' : t.toISOString().slice(11, 23));
+    const who = el('span', 'who', clean(ev.service) + '/' + clean(ev.instance));
+    const from = el('span', stClass(ev.from), clean(ev.from));
+    const to = el('span', stClass(ev.to), clean(ev.to));
+    const what = el('span', 'ev', clean(ev.event) + (ev.guard ? ' [' + clean(ev.guard) + ']' : ''));
+    li.append(time, ' ', who, ' ', from, ' → ', to, ' ', what);
+    if (ev.error) li.append(' ', el('span', 'err', clean(ev.error)));
+    eventlog.prepend(li);
+    while (eventlog.children.length > 100) eventlog.lastElementChild.remove();
+  }
+
+  // ---- the instance page ---------------------------------------------------
+  let waterfallTimer = 0;
+  function refreshWaterfall() {
+    clearTimeout(waterfallTimer);
+    waterfallTimer = setTimeout(async () => {
+      const q = '?service=' + encodeURIComponent(cfg.service) + '&id=' + encodeURIComponent(cfg.instance);
+      try {
+        const res = await fetch('/instance/waterfall' + q, { headers: { Accept: 'text/html' } });
+        if (!res.ok) return;
+        // The fragment is the server's own template output, escaped there.
+        const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
+        document.getElementById('waterfall').replaceChildren(...Array.from(doc.body.childNodes).map((n) => document.importNode(n, true)));
+      } catch (_) { /* the next transition retries */ }
+    }, 150);
+  }
+
+  function applyInstance(u) {
+    const status = u.entry ? u.entry.status : u.event.to;
+    setStatus(document.getElementById('state'), status);
+    const img = document.getElementById('diagram');
+    const src = '/diagram.svg?state=' + encodeURIComponent(status);
+    if (img && img.getAttribute('src') !== src) img.setAttribute('src', src);
+    const pre = document.getElementById('entry');
+    if (u.entry) {
+      const e = Object.assign({}, u.entry);
+      delete e.heartbeat_at;
+      delete e.group;
+      pre.textContent = JSON.stringify(e, null, 2);
+    } else {
+      pre.textContent = 'no entry: the instance stopped, or its entry expired';
+    }
+    const acts = document.getElementById('inst-actions');
+    if (acts) {
+      acts.dataset.status = status;
+      if (u.entry) acts.dataset.control = u.entry.control || '';
+      applyActions(acts);
+    }
+    refreshWaterfall();
+  }
+
+  // ---- the stream ----------------------------------------------------------
+  function apply(u) {
+    const ev = u.event;
+    if (cfg.page !== 'fleet' && ev.service !== cfg.service) return;
+    if (cfg.page === 'instance') {
+      if (ev.instance !== cfg.instance) return;
+      logEvent(ev);
+      applyInstance(u);
+      return;
+    }
+    logEvent(ev);
+    let tr = rows.get(rowKey(ev.service, ev.instance));
+    if (u.entry) {
+      if (!tr) tr = newRow(ev.service, ev.instance);
+      if (tr) fillRow(tr, u.entry);
+    } else if (tr) {
+      markGone(tr, ev.to);
+    }
+    recount();
+  }
+
+  function connect() {
+    const es = new EventSource('/events?after=' + encodeURIComponent(cfg.after));
+    es.addEventListener('open', () => setLive(true, 'live'));
+    es.addEventListener('error', () => setLive(false, es.readyState === EventSource.CLOSED ? 'disconnected: reload the page' : 'reconnecting…'));
+    es.addEventListener('transition', (m) => apply(JSON.parse(m.data)));
+    es.addEventListener('reset', () => location.reload());
+  }
+
+  // ---- the periodic refresh: heartbeats, expiries -----------------------
+  let refreshTimer = 0;
+  function scheduleRefresh(ms) {
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(refresh, ms);
+  }
+  async function refresh() {
+    try {
+      const q = cfg.page === 'service' ? '?service=' + encodeURIComponent(cfg.service) : '';
+      const res = await fetch('/api/fleet' + q);
+      if (!res.ok) return;
+      const data = await res.json();
+      const seen = new Set();
+      for (const svc of data.services) {
+        if (!sectionOf(svc.name) && cfg.page === 'fleet') {
+          location.reload(); // a new service: the server lays it out
+          return;
+        }
+        for (const e of svc.instances) {
+          const k = rowKey(e.service, e.instance);
+          seen.add(k);
+          const tr = rows.get(k) || newRow(e.service, e.instance);
+          if (tr) fillRow(tr, e);
+        }
+      }
+      // An instance gone from the registry is greyed, then dropped at the
+      // next refresh that still misses it.
+      for (const [k, tr] of rows) {
+        if (seen.has(k)) continue;
+        if (tr.dataset.missed) {
+          tr.remove();
+          rows.delete(k);
+        } else {
+          tr.dataset.missed = '1';
+          tr.classList.add('gone');
+        }
+      }
+      recount();
+    } catch (_) {
+      /* the next refresh retries */
+    } finally {
+      scheduleRefresh(5000);
+    }
+  }
+
+  // ---- actions ---------------------------------------------------------------
+  const dialog = document.getElementById('confirm');
+  function confirmAction(text) {
+    return new Promise((resolve) => {
+      document.getElementById('confirm-text').textContent = text;
+      dialog.returnValue = '';
+      dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+      dialog.showModal();
+    });
+  }
+
+  const oplog = document.getElementById('oplog');
+  async function runOp(req, what) {
+    const li = el('li');
+    const head = el('div', '', what + ': sending…');
+    const list = el('ul');
+    li.append(head, list);
+    oplog.prepend(li);
+    const line = (text, cls) => list.append(el('li', cls || '', text));
+    let res;
+    try {
+      res = await fetch('/api/op', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(req) });
+    } catch (err) {
+      head.textContent = what + ': not sent: ' + err;
+      head.className = 'bad';
+      return;
+    }
+    if (!res.ok) {
+      head.textContent = what + ': not sent: ' + clean((await res.text()).trim());
+      head.className = 'bad';
+      return;
+    }
+    const reader = res.body.getReader();
+    const dec = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const text = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!text) continue;
+        const m = JSON.parse(text);
+        switch (m.type) {
+          case 'sent':
+            head.textContent = what + ': op ' + m.op_id.slice(0, 8) + ' sent ' + (m.signed ? 'signed' : 'unsigned') + ' to ' + m.instances.map(clean).join(', ');
+            for (const w of m.warnings || []) line(w, 'bad');
+            break;
+          case 'result':
+            line(clean(m.instance) + ': ' + clean(m.status) + (m.state ? ' (' + clean(m.state) + ', pid ' + m.pid + ')' : '') + (m.reason ? ': ' + clean(m.reason) : ''),
+              m.status === 'done' ? 'ok' : (m.status === 'accepted' ? '' : 'bad'));
+            break;
+          case 'status':
+            line(clean(m.instance) + ' is ' + clean(m.status) + (m.new_process ? ' (new process)' : ''));
+            break;
+          case 'summary':
+            if (m.ok) line('every instance done and running, in ' + age(m.seconds * 1000), 'ok');
+            else line('not complete: ' + [].concat((m.failed || []).map((i) => clean(i) + ' failed'), (m.missing || []).map((i) => clean(i) + ' not back')).join(', ') + (m.error ? ' (' + clean(m.error) + ')' : ''), 'bad');
+            li.dataset.done = m.ok ? 'ok' : 'failed';
+            break;
+        }
+      }
+    }
+  }
+
+  document.addEventListener('click', async (e) => {
+    const b = e.target.closest('button[data-op]');
+    if (!b || b.disabled) return;
+    const holder = b.closest('[data-instance]');
+    const service = holder.dataset.service, instance = holder.dataset.instance, op = b.dataset.op;
+    const name = clean(service) + '/' + clean(instance);
+    const text = op === 'restart'
+      ? 'Restart ' + name + '? It leaves running through the shutdown states and comes back as a new process.'
+      : 'Pull on ' + name + '? It re-reads its settings (running → pulling → running).';
+    if (await confirmAction(text)) runOp({ service, instance, op }, op + ' ' + name);
+  });
+
+  document.addEventListener('submit', async (e) => {
+    const f = e.target.closest('form.rolling');
+    if (!f) return;
+    e.preventDefault();
+    const service = f.dataset.service;
+    const max = Math.max(0, parseInt(f.elements.max.value, 10) || 0);
+    const text = 'Restart every running instance of ' + clean(service) + ', ' + (max ? 'at most ' + max + ' out of running at a time' : 'all at once (no limit)') + '?';
+    if (await confirmAction(text)) runOp({ service, op: 'restart', max_unavailable: max }, 'rolling restart of ' + clean(service));
+  });
+
+  // ---- start -----------------------------------------------------------------
+  rows.forEach((tr) => applyActions(tr));
+  applyActions(document.getElementById('inst-actions'));
+  setInterval(() => {
+    const now = Date.now();
+    rows.forEach((tr) => tickRow(tr, now));
+  }, 1000);
+  if (cfg.page !== 'instance') scheduleRefresh(5000);
+  connect();
+})();
