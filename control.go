@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/phases"
 )
@@ -111,8 +112,7 @@ func WithRestartExit(code int) Option {
 // is the last extra: started at 8.5 after the others, stopped first in S1.
 func (in *Instance) setupControl() error {
 	for name := range in.cfg.ops {
-		if name == controlops.OpRestart || name == controlops.OpPull || len(name) > controlops.MaxOpLen ||
-			!validOpName(name) {
+		if name == controlops.OpRestart || name == controlops.OpPull || fleetenv.ValidateOp(name) != nil {
 			return &ConfigError{Name: "WithOperation name", Value: name, Err: errors.New("want [a-z0-9][a-z0-9._-]*, not restart or pull")}
 		}
 	}
@@ -149,13 +149,6 @@ func (in *Instance) setupControl() error {
 	in.control = d
 	in.cfg.extras = append(in.cfg.extras, d)
 	return nil
-}
-
-func validOpName(s string) bool {
-	if s == "" || !(s[0] >= 'a' && s[0] <= 'z' || s[0] >= '0' && s[0] <= '9') {
-		return false
-	}
-	return strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789._-") == ""
 }
 
 // ControlCheck is the /healthz check that says what the control channel

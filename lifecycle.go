@@ -84,6 +84,7 @@ import (
 
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/diagrams"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
@@ -211,20 +212,20 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 	if svc == nil {
 		return nil, &ConfigError{Name: "service", Value: "<nil>", Err: errors.New("a Service is required")}
 	}
-	if err := ValidateServiceName(cfg.name); err != nil {
+	if err := fleetenv.ValidateService(cfg.name); err != nil {
 		return nil, &ConfigError{Name: "service name", Value: cfg.name, Err: err}
 	}
 	if cfg.instance == "" {
 		cfg.instance = generateInstanceID()
 	}
-	if err := ValidateInstanceID(cfg.instance); err != nil {
+	if err := fleetenv.ValidateInstance(cfg.instance); err != nil {
 		return nil, &ConfigError{Name: "instance id", Value: cfg.instance, Err: err}
 	}
 	if cfg.jitter < 0 {
 		return nil, &ConfigError{Name: "boot jitter", Value: cfg.jitter.String(), Err: errors.New("want >= 0")}
 	}
-	if cfg.ttl < MinServiceTTL {
-		return nil, &ConfigError{Name: "service TTL", Value: cfg.ttl.String(), Err: fmt.Errorf("want >= %s", MinServiceTTL)}
+	if err := fleetenv.ValidateServiceTTL(cfg.ttl); err != nil {
+		return nil, &ConfigError{Name: "service TTL", Value: cfg.ttl.String(), Err: err}
 	}
 	if cfg.shutdownTimeout <= 0 {
 		return nil, &ConfigError{Name: "shutdown timeout", Value: cfg.shutdownTimeout.String(), Err: errors.New("want > 0")}
@@ -276,7 +277,7 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 	}
 	in.host, _ = os.Hostname()
 	if cfg.redis != nil {
-		in.redisAddr = redisAddr(cfg.redis)
+		in.redisAddr = fleetenv.RedisAddr(cfg.redis)
 		if !honoursDeadlines(cfg.redis) {
 			in.log.Warn("the redis client ignores context deadlines (ContextTimeoutEnabled is false): a Redis that stops answering holds each call up to the client's read timeout instead of the redis timeout",
 				"redis", in.redisAddr, "redis_timeout", cfg.redisTimeout)
@@ -340,7 +341,7 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 
 func generateInstanceID() string {
 	host, err := os.Hostname()
-	if err != nil || ValidateInstanceID(host) != nil {
+	if err != nil || fleetenv.ValidateInstance(host) != nil {
 		host = "instance"
 	}
 	var b [4]byte

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/phases"
 )
@@ -21,7 +22,7 @@ import (
 const (
 	DefaultServiceName     = "demo"
 	DefaultBootJitter      = 2 * time.Second
-	DefaultServiceTTL      = 30 * time.Second
+	DefaultServiceTTL      = fleetenv.DefaultServiceTTL
 	DefaultHealthPort      = 9090
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultRedisTimeout    = 2 * time.Second

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
 	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -414,7 +416,7 @@ func (d *Daemon) handle(ctx context.Context, m redis.XMessage) error {
 		if len(op.ID) > MaxIDLen || !idRE.MatchString(op.ID) {
 			op.ID = ""
 		}
-		if len(op.Name) > MaxOpLen || !opRE.MatchString(op.Name) {
+		if fleetenv.ValidateOp(op.Name) != nil {
 			op.Name = ""
 		}
 	}
