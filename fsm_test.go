@@ -213,7 +213,7 @@ func TestConcurrentEventsAreSerialised(t *testing.T) {
 func TestTransitionSpanCarriesContractAttributes(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	m, err := NewMachine(&phases.Lifecycle,
+	m, err := NewMachine(phases.Lifecycle(),
 		WithGuard(phases.GuardRedisRequired, func() bool { return true }),
 		WithGuard(phases.GuardFailing, func() bool { return false }),
 		WithMachineTracerProvider(tp),

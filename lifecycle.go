@@ -237,7 +237,7 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		return nil, &ConfigError{Name: "boot timeout", Value: cfg.bootTimeout.String(), Err: errors.New("want >= 0 (0 disables it)")}
 	}
 	for s, d := range cfg.phaseTimeouts {
-		if !slices.Contains(phases.BootStates, s) {
+		if !slices.Contains(phases.BootStates(), s) {
 			return nil, &ConfigError{Name: "WithPhaseTimeout state", Value: string(s), Err: errors.New("budgets apply to the boot states init ... serving_health")}
 		}
 		if d <= 0 {
@@ -300,7 +300,7 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		// The live state diagram: where is this instance, on the same picture as
 		// the docs. in.m is set before any request can arrive (Start is phase 9).
 		hopts = append(hopts, health.WithHandler("/debug/lifecycle",
-			diagrams.Handler(&phases.Lifecycle, func() phases.State { return in.m.Current() })))
+			diagrams.Handler(phases.Lifecycle(), func() phases.State { return in.m.Current() })))
 		hopts = append(hopts, in.controlHealthOptions()...)
 		hopts = append(hopts, in.identityHealthOptions()...)
 		hopts = append(hopts, cfg.healthOpts...)
@@ -331,7 +331,7 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 	for _, o := range cfg.observers {
 		mopts = append(mopts, WithObserver(o))
 	}
-	m, err := NewMachine(&phases.Lifecycle, mopts...)
+	m, err := NewMachine(phases.Lifecycle(), mopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -616,7 +616,7 @@ func (in *Instance) boot(parent context.Context) error {
 	in.log.Info("boot started")
 	began := time.Now()
 
-	for _, s := range phases.BootStates {
+	for _, s := range phases.BootStates() {
 		if in.m.Current() != s {
 			// A phase that ended the boot (a failed ping with Redis required).
 			break
@@ -729,7 +729,7 @@ func (in *Instance) phaseLimit(s phases.State, began, now time.Time) (deadline t
 // given up on: its context is cancelled, and if it has not returned PhaseGrace
 // later it is abandoned. Panics become errors.
 func (in *Instance) runPhase(parent context.Context, s phases.State, began time.Time) error {
-	info, _ := phases.Lifecycle.State(s)
+	info, _ := phases.Lifecycle().State(s)
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	in.mu.Lock()
@@ -1032,7 +1032,7 @@ func (in *Instance) register(ctx context.Context) error {
 
 // entry is the registry entry for state s.
 func (in *Instance) entry(s phases.State) registry.Entry {
-	info, _ := phases.Lifecycle.State(s)
+	info, _ := phases.Lifecycle().State(s)
 	return in.entryAt(info, in.cfg.clock.Now())
 }
 
@@ -1129,8 +1129,8 @@ func (in *Instance) shutdown(ctx context.Context, event phases.Event, cause erro
 	stepsCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.shutdownTimeout)
 	defer cancel()
 
-	for _, s := range phases.ShutdownStates {
-		info, _ := phases.Lifecycle.State(s)
+	for _, s := range phases.ShutdownStates() {
+		info, _ := phases.Lifecycle().State(s)
 		sctx, span := startPhaseSpan(stepsCtx, in.tracer, info)
 		skipped, err := in.shutdownStep(sctx, s)
 		span.SetAttributes(AttrSkipped.Bool(skipped))
@@ -1329,7 +1329,7 @@ type instanceSource struct{ in *Instance }
 func (s instanceSource) Snapshot() health.Snapshot {
 	in := s.in
 	state := in.m.Current()
-	info, _ := phases.Lifecycle.State(state)
+	info, _ := phases.Lifecycle().State(state)
 	return health.Snapshot{
 		Service:       in.cfg.name,
 		Instance:      in.cfg.instance,

@@ -39,7 +39,7 @@ func TestMetricsAfterBootAndShutdown(t *testing.T) {
 			}
 		}
 	}
-	if ones != 1 || len(gauge.DataPoints) != len(phases.Lifecycle.States) {
+	if ones != 1 || len(gauge.DataPoints) != len(phases.Lifecycle().States) {
 		t.Errorf("gauge has %d points with %d at 1; want one point per state, one at 1", len(gauge.DataPoints), ones)
 	}
 

@@ -15,21 +15,21 @@ import (
 
 func TestRenderingIsDeterministic(t *testing.T) {
 	for _, opts := range [][]Option{nil, {Highlight(phases.Running)}} {
-		if a, b := Mermaid(&phases.Lifecycle, opts...), Mermaid(&phases.Lifecycle, opts...); !bytes.Equal(a, b) {
+		if a, b := Mermaid(phases.Lifecycle(), opts...), Mermaid(phases.Lifecycle(), opts...); !bytes.Equal(a, b) {
 			t.Errorf("Mermaid differs between two renderings:\n%s\n---\n%s", a, b)
 		}
-		if a, b := DOT(&phases.Lifecycle, opts...), DOT(&phases.Lifecycle, opts...); !bytes.Equal(a, b) {
+		if a, b := DOT(phases.Lifecycle(), opts...), DOT(phases.Lifecycle(), opts...); !bytes.Equal(a, b) {
 			t.Errorf("DOT differs between two renderings:\n%s\n---\n%s", a, b)
 		}
-		if a, b := Markdown(&phases.Lifecycle, opts...), Markdown(&phases.Lifecycle, opts...); !bytes.Equal(a, b) {
+		if a, b := Markdown(phases.Lifecycle(), opts...), Markdown(phases.Lifecycle(), opts...); !bytes.Equal(a, b) {
 			t.Errorf("Markdown differs between two renderings")
 		}
 	}
 }
 
 func TestEveryStateAppearsWithItsPhaseLabel(t *testing.T) {
-	mmd, dot := string(Mermaid(&phases.Lifecycle)), string(DOT(&phases.Lifecycle))
-	for _, s := range phases.Lifecycle.States {
+	mmd, dot := string(Mermaid(phases.Lifecycle())), string(DOT(phases.Lifecycle()))
+	for _, s := range phases.Lifecycle().States {
 		text := string(s.Name)
 		if s.Label != "" {
 			text = s.Label + " " + text
@@ -49,7 +49,7 @@ func TestEveryStateAppearsWithItsPhaseLabel(t *testing.T) {
 }
 
 func TestEveryTransitionOfTheLifecycleIsAnEdgeFromEachSource(t *testing.T) {
-	mmd, dot := string(Mermaid(&phases.Lifecycle)), string(DOT(&phases.Lifecycle))
+	mmd, dot := string(Mermaid(phases.Lifecycle())), string(DOT(phases.Lifecycle()))
 	mEdge := regexp.MustCompile(`(?m)^    (\S+) --> (\S+) : (.+)$`)
 	dEdge := regexp.MustCompile(`(?m)^\t"(\S+)" -> "(\S+)" \[label="(.*)"\];$`)
 	mLabels, dLabels := map[string][]string{}, map[string][]string{}
@@ -59,7 +59,7 @@ func TestEveryTransitionOfTheLifecycleIsAnEdgeFromEachSource(t *testing.T) {
 	for _, m := range dEdge.FindAllStringSubmatch(dot, -1) {
 		dLabels[m[1]+" "+m[2]] = strings.Split(m[3], `\n`)
 	}
-	for _, tr := range phases.Lifecycle.Transitions {
+	for _, tr := range phases.Lifecycle().Transitions {
 		for _, from := range tr.From {
 			key := "s_" + string(from) + " s_" + string(tr.To)
 			if !contains(mLabels[key], tr.Label()) {
@@ -73,7 +73,7 @@ func TestEveryTransitionOfTheLifecycleIsAnEdgeFromEachSource(t *testing.T) {
 }
 
 func TestGuardedEdgesShowEventAndGuard(t *testing.T) {
-	mmd := string(Mermaid(&phases.Lifecycle))
+	mmd := string(Mermaid(phases.Lifecycle()))
 	for _, want := range []string{
 		"s_connecting --> s_failed : ping_failed [redis_required]\n",
 		"ping_failed [not redis_required]\n",
@@ -84,7 +84,7 @@ func TestGuardedEdgesShowEventAndGuard(t *testing.T) {
 			t.Errorf("Mermaid lacks %q", want)
 		}
 	}
-	dot := string(DOT(&phases.Lifecycle))
+	dot := string(DOT(phases.Lifecycle()))
 	for _, want := range []string{`[label="ping_failed [redis_required]"]`, `ping_failed [not redis_required]"]`, `[label="cleaned_up [failing]"]`} {
 		if !strings.Contains(dot, want) {
 			t.Errorf("DOT lacks %q", want)
@@ -93,20 +93,20 @@ func TestGuardedEdgesShowEventAndGuard(t *testing.T) {
 }
 
 func TestParallelEdgesMergeIntoOneLabel(t *testing.T) {
-	mmd := string(Mermaid(&phases.Lifecycle))
+	mmd := string(Mermaid(phases.Lifecycle()))
 	if want := "s_starting --> s_stopping_daemons : stop, fail\n"; !strings.Contains(mmd, want) {
 		t.Errorf("Mermaid lacks merged edge %q", want)
 	}
 	if n := strings.Count(mmd, "s_starting --> s_stopping_daemons"); n != 1 {
 		t.Errorf("Mermaid draws %d edges starting -> stopping_daemons, want 1", n)
 	}
-	if want := `"s_running" -> "s_stopping_daemons" [label="restart\nstop\nfail"];`; !strings.Contains(string(DOT(&phases.Lifecycle)), want) {
+	if want := `"s_running" -> "s_stopping_daemons" [label="restart\nstop\nfail"];`; !strings.Contains(string(DOT(phases.Lifecycle())), want) {
 		t.Errorf("DOT lacks merged edge %s", want)
 	}
 }
 
 func TestStartLeadsToInitialEvenWhenAnotherStateIsHighlighted(t *testing.T) {
-	mmd := string(Mermaid(&phases.Lifecycle, Highlight(phases.Running)))
+	mmd := string(Mermaid(phases.Lifecycle(), Highlight(phases.Running)))
 	starts := regexp.MustCompile(`(?m)^    \[\*\] --> (\S+)$`).FindAllStringSubmatch(mmd, -1)
 	if len(starts) != 1 || starts[0][1] != "s_init" {
 		t.Errorf("Mermaid start edges = %q, want one to s_init", starts)
@@ -114,7 +114,7 @@ func TestStartLeadsToInitialEvenWhenAnotherStateIsHighlighted(t *testing.T) {
 	if !strings.Contains(mmd, "    class s_running current\n") || !strings.Contains(mmd, "classDef current ") {
 		t.Errorf("Mermaid does not mark running as current:\n%s", mmd)
 	}
-	dot := string(DOT(&phases.Lifecycle, Highlight(phases.Running)))
+	dot := string(DOT(phases.Lifecycle(), Highlight(phases.Running)))
 	if !strings.Contains(dot, "\t\"start\" -> \"s_init\";\n") || strings.Count(dot, "\"start\" ->") != 1 {
 		t.Errorf("DOT start edge does not lead to init alone:\n%s", dot)
 	}
@@ -127,16 +127,16 @@ func TestStartLeadsToInitialEvenWhenAnotherStateIsHighlighted(t *testing.T) {
 }
 
 func TestHighlightOfAnUnknownStateMarksNothing(t *testing.T) {
-	plain := Mermaid(&phases.Lifecycle)
+	plain := Mermaid(phases.Lifecycle())
 	for _, s := range []phases.State{"", "no_such_state"} {
-		if got := Mermaid(&phases.Lifecycle, Highlight(s)); !bytes.Equal(got, plain) {
+		if got := Mermaid(phases.Lifecycle(), Highlight(s)); !bytes.Equal(got, plain) {
 			t.Errorf("Highlight(%q) changed the Mermaid output:\n%s", s, got)
 		}
 	}
 }
 
 func TestTerminalStatesLeadToTheEnd(t *testing.T) {
-	mmd := string(Mermaid(&phases.Lifecycle))
+	mmd := string(Mermaid(phases.Lifecycle()))
 	ends := regexp.MustCompile(`(?m)^    (\S+) --> \[\*\]$`).FindAllStringSubmatch(mmd, -1)
 	var got []string
 	for _, e := range ends {
@@ -148,7 +148,7 @@ func TestTerminalStatesLeadToTheEnd(t *testing.T) {
 }
 
 func TestStatesAreDrawnInTheirGroupsInTableOrder(t *testing.T) {
-	mmd := string(Mermaid(&phases.Lifecycle))
+	mmd := string(Mermaid(phases.Lifecycle()))
 	var order []string
 	group := ""
 	for _, line := range strings.Split(mmd, "\n") {
@@ -162,7 +162,7 @@ func TestStatesAreDrawnInTheirGroupsInTableOrder(t *testing.T) {
 			continue
 		}
 		if m := regexp.MustCompile(`^        state ".*" as s_(\S+)$`).FindStringSubmatch(line); m != nil {
-			si, _ := phases.Lifecycle.State(phases.State(m[1]))
+			si, _ := phases.Lifecycle().State(phases.State(m[1]))
 			if string(si.Group) != group {
 				t.Errorf("state %s drawn in group %q, belongs to %q", m[1], group, si.Group)
 			}
@@ -170,9 +170,9 @@ func TestStatesAreDrawnInTheirGroupsInTableOrder(t *testing.T) {
 		}
 	}
 	var want []string
-	for _, g := range phases.Lifecycle.Groups {
+	for _, g := range phases.Lifecycle().Groups {
 		want = append(want, "["+string(g.Name)+"]")
-		for _, s := range phases.Lifecycle.States {
+		for _, s := range phases.Lifecycle().States {
 			if s.Group == g.Name {
 				want = append(want, string(s.Name))
 			}
@@ -297,7 +297,7 @@ func TestAwkwardNamesRenderToValidMermaid(t *testing.T) {
 
 func TestDotAcceptsTheDOTOutput(t *testing.T) {
 	requireDot(t)
-	for name, tab := range map[string]*phases.Table{"lifecycle": &phases.Lifecycle, "awkward": &awkward} {
+	for name, tab := range map[string]*phases.Table{"lifecycle": phases.Lifecycle(), "awkward": &awkward} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		svg, err := SVG(ctx, DOT(tab, Highlight(tab.Initial)))
 		cancel()

@@ -12,7 +12,7 @@ import (
 
 func TestSVGSaysToInstallGraphvizWhenDotIsMissing(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	_, err := SVG(context.Background(), DOT(&phases.Lifecycle))
+	_, err := SVG(context.Background(), DOT(phases.Lifecycle()))
 	if !errors.Is(err, ErrNoGraphviz) {
 		t.Fatalf("err = %v, want ErrNoGraphviz", err)
 	}
@@ -38,7 +38,7 @@ func TestSVGWithACancelledContextReturnsTheContextError(t *testing.T) {
 	requireDot(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := SVG(ctx, DOT(&phases.Lifecycle))
+	_, err := SVG(ctx, DOT(phases.Lifecycle()))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -48,7 +48,7 @@ func TestSVGCarriesNoGraphvizVersion(t *testing.T) {
 	requireDot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	svg, err := SVG(ctx, DOT(&phases.Lifecycle))
+	svg, err := SVG(ctx, DOT(phases.Lifecycle()))
 	if err != nil {
 		t.Fatal(err)
 	}

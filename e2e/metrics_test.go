@@ -44,7 +44,7 @@ func point(points []string, name, attrs string) (string, bool) {
 // the state gauge is 1 for running and 0 for every other state, the transition
 // into running was counted once, and the slow phase's time is in its histogram.
 func checkRunningMetrics(points []string) error {
-	for _, s := range phases.Lifecycle.States {
+	for _, s := range phases.Lifecycle().States {
 		want := "0"
 		if s.Name == phases.Running {
 			want = "1"
