@@ -62,7 +62,7 @@ func (r *faultRig) options(c redis.UniversalClient, extra ...Option) []Option {
 		WithRedis(c),
 		WithRedisTimeout(faultTimeout),
 		WithBootJitter(0),
-		WithHealthAddr("127.0.0.1", 0),
+		WithHealthAddr("127.0.0.1:0"),
 		WithTracerProvider(tp),
 		WithMeterProvider(metricnoop.NewMeterProvider()),
 		WithLogger(slog.New(slog.NewTextHandler(r.logs, nil))),

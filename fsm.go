@@ -182,9 +182,9 @@ func WithGuard(name string, fn func() bool) MachineOption {
 	})
 }
 
-// WithObserver adds an observer, called after the built-in tracing observer.
-// A nil o is ignored.
-func WithObserver(o Observer) MachineOption {
+// WithMachineObserver adds an observer of the machine's transitions, called
+// after the built-in tracing and metrics observers. A nil o is ignored.
+func WithMachineObserver(o Observer) MachineOption {
 	return machineOptionFunc(func(c *machineConfig) {
 		if o != nil {
 			c.observers = append(c.observers, o)

@@ -163,7 +163,7 @@ func (f *fixture) options(extra ...Option) []Option {
 		WithInstanceID("i-1"),
 		WithRedis(f.client),
 		WithBootJitter(0),
-		WithHealthAddr("127.0.0.1", 0),
+		WithHealthAddr("127.0.0.1:0"),
 		WithTracerProvider(tp),
 		WithMeterProvider(metricnoop.NewMeterProvider()),
 		WithClock(f.clock),
@@ -735,7 +735,16 @@ func TestManyGoroutinesShuttingDownAndFiringGetOneShutdown(t *testing.T) {
 				results[g] = in.Shutdown(context.Background())
 				return
 			}
-			_ = in.Fire(context.Background(), events[g%len(events)])
+			// Every way in from outside: stop and restart requests, and the
+			// control events a pull op fires.
+			switch ev := events[g%len(events)]; ev {
+			case phases.Stop:
+				in.RequestStop()
+			case phases.Restart:
+				_ = in.RequestRestart()
+			case phases.Pull, phases.PullDone:
+				_ = in.m.Fire(context.Background(), ev)
+			}
 		}(g)
 	}
 	close(start)

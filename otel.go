@@ -25,7 +25,8 @@ const (
 	SpanShutdown = "lifecycle.shutdown"
 )
 
-// Span attribute keys. They are a contract (DESIGN.md, "Observability").
+// Span attribute keys. They are a contract with whoever reads the traces
+// (dashboards, alerts, the e2e tests): never rename one.
 const (
 	AttrEvent = attribute.Key("lifecycle.event")
 	AttrFrom  = attribute.Key("lifecycle.from")

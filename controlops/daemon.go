@@ -63,8 +63,8 @@ const (
 // memory was full (ErrReplayMemoryFull).
 const MetricReplayMemoryFull = "controlops.replay_memory.full"
 
-// Daemon is the instance side of the control channel. It fits lifecycle.Extra:
-// Start at phase 8.5, Stop first at shutdown (S1).
+// Daemon is the instance side of the control channel. The lifecycle starts it
+// at phase 8.5 and stops it first at shutdown (S1).
 type Daemon struct {
 	rdb    redis.UniversalClient
 	t      Target

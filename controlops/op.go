@@ -15,8 +15,8 @@ import (
 	"github.com/stargazer/lifecycle/fleetenv"
 )
 
-// Entry field names on sg:control:{<name>}. They are a contract (DESIGN.md,
-// "Control channel").
+// Entry field names on sg:control:{<name>}. They are a contract between every
+// instance and every client of the fleet: never rename one.
 const (
 	FieldID          = "id"
 	FieldOp          = "op"

@@ -118,7 +118,7 @@ func New(name string, cfg Config) (*Job, error) {
 		lifecycle.WithMachineMeterProvider(cfg.MeterProvider),
 	}
 	for _, o := range cfg.Observers {
-		opts = append(opts, lifecycle.WithObserver(o))
+		opts = append(opts, lifecycle.WithMachineObserver(o))
 	}
 	m, err := lifecycle.NewMachine(&Table, opts...)
 	if err != nil {
