@@ -258,7 +258,7 @@ func (in *Instance) runPhase(parent context.Context, s phases.State, began time.
 		in.mu.Unlock()
 	}()
 
-	ctx, span := startPhaseSpan(ctx, in.tracer, info)
+	ctx, span := startPhaseSpan(ctx, in.tracer, in.table.Name, info)
 	start := time.Now()
 	deadline, boot := in.phaseLimit(s, began, start)
 	if !deadline.IsZero() && !start.Before(deadline) {

@@ -68,10 +68,9 @@ type edgeKey struct {
 // edge is one table transition with what Fire needs precomputed.
 type edge struct {
 	phases.Transition
-	fsmEvent  string // distinct looplab event name per guarded alternative
-	info      phases.StateInfo
-	spanName  string
-	startOpts map[phases.State]trace.SpanStartOption // per source state, built once
+	index    int    // in the table's Transitions: Transition.Edge
+	fsmEvent string // distinct looplab event name per guarded alternative
+	info     phases.StateInfo
 }
 
 // Transition is what observers learn about one move of the machine.
@@ -88,8 +87,10 @@ type Transition struct {
 	// Entered is when the machine entered From; At is when it entered To.
 	Entered time.Time
 	At      time.Time
-
-	edge *edge
+	// Edge is the position, in the table's Transitions, of the edge taken:
+	// an observer can build what it needs per edge once, from the table, and
+	// find it here without hashing the transition's names.
+	Edge int
 }
 
 // Duration is how long the machine stayed in From.
@@ -238,6 +239,7 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	if err := table.Validate(); err != nil {
 		return nil, err
 	}
+	table = table.Clone() // the machine's own: a later change to the caller's changes nothing
 	cfg := machineConfig{guards: map[string]func() bool{}, clock: clockwork.NewRealClock(), log: slog.Default()}
 	for _, o := range opts {
 		if o != nil {
@@ -257,13 +259,12 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 		log:    cfg.log,
 	}
 	var descs fsm.Events
-	for _, tr := range table.Transitions {
+	for i, tr := range table.Transitions {
 		info, _ := table.State(tr.To)
-		e := &edge{Transition: tr, fsmEvent: string(tr.Event), info: info}
+		e := &edge{Transition: tr, index: i, fsmEvent: string(tr.Event), info: info}
 		if tr.Guard.Name != "" {
 			e.fsmEvent = string(tr.Event) + "[" + tr.Guard.String() + "]"
 		}
-		e.spanName, e.startOpts = edgeSpan(tr, info)
 		src := make([]string, len(tr.From))
 		for i, s := range tr.From {
 			src[i] = string(s)
@@ -275,13 +276,13 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	m.fsm = fsm.NewFSM(string(table.Initial), descs, nil)
 	m.state.Store(&stateStamp{state: table.Initial, since: m.clock.Now()})
 
-	// Observers last: the metrics observer precomputes attributes from the edges.
-	m.obs = append(m.obs, newTraceObserver(cfg.tp))
+	// The telemetry observers read the table and the public Transition only.
+	m.obs = append(m.obs, newTraceObserver(cfg.tp, table))
 	if cfg.mp == nil {
 		cfg.mp = otel.GetMeterProvider()
 	}
 	if _, off := cfg.mp.(metricnoop.MeterProvider); !off {
-		metrics, err := newMetricsObserver(cfg.mp, m)
+		metrics, err := newMetricsObserver(cfg.mp, table, m.Current)
 		if err != nil {
 			return nil, err
 		}
@@ -296,8 +297,8 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 // Close; only the state gauge stops reporting.
 func (m *Machine) Close() { m.metrics.close() }
 
-// Table returns the table the machine runs.
-func (m *Machine) Table() *phases.Table { return m.table }
+// Table returns a copy of the table the machine runs.
+func (m *Machine) Table() *phases.Table { return m.table.Clone() }
 
 // Current returns the state the machine is in. It never waits for a Fire in
 // progress.
@@ -346,7 +347,7 @@ func (m *Machine) FireWithCause(ctx context.Context, event phases.Event, cause e
 	m.state.Store(&stateStamp{state: e.To, since: now})
 	t := Transition{
 		Event: event, From: cur.state, To: e.To, Guard: e.Guard, Phase: e.info,
-		Cause: cause, Entered: cur.since, At: now, edge: e,
+		Cause: cause, Entered: cur.since, At: now, Edge: e.index,
 	}
 	for _, o := range m.obs {
 		m.notify(ctx, o, t)

@@ -66,7 +66,7 @@ func (in *Instance) shutdown(ctx context.Context, event phases.Event, cause erro
 	for i, s := range in.shutdownStates {
 		st := in.steps[s]
 		info, _ := in.table.State(s)
-		sctx, span := startPhaseSpan(stepsCtx, in.tracer, info)
+		sctx, span := startPhaseSpan(stepsCtx, in.tracer, in.table.Name, info)
 		skipped := !in.shutdownStarted(s)
 		var err error
 		if !skipped {

@@ -450,7 +450,8 @@ func checkTransitions(tr apiTrace, root apiSpan, want []phases.Transition) ([]ap
 		}
 		info, _ := phases.Lifecycle().State(e.To)
 		kv := []any{lifecycle.AttrEvent, string(e.Event), lifecycle.AttrFrom, string(e.From[0]), lifecycle.AttrTo, string(e.To),
-			lifecycle.AttrPhase, "", lifecycle.AttrPhaseLabel, info.Label, lifecycle.AttrGuard, e.Guard.String()}
+			lifecycle.AttrPhase, "", lifecycle.AttrPhaseLabel, info.Label, lifecycle.AttrGuard, e.Guard.String(),
+			lifecycle.AttrMachine, phases.Lifecycle().Name}
 		if info.Number > 0 {
 			kv[7] = strconv.Itoa(info.Number)
 		}
