@@ -51,13 +51,39 @@
 // unwinds through the shutdown steps whose work started. The abandoned
 // goroutine is the user's: the library cannot stop it.
 //
+// # Stopping and restarting
+//
+// Main stops the instance on SIGINT or SIGTERM. A program that drives an
+// Instance itself (New, then Boot and Run, or Run alone) asks for a stop with
+// RequestStop, from anywhere, and waits for the end with Done; Shutdown does
+// both. Whatever the state, one shutdown runs, through the steps whose boot
+// work began.
+//
 // Control ops (restart, pull, a service's own; package controlops) are rejected
 // until the instance has a key (SG_CONTROL_KEY, WithControlKeys) or opts in to
 // unsigned ops (SG_CONTROL_INSECURE=true, WithControlInsecure); the registry
-// entry's control field and /healthz say which. A restart op stops the instance
-// through the shutdown states and, by default, execs the process again with the
-// same instance id, handing the control channel's state over in the environment
-// (see MainContext).
+// entry's control field and /healthz say which. A restart op (or
+// RequestRestart) stops the instance through the shutdown states, leaving
+// running by the restart event; then MainContext either exits with the
+// restart exit code for a supervisor (WithRestartExit, SG_RESTART_EXIT_CODE)
+// or, by default, replaces the process with exec, keeping the instance id and
+// handing over, in SG_RESTART_* variables, the op's trace and the control
+// channel's state: the ops sent meanwhile run in the new process, and none the
+// old one handled runs twice (see MainContext).
+//
+// # Inside: a table of states and a table of steps
+//
+// The states, events and guards are data (phases.Lifecycle). Beside that
+// table, each boot phase and shutdown step has one step: its work, and for a
+// shutdown step the boot phase whose work it undoes, so a step whose work
+// never began is skipped. Adding a boot phase is a row in each (see
+// docs/diagrams.md in the repository).
+//
+// The state machine under it, Machine (NewMachine, MachineOption,
+// Transition, Observer), runs any phases.Table, guards, spans and metrics
+// included: a service may drive its own workflows with it (see
+// examples/jobmachine). Its spans and data points carry lifecycle.machine,
+// the table's name, so they never mix with the lifecycle's.
 package lifecycle
 
 import (

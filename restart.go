@@ -167,6 +167,9 @@ func replaceEnv(env []string, name, value string) []string {
 // restartEnv reads SG_RESTART_EXIT_CODE, SG_RESTART_TRACEPARENT and the
 // control-ops hand-over (SG_RESTART_NOT_BEFORE, SG_RESTART_NONCES) into cfg.
 func restartEnv(cfg *config) error {
+	if c := cfg.restartExit; c != 0 && (c < 3 || c > 125) {
+		return &ConfigError{Name: "WithRestartExit", Value: strconv.Itoa(c), Err: errors.New("want an exit code 3-125, e.g. 3 (0-2 mean stopped, failed, bad configuration)")}
+	}
 	if v := cfg.getenv(EnvRestartExitCode); v != "" {
 		code, err := strconv.Atoi(v)
 		if err != nil || code < 3 || code > 125 {
