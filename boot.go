@@ -63,7 +63,7 @@ func (in *Instance) Run(ctx context.Context) error {
 	case booted:
 		in.switchState(running, booted)
 	}
-	bootRan := in.begun[phases.Init]
+	bootRan := len(in.begun) > 0
 	in.mu.Unlock()
 	switch {
 	case from == idle:

@@ -234,7 +234,9 @@ func WithMachineLogger(l *slog.Logger) MachineOption {
 // NewMachine validates table and builds a machine in table.Initial.
 // It fails when the table is inconsistent or a guard it uses has no function.
 // Transition spans go to the TracerProvider given by WithMachineTracerProvider,
-// or the global one.
+// or the global one, and metrics to the MeterProvider of
+// WithMachineMeterProvider; both carry lifecycle.machine, the table's Name.
+// The machine keeps a copy of table.
 func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	if err := table.Validate(); err != nil {
 		return nil, err
