@@ -236,12 +236,11 @@ func WithMachineLogger(l *slog.Logger) MachineOption {
 // Transition spans go to the TracerProvider given by WithMachineTracerProvider,
 // or the global one, and metrics to the MeterProvider of
 // WithMachineMeterProvider; both carry lifecycle.machine, the table's Name.
-// The machine keeps a copy of table.
+// NewMachine reads table once: changing it later does not change the machine.
 func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	if err := table.Validate(); err != nil {
 		return nil, err
 	}
-	table = table.Clone() // the machine's own: a later change to the caller's changes nothing
 	cfg := machineConfig{guards: map[string]func() bool{}, clock: clockwork.NewRealClock(), log: slog.Default()}
 	for _, o := range opts {
 		if o != nil {
@@ -299,7 +298,7 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 // Close; only the state gauge stops reporting.
 func (m *Machine) Close() { m.metrics.close() }
 
-// Table returns a copy of the table the machine runs.
+// Table returns a copy of the table given to NewMachine.
 func (m *Machine) Table() *phases.Table { return m.table.Clone() }
 
 // Current returns the state the machine is in. It never waits for a Fire in

@@ -17,13 +17,7 @@ import (
 	"github.com/stargazer/lifecycle/controlops"
 )
 
-// A restart stops the instance through the shutdown states, leaving running
-// by the restart event, and then the process starts again with the same
-// instance id: MainContext replaces it with exec (the default), or exits with
-// the restart exit code for a supervisor. Across an exec the old process
-// hands the new one, in the environment, the restart op's trace (the new
-// boot links to it) and the control channel's state (ops issued meanwhile
-// run in the new process; none the old one handled runs twice).
+// The restart flow is in the package doc; MainContext carries it out.
 
 // ExitRestart is the default exit code of a restart when the process leaves it
 // to a supervisor (WithRestartExit, SG_RESTART_EXIT_CODE) instead of replacing

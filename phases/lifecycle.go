@@ -177,8 +177,8 @@ func NextShutdownEvent(s State) (Event, bool) {
 // second list; false when none or several do (connecting's ping outcomes).
 func NextEvent(t *Table, s State) (Event, bool) {
 	var found Event
-	for _, tr := range t.From(s) {
-		if tr.Event == Stop || tr.Event == Fail {
+	for _, tr := range t.Transitions {
+		if tr.Event == Stop || tr.Event == Fail || !slices.Contains(tr.From, s) {
 			continue
 		}
 		if found != "" && found != tr.Event {
