@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -161,7 +162,7 @@ func (e Env) applyTo(cfg *config) {
 			host, port = "", strconv.Itoa(DefaultHealthPort)
 		}
 		if e.HealthHostSet {
-			host = e.HealthHost
+			host = strings.Trim(e.HealthHost, "[]") // JoinHostPort adds the brackets
 		}
 		if e.HealthPortSet {
 			port = strconv.Itoa(e.HealthPort)

@@ -41,6 +41,7 @@ func TestHealthHostAndPortVariablesOverrideTheirPartOfTheAddress(t *testing.T) {
 		{":9090", map[string]string{"SG_HEALTH_PORT": "0"}, ":0"},
 		{"127.0.0.1:7000", map[string]string{"SG_HEALTH_PORT": "0"}, "127.0.0.1:0"},
 		{"127.0.0.1:7000", map[string]string{"SG_HEALTH_HOST": "localhost"}, "localhost:7000"},
+		{":9090", map[string]string{"SG_HEALTH_HOST": "[::1]"}, "[::1]:9090"},
 		{":9090", nil, ":9090"},
 	} {
 		cfg := defaultConfig()
