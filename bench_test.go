@@ -80,7 +80,7 @@ func benchOptions(client redis.UniversalClient, id string) []Option {
 		WithInstanceID(id),
 		WithRedis(client),
 		WithBootJitter(0),
-		WithHealthAddr("127.0.0.1", 0),
+		WithHealthAddr("127.0.0.1:0"),
 		WithTracerProvider(tracenoop.NewTracerProvider()),
 		WithMeterProvider(metricnoop.NewMeterProvider()),
 		WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),

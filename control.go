@@ -5,42 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"strconv"
 	"strings"
-	"syscall"
-	"time"
-
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/phases"
-)
-
-// ExitRestart is the default exit code of a restart when the process leaves it
-// to a supervisor (WithRestartExit, SG_RESTART_EXIT_CODE) instead of replacing
-// itself.
-const ExitRestart = 3
-
-// Environment variables of the restart hand-over.
-const (
-	// EnvRestartExitCode, when set (1-125), makes a restart exit with that code
-	// for a supervisor to start the process again, instead of exec.
-	EnvRestartExitCode = "SG_RESTART_EXIT_CODE"
-	// EnvRestartTraceparent is set by a restarting process for its successor:
-	// the new boot trace is linked to the restart op's trace.
-	EnvRestartTraceparent = "SG_RESTART_TRACEPARENT"
-	// EnvRestartNotBefore is set by a process that restarts with exec for its
-	// successor: the control-ops daemon's not-before time (unix ms), so that
-	// the ops sent while it restarted are not stale (controlops.HandOver).
-	EnvRestartNotBefore = "SG_RESTART_NOT_BEFORE"
-	// EnvRestartNonces goes with EnvRestartNotBefore: the nonces of the ops
-	// the old process handled that the successor must not accept again
-	// (controlops.FormatNonces).
-	EnvRestartNonces = "SG_RESTART_NONCES"
 )
 
 // WithControlKeys sets the keys of the control channel (SG_CONTROL_KEY in
@@ -98,21 +68,11 @@ func WithOperation(name string, h OpHandler) Option {
 	})
 }
 
-// WithRestartExit makes a restart op end MainContext with code (e.g.
-// ExitRestart) once the instance is stopped, for a supervisor to start the
-// process again, instead of replacing the process with exec. A supervisor must
-// keep SG_INSTANCE_ID for the new process to finish the restart (release its
-// slot, report done).
-func WithRestartExit(code int) Option {
-	return optionFunc(func(c *config) { c.restartExit = code })
-}
-
-// setupControl builds the control-ops daemon when the instance has Redis. It
-// is the last extra: started at 8.5 after the others, stopped first in S1.
+// setupControl builds the control-ops daemon when the instance has Redis: it
+// starts at the end of phase 8 (8.5) and stops first, in S1.
 func (in *Instance) setupControl() error {
 	for name := range in.cfg.ops {
-		if name == controlops.OpRestart || name == controlops.OpPull || len(name) > controlops.MaxOpLen ||
-			!validOpName(name) {
+		if name == controlops.OpRestart || name == controlops.OpPull || fleetenv.ValidateOp(name) != nil {
 			return &ConfigError{Name: "WithOperation name", Value: name, Err: errors.New("want [a-z0-9][a-z0-9._-]*, not restart or pull")}
 		}
 	}
@@ -147,15 +107,7 @@ func (in *Instance) setupControl() error {
 		return err
 	}
 	in.control = d
-	in.cfg.extras = append(in.cfg.extras, d)
 	return nil
-}
-
-func validOpName(s string) bool {
-	if s == "" || !(s[0] >= 'a' && s[0] <= 'z' || s[0] >= '0' && s[0] <= '9') {
-		return false
-	}
-	return strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789._-") == ""
 }
 
 // ControlCheck is the /healthz check that says what the control channel
@@ -197,15 +149,6 @@ func (in *Instance) controlTransition(_ context.Context, t Transition) {
 	if in.control != nil && t.To == phases.Running && t.Event == phases.HealthServing {
 		in.control.Running()
 	}
-}
-
-// requestRestartFrom is RequestRestart for a control op: the shutdown joins the
-// op's trace, and the next process's boot is linked to it.
-func (in *Instance) requestRestartFrom(ctx context.Context) error {
-	in.mu.Lock()
-	in.restartSpan = trace.SpanContextFromContext(ctx)
-	in.mu.Unlock()
-	return in.RequestRestart()
 }
 
 // controlTarget adapts an Instance to controlops.Target.
@@ -250,118 +193,4 @@ func (t controlTarget) Do(ctx context.Context, op string, args json.RawMessage) 
 		return fmt.Errorf("%w: %q in state %q", controlops.ErrInvalidState, op, s)
 	}
 	return in.safe(ctx, "operation "+op, func(ctx context.Context) error { return h(ctx, args) })
-}
-
-// restartPlan is what MainContext does after a restart op stopped the instance.
-type restartPlan struct {
-	instance    string
-	traceparent string
-	notBefore   string // EnvRestartNotBefore; "" without a control-ops daemon
-	nonces      string // EnvRestartNonces
-	log         *slog.Logger
-}
-
-// restartPlan returns how the process restarts, or nil when it does not (no
-// restart op, or the shutdown failed).
-func (in *Instance) restartPlan(result error) *restartPlan {
-	if result != nil || !in.Restarting() {
-		return nil
-	}
-	in.mu.Lock()
-	sc := in.restartSpan
-	in.mu.Unlock()
-	p := &restartPlan{instance: in.cfg.instance, log: in.log}
-	if in.control != nil {
-		h := in.control.HandOver()
-		p.notBefore = strconv.FormatInt(h.NotBefore.UnixMilli(), 10)
-		p.nonces = controlops.FormatNonces(h.Nonces)
-	}
-	if sc.IsValid() {
-		carrier := propagation.MapCarrier{}
-		propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), sc), carrier)
-		p.traceparent = carrier.Get("traceparent")
-	}
-	return p
-}
-
-// exec replaces the process with a fresh copy of the same executable, with the
-// same arguments and environment, SG_INSTANCE_ID set to the instance id,
-// SG_RESTART_TRACEPARENT to the restart's trace, and SG_RESTART_NOT_BEFORE and
-// SG_RESTART_NONCES to the control-ops hand-over. It returns only on failure.
-func (p *restartPlan) exec() error {
-	bin, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("restart: locating the executable: %w", err)
-	}
-	env := replaceEnv(os.Environ(), EnvInstanceID, p.instance)
-	env = replaceEnv(env, EnvRestartTraceparent, p.traceparent)
-	env = replaceEnv(env, EnvRestartNotBefore, p.notBefore)
-	env = replaceEnv(env, EnvRestartNonces, p.nonces)
-	if err := syscall.Exec(bin, os.Args, env); err != nil {
-		return fmt.Errorf("restart: exec %s: %w", bin, err)
-	}
-	return nil
-}
-
-func replaceEnv(env []string, name, value string) []string {
-	out := env[:0:0]
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, name+"=") {
-			out = append(out, kv)
-		}
-	}
-	if value != "" {
-		out = append(out, name+"="+value)
-	}
-	return out
-}
-
-// restartEnv reads SG_RESTART_EXIT_CODE, SG_RESTART_TRACEPARENT and the
-// control-ops hand-over (SG_RESTART_NOT_BEFORE, SG_RESTART_NONCES) into cfg.
-func restartEnv(cfg *config) error {
-	if v := cfg.getenv(EnvRestartExitCode); v != "" {
-		code, err := strconv.Atoi(v)
-		if err != nil || code < 3 || code > 125 {
-			// 0, 1 and 2 already mean stopped, failed and bad configuration.
-			return &ConfigError{Name: EnvRestartExitCode, Value: v, Err: errors.New("want an exit code 3-125, e.g. 3 (0-2 mean stopped, failed, bad configuration)")}
-		}
-		cfg.restartExit = code
-	}
-	if v := cfg.getenv(EnvRestartTraceparent); v != "" {
-		ctx := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": v})
-		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-			cfg.bootLinks = append(cfg.bootLinks, trace.Link{SpanContext: sc})
-		}
-	}
-	nb, nonces := cfg.getenv(EnvRestartNotBefore), cfg.getenv(EnvRestartNonces)
-	if nb == "" {
-		if nonces != "" {
-			return &ConfigError{Name: EnvRestartNonces, Value: shorten(nonces), Err: fmt.Errorf("set without %s (both are set by the library across a restart)", EnvRestartNotBefore)}
-		}
-		return nil
-	}
-	ms, err := strconv.ParseInt(nb, 10, 64)
-	if err != nil || ms <= 0 || ms > 1e14 {
-		return &ConfigError{Name: EnvRestartNotBefore, Value: nb, Err: errors.New("want unix milliseconds (set by the library across a restart)")}
-	}
-	ns, err := controlops.ParseNonces(nonces)
-	if err != nil {
-		return &ConfigError{Name: EnvRestartNonces, Value: shorten(nonces), Err: err}
-	}
-	cfg.controlHandOver = &controlops.HandOver{NotBefore: time.UnixMilli(ms), Nonces: ns}
-	return nil
-}
-
-// shorten cuts a long value for an error message.
-func shorten(v string) string {
-	if len(v) > 64 {
-		return v[:64] + "..."
-	}
-	return v
-}
-
-func (in *Instance) restartSpanContext() trace.SpanContext {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.restartSpan
 }

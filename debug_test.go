@@ -23,8 +23,8 @@ func TestDebugLifecycleShowsTheCurrentState(t *testing.T) {
 	defer in.Shutdown(context.Background())
 
 	for format, want := range map[string][]byte{
-		"mermaid": diagrams.Mermaid(&phases.Lifecycle, diagrams.Highlight(phases.Running)),
-		"dot":     diagrams.DOT(&phases.Lifecycle, diagrams.Highlight(phases.Running)),
+		"mermaid": diagrams.Mermaid(phases.Lifecycle(), diagrams.Highlight(phases.Running)),
+		"dot":     diagrams.DOT(phases.Lifecycle(), diagrams.Highlight(phases.Running)),
 	} {
 		resp, err := http.Get("http://" + in.HealthAddr() + "/debug/lifecycle?format=" + format)
 		if err != nil {

@@ -3,7 +3,6 @@ package lifecycle
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -11,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/controlops"
-	"github.com/stargazer/lifecycle/internal/redisurl"
+	"github.com/stargazer/lifecycle/fleetenv"
 )
 
 // ErrConfig is matched by errors.Is for every configuration error: Main exits 2 on
@@ -65,31 +64,23 @@ type Env struct {
 	ControlInsecureSet bool
 }
 
-// Environment variable names (DESIGN.md, "Environment"). SG_HEALTH_HOST is this
-// library's addition: the interface the health server binds (default: all).
+// Environment variables Main reads (their names and shared rules are package
+// fleetenv's). SG_HEALTH_HOST is this library's addition: the interface the
+// health server binds (default: all).
 const (
-	EnvRedisURL      = "REDIS_URL"
-	EnvRedisRequired = "SG_REDIS_REQUIRED"
-	EnvRedisTimeout  = "SG_REDIS_TIMEOUT"
-	EnvBootJitter    = "SG_BOOT_JITTER"
-	EnvBootTimeout   = "SG_BOOT_TIMEOUT"
-	EnvServiceTTL    = "SG_SERVICE_TTL"
-	EnvHealthPort    = "SG_HEALTH_PORT"
-	EnvHealthHost    = "SG_HEALTH_HOST"
-	EnvServiceName   = "SG_SERVICE_NAME"
-	EnvInstanceID    = "SG_INSTANCE_ID"
-	EnvControlKey    = "SG_CONTROL_KEY"
+	EnvRedisURL      = fleetenv.RedisURL
+	EnvRedisRequired = fleetenv.RedisRequired
+	EnvRedisTimeout  = fleetenv.RedisTimeout
+	EnvBootJitter    = fleetenv.BootJitter
+	EnvBootTimeout   = fleetenv.BootTimeout
+	EnvServiceTTL    = fleetenv.ServiceTTL
+	EnvHealthPort    = fleetenv.HealthPort
+	EnvHealthHost    = fleetenv.HealthHost
+	EnvServiceName   = fleetenv.ServiceName
+	EnvInstanceID    = fleetenv.InstanceID
+	EnvControlKey    = fleetenv.ControlKey
 	// EnvControlInsecure=true accepts unsigned control ops when no key is set.
-	EnvControlInsecure = "SG_CONTROL_INSECURE"
-)
-
-// MinServiceTTL is the smallest accepted registry TTL: below it the heartbeat
-// (every max(1s, TTL/3)) could not keep the entry alive.
-const MinServiceTTL = 3 * time.Second
-
-var (
-	serviceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62})$`)
-	instanceIDRE  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,127})$`)
+	EnvControlInsecure = fleetenv.ControlInsecure
 )
 
 // ParseEnv reads and validates the environment through getenv. The first bad
@@ -100,8 +91,8 @@ func ParseEnv(getenv func(string) string) (Env, error) {
 	var err error
 	if v := getenv(EnvRedisURL); v != "" {
 		env.RedisURL = v
-		if env.Redis, err = redisFromURL(v); err != nil {
-			return Env{}, &ConfigError{Name: EnvRedisURL, Value: redisurl.Redact(v), Err: err}
+		if env.Redis, err = fleetenv.NewRedisClient(v); err != nil {
+			return Env{}, &ConfigError{Name: EnvRedisURL, Value: fleetenv.RedactURL(v), Err: err}
 		}
 	}
 	if v := getenv(EnvRedisRequired); v != "" {
@@ -129,8 +120,8 @@ func ParseEnv(getenv func(string) string) (Env, error) {
 		env.BootJitterSet = true
 	}
 	if v := getenv(EnvServiceTTL); v != "" {
-		if env.ServiceTTL, err = parseDuration(v); err != nil || env.ServiceTTL < MinServiceTTL {
-			return Env{}, env.close(&ConfigError{Name: EnvServiceTTL, Value: v, Err: fmt.Errorf("want a duration >= %s such as 30s", MinServiceTTL)})
+		if env.ServiceTTL, err = fleetenv.ParseServiceTTL(v); err != nil {
+			return Env{}, env.close(&ConfigError{Name: EnvServiceTTL, Value: v, Err: err})
 		}
 		env.ServiceTTLSet = true
 	}
@@ -147,13 +138,13 @@ func ParseEnv(getenv func(string) string) (Env, error) {
 		env.HealthHost, env.HealthHostSet = v, true
 	}
 	if v := getenv(EnvServiceName); v != "" {
-		if err := ValidateServiceName(v); err != nil {
+		if err := fleetenv.ValidateService(v); err != nil {
 			return Env{}, env.close(&ConfigError{Name: EnvServiceName, Value: v, Err: err})
 		}
 		env.ServiceName = v
 	}
 	if v := getenv(EnvInstanceID); v != "" {
-		if err := ValidateInstanceID(v); err != nil {
+		if err := fleetenv.ValidateInstance(v); err != nil {
 			return Env{}, env.close(&ConfigError{Name: EnvInstanceID, Value: v, Err: err})
 		}
 		env.InstanceID = v
@@ -181,68 +172,10 @@ func (e *Env) close(err error) error {
 	return err
 }
 
-// ValidateServiceName reports whether name can be a service name: lower-case
-// letters, digits, '.', '_' and '-', at most 63 characters. Braces and colons
-// are refused because the name is part of Redis keys and their hash tag.
-func ValidateServiceName(name string) error {
-	if !serviceNameRE.MatchString(name) {
-		return errors.New("want 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
-	}
-	return nil
-}
-
-// ValidateInstanceID reports whether id can be an instance id: letters, digits,
-// '.', '_' and '-', at most 128 characters.
-func ValidateInstanceID(id string) error {
-	if !instanceIDRE.MatchString(id) {
-		return errors.New("want 1-128 characters of A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
-	}
-	return nil
-}
-
 // parseDuration accepts Go durations and a bare "0".
 func parseDuration(v string) (time.Duration, error) {
 	if v == "0" {
 		return 0, nil
 	}
 	return time.ParseDuration(v)
-}
-
-// redisFromURL builds a client from a redis:// or rediss:// URL. A URL with addr=
-// query parameters names several nodes and gives a cluster client.
-//
-// The client honours context deadlines (ContextTimeoutEnabled), so that
-// SG_REDIS_TIMEOUT bounds every call a transition waits for, retries
-// included, and dials once per attempt (DialerRetries 1, unless the URL says
-// otherwise): go-redis's default of five dials 100ms apart, times four
-// attempts, makes a refused connection cost 1.7s instead of milliseconds.
-func redisFromURL(raw string) (redis.UniversalClient, error) {
-	// Not url.Parse: its error quotes the URL, password included; and a URL
-	// whose password holds an unescaped '#' or '/' would parse with part of
-	// the password as the host.
-	u, err := redisurl.Parse(raw)
-	if err != nil {
-		return nil, err
-	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
-		return nil, fmt.Errorf("scheme %q: want redis://, rediss:// or unix://", u.Scheme)
-	}
-	if u.Query().Has("addr") {
-		opt, err := redis.ParseClusterURL(raw)
-		if err != nil {
-			return nil, err
-		}
-		opt.ContextTimeoutEnabled = true
-		if !u.Query().Has("dialer_retries") {
-			opt.DialerRetries = 1
-		}
-		return redis.NewClusterClient(opt), nil
-	}
-	opt, err := redis.ParseURL(raw)
-	if err != nil {
-		return nil, err
-	}
-	opt.ContextTimeoutEnabled = true
-	opt.DialerRetries = 1
-	return redis.NewClient(opt), nil
 }

@@ -29,6 +29,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
@@ -61,7 +62,7 @@ func (r *faultRig) options(c redis.UniversalClient, extra ...Option) []Option {
 		WithRedis(c),
 		WithRedisTimeout(faultTimeout),
 		WithBootJitter(0),
-		WithHealthAddr("127.0.0.1", 0),
+		WithHealthAddr("127.0.0.1:0"),
 		WithTracerProvider(tp),
 		WithMeterProvider(metricnoop.NewMeterProvider()),
 		WithLogger(slog.New(slog.NewTextHandler(r.logs, nil))),
@@ -479,7 +480,7 @@ func TestBadTimeoutOptionsAreConfigErrors(t *testing.T) {
 func TestRedisErrorsNameTheAddressWithoutCredentials(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "user:s3cret@127.0.0.1:" + strconv.Itoa(1)})
 	defer c.Close()
-	if got := redisAddr(c); got != "127.0.0.1:1" {
+	if got := fleetenv.RedisAddr(c); got != "127.0.0.1:1" {
 		t.Fatalf("redisAddr = %q, want the address without user info", got)
 	}
 }

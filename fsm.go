@@ -68,10 +68,9 @@ type edgeKey struct {
 // edge is one table transition with what Fire needs precomputed.
 type edge struct {
 	phases.Transition
-	fsmEvent  string // distinct looplab event name per guarded alternative
-	info      phases.StateInfo
-	spanName  string
-	startOpts map[phases.State]trace.SpanStartOption // per source state, built once
+	index    int    // in the table's Transitions: Transition.Edge
+	fsmEvent string // distinct looplab event name per guarded alternative
+	info     phases.StateInfo
 }
 
 // Transition is what observers learn about one move of the machine.
@@ -88,8 +87,10 @@ type Transition struct {
 	// Entered is when the machine entered From; At is when it entered To.
 	Entered time.Time
 	At      time.Time
-
-	edge *edge
+	// Edge is the position, in the table's Transitions, of the edge taken:
+	// an observer can build what it needs per edge once, from the table, and
+	// find it here without hashing the transition's names.
+	Edge int
 }
 
 // Duration is how long the machine stayed in From.
@@ -182,9 +183,9 @@ func WithGuard(name string, fn func() bool) MachineOption {
 	})
 }
 
-// WithObserver adds an observer, called after the built-in tracing observer.
-// A nil o is ignored.
-func WithObserver(o Observer) MachineOption {
+// WithMachineObserver adds an observer of the machine's transitions, called
+// after the built-in tracing and metrics observers. A nil o is ignored.
+func WithMachineObserver(o Observer) MachineOption {
 	return machineOptionFunc(func(c *machineConfig) {
 		if o != nil {
 			c.observers = append(c.observers, o)
@@ -233,7 +234,9 @@ func WithMachineLogger(l *slog.Logger) MachineOption {
 // NewMachine validates table and builds a machine in table.Initial.
 // It fails when the table is inconsistent or a guard it uses has no function.
 // Transition spans go to the TracerProvider given by WithMachineTracerProvider,
-// or the global one.
+// or the global one, and metrics to the MeterProvider of
+// WithMachineMeterProvider; both carry lifecycle.machine, the table's Name.
+// NewMachine reads table once: changing it later does not change the machine.
 func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	if err := table.Validate(); err != nil {
 		return nil, err
@@ -257,13 +260,12 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 		log:    cfg.log,
 	}
 	var descs fsm.Events
-	for _, tr := range table.Transitions {
+	for i, tr := range table.Transitions {
 		info, _ := table.State(tr.To)
-		e := &edge{Transition: tr, fsmEvent: string(tr.Event), info: info}
+		e := &edge{Transition: tr, index: i, fsmEvent: string(tr.Event), info: info}
 		if tr.Guard.Name != "" {
 			e.fsmEvent = string(tr.Event) + "[" + tr.Guard.String() + "]"
 		}
-		e.spanName, e.startOpts = edgeSpan(tr, info)
 		src := make([]string, len(tr.From))
 		for i, s := range tr.From {
 			src[i] = string(s)
@@ -275,13 +277,13 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	m.fsm = fsm.NewFSM(string(table.Initial), descs, nil)
 	m.state.Store(&stateStamp{state: table.Initial, since: m.clock.Now()})
 
-	// Observers last: the metrics observer precomputes attributes from the edges.
-	m.obs = append(m.obs, newTraceObserver(cfg.tp))
+	// The telemetry observers read the table and the public Transition only.
+	m.obs = append(m.obs, newTraceObserver(cfg.tp, table))
 	if cfg.mp == nil {
 		cfg.mp = otel.GetMeterProvider()
 	}
 	if _, off := cfg.mp.(metricnoop.MeterProvider); !off {
-		metrics, err := newMetricsObserver(cfg.mp, m)
+		metrics, err := newMetricsObserver(cfg.mp, table, m.Current)
 		if err != nil {
 			return nil, err
 		}
@@ -296,8 +298,8 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 // Close; only the state gauge stops reporting.
 func (m *Machine) Close() { m.metrics.close() }
 
-// Table returns the table the machine runs.
-func (m *Machine) Table() *phases.Table { return m.table }
+// Table returns a copy of the table given to NewMachine.
+func (m *Machine) Table() *phases.Table { return m.table.Clone() }
 
 // Current returns the state the machine is in. It never waits for a Fire in
 // progress.
@@ -346,7 +348,7 @@ func (m *Machine) FireWithCause(ctx context.Context, event phases.Event, cause e
 	m.state.Store(&stateStamp{state: e.To, since: now})
 	t := Transition{
 		Event: event, From: cur.state, To: e.To, Guard: e.Guard, Phase: e.info,
-		Cause: cause, Entered: cur.since, At: now, edge: e,
+		Cause: cause, Entered: cur.since, At: now, Edge: e.index,
 	}
 	for _, o := range m.obs {
 		m.notify(ctx, o, t)

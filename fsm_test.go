@@ -51,7 +51,7 @@ func newDoor(t testing.TB, unlocked *atomic.Bool, opts ...MachineOption) *Machin
 func TestGuardChoosesAmongAlternativesAndIsRecorded(t *testing.T) {
 	var unlocked atomic.Bool
 	var seen []Transition
-	m := newDoor(t, &unlocked, WithObserver(ObserverFunc(func(_ context.Context, tr Transition) { seen = append(seen, tr) })))
+	m := newDoor(t, &unlocked, WithMachineObserver(ObserverFunc(func(_ context.Context, tr Transition) { seen = append(seen, tr) })))
 
 	unlocked.Store(true)
 	if err := m.Fire(context.Background(), "open"); err != nil {
@@ -140,8 +140,8 @@ func TestObserverPanicDoesNotUndoOrBlockTheTransition(t *testing.T) {
 	unlocked.Store(true)
 	var after atomic.Int32
 	m := newDoor(t, &unlocked,
-		WithObserver(ObserverFunc(func(context.Context, Transition) { panic("observer bug") })),
-		WithObserver(ObserverFunc(func(context.Context, Transition) { after.Add(1) })))
+		WithMachineObserver(ObserverFunc(func(context.Context, Transition) { panic("observer bug") })),
+		WithMachineObserver(ObserverFunc(func(context.Context, Transition) { after.Add(1) })))
 	if err := m.Fire(context.Background(), "open"); err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestConcurrentEventsAreSerialised(t *testing.T) {
 	unlocked.Store(true)
 	var observed atomic.Int64
 	var inObserver atomic.Int32
-	m := newDoor(t, &unlocked, WithObserver(ObserverFunc(func(context.Context, Transition) {
+	m := newDoor(t, &unlocked, WithMachineObserver(ObserverFunc(func(context.Context, Transition) {
 		if inObserver.Add(1) != 1 {
 			t.Error("two transitions observed at once")
 		}
@@ -213,7 +213,7 @@ func TestConcurrentEventsAreSerialised(t *testing.T) {
 func TestTransitionSpanCarriesContractAttributes(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	m, err := NewMachine(&phases.Lifecycle,
+	m, err := NewMachine(phases.Lifecycle(),
 		WithGuard(phases.GuardRedisRequired, func() bool { return true }),
 		WithGuard(phases.GuardFailing, func() bool { return false }),
 		WithMachineTracerProvider(tp),

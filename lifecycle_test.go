@@ -163,7 +163,7 @@ func (f *fixture) options(extra ...Option) []Option {
 		WithInstanceID("i-1"),
 		WithRedis(f.client),
 		WithBootJitter(0),
-		WithHealthAddr("127.0.0.1", 0),
+		WithHealthAddr("127.0.0.1:0"),
 		WithTracerProvider(tp),
 		WithMeterProvider(metricnoop.NewMeterProvider()),
 		WithClock(f.clock),
@@ -288,7 +288,7 @@ func TestCleanRunVisitsEveryStateInOrder(t *testing.T) {
 		if from.AsString() != string(cleanPath[i]) || to.AsString() != string(cleanPath[i+1]) || ev.AsString() == "" {
 			t.Errorf("span %d: %s -> %s (%s), want %s -> %s", i, from.AsString(), to.AsString(), ev.AsString(), cleanPath[i], cleanPath[i+1])
 		}
-		info, _ := phases.Lifecycle.State(cleanPath[i+1])
+		info, _ := phases.Lifecycle().State(cleanPath[i+1])
 		if p, ok := attrOf(s.Attributes(), AttrPhase); (info.Number > 0) != ok || (ok && p.AsInt64() != int64(info.Number)) {
 			t.Errorf("span %q: lifecycle.phase %v, want %d", s.Name(), p.Emit(), info.Number)
 		}
@@ -479,7 +479,7 @@ func TestFailingPhaseUnwindsToFailed(t *testing.T) {
 			if last := path[len(path)-1]; last != phases.Failed {
 				t.Fatalf("ended in %q, want failed (path %v)", last, path)
 			}
-			for _, s := range phases.ShutdownStates {
+			for _, s := range phases.ShutdownStates() {
 				if !containsState(path, s) {
 					t.Errorf("unwind skipped state %q: %v", s, path)
 				}
@@ -538,7 +538,7 @@ func TestPanicInHookIsAFailedTransitionNotACrash(t *testing.T) {
 }
 
 func TestStopInEveryBootPhaseEndsStopped(t *testing.T) {
-	for _, s := range append(append([]phases.State{}, phases.BootStates...), phases.Running) {
+	for _, s := range append(append([]phases.State{}, phases.BootStates()...), phases.Running) {
 		t.Run(string(s), func(t *testing.T) {
 			ignore := goleak.IgnoreCurrent()
 			t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // after the fixture's cleanups
@@ -722,7 +722,7 @@ func TestManyGoroutinesShuttingDownAndFiringGetOneShutdown(t *testing.T) {
 	done := startRun(t, in)
 	waitState(t, in, phases.Running)
 
-	events := phases.Lifecycle.Events()
+	events := phases.Lifecycle().Events()
 	var wg sync.WaitGroup
 	results := make([]error, 100)
 	start := make(chan struct{})
@@ -735,7 +735,16 @@ func TestManyGoroutinesShuttingDownAndFiringGetOneShutdown(t *testing.T) {
 				results[g] = in.Shutdown(context.Background())
 				return
 			}
-			_ = in.Fire(context.Background(), events[g%len(events)])
+			// Every way in from outside: stop and restart requests, and the
+			// control events a pull op fires.
+			switch ev := events[g%len(events)]; ev {
+			case phases.Stop:
+				in.RequestStop()
+			case phases.Restart:
+				_ = in.RequestRestart()
+			case phases.Pull, phases.PullDone:
+				_ = in.m.Fire(context.Background(), ev)
+			}
 		}(g)
 	}
 	close(start)

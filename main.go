@@ -5,8 +5,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -130,19 +133,7 @@ func mainContext(ctx context.Context, svc Service, opts ...Option) (int, *restar
 	stopSignals := handleSignals(in, log)
 	defer stopSignals()
 
-	err = in.Run(ctx)
-	if plan := in.restartPlan(err); plan != nil {
-		if cfg.restartExit != 0 {
-			log.Info("restarting: exiting for the supervisor", "code", cfg.restartExit)
-			return cfg.restartExit, nil
-		}
-		log.Info("restarting: replacing the process", "instance", plan.instance)
-		return ExitFailed, plan
-	}
-	if err != nil {
-		return ExitFailed, nil
-	}
-	return ExitOK, nil
+	return in.exitCode(in.Run(ctx))
 }
 
 // applyTo overrides cfg with the variables that are set.
@@ -165,11 +156,18 @@ func (e Env) applyTo(cfg *config) {
 	if e.ServiceTTLSet {
 		cfg.ttl = e.ServiceTTL
 	}
-	if e.HealthPortSet {
-		cfg.healthPort = e.HealthPort
-	}
-	if e.HealthHostSet {
-		cfg.healthHost = e.HealthHost
+	if e.HealthPortSet || e.HealthHostSet {
+		host, port, err := net.SplitHostPort(cfg.healthAddr)
+		if err != nil {
+			host, port = "", strconv.Itoa(DefaultHealthPort)
+		}
+		if e.HealthHostSet {
+			host = strings.Trim(e.HealthHost, "[]") // JoinHostPort adds the brackets
+		}
+		if e.HealthPortSet {
+			port = strconv.Itoa(e.HealthPort)
+		}
+		cfg.healthAddr = net.JoinHostPort(host, port)
 	}
 	if e.ServiceName != "" {
 		cfg.name = e.ServiceName
@@ -297,9 +295,20 @@ func otelMetricsConfigured(getenv func(string) string) bool {
 	return false
 }
 
+// WithEnv sets the environment lookup Main uses (default os.Getenv); tests
+// use it. Only Main honours it.
+func WithEnv(getenv func(string) string) Option {
+	return mainOption("WithEnv", func(c *config) {
+		if getenv != nil {
+			c.getenv = getenv
+		}
+	})
+}
+
 // WithStderr sets where Main's default logger writes (default os.Stderr).
+// Only Main honours it.
 func WithStderr(w io.Writer) Option {
-	return optionFunc(func(c *config) {
+	return mainOption("WithStderr", func(c *config) {
 		if w != nil {
 			c.stderr = w
 		}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -13,15 +14,16 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/phases"
 )
 
-// Defaults, as in DESIGN.md.
+// Defaults of the options and of the environment variables Main reads.
 const (
 	DefaultServiceName     = "demo"
 	DefaultBootJitter      = 2 * time.Second
-	DefaultServiceTTL      = 30 * time.Second
+	DefaultServiceTTL      = fleetenv.DefaultServiceTTL
 	DefaultHealthPort      = 9090
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultRedisTimeout    = 2 * time.Second
@@ -33,7 +35,9 @@ const (
 // WithPhaseTimeout).
 const PhaseGrace = time.Second
 
-// Option configures New and Main.
+// Option configures New and Main. Options that only Main can honour
+// (WithEnv, WithStderr, WithRestartExit) make New fail with a *ConfigError
+// naming them.
 type Option interface {
 	apply(*config)
 }
@@ -41,6 +45,14 @@ type Option interface {
 type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
+
+// mainOption is an option that only Main honours: New refuses it by name.
+func mainOption(name string, f func(*config)) Option {
+	return optionFunc(func(c *config) {
+		c.mainOnly = append(c.mainOnly, name)
+		f(c)
+	})
+}
 
 // Hook is the work of one boot phase. It gets the phase's context, which is
 // cancelled when a stop arrives during the phase.
@@ -54,8 +66,7 @@ type config struct {
 	redisRequired   bool
 	jitter          time.Duration
 	ttl             time.Duration
-	healthHost      string
-	healthPort      int
+	healthAddr      string
 	healthDisabled  bool
 	shutdownTimeout time.Duration
 	redisTimeout    time.Duration
@@ -68,17 +79,19 @@ type config struct {
 	rand            *rand.Rand
 	hooks           map[phases.State][]Hook
 	observers       []Observer
-	getenv          func(string) string
-	stderr          io.Writer
+	getenv          func(string) string // Main only
+	stderr          io.Writer           // Main only
+	mainOnly        []string            // the Main-only options given, which New refuses
 	bootLinks       []trace.Link
-	extras          []Extra
 	healthOpts      []health.Option
+	table           *phases.Table // the lifecycle table and its step table
+	steps           map[phases.State]step
 	controlKeys     [][]byte             // control.go
 	controlInsecure bool                 // control.go
 	controlHandOver *controlops.HandOver // control.go: from the process that exec'd this one
 	pullHandler     OpHandler            // control.go
 	ops             map[string]OpHandler // control.go
-	restartExit     int                  // 0: a restart execs the process again
+	restartExit     int                  // Main only; 0: a restart execs the process again
 }
 
 func defaultConfig() config {
@@ -87,12 +100,14 @@ func defaultConfig() config {
 		redisRequired:   true,
 		jitter:          DefaultBootJitter,
 		ttl:             DefaultServiceTTL,
-		healthPort:      DefaultHealthPort,
+		healthAddr:      ":" + strconv.Itoa(DefaultHealthPort),
 		shutdownTimeout: DefaultShutdownTimeout,
 		redisTimeout:    DefaultRedisTimeout,
 		bootTimeout:     DefaultBootTimeout,
 		phaseTimeouts:   map[phases.State]time.Duration{},
 		hooks:           map[phases.State][]Hook{},
+		table:           phases.Lifecycle(),
+		steps:           lifecycleSteps,
 	}
 }
 
@@ -185,10 +200,12 @@ func WithServiceTTL(ttl time.Duration) Option {
 	return optionFunc(func(c *config) { c.ttl = ttl })
 }
 
-// WithHealthAddr sets the health server's host and port ("127.0.0.1:0" picks a
-// free port on loopback). The default is ":9090".
-func WithHealthAddr(host string, port int) Option {
-	return optionFunc(func(c *config) { c.healthHost, c.healthPort = host, port })
+// WithHealthAddr sets the address the health server binds, "host:port" as
+// health.WithAddr takes it (SG_HEALTH_HOST and SG_HEALTH_PORT in Main, which
+// override its parts). The default is ":9090"; "127.0.0.1:0" picks a free
+// port on loopback.
+func WithHealthAddr(addr string) Option {
+	return optionFunc(func(c *config) { c.healthAddr = addr })
 }
 
 // WithoutHealthServer turns the health server off; phase 9 then does nothing.
@@ -249,9 +266,10 @@ func WithRand(r *rand.Rand) Option {
 	})
 }
 
-// WithHook adds work to a boot phase. Hooks are allowed in configuring,
-// instrumenting, loading_modules, building_adapters and starting; they run after
-// the Service's own method for that phase (Configurer.Configure, ...,
+// WithHook adds work to a boot phase. Hooks are allowed in the phases where
+// the Service has work of its own: configuring, instrumenting,
+// loading_modules, building_adapters and starting; they run after the
+// Service's method for that phase (Configurer.Configure, ...,
 // Service.OnStart), in the order given. A nil hook is ignored.
 func WithHook(state phases.State, h Hook) Option {
 	return optionFunc(func(c *config) {
@@ -271,38 +289,12 @@ func WithTransitionObserver(o Observer) Option {
 	})
 }
 
-// WithEnv sets the environment lookup Main uses (default os.Getenv); tests use it.
-func WithEnv(getenv func(string) string) Option {
-	return optionFunc(func(c *config) {
-		if getenv != nil {
-			c.getenv = getenv
-		}
-	})
-}
-
 // WithBootLink links the boot trace to another span (for instance the control
 // op that asked for a restart).
 func WithBootLink(sc trace.SpanContext) Option {
 	return optionFunc(func(c *config) {
 		if sc.IsValid() {
 			c.bootLinks = append(c.bootLinks, trace.Link{SpanContext: sc})
-		}
-	})
-}
-
-// Extra is a component started at the end of phase 8 (8.5) beside the heartbeat,
-// and stopped first at shutdown (S1), such as the control-ops daemon. Start must
-// return once the component runs; Stop must make it return and wait for it.
-type Extra interface {
-	Start(ctx context.Context) error
-	Stop(ctx context.Context) error
-}
-
-// WithExtra adds a component to phase 8.5. A nil e is ignored.
-func WithExtra(e Extra) Option {
-	return optionFunc(func(c *config) {
-		if e != nil {
-			c.extras = append(c.extras, e)
 		}
 	})
 }

@@ -25,11 +25,15 @@ const (
 	SpanShutdown = "lifecycle.shutdown"
 )
 
-// Span attribute keys. They are a contract (DESIGN.md, "Observability").
+// Span attribute keys. They are a contract with whoever reads the traces
+// (dashboards, alerts, the e2e tests): never rename one.
 const (
-	AttrEvent = attribute.Key("lifecycle.event")
-	AttrFrom  = attribute.Key("lifecycle.from")
-	AttrTo    = attribute.Key("lifecycle.to")
+	// AttrMachine is the name of the machine's table ("lifecycle" for an
+	// instance), on every transition span and data point and on phase spans.
+	AttrMachine = attribute.Key("lifecycle.machine")
+	AttrEvent   = attribute.Key("lifecycle.event")
+	AttrFrom    = attribute.Key("lifecycle.from")
+	AttrTo      = attribute.Key("lifecycle.to")
 	// AttrPhase is the boot phase number (int) of the destination, when it has one.
 	AttrPhase = attribute.Key("lifecycle.phase")
 	// AttrPhaseLabel is the destination's label ("3", "S1"), when it has one.
@@ -48,48 +52,60 @@ const (
 
 type attrKV = attribute.KeyValue
 
-// edgeSpan precomputes the span name and, per source state, the span start option
-// with every attribute of one table edge, so a transition builds nothing but the
-// span itself.
-func edgeSpan(tr phases.Transition, to phases.StateInfo) (string, map[phases.State]trace.SpanStartOption) {
-	attrs := []attrKV{AttrEvent.String(string(tr.Event)), AttrTo.String(string(tr.To))}
-	if to.Number > 0 {
-		attrs = append(attrs, AttrPhase.Int(to.Number))
-	}
-	if to.Label != "" {
-		attrs = append(attrs, AttrPhaseLabel.String(to.Label))
-	}
-	if g := tr.Guard.String(); g != "" {
-		attrs = append(attrs, AttrGuard.String(g))
-	}
-	opts := make(map[phases.State]trace.SpanStartOption, len(tr.From))
-	for _, from := range tr.From {
-		all := append(append(make([]attrKV, 0, len(attrs)+1), attrs...), AttrFrom.String(string(from)))
-		opts[from] = trace.WithAttributes(all...)
-	}
-	return "transition " + tr.Label(), opts
-}
+// The telemetry observers are plain observers of the public Transition:
+// everything they attach is built once per table edge (Transition.Edge) and
+// per state, from the table alone, so a transition builds nothing but the
+// span and the data points.
 
 // traceObserver turns each transition into a span, a child of the span in the
 // context given to Fire.
 type traceObserver struct {
 	tracer trace.Tracer
-	off    bool // the provider is the no-op one: skip even building a span
+	off    bool       // the provider is the no-op one: skip even building a span
+	edges  []edgeSpan // by Transition.Edge
 }
 
-func newTraceObserver(tp trace.TracerProvider) *traceObserver {
+// edgeSpan is the span name of one edge and, per source state, the start
+// option with every attribute.
+type edgeSpan struct {
+	name string
+	opts map[phases.State]trace.SpanStartOption
+}
+
+func newTraceObserver(tp trace.TracerProvider, table *phases.Table) *traceObserver {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
 	_, off := tp.(tracenoop.TracerProvider)
-	return &traceObserver{tracer: tp.Tracer(ScopeName), off: off}
+	o := &traceObserver{tracer: tp.Tracer(ScopeName), off: off, edges: make([]edgeSpan, len(table.Transitions))}
+	for i, tr := range table.Transitions {
+		to, _ := table.State(tr.To)
+		attrs := []attrKV{AttrMachine.String(table.Name), AttrEvent.String(string(tr.Event)), AttrTo.String(string(tr.To))}
+		if to.Number > 0 {
+			attrs = append(attrs, AttrPhase.Int(to.Number))
+		}
+		if to.Label != "" {
+			attrs = append(attrs, AttrPhaseLabel.String(to.Label))
+		}
+		if g := tr.Guard.String(); g != "" {
+			attrs = append(attrs, AttrGuard.String(g))
+		}
+		e := edgeSpan{name: "transition " + tr.Label(), opts: make(map[phases.State]trace.SpanStartOption, len(tr.From))}
+		for _, from := range tr.From {
+			all := append(append(make([]attrKV, 0, len(attrs)+1), attrs...), AttrFrom.String(string(from)))
+			e.opts[from] = trace.WithAttributes(all...)
+		}
+		o.edges[i] = e
+	}
+	return o
 }
 
 func (o *traceObserver) Transitioned(ctx context.Context, t Transition) {
 	if o.off {
 		return
 	}
-	_, span := o.tracer.Start(ctx, t.edge.spanName, t.edge.startOpts[t.From])
+	e := &o.edges[t.Edge]
+	_, span := o.tracer.Start(ctx, e.name, e.opts[t.From])
 	if span.IsRecording() {
 		if t.Cause != nil {
 			span.RecordError(t.Cause)
@@ -99,9 +115,10 @@ func (o *traceObserver) Transitioned(ctx context.Context, t Transition) {
 	span.End()
 }
 
-// startPhaseSpan starts the span of the work done in state s.
-func startPhaseSpan(ctx context.Context, tracer trace.Tracer, s phases.StateInfo) (context.Context, trace.Span) {
-	attrs := []attrKV{AttrState.String(string(s.Name))}
+// startPhaseSpan starts the span of the work done in state s of the machine
+// named machine.
+func startPhaseSpan(ctx context.Context, tracer trace.Tracer, machine string, s phases.StateInfo) (context.Context, trace.Span) {
+	attrs := []attrKV{AttrMachine.String(machine), AttrState.String(string(s.Name))}
 	if s.Number > 0 {
 		attrs = append(attrs, AttrPhase.Int(s.Number))
 	}
@@ -121,62 +138,63 @@ func endSpan(span trace.Span, err error) {
 }
 
 // metricsObserver records what dashboards need: transitions by from/to/event, the
-// time spent in each state, and (through an observable gauge) the current state.
+// time spent in each state, and (through an observable gauge) the current state,
+// each with the machine's name, so two machines' series never mix.
 type metricsObserver struct {
 	transitions metric.Int64Counter
 	durations   metric.Float64Histogram
 	reg         metric.Registration
 	// Attribute sets are static per edge and source, and per state: built once,
 	// because building them is most of what a metric costs.
-	addOpts map[edgeFrom]metric.AddOption
+	addOpts []map[phases.State]metric.AddOption // by Transition.Edge, then source
 	recOpts map[phases.State]metric.RecordOption
 }
 
-type edgeFrom struct {
-	e    *edge
-	from phases.State
-}
-
-func newMetricsObserver(mp metric.MeterProvider, m *Machine) (*metricsObserver, error) {
+// newMetricsObserver builds the observer of a machine running table, whose
+// current state current returns (for the gauge).
+func newMetricsObserver(mp metric.MeterProvider, table *phases.Table, current func() phases.State) (*metricsObserver, error) {
 	meter := mp.Meter(ScopeName)
-	o := &metricsObserver{addOpts: map[edgeFrom]metric.AddOption{}, recOpts: map[phases.State]metric.RecordOption{}}
-	for _, edges := range m.edges {
-		for _, e := range edges {
-			for _, from := range e.From {
-				o.addOpts[edgeFrom{e, from}] = metric.WithAttributeSet(attribute.NewSet(
-					AttrFrom.String(string(from)), AttrTo.String(string(e.To)), AttrEvent.String(string(e.Event))))
-			}
+	machine := AttrMachine.String(table.Name)
+	o := &metricsObserver{addOpts: make([]map[phases.State]metric.AddOption, len(table.Transitions)), recOpts: map[phases.State]metric.RecordOption{}}
+	for i, tr := range table.Transitions {
+		o.addOpts[i] = make(map[phases.State]metric.AddOption, len(tr.From))
+		for _, from := range tr.From {
+			o.addOpts[i][from] = metric.WithAttributeSet(attribute.NewSet(machine,
+				AttrFrom.String(string(from)), AttrTo.String(string(tr.To)), AttrEvent.String(string(tr.Event))))
 		}
 	}
-	for _, s := range m.table.States {
-		o.recOpts[s.Name] = metric.WithAttributeSet(attribute.NewSet(AttrState.String(string(s.Name))))
+	states := make([]metric.ObserveOption, len(table.States))
+	for i, s := range table.States {
+		set := attribute.NewSet(machine, AttrState.String(string(s.Name)))
+		o.recOpts[s.Name] = metric.WithAttributeSet(set)
+		states[i] = metric.WithAttributeSet(set)
 	}
 	var err error
 	if o.transitions, err = meter.Int64Counter("lifecycle.transitions",
-		metric.WithDescription("State transitions, by from, to and event."),
+		metric.WithDescription("State transitions, by machine, from, to and event."),
 		metric.WithUnit("{transition}")); err != nil {
 		return nil, fmt.Errorf("lifecycle: metrics: %w", err)
 	}
 	if o.durations, err = meter.Float64Histogram("lifecycle.phase.duration",
-		metric.WithDescription("Time spent in a state before leaving it, by state."),
+		metric.WithDescription("Time spent in a state before leaving it, by machine and state."),
 		metric.WithUnit("s")); err != nil {
 		return nil, fmt.Errorf("lifecycle: metrics: %w", err)
 	}
 	gauge, err := meter.Int64ObservableGauge("lifecycle.state",
-		metric.WithDescription("1 for the state the instance is in, 0 for the others."),
+		metric.WithDescription("1 for the state the machine is in, 0 for the others, by machine and state."),
 		metric.WithUnit("1"))
 	if err != nil {
 		return nil, fmt.Errorf("lifecycle: metrics: %w", err)
 	}
-	states := make([]metric.ObserveOption, len(m.table.States))
-	for i, s := range m.table.States {
-		states[i] = metric.WithAttributeSet(attribute.NewSet(AttrState.String(string(s.Name))))
+	names := make([]phases.State, len(table.States))
+	for i, s := range table.States {
+		names[i] = s.Name
 	}
 	o.reg, err = meter.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
-		cur := m.Current()
-		for i, s := range m.table.States {
+		cur := current()
+		for i, s := range names {
 			var v int64
-			if s.Name == cur {
+			if s == cur {
 				v = 1
 			}
 			obs.ObserveInt64(gauge, v, states[i])
@@ -190,7 +208,7 @@ func newMetricsObserver(mp metric.MeterProvider, m *Machine) (*metricsObserver, 
 }
 
 func (o *metricsObserver) Transitioned(ctx context.Context, t Transition) {
-	o.transitions.Add(ctx, 1, o.addOpts[edgeFrom{t.edge, t.From}])
+	o.transitions.Add(ctx, 1, o.addOpts[t.Edge][t.From])
 	o.durations.Record(ctx, t.Duration().Seconds(), o.recOpts[t.From])
 }
 

@@ -20,7 +20,7 @@ func TestTakenHealthPortFailsPhase9NamingTheAddress(t *testing.T) {
 
 	f := newFixture(t)
 	svc := newTestService()
-	in, err := New(svc, f.options(WithHealthAddr("127.0.0.1", port))...)
+	in, err := New(svc, f.options(WithHealthAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(port))))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestTakenHealthPortFailsPhase9NamingTheAddress(t *testing.T) {
 }
 
 func TestInvalidHealthAddressIsAConfigurationError(t *testing.T) {
-	_, err := New(newTestService(), WithHealthAddr("127.0.0.1", 70000))
+	_, err := New(newTestService(), WithHealthAddr("127.0.0.1:70000"))
 	if err == nil || !strings.Contains(err.Error(), "70000") {
 		t.Fatalf("New = %v, want an error naming the port", err)
 	}

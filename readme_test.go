@@ -13,7 +13,7 @@ func TestReadmeShowsTheGeneratedDiagram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := diagrams.Embed(doc, diagrams.Mermaid(&phases.Lifecycle))
+	want, err := diagrams.Embed(doc, diagrams.Mermaid(phases.Lifecycle()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/fleetenv"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -78,8 +80,8 @@ func (c *Client) Send(ctx context.Context, service, op, target string, args any,
 			o.apply(&cfg)
 		}
 	}
-	if service == "" || strings.ContainsAny(service, "{}") || strings.ContainsFunc(service, func(r rune) bool { return r < ' ' }) {
-		return Op{}, fmt.Errorf("%w: service %q: want a service name without '{', '}' or control characters", ErrInvalidRequest, service)
+	if err := fleetenv.ValidateService(service); err != nil {
+		return Op{}, fmt.Errorf("%w: service %q: %v", ErrInvalidRequest, service, err)
 	}
 	o := Op{Name: op, Target: target, TTL: cfg.ttl, IssuedAt: cfg.clock.Now().Truncate(time.Millisecond)}
 	switch a := args.(type) {

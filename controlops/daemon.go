@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
 	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -61,8 +63,8 @@ const (
 // memory was full (ErrReplayMemoryFull).
 const MetricReplayMemoryFull = "controlops.replay_memory.full"
 
-// Daemon is the instance side of the control channel. It fits lifecycle.Extra:
-// Start at phase 8.5, Stop first at shutdown (S1).
+// Daemon is the instance side of the control channel. The lifecycle starts it
+// at phase 8.5 and stops it first at shutdown (S1).
 type Daemon struct {
 	rdb    redis.UniversalClient
 	t      Target
@@ -414,7 +416,7 @@ func (d *Daemon) handle(ctx context.Context, m redis.XMessage) error {
 		if len(op.ID) > MaxIDLen || !idRE.MatchString(op.ID) {
 			op.ID = ""
 		}
-		if len(op.Name) > MaxOpLen || !opRE.MatchString(op.Name) {
+		if fleetenv.ValidateOp(op.Name) != nil {
 			op.Name = ""
 		}
 	}

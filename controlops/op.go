@@ -11,10 +11,12 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/stargazer/lifecycle/fleetenv"
 )
 
-// Entry field names on sg:control:{<name>}. They are a contract (DESIGN.md,
-// "Control channel").
+// Entry field names on sg:control:{<name>}. They are a contract between every
+// instance and every client of the fleet: never rename one.
 const (
 	FieldID          = "id"
 	FieldOp          = "op"
@@ -40,15 +42,15 @@ const TargetAll = "*"
 
 // Limits on an entry. An entry beyond them is malformed: rejected, never executed.
 const (
-	MaxFields    = 32              // fields in one stream entry, known or not
-	MaxIDLen     = 64              // id
-	MaxOpLen     = 64              // op
-	MaxTargetLen = 128             // target (an instance id)
-	MaxArgsLen   = 64 << 10        // args, bytes of JSON
-	MaxNonceLen  = 128             // nonce
-	MinNonceLen  = 8               // nonce
-	MaxTraceLen  = 512             // traceparent
-	MaxTTL       = 5 * time.Minute // ttl_ms: how long a captured op stays usable
+	MaxFields    = 32                      // fields in one stream entry, known or not
+	MaxIDLen     = 64                      // id
+	MaxOpLen     = fleetenv.MaxOpLen       // op
+	MaxTargetLen = fleetenv.MaxInstanceLen // target (an instance id)
+	MaxArgsLen   = 64 << 10                // args, bytes of JSON
+	MaxNonceLen  = 128                     // nonce
+	MinNonceLen  = 8                       // nonce
+	MaxTraceLen  = 512                     // traceparent
+	MaxTTL       = 5 * time.Minute         // ttl_ms: how long a captured op stays usable
 )
 
 // SignatureVersion opens the canonical form that is signed; a change of the form
@@ -145,11 +147,9 @@ type Op struct {
 }
 
 var (
-	idRE     = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-	opRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
-	targetRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	nonceRE  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	sigRE    = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	idRE    = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+	nonceRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	sigRE   = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 // Parse reads an entry's fields (as go-redis returns them in XMessage.Values)
@@ -189,13 +189,13 @@ func Parse(values map[string]any) (Op, error) {
 	if op.Name, err = get(FieldOp, true); err != nil {
 		return op, err
 	}
-	if len(op.Name) == 0 || len(op.Name) > MaxOpLen || !opRE.MatchString(op.Name) {
-		return op, fieldErr(FieldOp, op.Name, "want 1-%d characters of a-z, 0-9, '.', '_' or '-'", MaxOpLen)
+	if err := fleetenv.ValidateOp(op.Name); err != nil {
+		return op, fieldErr(FieldOp, op.Name, "%v", err)
 	}
 	if op.Target, err = get(FieldTarget, true); err != nil {
 		return op, err
 	}
-	if op.Target != TargetAll && (len(op.Target) > MaxTargetLen || !targetRE.MatchString(op.Target)) {
+	if op.Target != TargetAll && fleetenv.ValidateInstance(op.Target) != nil {
 		return op, fieldErr(FieldTarget, op.Target, "want %q or an instance id", TargetAll)
 	}
 	args, err := get(FieldArgs, false)

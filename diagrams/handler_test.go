@@ -19,7 +19,7 @@ func get(t *testing.T, h http.Handler, target string) *httptest.ResponseRecorder
 }
 
 func TestHandlerServesMermaidByDefaultWithTheCurrentStateHighlighted(t *testing.T) {
-	h := Handler(&phases.Lifecycle, func() phases.State { return phases.Configuring })
+	h := Handler(phases.Lifecycle(), func() phases.State { return phases.Configuring })
 	for _, target := range []string{"/", "/?format=mermaid"} {
 		rec := get(t, h, target)
 		if rec.Code != http.StatusOK {
@@ -28,7 +28,7 @@ func TestHandlerServesMermaidByDefaultWithTheCurrentStateHighlighted(t *testing.
 		if ct := rec.Header().Get("Content-Type"); ct != "text/plain; charset=utf-8" {
 			t.Errorf("GET %s: Content-Type %q", target, ct)
 		}
-		want := Mermaid(&phases.Lifecycle, Highlight(phases.Configuring))
+		want := Mermaid(phases.Lifecycle(), Highlight(phases.Configuring))
 		if rec.Body.String() != string(want) {
 			t.Errorf("GET %s: body is not the highlighted Mermaid diagram:\n%s", target, rec.Body)
 		}
@@ -41,7 +41,7 @@ func TestHandlerServesMermaidByDefaultWithTheCurrentStateHighlighted(t *testing.
 func TestHandlerFollowsTheMachineBetweenRequests(t *testing.T) {
 	var state atomic.Value
 	state.Store(phases.Connecting)
-	h := Handler(&phases.Lifecycle, func() phases.State { return state.Load().(phases.State) })
+	h := Handler(phases.Lifecycle(), func() phases.State { return state.Load().(phases.State) })
 	if body := get(t, h, "/?format=dot").Body.String(); !strings.Contains(body, `"s_connecting" [label="2 connecting", tooltip="random jitter in [0, max], then the Redis ping gate", style="rounded,filled,bold"`) {
 		t.Errorf("dot does not highlight connecting:\n%s", body)
 	}
@@ -54,18 +54,18 @@ func TestHandlerFollowsTheMachineBetweenRequests(t *testing.T) {
 }
 
 func TestHandlerServesDOTAsGraphviz(t *testing.T) {
-	h := Handler(&phases.Lifecycle, nil)
+	h := Handler(phases.Lifecycle(), nil)
 	rec := get(t, h, "/?format=dot")
 	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "text/vnd.graphviz; charset=utf-8" {
 		t.Fatalf("status %d, Content-Type %q", rec.Code, rec.Header().Get("Content-Type"))
 	}
-	if rec.Body.String() != string(DOT(&phases.Lifecycle)) {
+	if rec.Body.String() != string(DOT(phases.Lifecycle())) {
 		t.Errorf("body is not the plain DOT diagram:\n%s", rec.Body)
 	}
 }
 
 func TestHandlerRejectsAnUnknownFormatNamingIt(t *testing.T) {
-	rec := get(t, Handler(&phases.Lifecycle, nil), "/?format=png")
+	rec := get(t, Handler(phases.Lifecycle(), nil), "/?format=png")
 	if rec.Code != http.StatusBadRequest {
 		t.Fatalf("status %d, want 400", rec.Code)
 	}
@@ -76,7 +76,7 @@ func TestHandlerRejectsAnUnknownFormatNamingIt(t *testing.T) {
 
 func TestHandlerRejectsOtherMethods(t *testing.T) {
 	rec := httptest.NewRecorder()
-	Handler(&phases.Lifecycle, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/", nil))
+	Handler(phases.Lifecycle(), nil).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/", nil))
 	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "GET, HEAD" {
 		t.Errorf("POST: status %d, Allow %q", rec.Code, rec.Header().Get("Allow"))
 	}
@@ -84,7 +84,7 @@ func TestHandlerRejectsOtherMethods(t *testing.T) {
 
 func TestHandlerSVGIsNotImplementedWithoutDot(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	rec := get(t, Handler(&phases.Lifecycle, nil), "/?format=svg")
+	rec := get(t, Handler(phases.Lifecycle(), nil), "/?format=svg")
 	if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), "install graphviz") {
 		t.Errorf("status %d, body %q; want 501 saying to install graphviz", rec.Code, rec.Body)
 	}
@@ -92,7 +92,7 @@ func TestHandlerSVGIsNotImplementedWithoutDot(t *testing.T) {
 
 func TestHandlerServesSVGOverHTTP(t *testing.T) {
 	requireDot(t)
-	srv := httptest.NewServer(Handler(&phases.Lifecycle, func() phases.State { return phases.Running }))
+	srv := httptest.NewServer(Handler(phases.Lifecycle(), func() phases.State { return phases.Running }))
 	defer srv.Close()
 	for i := range 2 { // the second request is served from the cache
 		resp, err := http.Get(srv.URL + "/?format=svg")

@@ -16,21 +16,21 @@ import (
 
 func TestRenderingIsDeterministic(t *testing.T) {
 	for _, opts := range [][]Option{nil, {Highlight(phases.Running)}} {
-		if a, b := Mermaid(&phases.Lifecycle, opts...), Mermaid(&phases.Lifecycle, opts...); !bytes.Equal(a, b) {
+		if a, b := Mermaid(phases.Lifecycle(), opts...), Mermaid(phases.Lifecycle(), opts...); !bytes.Equal(a, b) {
 			t.Errorf("Mermaid differs between two renderings:\n%s\n---\n%s", a, b)
 		}
-		if a, b := DOT(&phases.Lifecycle, opts...), DOT(&phases.Lifecycle, opts...); !bytes.Equal(a, b) {
+		if a, b := DOT(phases.Lifecycle(), opts...), DOT(phases.Lifecycle(), opts...); !bytes.Equal(a, b) {
 			t.Errorf("DOT differs between two renderings:\n%s\n---\n%s", a, b)
 		}
-		if a, b := Markdown(&phases.Lifecycle, opts...), Markdown(&phases.Lifecycle, opts...); !bytes.Equal(a, b) {
+		if a, b := Markdown(phases.Lifecycle(), opts...), Markdown(phases.Lifecycle(), opts...); !bytes.Equal(a, b) {
 			t.Errorf("Markdown differs between two renderings")
 		}
 	}
 }
 
 func TestEveryStateAppearsWithItsPhaseLabel(t *testing.T) {
-	mmd, dot := string(Mermaid(&phases.Lifecycle)), string(DOT(&phases.Lifecycle))
-	for _, s := range phases.Lifecycle.States {
+	mmd, dot := string(Mermaid(phases.Lifecycle())), string(DOT(phases.Lifecycle()))
+	for _, s := range phases.Lifecycle().States {
 		text := string(s.Name)
 		if s.Label != "" {
 			text = s.Label + " " + text
@@ -50,7 +50,7 @@ func TestEveryStateAppearsWithItsPhaseLabel(t *testing.T) {
 }
 
 func TestEveryTransitionOfTheLifecycleIsAnEdgeFromEachSource(t *testing.T) {
-	mmd, dot := string(Mermaid(&phases.Lifecycle)), string(DOT(&phases.Lifecycle))
+	mmd, dot := string(Mermaid(phases.Lifecycle())), string(DOT(phases.Lifecycle()))
 	mEdge := regexp.MustCompile(`(?m)^    (\S+) --> (\S+) : (.+)$`)
 	dEdge := regexp.MustCompile(`(?m)^\t"(\S+)" -> "(\S+)" \[(?:ltail="cluster_(\S+)", )?label="(.*)"\];$`)
 	mLabels, dLabels := map[string][]string{}, map[string][]string{}
@@ -66,9 +66,9 @@ func TestEveryTransitionOfTheLifecycleIsAnEdgeFromEachSource(t *testing.T) {
 	}
 	// A transition is drawn from its source state, or from the source's
 	// group when the group edge carries it.
-	for _, tr := range phases.Lifecycle.Transitions {
+	for _, tr := range phases.Lifecycle().Transitions {
 		for _, from := range tr.From {
-			si, _ := phases.Lifecycle.State(from)
+			si, _ := phases.Lifecycle().State(from)
 			key := "s_" + string(from) + " s_" + string(tr.To)
 			gkey := "g_" + string(si.Group) + " s_" + string(tr.To)
 			if !contains(mLabels[key], tr.Label()) && !contains(mLabels[gkey], tr.Label()) {
@@ -118,12 +118,12 @@ func sharedByGroup(tab *phases.Table) map[string][]string {
 }
 
 func TestEdgesEveryBootStateHasAreDrawnOnceFromTheBootGroup(t *testing.T) {
-	shared := sharedByGroup(&phases.Lifecycle)
+	shared := sharedByGroup(phases.Lifecycle())
 	want := "g_boot s_" + string(phases.StoppingDaemons)
 	if len(shared[want]) == 0 {
 		t.Fatalf("the table gives every boot state no common edge to stopping_daemons: %v", shared)
 	}
-	mmd, dot := string(Mermaid(&phases.Lifecycle)), string(DOT(&phases.Lifecycle))
+	mmd, dot := string(Mermaid(phases.Lifecycle())), string(DOT(phases.Lifecycle()))
 	for key, labels := range shared {
 		from, to, _ := strings.Cut(key, " ")
 		line := fmt.Sprintf("    %s --> %s : %s\n", from, to, strings.Join(labels, ", "))
@@ -141,7 +141,7 @@ func TestEdgesEveryBootStateHasAreDrawnOnceFromTheBootGroup(t *testing.T) {
 	}
 	// No boot state keeps an edge of its own to stopping_daemons: stop and
 	// fail were all it had there.
-	for _, s := range phases.BootStates {
+	for _, s := range phases.BootStates() {
 		if strings.Contains(mmd, fmt.Sprintf("    s_%s --> s_%s ", s, phases.StoppingDaemons)) {
 			t.Errorf("Mermaid still draws %s -> stopping_daemons", s)
 		}
@@ -194,7 +194,7 @@ func TestALabelOneStateOfTheGroupLacksStaysOnEachStatesEdge(t *testing.T) {
 }
 
 func TestGuardedEdgesShowEventAndGuard(t *testing.T) {
-	mmd := string(Mermaid(&phases.Lifecycle))
+	mmd := string(Mermaid(phases.Lifecycle()))
 	for _, want := range []string{
 		"s_connecting --> s_failed : ping_failed [redis_required]\n",
 		"ping_failed [not redis_required]\n",
@@ -205,7 +205,7 @@ func TestGuardedEdgesShowEventAndGuard(t *testing.T) {
 			t.Errorf("Mermaid lacks %q", want)
 		}
 	}
-	dot := string(DOT(&phases.Lifecycle))
+	dot := string(DOT(phases.Lifecycle()))
 	for _, want := range []string{`[label="ping_failed [redis_required]"]`, `ping_failed [not redis_required]"]`, `[label="cleaned_up [failing]"]`} {
 		if !strings.Contains(dot, want) {
 			t.Errorf("DOT lacks %q", want)
@@ -214,20 +214,20 @@ func TestGuardedEdgesShowEventAndGuard(t *testing.T) {
 }
 
 func TestParallelEdgesMergeIntoOneLabel(t *testing.T) {
-	mmd := string(Mermaid(&phases.Lifecycle))
+	mmd := string(Mermaid(phases.Lifecycle()))
 	if want := "s_pulling --> s_stopping_daemons : stop, fail\n"; !strings.Contains(mmd, want) {
 		t.Errorf("Mermaid lacks merged edge %q", want)
 	}
 	if n := strings.Count(mmd, "s_pulling --> s_stopping_daemons"); n != 1 {
 		t.Errorf("Mermaid draws %d edges pulling -> stopping_daemons, want 1", n)
 	}
-	if want := `"s_running" -> "s_stopping_daemons" [label="restart\nstop\nfail"];`; !strings.Contains(string(DOT(&phases.Lifecycle)), want) {
+	if want := `"s_running" -> "s_stopping_daemons" [label="restart\nstop\nfail"];`; !strings.Contains(string(DOT(phases.Lifecycle())), want) {
 		t.Errorf("DOT lacks merged edge %s", want)
 	}
 }
 
 func TestStartLeadsToInitialEvenWhenAnotherStateIsHighlighted(t *testing.T) {
-	mmd := string(Mermaid(&phases.Lifecycle, Highlight(phases.Running)))
+	mmd := string(Mermaid(phases.Lifecycle(), Highlight(phases.Running)))
 	starts := regexp.MustCompile(`(?m)^    \[\*\] --> (\S+)$`).FindAllStringSubmatch(mmd, -1)
 	if len(starts) != 1 || starts[0][1] != "s_init" {
 		t.Errorf("Mermaid start edges = %q, want one to s_init", starts)
@@ -235,7 +235,7 @@ func TestStartLeadsToInitialEvenWhenAnotherStateIsHighlighted(t *testing.T) {
 	if !strings.Contains(mmd, "    class s_running current\n") || !strings.Contains(mmd, "classDef current ") {
 		t.Errorf("Mermaid does not mark running as current:\n%s", mmd)
 	}
-	dot := string(DOT(&phases.Lifecycle, Highlight(phases.Running)))
+	dot := string(DOT(phases.Lifecycle(), Highlight(phases.Running)))
 	if !strings.Contains(dot, "\t\"start\" -> \"s_init\";\n") || strings.Count(dot, "\"start\" ->") != 1 {
 		t.Errorf("DOT start edge does not lead to init alone:\n%s", dot)
 	}
@@ -248,16 +248,16 @@ func TestStartLeadsToInitialEvenWhenAnotherStateIsHighlighted(t *testing.T) {
 }
 
 func TestHighlightOfAnUnknownStateMarksNothing(t *testing.T) {
-	plain := Mermaid(&phases.Lifecycle)
+	plain := Mermaid(phases.Lifecycle())
 	for _, s := range []phases.State{"", "no_such_state"} {
-		if got := Mermaid(&phases.Lifecycle, Highlight(s)); !bytes.Equal(got, plain) {
+		if got := Mermaid(phases.Lifecycle(), Highlight(s)); !bytes.Equal(got, plain) {
 			t.Errorf("Highlight(%q) changed the Mermaid output:\n%s", s, got)
 		}
 	}
 }
 
 func TestTerminalStatesLeadToTheEnd(t *testing.T) {
-	mmd := string(Mermaid(&phases.Lifecycle))
+	mmd := string(Mermaid(phases.Lifecycle()))
 	ends := regexp.MustCompile(`(?m)^    (\S+) --> \[\*\]$`).FindAllStringSubmatch(mmd, -1)
 	var got []string
 	for _, e := range ends {
@@ -269,7 +269,7 @@ func TestTerminalStatesLeadToTheEnd(t *testing.T) {
 }
 
 func TestStatesAreDrawnInTheirGroupsInTableOrder(t *testing.T) {
-	mmd := string(Mermaid(&phases.Lifecycle))
+	mmd := string(Mermaid(phases.Lifecycle()))
 	var order []string
 	group := ""
 	for _, line := range strings.Split(mmd, "\n") {
@@ -283,7 +283,7 @@ func TestStatesAreDrawnInTheirGroupsInTableOrder(t *testing.T) {
 			continue
 		}
 		if m := regexp.MustCompile(`^        state ".*" as s_(\S+)$`).FindStringSubmatch(line); m != nil {
-			si, _ := phases.Lifecycle.State(phases.State(m[1]))
+			si, _ := phases.Lifecycle().State(phases.State(m[1]))
 			if string(si.Group) != group {
 				t.Errorf("state %s drawn in group %q, belongs to %q", m[1], group, si.Group)
 			}
@@ -291,9 +291,9 @@ func TestStatesAreDrawnInTheirGroupsInTableOrder(t *testing.T) {
 		}
 	}
 	var want []string
-	for _, g := range phases.Lifecycle.Groups {
+	for _, g := range phases.Lifecycle().Groups {
 		want = append(want, "["+string(g.Name)+"]")
-		for _, s := range phases.Lifecycle.States {
+		for _, s := range phases.Lifecycle().States {
 			if s.Group == g.Name {
 				want = append(want, string(s.Name))
 			}
@@ -418,7 +418,7 @@ func TestAwkwardNamesRenderToValidMermaid(t *testing.T) {
 
 func TestDotAcceptsTheDOTOutput(t *testing.T) {
 	requireDot(t)
-	for name, tab := range map[string]*phases.Table{"lifecycle": &phases.Lifecycle, "awkward": &awkward} {
+	for name, tab := range map[string]*phases.Table{"lifecycle": phases.Lifecycle(), "awkward": &awkward} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		svg, err := SVG(ctx, DOT(tab, Highlight(tab.Initial)))
 		cancel()

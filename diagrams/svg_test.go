@@ -16,7 +16,7 @@ import (
 
 func TestSVGSaysToInstallGraphvizWhenDotIsMissing(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	_, err := SVG(context.Background(), DOT(&phases.Lifecycle))
+	_, err := SVG(context.Background(), DOT(phases.Lifecycle()))
 	if !errors.Is(err, ErrNoGraphviz) {
 		t.Fatalf("err = %v, want ErrNoGraphviz", err)
 	}
@@ -42,7 +42,7 @@ func TestSVGWithACancelledContextReturnsTheContextError(t *testing.T) {
 	requireDot(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := SVG(ctx, DOT(&phases.Lifecycle))
+	_, err := SVG(ctx, DOT(phases.Lifecycle()))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -52,7 +52,7 @@ func TestSVGCarriesNoGraphvizVersion(t *testing.T) {
 	requireDot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	svg, err := SVG(ctx, DOT(&phases.Lifecycle))
+	svg, err := SVG(ctx, DOT(phases.Lifecycle()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestNoEdgeLabelOverlapsAGroupTitle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, opts := range [][]Option{nil, {Highlight(phases.Running)}} {
-		svg, err := SVG(ctx, DOT(&phases.Lifecycle, opts...))
+		svg, err := SVG(ctx, DOT(phases.Lifecycle(), opts...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,9 +112,9 @@ func TestNoEdgeLabelOverlapsAGroupTitle(t *testing.T) {
 				labels = append(labels, svgTexts(g[2])...)
 			}
 		}
-		if len(titles) != len(phases.Lifecycle.Groups) || len(labels) == 0 {
+		if len(titles) != len(phases.Lifecycle().Groups) || len(labels) == 0 {
 			t.Fatalf("found %d group titles and %d edge label lines in the SVG, want %d titles and some labels",
-				len(titles), len(labels), len(phases.Lifecycle.Groups))
+				len(titles), len(labels), len(phases.Lifecycle().Groups))
 		}
 		for _, ti := range titles {
 			for _, l := range labels {

@@ -218,7 +218,7 @@ func path(from phases.State, labels ...string) []phases.Transition {
 	for _, l := range labels {
 		event, _, _ := strings.Cut(l, " ")
 		var next *phases.Transition
-		for _, tr := range phases.Lifecycle.Alternatives(phases.Event(event), from) {
+		for _, tr := range phases.Lifecycle().Alternatives(phases.Event(event), from) {
 			if tr.Label() == l {
 				tr.From = []phases.State{from}
 				next = &tr
@@ -237,21 +237,21 @@ func path(from phases.State, labels ...string) []phases.Transition {
 // bootPath is a boot that reaches running with Redis answering its ping.
 func bootPath() []phases.Transition {
 	var labels []string
-	for _, s := range phases.BootStates {
+	for _, s := range phases.BootStates() {
 		ev, _ := phases.NextBootEvent(s)
 		if s == phases.Connecting {
 			ev = phases.PingOK // connecting's event depends on the ping; Redis answers here
 		}
 		labels = append(labels, string(ev))
 	}
-	return path(phases.Lifecycle.Initial, labels...)
+	return path(phases.Lifecycle().Initial, labels...)
 }
 
 // shutdownPath is the shutdown steps, entered by event from state from, ending as
 // the guard on cleaned_up decides.
 func shutdownPath(from phases.State, event phases.Event, failing bool) []phases.Transition {
 	labels := []string{string(event)}
-	for _, s := range phases.ShutdownStates {
+	for _, s := range phases.ShutdownStates() {
 		ev, _ := phases.NextShutdownEvent(s)
 		labels = append(labels, string(ev))
 	}
@@ -279,7 +279,7 @@ func checkCleanBoot(tr apiTrace, service, instance string) error {
 	if err != nil {
 		return err
 	}
-	phaseSpans, err := checkPhases(tr, root, phases.BootStates, trans)
+	phaseSpans, err := checkPhases(tr, root, phases.BootStates(), trans)
 	if err != nil {
 		return err
 	}
@@ -318,11 +318,11 @@ func checkCleanShutdown(tr, boot apiTrace, service, instance string) error {
 	if err != nil {
 		return err
 	}
-	phaseSpans, err := checkPhases(tr, root, phases.ShutdownStates, trans)
+	phaseSpans, err := checkPhases(tr, root, phases.ShutdownStates(), trans)
 	if err != nil {
 		return err
 	}
-	for _, s := range phases.ShutdownStates {
+	for _, s := range phases.ShutdownStates() {
 		// Everything started in a full boot, so no step is skipped.
 		if err := wantTags(phaseSpans[s], lifecycle.AttrSkipped, "false"); err != nil {
 			return err
@@ -373,7 +373,7 @@ func checkFailedBoot(tr apiTrace, service, instance string) error {
 		return err
 	}
 
-	states := append(append([]phases.State{}, phases.BootStates[:6]...), phases.ShutdownStates...)
+	states := append(append([]phases.State{}, phases.BootStates()[:6]...), phases.ShutdownStates()...)
 	phaseSpans, err := checkPhases(tr, root, states, trans)
 	if err != nil {
 		return err
@@ -448,9 +448,10 @@ func checkTransitions(tr apiTrace, root apiSpan, want []phases.Transition) ([]ap
 		if s.OperationName != "transition "+e.Label() {
 			return nil, fmt.Errorf("transition %d from %s: span %q, want %q", i, e.From[0], s.OperationName, "transition "+e.Label())
 		}
-		info, _ := phases.Lifecycle.State(e.To)
+		info, _ := phases.Lifecycle().State(e.To)
 		kv := []any{lifecycle.AttrEvent, string(e.Event), lifecycle.AttrFrom, string(e.From[0]), lifecycle.AttrTo, string(e.To),
-			lifecycle.AttrPhase, "", lifecycle.AttrPhaseLabel, info.Label, lifecycle.AttrGuard, e.Guard.String()}
+			lifecycle.AttrPhase, "", lifecycle.AttrPhaseLabel, info.Label, lifecycle.AttrGuard, e.Guard.String(),
+			lifecycle.AttrMachine, phases.Lifecycle().Name}
 		if info.Number > 0 {
 			kv[7] = strconv.Itoa(info.Number)
 		}
@@ -484,7 +485,7 @@ func checkPhases(tr apiTrace, root apiSpan, states []phases.State, trans []apiSp
 			return nil, fmt.Errorf("%d spans %q, want 1", len(spans), "phase "+st)
 		}
 		s := spans[0]
-		info, _ := phases.Lifecycle.State(st)
+		info, _ := phases.Lifecycle().State(st)
 		kv := []any{lifecycle.AttrState, string(st), lifecycle.AttrPhase, "", lifecycle.AttrPhaseLabel, info.Label}
 		if info.Number > 0 {
 			kv[3] = strconv.Itoa(info.Number)

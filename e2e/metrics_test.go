@@ -44,21 +44,21 @@ func point(points []string, name, attrs string) (string, bool) {
 // the state gauge is 1 for running and 0 for every other state, the transition
 // into running was counted once, and the slow phase's time is in its histogram.
 func checkRunningMetrics(points []string) error {
-	for _, s := range phases.Lifecycle.States {
+	for _, s := range phases.Lifecycle().States {
 		want := "0"
 		if s.Name == phases.Running {
 			want = "1"
 		}
-		got, ok := point(points, "lifecycle.state", "lifecycle.state="+string(s.Name))
+		got, ok := point(points, "lifecycle.state", "lifecycle.machine=lifecycle,lifecycle.state="+string(s.Name))
 		if !ok || got != want {
 			return fmt.Errorf("lifecycle.state{lifecycle.state=%s} = %q (exported: %v), want %s", s.Name, got, ok, want)
 		}
 	}
-	into := "lifecycle.event=health_serving,lifecycle.from=serving_health,lifecycle.to=running"
+	into := "lifecycle.event=health_serving,lifecycle.from=serving_health,lifecycle.machine=lifecycle,lifecycle.to=running"
 	if got, _ := point(points, "lifecycle.transitions", into); got != "1" {
 		return fmt.Errorf("lifecycle.transitions{%s} = %q, want 1", into, got)
 	}
-	got, ok := point(points, "lifecycle.phase.duration", "lifecycle.state="+string(slowPhase))
+	got, ok := point(points, "lifecycle.phase.duration", "lifecycle.machine=lifecycle,lifecycle.state="+string(slowPhase))
 	if !ok {
 		return fmt.Errorf("no lifecycle.phase.duration{lifecycle.state=%s} point", slowPhase)
 	}
@@ -78,7 +78,7 @@ func checkRunningMetrics(points []string) error {
 // transition was counted once.
 func checkStoppedMetrics(points []string) error {
 	for _, e := range shutdownPath(phases.Running, phases.Stop, false) {
-		attrs := fmt.Sprintf("lifecycle.event=%s,lifecycle.from=%s,lifecycle.to=%s", e.Event, e.From[0], e.To)
+		attrs := fmt.Sprintf("lifecycle.event=%s,lifecycle.from=%s,lifecycle.machine=lifecycle,lifecycle.to=%s", e.Event, e.From[0], e.To)
 		if got, _ := point(points, "lifecycle.transitions", attrs); got != "1" {
 			return fmt.Errorf("lifecycle.transitions{%s} = %q, want 1", attrs, got)
 		}

@@ -105,13 +105,13 @@ func TestProbeStatusCodesInEveryLifecycleState(t *testing.T) {
 	for _, c := range cases {
 		covered[c.state] = true
 	}
-	for _, si := range phases.Lifecycle.States {
+	for _, si := range phases.Lifecycle().States {
 		if !covered[string(si.Name)] {
 			t.Errorf("state %q of phases.Lifecycle has no row", si.Name)
 		}
 	}
-	if len(cases) != len(phases.Lifecycle.States) {
-		t.Errorf("%d rows for %d lifecycle states", len(cases), len(phases.Lifecycle.States))
+	if len(cases) != len(phases.Lifecycle().States) {
+		t.Errorf("%d rows for %d lifecycle states", len(cases), len(phases.Lifecycle().States))
 	}
 
 	clock := clockwork.NewFakeClock()
@@ -141,7 +141,7 @@ func TestProbeStatusCodesInEveryLifecycleState(t *testing.T) {
 
 func TestReadinessIs503FromFirstShutdownStateOn(t *testing.T) {
 	clock := clockwork.NewFakeClock()
-	states := append(append([]phases.State{}, phases.ShutdownStates...), phases.Stopped, phases.Failed)
+	states := append(append([]phases.State{}, phases.ShutdownStates()...), phases.Stopped, phases.Failed)
 	if states[0] != "stopping_daemons" {
 		t.Fatalf("first shutdown state is %q, the contract says stopping_daemons", states[0])
 	}

@@ -1,5 +1,7 @@
 package phases
 
+import "slices"
+
 // Lifecycle states. The strings are a contract (registry status, span attributes,
 // diagrams): never rename one.
 const (
@@ -64,15 +66,22 @@ const (
 	GroupTerminal Group = "terminal"
 )
 
-// BootStates are the nine boot phases in order.
-var BootStates = []State{Init, Connecting, Configuring, Instrumenting, LoadingModules, BuildingAdapters, Starting, Registering, ServingHealth}
+// Lifecycle returns the boot contract: nine boot phases, running, control
+// ops, and a reverse-order shutdown that ends in stopped, or in failed when
+// something failed. Every call returns a copy of its own: changing it changes
+// nothing else.
+func Lifecycle() *Table { return lifecycle.Clone() }
 
-// ShutdownStates are the shutdown steps in order.
-var ShutdownStates = []State{StoppingDaemons, StoppingHealth, Deregistering, CleaningUp}
+// BootStates returns the boot phases in order: the states of group boot.
+func BootStates() []State { return lifecycle.StatesIn(GroupBoot) }
 
-// Lifecycle is the boot contract: nine boot phases, running, control ops, and a
-// reverse-order shutdown that ends in stopped, or in failed when something failed.
-var Lifecycle = Table{
+// ShutdownStates returns the shutdown steps in order: the states of group
+// shutdown.
+func ShutdownStates() []State { return lifecycle.StatesIn(GroupShutdown) }
+
+// lifecycle is the table Lifecycle copies. A stop or a failure can arrive in
+// any boot phase (its group) and in running and pulling.
+var lifecycle = withInterrupts(Table{
 	Name:    "lifecycle",
 	Initial: Init,
 	Groups: []GroupInfo{
@@ -121,54 +130,61 @@ var Lifecycle = Table{
 		{Event: Pull, From: []State{Running}, To: Pulling},
 		{Event: PullDone, From: []State{Pulling}, To: Running},
 		{Event: Restart, From: []State{Running}, To: StoppingDaemons},
-		{Event: Stop, From: append(append([]State{}, BootStates...), Running, Pulling), To: StoppingDaemons},
-		{Event: Fail, From: append(append([]State{}, BootStates...), Running, Pulling), To: StoppingDaemons},
+		{Event: Stop, To: StoppingDaemons},
+		{Event: Fail, To: StoppingDaemons},
 		{Event: DaemonsStopped, From: []State{StoppingDaemons}, To: StoppingHealth},
 		{Event: HealthStopped, From: []State{StoppingHealth}, To: Deregistering},
 		{Event: Deregistered, From: []State{Deregistering}, To: CleaningUp},
 		{Event: CleanedUp, From: []State{CleaningUp}, To: Failed, Guard: Guard{Name: GuardFailing}},
 		{Event: CleanedUp, From: []State{CleaningUp}, To: Stopped, Guard: Guard{Name: GuardFailing, Not: true}},
 	},
+})
+
+// withInterrupts fills in the sources of stop and fail: every boot phase,
+// running and pulling. A boot phase added to the table is interruptible
+// without a second edit.
+func withInterrupts(t Table) Table {
+	from := append(t.StatesIn(GroupBoot), Running, Pulling)
+	for i, tr := range t.Transitions {
+		if tr.Event == Stop || tr.Event == Fail {
+			t.Transitions[i].From = from
+		}
+	}
+	return t
 }
 
 // NextBootEvent returns the event that completes the work of boot state s and
 // moves to the next phase, and false when s is not a boot state or, like
 // connecting, ends in one of several events (its ping outcomes).
 func NextBootEvent(s State) (Event, bool) {
-	e, ok := bootEvents[s]
-	return e, ok
+	if !slices.Contains(BootStates(), s) {
+		return "", false
+	}
+	return NextEvent(&lifecycle, s)
 }
 
 // NextShutdownEvent returns the event that completes shutdown step s.
 func NextShutdownEvent(s State) (Event, bool) {
-	e, ok := shutdownEvents[s]
-	return e, ok
+	if !slices.Contains(ShutdownStates(), s) {
+		return "", false
+	}
+	return NextEvent(&lifecycle, s)
 }
 
-// Both are read off the table, so a new state needs no edit here: a step's
-// event is the one event that leaves it other than stop and fail.
-var (
-	bootEvents     = forwardEvents(BootStates)
-	shutdownEvents = forwardEvents(ShutdownStates)
-)
-
-func forwardEvents(states []State) map[State]Event {
-	out := map[State]Event{}
-	for _, s := range states {
-		var found Event
-		unique := true
-		for _, tr := range Lifecycle.From(s) {
-			if tr.Event == Stop || tr.Event == Fail {
-				continue
-			}
-			if found != "" && found != tr.Event {
-				unique = false
-			}
-			found = tr.Event
+// NextEvent returns the event that completes state s of t, a lifecycle table
+// (Lifecycle, or a copy of it being extended): the one event that leaves s
+// other than stop and fail, read off the table, so a new state needs no
+// second list; false when none or several do (connecting's ping outcomes).
+func NextEvent(t *Table, s State) (Event, bool) {
+	var found Event
+	for _, tr := range t.Transitions {
+		if tr.Event == Stop || tr.Event == Fail || !slices.Contains(tr.From, s) {
+			continue
 		}
-		if found != "" && unique {
-			out[s] = found
+		if found != "" && found != tr.Event {
+			return "", false
 		}
+		found = tr.Event
 	}
-	return out
+	return found, found != ""
 }

@@ -10,6 +10,7 @@ package phases
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -102,6 +103,30 @@ type Table struct {
 type GroupInfo struct {
 	Name Group
 	Doc  string
+}
+
+// Clone returns a deep copy of t: changing one changes nothing in the other.
+func (t *Table) Clone() *Table {
+	c := *t
+	c.States = slices.Clone(t.States)
+	c.Guards = slices.Clone(t.Guards)
+	c.Groups = slices.Clone(t.Groups)
+	c.Transitions = slices.Clone(t.Transitions)
+	for i := range c.Transitions {
+		c.Transitions[i].From = slices.Clone(t.Transitions[i].From)
+	}
+	return &c
+}
+
+// StatesIn returns the states of group g, in display order.
+func (t *Table) StatesIn(g Group) []State {
+	var out []State
+	for _, s := range t.States {
+		if s.Group == g {
+			out = append(out, s.Name)
+		}
+	}
+	return out
 }
 
 // State returns the description of s.

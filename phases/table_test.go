@@ -6,14 +6,14 @@ import (
 )
 
 func TestLifecycleTableIsValid(t *testing.T) {
-	if err := Lifecycle.Validate(); err != nil {
+	if err := Lifecycle().Validate(); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestEveryBootStateHasANumberedPhaseInOrder(t *testing.T) {
-	for i, s := range BootStates {
-		si, ok := Lifecycle.State(s)
+	for i, s := range BootStates() {
+		si, ok := Lifecycle().State(s)
 		if !ok {
 			t.Fatalf("boot state %q is not in the table", s)
 		}
@@ -24,13 +24,13 @@ func TestEveryBootStateHasANumberedPhaseInOrder(t *testing.T) {
 }
 
 func TestEveryNonTerminalStateHasAWayOut(t *testing.T) {
-	for _, si := range Lifecycle.States {
+	for _, si := range Lifecycle().States {
 		if si.Terminal {
 			continue
 		}
 		out := false
-		for _, e := range Lifecycle.Events() {
-			if len(Lifecycle.Alternatives(e, si.Name)) > 0 {
+		for _, e := range Lifecycle().Events() {
+			if len(Lifecycle().Alternatives(e, si.Name)) > 0 {
 				out = true
 			}
 		}
@@ -41,8 +41,8 @@ func TestEveryNonTerminalStateHasAWayOut(t *testing.T) {
 }
 
 func TestStopIsValidFromEveryBootPhaseAndRunning(t *testing.T) {
-	for _, s := range append(append([]State{}, BootStates...), Running, Pulling) {
-		alts := Lifecycle.Alternatives(Stop, s)
+	for _, s := range append(append([]State{}, BootStates()...), Running, Pulling) {
+		alts := Lifecycle().Alternatives(Stop, s)
 		if len(alts) != 1 || alts[0].To != StoppingDaemons {
 			t.Errorf("stop from %q: %v, want one transition to %q", s, alts, StoppingDaemons)
 		}
@@ -78,7 +78,7 @@ func TestValidateRejectsUndeclaredGuard(t *testing.T) {
 }
 
 func TestTransitionLabelShowsGuard(t *testing.T) {
-	alts := Lifecycle.Alternatives(PingFailed, Connecting)
+	alts := Lifecycle().Alternatives(PingFailed, Connecting)
 	var labels []string
 	for _, a := range alts {
 		labels = append(labels, a.Label())
@@ -109,5 +109,19 @@ func TestEveryStepHasTheEventThatCompletesIt(t *testing.T) {
 	}
 	if e, ok := NextBootEvent(Pulling); ok {
 		t.Errorf("pulling is not a boot state but has %q", e)
+	}
+}
+
+func TestLifecycleCannotBeChangedFromOutside(t *testing.T) {
+	mine := Lifecycle()
+	mine.States[0].Name = "changed"
+	mine.Transitions[0].From[0] = "changed"
+	BootStates()[0] = "changed"
+	ShutdownStates()[0] = "changed"
+	if again := Lifecycle(); again.States[0].Name != Init || again.Transitions[0].From[0] != Init {
+		t.Fatal("a change to one copy of the table reached the next")
+	}
+	if BootStates()[0] != Init || ShutdownStates()[0] != StoppingDaemons {
+		t.Fatal("a change to BootStates or ShutdownStates reached the next call")
 	}
 }

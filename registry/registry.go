@@ -79,10 +79,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/fleetenv"
 )
 
 // Keys that are not per service. See EntryKey and IndexKey for the others.
@@ -120,26 +121,17 @@ func IndexKey(service string) string {
 	return "sg:registry:index:{" + service + "}"
 }
 
-// ValidateNames reports whether service and instance can be used in keys:
-// both non-empty and free of control characters, and the service free of
-// '{' and '}' (they would change the Redis Cluster hash tag). The error names
-// the bad input and wraps ErrInvalidName.
+// ValidateNames reports whether service and instance can be used in keys,
+// by the fleet's naming rules (fleetenv.ValidateService and
+// ValidateInstance: no braces, which would change the Redis Cluster hash
+// tag, no colons, no control characters). The error names the bad input and
+// wraps ErrInvalidName.
 func ValidateNames(service, instance string) error {
-	if err := validName("service", service); err != nil {
-		return err
+	if err := fleetenv.ValidateService(service); err != nil {
+		return fmt.Errorf("%w: service %q: %v", ErrInvalidName, service, err)
 	}
-	if strings.ContainsAny(service, "{}") {
-		return fmt.Errorf("%w: service %q: must not contain '{' or '}' (Redis Cluster hash tag)", ErrInvalidName, service)
-	}
-	return validName("instance", instance)
-}
-
-func validName(what, name string) error {
-	if name == "" {
-		return fmt.Errorf("%w: %s is empty", ErrInvalidName, what)
-	}
-	if strings.ContainsFunc(name, unicode.IsControl) {
-		return fmt.Errorf("%w: %s %q: must not contain control characters", ErrInvalidName, what, name)
+	if err := fleetenv.ValidateInstance(instance); err != nil {
+		return fmt.Errorf("%w: instance %q: %v", ErrInvalidName, instance, err)
 	}
 	return nil
 }
@@ -592,8 +584,8 @@ func (r *Registry) Deregister(ctx context.Context, service, instance string) err
 // instances and no error; an index key of the wrong type is an error naming
 // it.
 func (r *Registry) Instances(ctx context.Context, service string) ([]Entry, error) {
-	if err := validName("service", service); err != nil {
-		return nil, err
+	if err := fleetenv.ValidateService(service); err != nil {
+		return nil, fmt.Errorf("%w: service %q: %v", ErrInvalidName, service, err)
 	}
 	now := strconv.FormatInt(r.cfg.clock.Now().UnixMilli(), 10)
 	idx := IndexKey(service)

@@ -27,7 +27,9 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -57,7 +59,7 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 		lifecycle.WithLogger(log),
 		lifecycle.WithEnv(getenv),
 		lifecycle.WithVersion("demo-1"),
-		lifecycle.WithHealthAddr("127.0.0.1", lifecycle.DefaultHealthPort),
+		lifecycle.WithHealthAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(lifecycle.DefaultHealthPort))),
 	}
 	var client redis.UniversalClient
 	if url := getenv(lifecycle.EnvRedisURL); url != "" {

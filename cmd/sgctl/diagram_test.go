@@ -14,10 +14,10 @@ func TestDiagramPrintsTheLifecycleTableInEachTextFormat(t *testing.T) {
 		args []string
 		want []byte
 	}{
-		{[]string{"diagram"}, diagrams.Mermaid(&phases.Lifecycle)},
-		{[]string{"diagram", "--format", "mermaid"}, diagrams.Mermaid(&phases.Lifecycle)},
-		{[]string{"diagram", "--format=dot"}, diagrams.DOT(&phases.Lifecycle)},
-		{[]string{"diagram", "--format", "dot", "--highlight", "pulling"}, diagrams.DOT(&phases.Lifecycle, diagrams.Highlight(phases.Pulling))},
+		{[]string{"diagram"}, diagrams.Mermaid(phases.Lifecycle())},
+		{[]string{"diagram", "--format", "mermaid"}, diagrams.Mermaid(phases.Lifecycle())},
+		{[]string{"diagram", "--format=dot"}, diagrams.DOT(phases.Lifecycle())},
+		{[]string{"diagram", "--format", "dot", "--highlight", "pulling"}, diagrams.DOT(phases.Lifecycle(), diagrams.Highlight(phases.Pulling))},
 	} {
 		r := sgctl(t, t.Context(), nil, nil, tc.args...)
 		if r.code != exitOK || r.stdout != string(tc.want) {
@@ -42,7 +42,7 @@ func TestDiagramSVGIsRenderedByGraphviz(t *testing.T) {
 		}
 		return
 	}
-	want, err := diagrams.SVG(t.Context(), diagrams.DOT(&phases.Lifecycle, diagrams.Highlight(phases.Running)))
+	want, err := diagrams.SVG(t.Context(), diagrams.DOT(phases.Lifecycle(), diagrams.Highlight(phases.Running)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,15 +111,24 @@
 //	                instances with SG_CONTROL_INSECURE=true accept them. Results
 //	                name the key that verified the op by its id (the first 8 hex
 //	                digits of its SHA-256). Only restart, pull and dashboard read it.
-//	SG_SERVICE_TTL  the fleet's registry TTL, which ps and dashboard use to date heartbeats.
+//	SG_SERVICE_TTL  the fleet's registry TTL (at least 3s), which ps and dashboard
+//	                use to date heartbeats.
 //	SG_DASHBOARD_TOKEN  the token every dashboard request must carry (at least 16
 //	                bytes); required when dashboard --listen is not loopback.
-//	OTEL_*          with an exporter configured (e.g. OTEL_EXPORTER_OTLP_ENDPOINT),
-//	                restart and pull export their span, the parent of every instance's
-//	                handling of the op, and print its trace id.
 //
-// Variables are validated as the services validate them (lifecycle.ParseEnv);
-// a bad value is named with the variable in the error (passwords redacted).
+// Variables are validated as the services validate them (package fleetenv,
+// and controlops.ParseKeys); a bad value is named with the variable in the
+// error (passwords redacted).
+//
+// # Traces
+//
+// restart and pull start the op's trace themselves: a W3C traceparent with a
+// random trace id and span id, sampled, sent with the op. sgctl exports no
+// span (it links no OpenTelemetry exporter and reads no OTEL_* variable);
+// each instance's handling of the op (controlops.handle, and under it a
+// restart's lifecycle.shutdown) is a child of that span id, so the
+// instances' spans form one trace. The trace id is printed with the op
+// ("trace ..."; trace_id with --json): look it up in Jaeger.
 //
 // # Exit codes
 //

@@ -16,9 +16,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stargazer/lifecycle"
-	"github.com/stargazer/lifecycle/internal/redisurl"
-	"github.com/stargazer/lifecycle/registry"
+	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/fleetenv"
 )
 
 // Exit codes (see the package documentation).
@@ -202,7 +201,8 @@ Environment:
                   (default `+defaultRedisURL+`)
   SG_CONTROL_KEY  HMAC key that signs restart and pull ops (at least 16 bytes;
                   of a comma-separated list, the first signs)
-  SG_SERVICE_TTL  the fleet's registry TTL, used by ps to date heartbeats (default 30s)
+  SG_SERVICE_TTL  the fleet's registry TTL, used by ps to date heartbeats (default 30s,
+                  at least 3s)
   SG_DASHBOARD_TOKEN  the token every dashboard request must carry; required
                   when dashboard --listen is not a loopback address
 
@@ -257,36 +257,33 @@ type conn struct {
 func (c *conn) Close() error { return c.client.Close() }
 
 // connect reads REDIS_URL and, for the commands that sign ops,
-// SG_CONTROL_KEY (with the services' own rules, lifecycle.ParseEnv) and
-// PINGs Redis. It prints the problem and returns a
+// SG_CONTROL_KEY (with the services' own rules: fleetenv.NewRedisClient,
+// controlops.ParseKeys) and PINGs Redis. It prints the problem and returns a
 // non-zero exit code when a variable is invalid (exitUsage) or Redis does
 // not answer (exitUnreachable).
 func (a *app) connect(ctx context.Context) (*conn, int) {
 	c := a.cmd
 	// Only these two variables concern sgctl: an operator's shell may hold
 	// other SG_* values meant for a service, which must not fail a command.
-	rawURL := a.getenv(lifecycle.EnvRedisURL)
+	rawURL := a.getenv(fleetenv.RedisURL)
 	if rawURL == "" {
 		rawURL = defaultRedisURL
 	}
-	env, err := lifecycle.ParseEnv(func(k string) string {
-		switch k {
-		case lifecycle.EnvRedisURL:
-			return rawURL
-		case lifecycle.EnvControlKey:
-			if c.signs {
-				return a.getenv(k)
-			}
+	var keys [][]byte
+	if c.signs {
+		var err error
+		if keys, err = controlops.ParseKeys(a.getenv(fleetenv.ControlKey)); err != nil {
+			// Never the value: it is a secret, even when it failed to parse.
+			return nil, a.configError(fleetenv.ControlKey, "(redacted)", err)
 		}
-		return ""
-	})
-	if err != nil {
-		fmt.Fprintf(a.stderr, "sgctl %s: %v\n", c.name, err)
-		return nil, exitUsage
 	}
-	cn := &conn{client: env.Redis, addr: redisAddr(env.Redis), url: redisurl.Redact(rawURL)}
-	if len(env.ControlKeys) > 0 {
-		cn.controlKey = env.ControlKeys[0]
+	client, err := fleetenv.NewRedisClient(rawURL)
+	if err != nil {
+		return nil, a.configError(fleetenv.RedisURL, fleetenv.RedactURL(rawURL), err)
+	}
+	cn := &conn{client: client, addr: fleetenv.RedisAddr(client), url: fleetenv.RedactURL(rawURL)}
+	if len(keys) > 0 {
+		cn.controlKey = keys[0]
 	}
 	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
@@ -302,10 +299,17 @@ func (a *app) connect(ctx context.Context) (*conn, int) {
 	return cn, exitOK
 }
 
+// configError prints an invalid environment variable, as the services name
+// one, and returns exitUsage. value must already be safe to print.
+func (a *app) configError(name, value string, err error) int {
+	fmt.Fprintf(a.stderr, "sgctl %s: invalid configuration: %s=%q: %v\n", a.cmd.name, name, value, err)
+	return exitUsage
+}
+
 // unreachable describes a failure to talk to Redis, naming the address and
 // where it came from.
 func (c *conn) unreachable(err error) string {
-	return fmt.Sprintf("cannot reach Redis at %s (%s=%s): %s", clean(c.addr), lifecycle.EnvRedisURL, clean(c.url), cut(err.Error(), 4*maxCell))
+	return fmt.Sprintf("cannot reach Redis at %s (%s=%s): %s", clean(c.addr), fleetenv.RedisURL, clean(c.url), cut(err.Error(), 4*maxCell))
 }
 
 // redisError prints err, a failed Redis command, and returns exitUnreachable
@@ -334,24 +338,11 @@ func isUnreachable(err error) bool {
 		errors.Is(err, context.DeadlineExceeded)
 }
 
-func redisAddr(c redis.UniversalClient) string {
-	switch c := c.(type) {
-	case *redis.Client:
-		return c.Options().Addr
-	case *redis.ClusterClient:
-		return strings.Join(c.Options().Addrs, ",")
-	}
-	return "?"
-}
-
 // validService checks a SERVICE argument with the services' own naming
 // rule, so a typo is reported rather than silently listing nothing.
 func validService(name string) error {
-	if err := lifecycle.ValidateServiceName(name); err != nil {
+	if err := fleetenv.ValidateService(name); err != nil {
 		return fmt.Errorf("service %q: %v", name, err)
-	}
-	if err := registry.ValidateNames(name, "x"); err != nil {
-		return err
 	}
 	return nil
 }

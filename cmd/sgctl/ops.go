@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -12,15 +13,10 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/contrib/exporters/autoexport"
-	"go.opentelemetry.io/otel/codes"
-	sdkresource "go.opentelemetry.io/otel/sdk/resource"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -105,7 +101,7 @@ func (a *app) checkOpArgs(args []string, f *opFlags) (string, int, bool) {
 		return "", a.usageError("%v", err), false
 	}
 	if f.instance != "" {
-		if err := lifecycle.ValidateInstanceID(f.instance); err != nil {
+		if err := fleetenv.ValidateInstance(f.instance); err != nil {
 			return "", a.usageError("invalid value %q for flag --instance: %v", f.instance, err), false
 		}
 	}
@@ -171,7 +167,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	}
 	if len(cn.controlKey) == 0 {
 		fmt.Fprintf(a.stderr, "sgctl %s: %s is unset: the op is sent unsigned, and only instances with %s=true accept it\n",
-			op, lifecycle.EnvControlKey, lifecycle.EnvControlInsecure)
+			op, fleetenv.ControlKey, fleetenv.ControlInsecure)
 	}
 	for _, e := range live {
 		if _, running := before[e.Instance]; !running {
@@ -180,7 +176,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		switch e.Control {
 		case string(controlops.ModeDisabled):
 			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s has control ops disabled (no %s): it will reject the op\n",
-				op, service, e.Instance, lifecycle.EnvControlKey)
+				op, service, e.Instance, fleetenv.ControlKey)
 		case string(controlops.ModeSigned):
 			if len(cn.controlKey) == 0 {
 				fmt.Fprintf(a.stderr, "sgctl %s: %s/%s requires signed ops: it will reject this one\n", op, service, e.Instance)
@@ -188,32 +184,22 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		}
 	}
 
-	tp, flush := a.tracerProvider(ctx)
-	defer flush()
-	ctx, span := tp.Tracer("github.com/stargazer/lifecycle/cmd/sgctl").Start(ctx, "sgctl "+op,
-		trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(controlops.AttrService.String(service), controlops.AttrOp.String(op), controlops.AttrTarget.String(target)))
-	defer span.End()
-	fail := func(code int, msg string) int {
-		span.SetStatus(codes.Error, msg)
-		return code
-	}
+	ctx, traceID := opTrace(ctx)
 
 	var opArgs any
 	if op == controlops.OpRestart && f.maxUnavailable > 0 {
 		opArgs = controlops.RestartArgs{MaxUnavailable: f.maxUnavailable}
 	}
-	client := controlops.NewClient(cn.client, cn.controlKey, controlops.WithTracerProvider(tp))
+	client := controlops.NewClient(cn.client, cn.controlKey)
 	sent, err := client.Send(ctx, service, op, target, opArgs)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "sgctl %s: sending to %s: %s\n", op, controlops.StreamKey(service), cut(err.Error(), 4*maxCell))
 		if isUnreachable(err) {
-			return fail(exitUnreachable, err.Error())
+			return exitUnreachable
 		}
-		return fail(exitFailed, err.Error())
+		return exitFailed
 	}
-	span.SetAttributes(controlops.AttrOpID.String(sent.ID))
-	out.sent(service, sent, span.SpanContext().TraceID(), waitFor)
+	out.sent(service, sent, traceID, waitFor)
 	if !f.wait {
 		return exitOK
 	}
@@ -242,9 +228,9 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	if err != nil && wctx.Err() == nil { // Redis failed, not the timeout
 		fmt.Fprintf(a.stderr, "sgctl %s: reading results: %s\n", op, cut(err.Error(), 4*maxCell))
 		if isUnreachable(err) {
-			return fail(exitUnreachable, err.Error())
+			return exitUnreachable
 		}
-		return fail(exitFailed, err.Error())
+		return exitFailed
 	}
 	if err == nil && len(failed) == 0 {
 		// Every instance said done; wait until the registry shows each one
@@ -259,7 +245,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	ok = len(failed) == 0 && len(missing) == 0
 	out.summary(op, service, len(waitFor), failed, missing, time.Since(start), ctx.Err() != nil)
 	if !ok {
-		return fail(exitFailed, "not every instance completed the op")
+		return exitFailed
 	}
 	return exitOK
 }
@@ -455,35 +441,18 @@ func (p *opPrinter) summary(op, service string, n int, failed, missing []string,
 	p.emit(obj, "%s of %s: %s", op, service, strings.Join(parts, "; "))
 }
 
-// tracerProvider returns the provider of the op's span. It always samples,
-// so the traceparent sent with the op joins every instance's handling into
-// one trace even when sgctl itself exports nothing; spans are exported when
-// an OTEL_* exporter is configured (autoexport reads the process
-// environment). flush exports what is pending.
-func (a *app) tracerProvider(ctx context.Context) (trace.TracerProvider, func()) {
-	res, _ := sdkresource.Merge(sdkresource.Default(), sdkresource.NewSchemaless(semconv.ServiceName("sgctl")))
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.AlwaysSample())}
-	if a.otelConfigured() {
-		exp, err := autoexport.NewSpanExporter(ctx)
-		if err != nil {
-			fmt.Fprintf(a.stderr, "sgctl: OpenTelemetry exporter not started: %v\n", err)
-		} else if !autoexport.IsNoneSpanExporter(exp) {
-			opts = append(opts, sdktrace.WithSyncer(exp))
-		}
-	}
-	tp := sdktrace.NewTracerProvider(opts...)
-	return tp, func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = tp.Shutdown(sctx)
-	}
-}
-
-func (a *app) otelConfigured() bool {
-	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
-		if a.getenv(k) != "" {
-			return true
-		}
-	}
-	return false
+// opTrace starts the op's trace: a W3C trace context with a random trace
+// id and span id, sampled, that Client.Send carries in the op's traceparent.
+// sgctl records no span of its own (it links no exporter): every
+// instance's handling of the op is a child of this span id, so the
+// instances' spans form one trace, whose id sgctl prints.
+func opTrace(ctx context.Context) (context.Context, trace.TraceID) {
+	var b [24]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	var tid trace.TraceID
+	var sid trace.SpanID
+	copy(tid[:], b[:16])
+	copy(sid[:], b[16:])
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
+	return trace.ContextWithRemoteSpanContext(ctx, sc), tid
 }

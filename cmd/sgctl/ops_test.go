@@ -319,3 +319,25 @@ func TestOpWaitNamesTheKeyThatVerifiedItAndWarnsAboutInstancesThatWillReject(t *
 		t.Errorf("stderr %q, want a warning about demo-1", res.stderr)
 	}
 }
+
+// sgctl exports no span: it mints the op's trace context, sampled, and
+// prints its trace id, which every instance's spans then share.
+func TestOpCarriesASampledTraceparentWhoseTraceIDIsPrinted(t *testing.T) {
+	mr := miniredis.RunT(t)
+	r := startResponder(t, mr, "demo", runningDemo(1), func(controlops.Op, registry.Entry) ([]controlops.Status, []string, *registry.Entry) {
+		return nil, nil, nil
+	})
+	env := map[string]string{"REDIS_URL": "redis://" + mr.Addr(), "SG_CONTROL_KEY": testKey}
+	res := sgctl(t, t.Context(), env, nil, "pull", "demo")
+	if res.code != exitOK {
+		t.Fatalf("got %d %q", res.code, res.stderr)
+	}
+	eventually(t, 5*time.Second, func() bool { return len(r.sent()) == 1 }, func() string { return "the responder saw no op" })
+	parts := strings.Split(r.sent()[0].Traceparent, "-")
+	if len(parts) != 4 || parts[0] != "00" || parts[3] != "01" || strings.Trim(parts[1], "0") == "" {
+		t.Fatalf("traceparent %q, want a sampled W3C trace context", r.sent()[0].Traceparent)
+	}
+	if !strings.Contains(res.stdout, "trace "+parts[1]) {
+		t.Errorf("output %q does not print the trace id %s", res.stdout, parts[1])
+	}
+}

@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -47,10 +47,10 @@ expires_at, uptime_ms and heartbeat_age_ms added (null when unknown).`,
 		ttl := new(time.Duration)
 		*ttl = registry.DefaultTTL
 		var envErr error
-		if v := a.getenv(lifecycle.EnvServiceTTL); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				envErr = fmt.Errorf("invalid %s=%q: want a duration > 0 such as 30s", lifecycle.EnvServiceTTL, v)
+		if v := a.getenv(fleetenv.ServiceTTL); v != "" {
+			d, err := fleetenv.ParseServiceTTL(v)
+			if err != nil {
+				envErr = fmt.Errorf("invalid %s=%q: %v", fleetenv.ServiceTTL, v, err)
 			} else {
 				*ttl = d
 			}
@@ -83,8 +83,8 @@ func (a *app) ps(ctx context.Context, args []string, asJSON bool, ttl time.Durat
 	if len(args) > 1 {
 		return a.usageError("too many arguments %q: want at most one SERVICE", args)
 	}
-	if ttl <= 0 {
-		return a.usageError("invalid value %q for flag --ttl: want a duration > 0", ttl)
+	if err := fleetenv.ValidateServiceTTL(ttl); err != nil {
+		return a.usageError("invalid value %q for flag --ttl: %v", ttl, err)
 	}
 	var services []string
 	if len(args) == 1 {
@@ -187,7 +187,7 @@ func (a *app) ps(ctx context.Context, args []string, asJSON bool, ttl time.Durat
 	for _, svc := range order {
 		if n := insecure[svc]; n > 0 {
 			fmt.Fprintf(a.stderr, "warning: service %q: %d of %d instances accept unsigned control ops (%s=true): anyone who can write to Redis can restart them\n",
-				svc, n, total[svc], lifecycle.EnvControlInsecure)
+				svc, n, total[svc], fleetenv.ControlInsecure)
 		}
 	}
 	return exitOK

@@ -31,7 +31,7 @@ func main() {
 }
 
 func run(dir, readme string) error {
-	t := &phases.Lifecycle
+	t := phases.Lifecycle()
 	if err := t.Validate(); err != nil {
 		return err
 	}

@@ -67,12 +67,12 @@ func Example() {
 	// status: running -> succeeded on succeed
 	// result: succeeded <nil>
 	// spans, as they ended:
-	// transition start (child of job resize-42) lifecycle.event=start lifecycle.from=queued lifecycle.phase=2 lifecycle.phase_label=2 lifecycle.to=running
+	// transition start (child of job resize-42) lifecycle.event=start lifecycle.from=queued lifecycle.machine=job lifecycle.phase=2 lifecycle.phase_label=2 lifecycle.to=running
 	// attempt 1 (child of job resize-42) error="storage timeout" lifecycle.state=running
-	// transition fail [retries_left] (child of job resize-42) error="storage timeout" lifecycle.event=fail lifecycle.from=running lifecycle.guard=retries_left lifecycle.to=retrying
-	// transition retry (child of job resize-42) lifecycle.event=retry lifecycle.from=retrying lifecycle.phase=2 lifecycle.phase_label=2 lifecycle.to=running
+	// transition fail [retries_left] (child of job resize-42) error="storage timeout" lifecycle.event=fail lifecycle.from=running lifecycle.guard=retries_left lifecycle.machine=job lifecycle.to=retrying
+	// transition retry (child of job resize-42) lifecycle.event=retry lifecycle.from=retrying lifecycle.machine=job lifecycle.phase=2 lifecycle.phase_label=2 lifecycle.to=running
 	// attempt 2 (child of job resize-42) lifecycle.state=running
-	// transition succeed (child of job resize-42) lifecycle.event=succeed lifecycle.from=running lifecycle.to=succeeded
+	// transition succeed (child of job resize-42) lifecycle.event=succeed lifecycle.from=running lifecycle.machine=job lifecycle.to=succeeded
 	// job resize-42 (root)
 }
 
@@ -143,11 +143,11 @@ func Example_metrics() {
 	sort.Strings(lines)
 	fmt.Println(strings.Join(lines, "\n"))
 	// Output:
-	// lifecycle.state{lifecycle.state=succeeded} 1
-	// lifecycle.transitions{lifecycle.event=fail lifecycle.from=running lifecycle.to=retrying} 2
-	// lifecycle.transitions{lifecycle.event=retry lifecycle.from=retrying lifecycle.to=running} 2
-	// lifecycle.transitions{lifecycle.event=start lifecycle.from=queued lifecycle.to=running} 1
-	// lifecycle.transitions{lifecycle.event=succeed lifecycle.from=running lifecycle.to=succeeded} 1
+	// lifecycle.state{lifecycle.machine=job lifecycle.state=succeeded} 1
+	// lifecycle.transitions{lifecycle.event=fail lifecycle.from=running lifecycle.machine=job lifecycle.to=retrying} 2
+	// lifecycle.transitions{lifecycle.event=retry lifecycle.from=retrying lifecycle.machine=job lifecycle.to=running} 2
+	// lifecycle.transitions{lifecycle.event=start lifecycle.from=queued lifecycle.machine=job lifecycle.to=running} 1
+	// lifecycle.transitions{lifecycle.event=succeed lifecycle.from=running lifecycle.machine=job lifecycle.to=succeeded} 1
 }
 
 // The job's own diagram, drawn from its table as the lifecycle's is from

@@ -1,7 +1,7 @@
 // Package jobmachine is an example: a job workflow with retries, built on the
 // observable state machine of github.com/stargazer/lifecycle through its public
 // API only. It gets what the service lifecycle gets from the same machine: a
-// span per transition (with lifecycle.event/from/to/guard), a span per piece of
+// span per transition (with lifecycle.machine=job and lifecycle.event/from/to/guard), a span per piece of
 // work, observers for status, and diagrams drawn from its own table.
 //
 // The workflow is data, in Table: start takes a queued job to running; succeed
@@ -118,7 +118,7 @@ func New(name string, cfg Config) (*Job, error) {
 		lifecycle.WithMachineMeterProvider(cfg.MeterProvider),
 	}
 	for _, o := range cfg.Observers {
-		opts = append(opts, lifecycle.WithObserver(o))
+		opts = append(opts, lifecycle.WithMachineObserver(o))
 	}
 	m, err := lifecycle.NewMachine(&Table, opts...)
 	if err != nil {

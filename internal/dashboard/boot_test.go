@@ -17,13 +17,13 @@ import (
 func publishBoot(t *testing.T, reg *registry.Registry, id string, t0 time.Time, delays map[phases.State]time.Duration) time.Time {
 	t.Helper()
 	at := t0
-	state := phases.Lifecycle.Initial
+	state := phases.Lifecycle().Initial
 	for state != phases.Running {
 		ev, ok := phases.NextBootEvent(state)
 		if !ok { // connecting: its outcomes
 			ev = phases.PingOK
 		}
-		alt := phases.Lifecycle.Alternatives(ev, state)
+		alt := phases.Lifecycle().Alternatives(ev, state)
 		next := alt[0].To
 		at = at.Add(delays[state])
 		for _, who := range []string{id, "other"} {
@@ -63,7 +63,7 @@ func TestTheWaterfallShowsTheLastBootsTimeInEachPhase(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s=%v", st.State, st.Dur))
 	}
 	var want []string
-	for _, s := range phases.BootStates {
+	for _, s := range phases.BootStates() {
 		want = append(want, fmt.Sprintf("%s=%v", s, delays[s]))
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {

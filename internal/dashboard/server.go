@@ -84,7 +84,7 @@ type Server struct {
 
 // lifecycleTable is the table the dashboard draws and colours by: the one
 // every service runs.
-func lifecycleTable() *phases.Table { return &phases.Lifecycle }
+func lifecycleTable() *phases.Table { return phases.Lifecycle() }
 
 // New returns a Server for cfg. Call Run to start the events reader; the
 // handler serves pages without it, but live updates need it.

@@ -1,4 +1,4 @@
-package redisurl_test
+package fleetenv_test
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/stargazer/lifecycle/internal/redisurl"
+	"github.com/stargazer/lifecycle/fleetenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -34,8 +34,8 @@ func TestRedactHidesThePasswordOfAURLThatDoesNotParse(t *testing.T) {
 		{"redis://host:bad/0?password=p%ss&db=1", "redis://host:bad/0?password=xxxxx"},
 		{"redis://host:bad/?sentinel_password=s3#cret", "redis://host:bad/?sentinel_password=xxxxx"},
 	} {
-		if got := redisurl.Redact(tc.raw); got != tc.want {
-			t.Errorf("Redact(%q) = %q, want %q", tc.raw, got, tc.want)
+		if got := fleetenv.RedactURL(tc.raw); got != tc.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tc.raw, got, tc.want)
 		}
 	}
 }
@@ -54,8 +54,8 @@ func TestRedactMasksPasswordsOfAURLThatParses(t *testing.T) {
 		{"redis://host/?db=0;password=secret", "redis://host/?xxxxx"},
 		{"unix://u:secret@/run/redis.sock?db=1", "unix://u:xxxxx@/run/redis.sock?db=1"},
 	} {
-		if got := redisurl.Redact(tc.raw); got != tc.want {
-			t.Errorf("Redact(%q) = %q, want %q", tc.raw, got, tc.want)
+		if got := fleetenv.RedactURL(tc.raw); got != tc.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tc.raw, got, tc.want)
 		}
 	}
 }
@@ -77,19 +77,19 @@ func TestRedactNeverPrintsAPasswordWhateverItContains(t *testing.T) {
 		pw := "Zq9" + sp + "Kx7"
 		for _, shape := range shapes {
 			raw := fmt.Sprintf(shape, pw)
-			got := redisurl.Redact(raw)
+			got := fleetenv.RedactURL(raw)
 			for _, frag := range []string{"Zq9", "Kx7"} {
 				if strings.Contains(got, frag) {
-					t.Errorf("Redact(%q) = %q: shows %q of the password", raw, got, frag)
+					t.Errorf("RedactURL(%q) = %q: shows %q of the password", raw, got, frag)
 				}
 			}
 		}
 	}
 }
 
-func ExampleRedact() {
-	fmt.Println(redisurl.Redact("redis://app:p%ss@cache:6379/0"))
-	fmt.Println(redisurl.Redact("redis://app:secret@cache:6379/0"))
+func ExampleRedactURL() {
+	fmt.Println(fleetenv.RedactURL("redis://app:p%ss@cache:6379/0"))
+	fmt.Println(fleetenv.RedactURL("redis://app:secret@cache:6379/0"))
 	// Output:
 	// redis://xxxxx@cache:6379/0
 	// redis://app:xxxxx@cache:6379/0

@@ -1,8 +1,4 @@
-// Package redisurl holds what every program of the module that prints a Redis
-// URL shares: Redact, which never lets a password through, even when the URL
-// does not parse. It imports nothing of the module, so that the library, the
-// demo and sgctl print URLs the same way.
-package redisurl
+package fleetenv
 
 import (
 	"errors"
@@ -10,18 +6,18 @@ import (
 	"strings"
 )
 
-// ErrUnclear is returned by Parse for a URL that does not parse, or whose
+// ErrUnclear is returned by ParseURL for a URL that does not parse, or whose
 // user and password cannot be told apart from the rest. Its text never
 // quotes the URL.
 var ErrUnclear = errors.New("not a URL whose password can be told apart: " +
 	"escape '%', '#', '/', '?' and '@' in a password as %25, %23, %2F, %3F and %40")
 
-// Parse parses raw as url.Parse does, and also refuses what Redact would mask
+// ParseURL parses raw as url.Parse does, and also refuses what RedactURL would mask
 // by position: an opaque URL ("redis:user:pass@host") and a URL with an '@'
 // outside its userinfo (a password with an unescaped '#', '/' or '?' that
 // url.Parse reads as the end of the host). Its only error is ErrUnclear, so
 // that an error message built from it cannot hold the password.
-func Parse(raw string) (*url.URL, error) {
+func ParseURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Opaque != "" || strings.Count(raw, "@") != btoi(u.User != nil) {
 		return nil, ErrUnclear
@@ -29,10 +25,10 @@ func Parse(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// Mask replaces every secret Redact removes.
+// Mask replaces every secret RedactURL removes.
 const Mask = "xxxxx"
 
-// Redact returns raw fit for a log line or an error message: a password in
+// RedactURL returns raw fit for a log line or an error message: a password in
 // the userinfo is replaced by Mask (as url.URL.Redacted does), and so is the
 // value of a query parameter whose name ends in password (any case, e.g.
 // password= or sentinel_password=), with the rest of the query after it (an
@@ -42,8 +38,8 @@ const Mask = "xxxxx"
 // password, a '#' or '/' in it, a bad port) is printed without anything that
 // could be its userinfo: everything between "://" and the last '@' becomes
 // Mask, and password parameters are masked wherever they appear.
-func Redact(raw string) string {
-	if u, err := Parse(raw); err == nil {
+func RedactURL(raw string) string {
+	if u, err := ParseURL(raw); err == nil {
 		if _, has := u.User.Password(); has {
 			u.User = url.UserPassword(u.User.Username(), Mask)
 		}
