@@ -173,7 +173,7 @@ func TestDemoSecondSignalExitsAtOnce(t *testing.T) {
 	if code := p.exitCode(t); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
 	}
-	if !strings.Contains(p.output(), "second signal: exiting at once") {
+	if !strings.Contains(p.output(), "signal received during the shutdown: exiting at once") {
 		t.Error("log does not say why it exited")
 	}
 }
