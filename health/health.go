@@ -75,11 +75,11 @@ const LifecycleCheck = "lifecycle:state"
 // The lifecycle states this package gives a meaning to; every other state is a
 // transitional (boot or shutdown) one.
 const (
-	stateRunning = "running"
+	stateRunning  = "running"
 	statePulling  = "pulling"
 	stateDraining = "draining"
-	stateStopped = "stopped"
-	stateFailed  = "failed"
+	stateStopped  = "stopped"
+	stateFailed   = "failed"
 )
 
 // Errors callers branch on.
