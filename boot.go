@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/phases"
@@ -161,6 +162,8 @@ func (in *Instance) boot(parent context.Context) error {
 	in.mu.Unlock()
 	in.log.Info("boot started")
 	began := time.Now()
+	outcome := "interrupted"
+	defer func() { in.recordBoot(ctx, time.Since(began), outcome) }()
 
 	for _, s := range in.bootStates {
 		ev, err := in.runPhase(ctx, s, began)
@@ -181,6 +184,7 @@ func (in *Instance) boot(parent context.Context) error {
 				err = fmt.Errorf("phase %s: %w", s, err)
 			}
 			span.SetAttributes(AttrOutcome.String(string(phases.Failed)))
+			outcome = string(phases.Failed)
 			in.unwindIn(ctx, phases.Fail, err)
 			endSpan(span, err)
 			return err
@@ -190,6 +194,7 @@ func (in *Instance) boot(parent context.Context) error {
 		}
 		// err, if any, is the event's cause (a failed ping).
 		if ferr := in.m.FireWithCause(ctx, ev, err); ferr != nil {
+			outcome = string(phases.Failed)
 			in.unwindIn(ctx, phases.Fail, ferr)
 			endSpan(span, ferr)
 			return ferr
@@ -202,15 +207,24 @@ func (in *Instance) boot(parent context.Context) error {
 			in.switchState(stopping, booting)
 			in.mu.Unlock()
 			span.SetAttributes(AttrOutcome.String(string(in.m.Current())))
+			outcome = string(in.m.Current())
 			endSpan(span, err)
 			in.finish(err)
 			return err
 		}
 	}
 	span.SetAttributes(AttrOutcome.String(string(phases.Running)), AttrDegraded.Bool(in.degraded.Load()))
+	outcome = string(phases.Running)
 	span.End()
 	in.log.Info("boot completed", "degraded", in.degraded.Load(), "health_addr", in.HealthAddr())
 	return nil
+}
+
+// recordBoot records a boot's duration and outcome (MetricBootDuration).
+func (in *Instance) recordBoot(ctx context.Context, d time.Duration, outcome string) {
+	if in.bootDuration != nil {
+		in.bootDuration.Record(ctx, d.Seconds(), metric.WithAttributes(AttrMachine.String(in.table.Name), AttrOutcome.String(outcome)))
+	}
 }
 
 // PhaseTimeoutError reports a boot phase that ran past its time limit: its own

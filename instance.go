@@ -16,6 +16,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/controlops"
@@ -42,6 +43,7 @@ type Instance struct {
 	health         *health.Server     // nil without a health server
 	control        *controlops.Daemon // nil without Redis
 	notify         *notifier          // nil without systemd notifications
+	bootDuration   metric.Float64Histogram
 	started        time.Time
 	host           string
 	pid            int
@@ -215,6 +217,12 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 	}
 	in.cfg = cfg
 	in.tracer = cfg.tp.Tracer(ScopeName)
+	var err error
+	if in.bootDuration, err = cfg.mp.Meter(ScopeName).Float64Histogram(MetricBootDuration,
+		metric.WithDescription("Time from the start of a boot to its end, by machine and outcome (running, failed, interrupted)."),
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(DurationBuckets...)); err != nil {
+		return nil, fmt.Errorf("lifecycle: metrics: %w", err)
+	}
 	in.log = cfg.log.With("service", cfg.name, "instance", cfg.instance)
 	in.started = cfg.clock.Now()
 	in.host, _ = os.Hostname()
