@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -137,7 +138,9 @@ func ParseEnv(getenv func(string) string) (Env, error) {
 		env.HealthPortSet = true
 	}
 	if v := getenv(EnvHealthHost); v != "" {
-		if strings.ContainsAny(v, ":/ ") && !strings.HasPrefix(v, "[") {
+		// A bare IPv6 address is accepted too: the Kubernetes downward API
+		// gives one (status.podIP) in an IPv6 cluster.
+		if strings.ContainsAny(v, ":/ ") && !strings.HasPrefix(v, "[") && net.ParseIP(v) == nil {
 			return Env{}, env.close(&ConfigError{Name: EnvHealthHost, Value: v, Err: errors.New("want a host name or IP address without a port")})
 		}
 		env.HealthHost, env.HealthHostSet = v, true
