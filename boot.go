@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/phases"
@@ -35,13 +36,23 @@ func (in *Instance) Boot(ctx context.Context) error {
 		return err
 	}
 	in.mu.Lock()
-	stopped := in.reason != noStop
-	if !stopped {
+	var stopped, unwinding bool
+	switch {
+	case in.state == draining:
+		// A stop as the boot ended: it waits out the drain delay, then
+		// unwinds on its own (Run, if called, waits for it).
+	case in.state == stopping:
+		unwinding = true // that drain is over already, and unwinding
+	case in.reason != noStop:
+		stopped = true
+	default:
 		in.switchState(booted, booting)
 	}
 	in.mu.Unlock()
 	if stopped {
 		in.unwind(ctx, phases.Stop, nil)
+	}
+	if stopped || unwinding {
 		return ErrStopped
 	}
 	return nil
@@ -55,6 +66,10 @@ func (in *Instance) Boot(ctx context.Context) error {
 // ErrAlreadyStarted while another Boot or Run drives the instance, and when
 // the instance was shut down before it booted.
 func (in *Instance) Run(ctx context.Context) error {
+	// Run's context is set up first, so that the driver is never running
+	// without a way to cancel Service.Run (endDrain relies on it).
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
 	in.mu.Lock()
 	from := in.state
 	switch from {
@@ -62,8 +77,12 @@ func (in *Instance) Run(ctx context.Context) error {
 		in.switchState(booting, idle)
 	case booted:
 		in.switchState(running, booted)
+		in.cancel = cancel
 	}
 	bootRan := len(in.begun) > 0
+	// Draining without Run: a stop that found Boot returned waits out the
+	// drain delay and unwinds on its own.
+	drainingAlone := from == draining && in.cancel == nil
 	in.mu.Unlock()
 	switch {
 	case from == idle:
@@ -74,10 +93,20 @@ func (in *Instance) Run(ctx context.Context) error {
 			return err
 		}
 		in.mu.Lock()
-		in.switchState(running, booting)
+		switch {
+		case in.switchState(running, booting), in.state == draining:
+			// Draining: a stop as the boot ended; Run goes on until the
+			// drain delay is over.
+			in.cancel = cancel
+		default:
+			// That drain is over already, and unwinding on its own.
+			in.mu.Unlock()
+			<-in.done
+			return in.result
+		}
 		in.mu.Unlock()
 	case from == booted:
-	case (from == stopping || from == done) && bootRan:
+	case (from == stopping || from == done || drainingAlone) && bootRan:
 		<-in.done
 		return in.result
 	default:
@@ -86,22 +115,23 @@ func (in *Instance) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, in.RequestStop)
 	defer stop()
 
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
 	in.mu.Lock()
-	reason := in.reason
-	if reason == noStop {
-		in.cancel = cancel
-	}
+	work := in.reason == noStop || in.state == draining
 	in.mu.Unlock()
 	var err error
-	if reason == noStop {
+	if work {
 		err = in.safe(runCtx, "Service.Run", in.svc.Run)
-		cancel()
-		in.mu.Lock()
-		reason, in.cancel = in.reason, nil
-		in.mu.Unlock()
 	}
+	cancel()
+	in.mu.Lock()
+	reason := in.reason
+	in.cancel = nil
+	if in.state == draining {
+		// Run returned on its own during the drain delay: the delay is over.
+		in.drainTimer.Stop()
+		in.state = running
+	}
+	in.mu.Unlock()
 	switch {
 	case reason == restartAsked && (err == nil || errors.Is(err, context.Canceled)):
 		in.unwind(ctx, phases.Restart, nil)
@@ -119,6 +149,7 @@ func (in *Instance) Run(ctx context.Context) error {
 func (in *Instance) boot(parent context.Context) error {
 	stop := context.AfterFunc(parent, in.RequestStop)
 	defer stop()
+	in.notify.start()
 
 	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal)}
 	if len(in.cfg.bootLinks) > 0 {
@@ -131,6 +162,8 @@ func (in *Instance) boot(parent context.Context) error {
 	in.mu.Unlock()
 	in.log.Info("boot started")
 	began := time.Now()
+	outcome := "interrupted"
+	defer func() { in.recordBoot(ctx, time.Since(began), outcome) }()
 
 	for _, s := range in.bootStates {
 		ev, err := in.runPhase(ctx, s, began)
@@ -151,6 +184,7 @@ func (in *Instance) boot(parent context.Context) error {
 				err = fmt.Errorf("phase %s: %w", s, err)
 			}
 			span.SetAttributes(AttrOutcome.String(string(phases.Failed)))
+			outcome = string(phases.Failed)
 			in.unwindIn(ctx, phases.Fail, err)
 			endSpan(span, err)
 			return err
@@ -160,6 +194,7 @@ func (in *Instance) boot(parent context.Context) error {
 		}
 		// err, if any, is the event's cause (a failed ping).
 		if ferr := in.m.FireWithCause(ctx, ev, err); ferr != nil {
+			outcome = string(phases.Failed)
 			in.unwindIn(ctx, phases.Fail, ferr)
 			endSpan(span, ferr)
 			return ferr
@@ -172,15 +207,24 @@ func (in *Instance) boot(parent context.Context) error {
 			in.switchState(stopping, booting)
 			in.mu.Unlock()
 			span.SetAttributes(AttrOutcome.String(string(in.m.Current())))
+			outcome = string(in.m.Current())
 			endSpan(span, err)
 			in.finish(err)
 			return err
 		}
 	}
 	span.SetAttributes(AttrOutcome.String(string(phases.Running)), AttrDegraded.Bool(in.degraded.Load()))
+	outcome = string(phases.Running)
 	span.End()
 	in.log.Info("boot completed", "degraded", in.degraded.Load(), "health_addr", in.HealthAddr())
 	return nil
+}
+
+// recordBoot records a boot's duration and outcome (MetricBootDuration).
+func (in *Instance) recordBoot(ctx context.Context, d time.Duration, outcome string) {
+	if in.bootDuration != nil {
+		in.bootDuration.Record(ctx, d.Seconds(), metric.WithAttributes(AttrMachine.String(in.table.Name), AttrOutcome.String(outcome)))
+	}
 }
 
 // PhaseTimeoutError reports a boot phase that ran past its time limit: its own

@@ -53,9 +53,10 @@ func WithPullHandler(h OpHandler) Option {
 }
 
 // WithOperation registers a service's own control op: it runs h while the
-// instance is running (and is rejected in any other state), without a state
-// change. The names restart and pull are the lifecycle's; names must match
-// [a-z0-9][a-z0-9._-]* (New refuses others). A nil h is ignored.
+// instance is running or draining (and is rejected in any other state),
+// without a state change. The names restart, pull, drain and undrain are the
+// lifecycle's; names must match [a-z0-9][a-z0-9._-]* (New refuses others). A
+// nil h is ignored.
 func WithOperation(name string, h OpHandler) Option {
 	return optionFunc(func(c *config) {
 		if h == nil {
@@ -72,8 +73,8 @@ func WithOperation(name string, h OpHandler) Option {
 // starts at the end of phase 8 (8.5) and stops first, in S1.
 func (in *Instance) setupControl() error {
 	for name := range in.cfg.ops {
-		if name == controlops.OpRestart || name == controlops.OpPull || fleetenv.ValidateOp(name) != nil {
-			return &ConfigError{Name: "WithOperation name", Value: name, Err: errors.New("want [a-z0-9][a-z0-9._-]*, not restart or pull")}
+		if lifecycleOp(name) || fleetenv.ValidateOp(name) != nil {
+			return &ConfigError{Name: "WithOperation name", Value: name, Err: errors.New("want [a-z0-9][a-z0-9._-]*, not restart, pull, drain or undrain")}
 		}
 	}
 	for i, k := range in.cfg.controlKeys {
@@ -107,6 +108,57 @@ func (in *Instance) setupControl() error {
 		return err
 	}
 	in.control = d
+	return nil
+}
+
+// lifecycleOp reports whether name is one of the lifecycle's own ops.
+func lifecycleOp(name string) bool {
+	switch name {
+	case controlops.OpRestart, controlops.OpPull, controlops.OpDrain, controlops.OpUndrain:
+		return true
+	}
+	return false
+}
+
+// Drain takes a running instance out of rotation without stopping it:
+// running -> draining, where readiness reports 503 while Service.Run goes on
+// (the drain control op). Undrain brings it back; RequestRestart and
+// RequestStop work from draining, and a stop does not wait the drain delay
+// again. It returns an *InvalidEventError unless the instance is running and
+// no stop was asked for.
+func (in *Instance) Drain(ctx context.Context) error {
+	if err := in.notStopping(phases.Drain); err != nil {
+		return err
+	}
+	if err := in.m.fireTo(ctx, phases.Drain, phases.Running, phases.Draining); err != nil {
+		return err
+	}
+	in.log.Info("drained: out of rotation until undrained")
+	return nil
+}
+
+// Undrain puts an instance that Drain took out of rotation back in it:
+// draining -> running (the undrain control op). It returns an
+// *InvalidEventError unless the instance is draining and no stop was asked
+// for (a stop waiting out its drain delay cannot be undone).
+func (in *Instance) Undrain(ctx context.Context) error {
+	if err := in.notStopping(phases.Undrain); err != nil {
+		return err
+	}
+	if err := in.m.fireTo(ctx, phases.Undrain, phases.Draining, phases.Running); err != nil {
+		return err
+	}
+	in.log.Info("undrained: back in rotation")
+	return nil
+}
+
+// notStopping refuses event once a stop or a restart was asked for.
+func (in *Instance) notStopping(event phases.Event) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.reason != noStop {
+		return &InvalidEventError{Event: event, State: in.m.Current()}
+	}
 	return nil
 }
 
@@ -184,12 +236,21 @@ func (t controlTarget) Do(ctx context.Context, op string, args json.RawMessage) 
 			return fmt.Errorf("pull handler: %w", err)
 		}
 		return nil
+	case controlops.OpDrain, controlops.OpUndrain:
+		do := in.Drain
+		if op == controlops.OpUndrain {
+			do = in.Undrain
+		}
+		if err := do(ctx); err != nil {
+			return fmt.Errorf("%w: %w", controlops.ErrInvalidState, err)
+		}
+		return nil
 	}
 	h, ok := in.cfg.ops[op]
 	if !ok {
 		return fmt.Errorf("%w: %q", controlops.ErrUnknownOp, op)
 	}
-	if s := in.m.Current(); s != phases.Running {
+	if s := in.m.Current(); s != phases.Running && s != phases.Draining {
 		return fmt.Errorf("%w: %q in state %q", controlops.ErrInvalidState, op, s)
 	}
 	return in.safe(ctx, "operation "+op, func(ctx context.Context) error { return h(ctx, args) })

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +63,8 @@ type Env struct {
 	ControlKeys        [][]byte
 	ControlInsecure    bool
 	ControlInsecureSet bool
+	DrainDelay         time.Duration
+	DrainDelaySet      bool
 }
 
 // Environment variables Main reads (their names and shared rules are package
@@ -81,6 +84,9 @@ const (
 	EnvControlKey    = fleetenv.ControlKey
 	// EnvControlInsecure=true accepts unsigned control ops when no key is set.
 	EnvControlInsecure = fleetenv.ControlInsecure
+	// EnvDrainDelay is how long a stop keeps the instance running out of
+	// rotation before the shutdown steps (WithDrainDelay).
+	EnvDrainDelay = fleetenv.DrainDelay
 )
 
 // ParseEnv reads and validates the environment through getenv. The first bad
@@ -132,7 +138,9 @@ func ParseEnv(getenv func(string) string) (Env, error) {
 		env.HealthPortSet = true
 	}
 	if v := getenv(EnvHealthHost); v != "" {
-		if strings.ContainsAny(v, ":/ ") && !strings.HasPrefix(v, "[") {
+		// A bare IPv6 address is accepted too: the Kubernetes downward API
+		// gives one (status.podIP) in an IPv6 cluster.
+		if strings.ContainsAny(v, ":/ ") && !strings.HasPrefix(v, "[") && net.ParseIP(v) == nil {
 			return Env{}, env.close(&ConfigError{Name: EnvHealthHost, Value: v, Err: errors.New("want a host name or IP address without a port")})
 		}
 		env.HealthHost, env.HealthHostSet = v, true
@@ -160,6 +168,12 @@ func ParseEnv(getenv func(string) string) (Env, error) {
 			return Env{}, env.close(&ConfigError{Name: EnvControlInsecure, Value: v, Err: errors.New("want true or false")})
 		}
 		env.ControlInsecureSet = true
+	}
+	if v := getenv(EnvDrainDelay); v != "" {
+		if env.DrainDelay, err = parseDuration(v); err != nil || env.DrainDelay < 0 {
+			return Env{}, env.close(&ConfigError{Name: EnvDrainDelay, Value: v, Err: errors.New("want a duration >= 0 such as 5s (0: no drain)")})
+		}
+		env.DrainDelaySet = true
 	}
 	return env, nil
 }

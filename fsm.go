@@ -330,12 +330,30 @@ func (m *Machine) Fire(ctx context.Context, event phases.Event) error {
 // The cause is recorded on the transition span (status Error) and passed to the
 // observers.
 func (m *Machine) FireWithCause(ctx context.Context, event phases.Event, cause error) error {
+	return m.fire(ctx, event, cause, "", "")
+}
+
+// fireTo fires event only if it takes the machine from state from to state
+// to, guards included, and otherwise changes nothing and returns an
+// *InvalidEventError: for a caller that decided on the state it saw, when
+// the machine may have moved meanwhile.
+func (m *Machine) fireTo(ctx context.Context, event phases.Event, from, to phases.State) error {
+	return m.fire(ctx, event, nil, from, to)
+}
+
+func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, from, to phases.State) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur := m.state.Load()
+	if from != "" && cur.state != from {
+		return &InvalidEventError{Event: event, State: cur.state}
+	}
 	e, err := m.choose(event, cur.state)
 	if err != nil {
 		return err
+	}
+	if to != "" && e.To != to {
+		return &InvalidEventError{Event: event, State: cur.state}
 	}
 	// No looplab callback is registered, so its context carries nothing; a fresh
 	// one can never be cancelled, which looplab needs.

@@ -216,6 +216,7 @@ func TestTransitionSpanCarriesContractAttributes(t *testing.T) {
 	m, err := NewMachine(phases.Lifecycle(),
 		WithGuard(phases.GuardRedisRequired, func() bool { return true }),
 		WithGuard(phases.GuardFailing, func() bool { return false }),
+		WithGuard(phases.GuardDrainDelay, func() bool { return false }),
 		WithMachineTracerProvider(tp),
 		WithMachineMeterProvider(metricnoop.NewMeterProvider()))
 	if err != nil {

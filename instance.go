@@ -16,6 +16,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/controlops"
@@ -41,6 +42,8 @@ type Instance struct {
 	reg            *registry.Registry // nil without Redis
 	health         *health.Server     // nil without a health server
 	control        *controlops.Daemon // nil without Redis
+	notify         *notifier          // nil without systemd notifications
+	bootDuration   metric.Float64Histogram
 	started        time.Time
 	host           string
 	pid            int
@@ -60,6 +63,12 @@ type Instance struct {
 	failure     error                 // what made the instance fail; the failing guard
 	bootSpan    trace.SpanContext
 	restartSpan trace.SpanContext // the control op that asked for a restart
+	// The drain of a stop (driver state draining): when it began, the timer
+	// that ends it, and the lifecycle.shutdown span it opened, which the
+	// unwind goes on in.
+	drainBegan time.Time
+	drainTimer clockwork.Timer
+	drainSpan  trace.Span
 
 	// Status updates of the transitions before the registry member exists
 	// (see publish.go).
@@ -80,6 +89,7 @@ const (
 	booting                     // Boot or Run drives the boot phases
 	booted                      // Boot returned nil: running, waiting for Run
 	running                     // Run drives Service.Run
+	draining                    // a stop waits out the drain delay; Service.Run goes on (if Run was called)
 	stopping                    // the shutdown steps run
 	done                        // stopped or failed: Done is closed
 )
@@ -146,6 +156,14 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 	if cfg.redisTimeout <= 0 {
 		return nil, &ConfigError{Name: "redis timeout", Value: cfg.redisTimeout.String(), Err: errors.New("want > 0")}
 	}
+	if cfg.drainDelay < 0 || cfg.drainDelay >= cfg.shutdownTimeout {
+		name := cfg.drainDelayName
+		if name == "" {
+			name = "drain delay"
+		}
+		return nil, &ConfigError{Name: name, Value: cfg.drainDelay.String(),
+			Err: fmt.Errorf("want a duration >= 0 and shorter than the shutdown timeout (%s), which it counts inside", cfg.shutdownTimeout)}
+	}
 	if cfg.bootTimeout < 0 {
 		return nil, &ConfigError{Name: "boot timeout", Value: cfg.bootTimeout.String(), Err: errors.New("want >= 0 (0 disables it)")}
 	}
@@ -199,6 +217,12 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 	}
 	in.cfg = cfg
 	in.tracer = cfg.tp.Tracer(ScopeName)
+	var err error
+	if in.bootDuration, err = cfg.mp.Meter(ScopeName).Float64Histogram(MetricBootDuration,
+		metric.WithDescription("Time from the start of a boot to its end, by machine and outcome (running, failed, interrupted)."),
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(DurationBuckets...)); err != nil {
+		return nil, fmt.Errorf("lifecycle: metrics: %w", err)
+	}
 	in.log = cfg.log.With("service", cfg.name, "instance", cfg.instance)
 	in.started = cfg.clock.Now()
 	in.host, _ = os.Hostname()
@@ -246,6 +270,7 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 	mopts := []MachineOption{
 		WithGuard(phases.GuardRedisRequired, func() bool { return in.cfg.redisRequired }),
 		WithGuard(phases.GuardFailing, in.failing),
+		WithGuard(phases.GuardDrainDelay, in.drainingDelay),
 		WithMachineTracerProvider(cfg.tp),
 		WithMachineMeterProvider(cfg.mp),
 		WithMachineClock(cfg.clock),
@@ -253,6 +278,9 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		WithMachineObserver(ObserverFunc(in.logTransition)),
 		WithMachineObserver(ObserverFunc(in.publishTransition)),
 		WithMachineObserver(ObserverFunc(in.controlTransition)),
+	}
+	if in.notify = newNotifier(in); in.notify != nil {
+		mopts = append(mopts, WithMachineObserver(in.notify))
 	}
 	for _, o := range cfg.observers {
 		mopts = append(mopts, WithMachineObserver(o))
@@ -314,7 +342,24 @@ func (in *Instance) Close() { in.m.Close() }
 // stop out; after Boot returned, the instance carries it out on a goroutine
 // of its own. Before Boot or Run, the stop waits for them: the boot that
 // follows ends at once in stopped (or call Shutdown, which carries it out).
+//
+// With a drain delay (WithDrainDelay), a stop that finds the instance running
+// takes it to draining at once (readiness 503) and cancels Run's context only
+// when the delay is over, or when SkipDrainDelay ends it.
 func (in *Instance) RequestStop() { _ = in.requestStop(stopAsked, false) }
+
+// SkipDrainDelay ends the drain delay of a stop in progress: Run's context is
+// cancelled now and the shutdown steps follow. It reports whether a delay was
+// in progress; it does nothing otherwise (an instance an operator drained is
+// not stopping: see RequestStop and Undrain). Main calls it on a second
+// signal.
+func (in *Instance) SkipDrainDelay() bool {
+	if !in.endDrain() {
+		return false
+	}
+	in.log.Info("drain delay skipped: the shutdown steps begin")
+	return true
+}
 
 // Shutdown stops the instance and waits until it is stopped or ctx ends. It
 // returns nil when the instance reached stopped, the error that failed it when
@@ -362,35 +407,112 @@ func (in *Instance) Shutdown(ctx context.Context) error {
 // the instance is running and no stop was asked for.
 func (in *Instance) requestStop(reason stopReason, fromIdle bool) error {
 	in.mu.Lock()
-	if reason == restartAsked && (in.reason != noStop || in.state != booted && in.state != running || in.m.Current() != phases.Running) {
+	if cur := in.m.Current(); reason == restartAsked && (in.reason != noStop || in.state != booted && in.state != running || cur != phases.Running && cur != phases.Draining) {
 		in.mu.Unlock()
-		return &InvalidEventError{Event: phases.Restart, State: in.m.Current()}
+		return &InvalidEventError{Event: phases.Restart, State: cur}
 	}
-	if in.reason == noStop {
+	first := in.reason == noStop
+	if first {
 		in.reason = reason
 	}
 	event := phases.Stop
 	if in.reason == restartAsked {
 		event = phases.Restart
 	}
-	var unwind bool
+	var unwind, drain bool
+	canDrain := first && reason == stopAsked && in.cfg.drainDelay > 0
 	switch in.state {
 	case booting, running:
-		if in.cancel != nil {
+		// Booting with the machine in running: the boot is over, and its
+		// driver is about to hand over to Run (or return from Boot).
+		if canDrain && (in.state == running || in.m.Current() == phases.Running) {
+			drain = in.beginDrain(in.state)
+		} else if in.cancel != nil {
 			in.cancel()
 		}
 	case booted:
-		unwind = in.switchState(stopping, booted)
+		if canDrain {
+			drain = in.beginDrain(booted)
+		} else {
+			unwind = in.switchState(stopping, booted)
+		}
 	case idle:
 		unwind = fromIdle && in.switchState(stopping, idle)
 	}
 	in.mu.Unlock()
+	if drain {
+		in.enterDrain()
+	}
 	if unwind {
 		// Owned by the instance: it returns once the shutdown is over (Done).
 		// The context only carries values; the shutdown bounds its steps.
 		go in.unwind(context.Background(), event, nil)
 	}
 	return nil
+}
+
+// beginDrain switches the driver from state from to draining and arms the
+// timer that ends the drain delay. The caller holds mu and then calls
+// enterDrain, without it.
+func (in *Instance) beginDrain(from driverState) bool {
+	if !in.switchState(draining, from) {
+		return false
+	}
+	in.drainBegan = in.cfg.clock.Now()
+	in.drainTimer = in.cfg.clock.AfterFunc(in.cfg.drainDelay, func() { in.endDrain() })
+	// The shutdown trace begins with the drain; the unwind goes on in it.
+	_, in.drainSpan = in.startShutdownSpan(context.Background(), phases.Stop, in.bootSpan, trace.SpanContext{})
+	return true
+}
+
+// enterDrain opens the shutdown trace and fires stop [drain_delay]: running
+// -> draining. When the machine is not in running (an operator drained it,
+// a pull is in progress), or the drain already ended, the stop goes on at
+// once, without a delay.
+func (in *Instance) enterDrain() {
+	in.mu.Lock()
+	ctx := trace.ContextWithSpan(context.Background(), in.drainSpan)
+	in.mu.Unlock()
+	if err := in.m.fireTo(ctx, phases.Stop, phases.Running, phases.Draining); err != nil {
+		in.endDrain()
+		return
+	}
+	in.log.Info("draining: readiness reports 503 until the drain delay is over", "drain_delay", in.cfg.drainDelay)
+}
+
+// endDrain ends the drain delay: Run's context is cancelled, and its driver
+// unwinds; when Boot left the instance running without Run, the instance
+// unwinds on a goroutine of its own. It reports whether the driver was
+// draining.
+func (in *Instance) endDrain() bool {
+	in.mu.Lock()
+	if in.state != draining {
+		in.mu.Unlock()
+		return false
+	}
+	in.drainTimer.Stop()
+	var unwind bool
+	if in.cancel != nil { // Run is in progress
+		in.state = running
+		in.cancel()
+	} else {
+		in.state = stopping
+		unwind = true
+	}
+	in.mu.Unlock()
+	if unwind {
+		// Owned by the instance: it returns once the shutdown is over (Done).
+		go in.unwind(context.Background(), phases.Stop, nil)
+	}
+	return true
+}
+
+// drainingDelay is the drain_delay guard: a stop is waiting out the drain
+// delay. Only enterDrain fires stop while it holds.
+func (in *Instance) drainingDelay() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.state == draining
 }
 
 // shuttingDown reports whether a stop was asked for or the unwind began:

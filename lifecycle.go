@@ -8,7 +8,8 @@
 //
 //	init -> connecting -> configuring -> instrumenting -> loading_modules ->
 //	building_adapters -> starting -> registering -> serving_health -> running ->
-//	stopping_daemons -> stopping_health -> deregistering -> cleaning_up -> stopped
+//	[draining ->] stopping_daemons -> stopping_health -> deregistering ->
+//	cleaning_up -> stopped
 //
 // A failed Redis ping ends the boot in failed when Redis is required and continues
 // degraded when it is not. A failing phase or a failing Run unwinds through the
@@ -59,7 +60,21 @@
 // both. Whatever the state, one shutdown runs, through the steps whose boot
 // work began.
 //
-// Control ops (restart, pull, a service's own; package controlops) are rejected
+// With a drain delay (SG_DRAIN_DELAY, WithDrainDelay) a stop of a running
+// instance goes through draining first (stop [drain_delay]): readiness 503,
+// registry status draining, Service.Run going on; after the delay Run's
+// context is cancelled and the shutdown steps run, inside what is left of
+// the shutdown timeout. SkipDrainDelay (Main: a second signal) ends the delay.
+// An operator drains an instance without stopping it with the drain control
+// op (Drain), and puts it back with undrain (Undrain); restart and stop work
+// from draining, and such a stop does not wait the delay again.
+//
+// Under systemd, Main notifies the service manager (WithSystemdNotify):
+// READY=1 in running, STATUS= on each transition, STOPPING=1 when a stop
+// begins, and WATCHDOG=1 while the instance is alive.
+//
+// Control ops (restart, pull, drain, undrain, a service's own; package
+// controlops) are rejected
 // until the instance has a key (SG_CONTROL_KEY, WithControlKeys) or opts in to
 // unsigned ops (SG_CONTROL_INSECURE=true, WithControlInsecure); the registry
 // entry's control field and /healthz say which. A restart op (or

@@ -28,14 +28,23 @@ import (
 // Exit codes of Main.
 const (
 	ExitOK     = 0 // reached stopped
-	ExitFailed = 1 // boot or run failed (reached failed), or a second signal
+	ExitFailed = 1 // boot or run failed (reached failed), or a signal during the shutdown steps
 	ExitConfig = 2 // invalid configuration, found before anything touched Redis
 )
 
 // Main runs svc as the process: it reads the environment (see ParseEnv), sets up
 // OpenTelemetry from the standard OTEL_* variables, boots, runs, and shuts down on
-// SIGINT or SIGTERM (a second signal exits at once with code 1), then exits with
-// ExitOK, ExitFailed or ExitConfig. It never returns.
+// SIGINT or SIGTERM, then exits with ExitOK, ExitFailed or ExitConfig. It never
+// returns.
+//
+// Signals: the first one stops the instance, through the drain delay
+// (SG_DRAIN_DELAY) when it is running. A signal during the drain delay ends
+// the delay: the shutdown steps begin at once, and the stop is still clean. A
+// signal while the shutdown steps run (a third one, or a second one without a
+// delay to skip) exits at once with code 1.
+//
+// Under systemd (NOTIFY_SOCKET set) Main tells the service manager what the
+// instance does: see WithSystemdNotify.
 func Main(svc Service, opts ...Option) {
 	os.Exit(MainContext(context.Background(), svc, opts...))
 }
@@ -121,6 +130,10 @@ func mainContext(ctx context.Context, svc Service, opts ...Option) (int, *restar
 	}
 	defer shutdownOTel()
 
+	if !cfg.notifySet {
+		cfg.notify = true // a process is one instance: it speaks for the unit
+	}
+	cfg.execRestart = cfg.restartExit == 0
 	in, err := newInstance(svc, cfg)
 	if err != nil {
 		log.Error("configuration error", "error", err)
@@ -181,13 +194,18 @@ func (e Env) applyTo(cfg *config) {
 	if e.ControlInsecureSet {
 		cfg.controlInsecure = e.ControlInsecure
 	}
+	if e.DrainDelaySet {
+		cfg.drainDelay = e.DrainDelay
+		cfg.drainDelayName = EnvDrainDelay
+	}
 }
 
-// handleSignals asks the instance to stop on the first SIGINT or SIGTERM and exits
-// the process at once on the second. The returned func stops listening and waits
-// for the listener goroutine.
+// handleSignals asks the instance to stop on the first SIGINT or SIGTERM; a
+// later one ends the drain delay if the stop is waiting it out, and exits the
+// process at once otherwise. The returned func stops listening and waits for
+// the listener goroutine.
 func handleSignals(in *Instance, log *slog.Logger) func() {
-	ch := make(chan os.Signal, 2)
+	ch := make(chan os.Signal, 3)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -196,16 +214,27 @@ func handleSignals(in *Instance, log *slog.Logger) func() {
 		defer wg.Done()
 		select {
 		case sig := <-ch:
-			log.Info("signal received: shutting down (send it again to exit at once)", "signal", sig.String())
+			hint := "send it again to exit at once"
+			if in.cfg.drainDelay > 0 {
+				hint = "send it again to skip the drain delay, a third time to exit at once"
+			}
+			log.Info("signal received: shutting down ("+hint+")", "signal", sig.String())
 			in.RequestStop()
 		case <-done:
 			return
 		}
-		select {
-		case sig := <-ch:
-			log.Error("second signal: exiting at once", "signal", sig.String(), "state", string(in.State()))
-			os.Exit(ExitFailed)
-		case <-done:
+		for {
+			select {
+			case sig := <-ch:
+				if in.SkipDrainDelay() {
+					log.Info("signal received during the drain delay: shutting down now (send it again to exit at once)", "signal", sig.String())
+					continue
+				}
+				log.Error("signal received during the shutdown: exiting at once", "signal", sig.String(), "state", string(in.State()))
+				os.Exit(ExitFailed)
+			case <-done:
+				return
+			}
 		}
 	}()
 	return func() {

@@ -92,6 +92,11 @@ type config struct {
 	pullHandler     OpHandler            // control.go
 	ops             map[string]OpHandler // control.go
 	restartExit     int                  // Main only; 0: a restart execs the process again
+	drainDelay      time.Duration
+	drainDelayName  string // what set it, for errors: SG_DRAIN_DELAY or the option
+	notify          bool   // systemd notifications (notify.go)
+	notifySet       bool   // WithSystemdNotify was given; Main turns them on otherwise
+	execRestart     bool   // Main: a restart replaces the process with exec
 }
 
 func defaultConfig() config {
@@ -213,9 +218,26 @@ func WithoutHealthServer() Option {
 	return optionFunc(func(c *config) { c.healthDisabled = true })
 }
 
-// WithShutdownTimeout bounds the shutdown steps (default 30s).
+// WithShutdownTimeout bounds the shutdown (default 30s): the drain delay, if
+// a stop waits it out, and the shutdown steps share it.
 func WithShutdownTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.shutdownTimeout = d })
+}
+
+// WithDrainDelay makes a stop of a running instance take it out of rotation
+// first (SG_DRAIN_DELAY in Main, which overrides it; default 0, no drain):
+// the instance goes running -> draining, where readiness reports 503 while
+// Service.Run goes on, and after d the shutdown steps begin. Load balancers
+// and Kubernetes endpoints stop sending traffic during the delay, so the
+// requests still arriving in its first seconds are served, not refused.
+// SkipDrainDelay (Main: a second signal) ends it early.
+//
+// The delay counts inside the shutdown timeout (WithShutdownTimeout), so d
+// must be shorter than it: what is left of the timeout bounds the steps. A
+// stop of an instance an operator already drained (a drain control op) does
+// not wait again, nor does a restart or a Run that returns on its own.
+func WithDrainDelay(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.drainDelay, c.drainDelayName = d, "WithDrainDelay" })
 }
 
 // WithTracerProvider sets where spans go. The default is the global provider

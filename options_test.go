@@ -42,6 +42,8 @@ func TestHealthHostAndPortVariablesOverrideTheirPartOfTheAddress(t *testing.T) {
 		{"127.0.0.1:7000", map[string]string{"SG_HEALTH_PORT": "0"}, "127.0.0.1:0"},
 		{"127.0.0.1:7000", map[string]string{"SG_HEALTH_HOST": "localhost"}, "localhost:7000"},
 		{":9090", map[string]string{"SG_HEALTH_HOST": "[::1]"}, "[::1]:9090"},
+		// A bare IPv6 address, as the downward API's status.podIP gives it.
+		{":9090", map[string]string{"SG_HEALTH_HOST": "fd00:10::7"}, "[fd00:10::7]:9090"},
 		{":9090", nil, ":9090"},
 	} {
 		cfg := defaultConfig()

@@ -50,6 +50,27 @@ const (
 	AttrDegraded = attribute.Key("lifecycle.degraded")
 )
 
+// Metric names (docs/metrics.md lists them with their labels and PromQL).
+const (
+	// MetricTransitions counts transitions, by machine, from, to and event.
+	MetricTransitions = "lifecycle.transitions"
+	// MetricPhaseDuration is the time spent in a state before leaving it, by
+	// machine and state, in seconds.
+	MetricPhaseDuration = "lifecycle.phase.duration"
+	// MetricState is 1 for the state a machine is in and 0 for its other
+	// states, by machine and state.
+	MetricState = "lifecycle.state"
+	// MetricBootDuration is the time from the start of a boot to its end, by
+	// outcome (running, failed, interrupted), in seconds.
+	MetricBootDuration = "lifecycle.boot.duration"
+)
+
+// DurationBuckets are the bucket boundaries, in seconds, of the duration
+// histograms: from a millisecond (a phase that does nothing) to the default
+// boot timeout of five minutes. The SDK's default boundaries (0 to 10000)
+// are made for milliseconds and would put every phase in one bucket.
+var DurationBuckets = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
 type attrKV = attribute.KeyValue
 
 // The telemetry observers are plain observers of the public Transition:
@@ -170,19 +191,21 @@ func newMetricsObserver(mp metric.MeterProvider, table *phases.Table, current fu
 		states[i] = metric.WithAttributeSet(set)
 	}
 	var err error
-	if o.transitions, err = meter.Int64Counter("lifecycle.transitions",
+	if o.transitions, err = meter.Int64Counter(MetricTransitions,
 		metric.WithDescription("State transitions, by machine, from, to and event."),
 		metric.WithUnit("{transition}")); err != nil {
 		return nil, fmt.Errorf("lifecycle: metrics: %w", err)
 	}
-	if o.durations, err = meter.Float64Histogram("lifecycle.phase.duration",
+	if o.durations, err = meter.Float64Histogram(MetricPhaseDuration,
 		metric.WithDescription("Time spent in a state before leaving it, by machine and state."),
-		metric.WithUnit("s")); err != nil {
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(DurationBuckets...)); err != nil {
 		return nil, fmt.Errorf("lifecycle: metrics: %w", err)
 	}
-	gauge, err := meter.Int64ObservableGauge("lifecycle.state",
+	// The unit is an annotation, not "1": Prometheus would name a
+	// dimensionless gauge lifecycle_state_ratio.
+	gauge, err := meter.Int64ObservableGauge(MetricState,
 		metric.WithDescription("1 for the state the machine is in, 0 for the others, by machine and state."),
-		metric.WithUnit("1"))
+		metric.WithUnit("{state}"))
 	if err != nil {
 		return nil, fmt.Errorf("lifecycle: metrics: %w", err)
 	}

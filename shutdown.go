@@ -15,8 +15,27 @@ import (
 // gives context values only; the shutdown timeout bounds the steps.
 func (in *Instance) unwind(parent context.Context, event phases.Event, cause error) {
 	in.mu.Lock()
-	link, op := in.bootSpan, in.restartSpan
+	link, op, span := in.bootSpan, in.restartSpan, in.drainSpan
+	in.drainSpan = nil
 	in.mu.Unlock()
+	var ctx context.Context
+	if span != nil {
+		// A stop's drain opened the shutdown trace.
+		ctx = trace.ContextWithSpan(context.WithoutCancel(parent), span)
+	} else {
+		ctx, span = in.startShutdownSpan(parent, event, link, op)
+	}
+	in.shutdown(ctx, event, cause)
+	err := in.failed()
+	span.SetAttributes(AttrOutcome.String(string(in.m.Current())))
+	endSpan(span, err)
+	in.finish(err)
+}
+
+// startShutdownSpan starts the root span of a shutdown for event, linked to
+// the boot span link; a restart op's shutdown (op valid) joins the op's
+// trace instead of starting one.
+func (in *Instance) startShutdownSpan(parent context.Context, event phases.Event, link, op trace.SpanContext) (context.Context, trace.Span) {
 	opts := []trace.SpanStartOption{trace.WithNewRoot()}
 	if link.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: link}))
@@ -28,11 +47,7 @@ func (in *Instance) unwind(parent context.Context, event phases.Event, cause err
 	}
 	ctx, span := in.tracer.Start(base, SpanShutdown, opts...)
 	span.SetAttributes(AttrEvent.String(string(event)))
-	in.shutdown(ctx, event, cause)
-	err := in.failed()
-	span.SetAttributes(AttrOutcome.String(string(in.m.Current())))
-	endSpan(span, err)
-	in.finish(err)
+	return ctx, span
 }
 
 // unwindIn runs the shutdown inside the trace in ctx: a failed boot is one trace
@@ -51,6 +66,12 @@ func (in *Instance) shutdown(ctx context.Context, event phases.Event, cause erro
 	if cause != nil && in.failure == nil {
 		in.failure = cause
 	}
+	// The drain delay, if a stop waited it out, counts inside the shutdown
+	// timeout.
+	budget := in.cfg.shutdownTimeout
+	if !in.drainBegan.IsZero() {
+		budget -= in.cfg.clock.Since(in.drainBegan)
+	}
 	in.mu.Unlock()
 
 	if err := in.m.FireWithCause(ctx, event, cause); err != nil {
@@ -60,7 +81,7 @@ func (in *Instance) shutdown(ctx context.Context, event phases.Event, cause erro
 		in.mu.Unlock()
 		return
 	}
-	stepsCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.shutdownTimeout)
+	stepsCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
 	defer cancel()
 
 	for i, s := range in.shutdownStates {
@@ -181,6 +202,8 @@ func (in *Instance) cleanUp(ctx context.Context) (phases.Event, error) {
 
 // finish ends the instance: Done is closed and Run and Shutdown return err.
 func (in *Instance) finish(err error) {
+	// The last STATUS= goes out before Done: a process may exit right after.
+	in.notify.close()
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if !in.switchState(done, stopping) {

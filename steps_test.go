@@ -63,8 +63,12 @@ func Example_addBootPhase() {
 		case phases.AdaptersBuilt:
 			t.Transitions[i].To = warmingUp
 		case phases.Stop, phases.Fail:
-			// In the table literal, every boot phase gets these by itself.
-			t.Transitions[i].From = append(tr.From, warmingUp)
+			// In the table literal, every boot phase gets these by itself
+			// (the edges that leave the boot states; stop from running has
+			// guarded edges of its own).
+			if slices.Contains(tr.From, phases.Starting) {
+				t.Transitions[i].From = append(tr.From, warmingUp)
+			}
 		}
 	}
 	t.Transitions = append(t.Transitions, phases.Transition{Event: warmed, From: []phases.State{warmingUp}, To: phases.Starting})

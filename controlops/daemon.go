@@ -40,8 +40,15 @@ type Target interface {
 	Do(ctx context.Context, op string, args json.RawMessage) error
 }
 
-// StateRunning is the state in which a restart may begin.
-const StateRunning = "running"
+// The states in which a restart may begin: running, and draining (an
+// operator took the instance out of rotation first).
+const (
+	StateRunning  = "running"
+	StateDraining = "draining"
+)
+
+// restartable reports whether a restart may begin in state s.
+func restartable(s string) bool { return s == StateRunning || s == StateDraining }
 
 // Mode is what a Daemon accepts. The registry entry's control field and sgctl
 // ps show it.

@@ -363,3 +363,26 @@ func TestResumedRestartRunsTheOpsSentMeanwhileOnceRunning(t *testing.T) {
 		t.Fatalf("pull sent during the restart: %s %q, want done once the next process runs", r.Status, r.Reason)
 	}
 }
+
+func TestRestartBeginsFromRunningOrDrainingOnly(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	target := newTarget("svc", "i-1")
+	target.setState("starting")
+	startDaemon(t, rdb, target, WithInsecure(), WithBlock(50*time.Millisecond))
+	xadd(t, rdb, "svc", newOp(OpRestart, "*", "nonce-rest001", time.Now()).Values())
+	rs := waitResults(t, rdb, "svc", 1)
+	if rs[0].Status != StatusRejected || !strings.Contains(rs[0].Reason, `restart in state "starting"`) {
+		t.Errorf("restart while starting: %s %q, want rejected naming the state", rs[0].Status, rs[0].Reason)
+	}
+	target.setState(StateDraining) // an operator drained it first
+	xadd(t, rdb, "svc", newOp(OpRestart, "*", "nonce-rest002", time.Now()).Values())
+	rs = waitResults(t, rdb, "svc", 2)
+	if rs[1].Status != StatusAccepted {
+		t.Errorf("restart while draining: %s %q, want accepted", rs[1].Status, rs[1].Reason)
+	}
+	if calls := target.Calls(); len(calls) != 1 || calls[0] != OpRestart {
+		t.Errorf("ops executed: %v, want the one restart from draining", calls)
+	}
+}

@@ -35,6 +35,11 @@ const (
 	OpRestart = "restart"
 	// OpPull: running -> pulling -> running, calling the service's pull handler.
 	OpPull = "pull"
+	// OpDrain: running -> draining: out of rotation (readiness 503), still
+	// running, until an undrain op, a restart op or a stop.
+	OpDrain = "drain"
+	// OpUndrain: draining -> running, back in rotation.
+	OpUndrain = "undrain"
 )
 
 // TargetAll addresses every instance of the service.

@@ -49,7 +49,7 @@ func (d *Daemon) restart(ctx context.Context, op Op, keyID string) (Status, stri
 	if args.MaxUnavailable < 0 {
 		return StatusRejected, fmt.Sprintf("%v: restart args: max_unavailable %d: want >= 0", ErrMalformed, args.MaxUnavailable), nil
 	}
-	if s := d.t.State(); s != StateRunning {
+	if s := d.t.State(); !restartable(s) {
 		return StatusRejected, fmt.Sprintf("%v: restart in state %q", ErrInvalidState, s), nil
 	}
 	slot := args.MaxUnavailable > 0
@@ -115,7 +115,7 @@ func (d *Daemon) waitSlot(ctx context.Context, max int) (Status, string, error) 
 		if !d.cfg.clock.Now().Before(deadline) {
 			return StatusFailed, fmt.Sprintf("no restart slot (max_unavailable %d) within %s", max, d.cfg.slotWait), nil
 		}
-		if s := d.t.State(); s != StateRunning {
+		if s := d.t.State(); !restartable(s) {
 			return StatusRejected, fmt.Sprintf("%v: left running (%q) while waiting for a restart slot", ErrInvalidState, s), nil
 		}
 		if !logged {

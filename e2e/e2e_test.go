@@ -251,6 +251,10 @@ func bootPath() []phases.Transition {
 // the guard on cleaned_up decides.
 func shutdownPath(from phases.State, event phases.Event, failing bool) []phases.Transition {
 	labels := []string{string(event)}
+	if event == phases.Stop && from == phases.Running {
+		// The demo runs without a drain delay: stop goes straight to the steps.
+		labels[0] = phases.Transition{Event: phases.Stop, Guard: phases.Guard{Name: phases.GuardDrainDelay, Not: true}}.Label()
+	}
 	for _, s := range phases.ShutdownStates() {
 		ev, _ := phases.NextShutdownEvent(s)
 		labels = append(labels, string(ev))

@@ -39,6 +39,7 @@ const (
 	ServiceName   = "SG_SERVICE_NAME"
 	InstanceID    = "SG_INSTANCE_ID"
 	ControlKey    = "SG_CONTROL_KEY"
+	DrainDelay    = "SG_DRAIN_DELAY"
 	// ControlInsecure=true accepts unsigned control ops when no key is set.
 	ControlInsecure = "SG_CONTROL_INSECURE"
 )

@@ -3,11 +3,14 @@
 // draft-inadarei-api-health-check.
 //
 //   - /livez answers 200 unless the instance is in state failed or is wedged:
-//     stuck in one state that is neither terminal nor running/pulling for longer
-//     than WithStuckAfter (default 5m). A supervisor restarts on 503.
+//     stuck in one state that is neither terminal nor a working state
+//     (running, pulling, draining) for longer than WithStuckAfter (default
+//     5m). A supervisor restarts on 503. An instance kept draining by an
+//     operator is alive however long it drains.
 //   - /readyz answers 200 only in state running, when no shutdown has begun and
 //     every required check passes (Redis, when it is required); 503 otherwise,
-//     in particular from the first shutdown state stopping_daemons on.
+//     in particular in draining (out of rotation) and from the first shutdown
+//     state on.
 //   - /healthz is the whole picture: status pass, warn or fail; 200 for pass and
 //     warn, 503 for fail.
 //
@@ -57,6 +60,14 @@ const (
 	StatusFail = "fail"
 )
 
+// The paths of the endpoints, for probes and their configuration (see
+// deploy/kubernetes in the repository).
+const (
+	PathLive   = "/livez"
+	PathReady  = "/readyz"
+	PathHealth = "/healthz"
+)
+
 // LifecycleCheck is the key under which the instance's state is reported in
 // the body's checks.
 const LifecycleCheck = "lifecycle:state"
@@ -64,10 +75,11 @@ const LifecycleCheck = "lifecycle:state"
 // The lifecycle states this package gives a meaning to; every other state is a
 // transitional (boot or shutdown) one.
 const (
-	stateRunning = "running"
-	statePulling = "pulling"
-	stateStopped = "stopped"
-	stateFailed  = "failed"
+	stateRunning  = "running"
+	statePulling  = "pulling"
+	stateDraining = "draining"
+	stateStopped  = "stopped"
+	stateFailed   = "failed"
 )
 
 // Errors callers branch on.
@@ -206,9 +218,9 @@ func New(src StateSource, opts ...Option) (*Server, error) {
 	s := &Server{cfg: cfg, src: src}
 	s.life, s.lifeCancel = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /livez", s.serveLive)
-	mux.HandleFunc("GET /readyz", s.serveReady)
-	mux.HandleFunc("GET /healthz", s.serveHealth)
+	mux.HandleFunc("GET "+PathLive, s.serveLive)
+	mux.HandleFunc("GET "+PathReady, s.serveReady)
+	mux.HandleFunc("GET "+PathHealth, s.serveHealth)
 	for _, m := range cfg.handlers {
 		if err := handle(mux, m); err != nil {
 			return nil, err
@@ -478,9 +490,13 @@ func (s *Server) evaluate() verdict {
 	switch snap.State {
 	case stateFailed:
 		lc.Status, lc.Output = StatusFail, `state "failed": boot or run failed`
-	case stateRunning, statePulling:
-		if snap.State == statePulling {
+	case stateRunning, statePulling, stateDraining:
+		// Working states: never wedged, however long they last.
+		switch snap.State {
+		case statePulling:
 			lc.Status, lc.Output = StatusWarn, `state "pulling": a pull control op is in progress`
+		case stateDraining:
+			lc.Status, lc.Output = StatusWarn, `state "draining": out of rotation (readiness 503), still working`
 		}
 	default:
 		in := now.Sub(snap.Since)
@@ -546,6 +562,16 @@ func rank(status string) int {
 		return 1
 	}
 	return 0
+}
+
+// Alive returns nil when /livez answers 200, and otherwise an error saying
+// why: the instance failed, or is wedged. It is what a watchdog asks (see
+// the lifecycle's systemd notifications).
+func (s *Server) Alive() error {
+	if v := s.evaluate(); v.lifecycle.Status == StatusFail {
+		return errors.New(v.lifecycle.Output)
+	}
+	return nil
 }
 
 func (s *Server) serveLive(w http.ResponseWriter, _ *http.Request) {

@@ -93,6 +93,7 @@ func TestProbeStatusCodesInEveryLifecycleState(t *testing.T) {
 		{"serving_health", ok, no, ok, StatusWarn},
 		{"running", ok, ok, ok, StatusPass},
 		{"pulling", ok, no, ok, StatusWarn},
+		{"draining", ok, no, ok, StatusWarn},
 		{"stopping_daemons", ok, no, ok, StatusWarn},
 		{"stopping_health", ok, no, ok, StatusWarn},
 		{"deregistering", ok, no, ok, StatusWarn},
@@ -383,12 +384,33 @@ func TestLivenessFailsWhenStateIsWedged(t *testing.T) {
 		t.Errorf("healthz of a wedged instance = %d, want 503", code)
 	}
 
-	// running and pulling may last forever.
-	for _, st := range []string{"running", "pulling"} {
+	if err := s.Alive(); err == nil || !strings.Contains(err.Error(), "wedged") {
+		t.Errorf("Alive() past StuckAfter in starting = %v, want an error saying wedged", err)
+	}
+
+	// running, pulling and draining (an operator may keep an instance out of
+	// rotation for days) may last forever.
+	for _, st := range []string{"running", "pulling", "draining"} {
 		src.set(func(sn *Snapshot) { sn.State = st })
 		if code, _ := probe(t, s.Handler(), "/livez"); code != http.StatusOK {
 			t.Errorf("livez in %s after long time = %d, want 200", st, code)
 		}
+		if err := s.Alive(); err != nil {
+			t.Errorf("Alive() in %s after long time = %v, want nil", st, err)
+		}
+	}
+}
+
+func TestAliveReportsAFailedInstance(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	src := newSource("running", clock.Now())
+	s := newServer(t, src, WithClock(clock))
+	if err := s.Alive(); err != nil {
+		t.Fatalf("Alive() in running = %v, want nil", err)
+	}
+	src.set(func(sn *Snapshot) { sn.State = "failed" })
+	if err := s.Alive(); err == nil || !strings.Contains(err.Error(), "failed") {
+		t.Errorf("Alive() in failed = %v, want an error saying failed", err)
 	}
 }
 

@@ -20,7 +20,8 @@ const (
 	// DefaultCheckTimeout bounds one run of one check.
 	DefaultCheckTimeout = time.Second
 	// DefaultStuckAfter is how long an instance may stay in one non-terminal
-	// state other than running or pulling before /livez calls it wedged.
+	// state other than running, pulling or draining before /livez calls it
+	// wedged.
 	DefaultStuckAfter = 5 * time.Minute
 	// DefaultReadTimeout bounds reading one request, headers included (the
 	// headers alone get at most 5s).
@@ -109,7 +110,7 @@ func WithCheckTimeout(d time.Duration) Option {
 
 // WithStuckAfter sets when an instance counts as wedged: it has stayed longer
 // than d in one state that is neither terminal (stopped, failed) nor a working
-// state (running, pulling). A wedged instance fails /livez so that its
+// state (running, pulling, draining). A wedged instance fails /livez so that its
 // supervisor restarts it. d <= 0 turns wedge detection off. Default 5m.
 func WithStuckAfter(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.stuckAfter = d })

@@ -16,6 +16,7 @@ const (
 	ServingHealth    State = "serving_health"
 	Running          State = "running"
 	Pulling          State = "pulling"
+	Draining         State = "draining"
 	StoppingDaemons  State = "stopping_daemons"
 	StoppingHealth   State = "stopping_health"
 	Deregistering    State = "deregistering"
@@ -39,6 +40,8 @@ const (
 	HealthServing  Event = "health_serving"
 	Pull           Event = "pull"
 	PullDone       Event = "pull_done"
+	Drain          Event = "drain"
+	Undrain        Event = "undrain"
 	Restart        Event = "restart"
 	Stop           Event = "stop"
 	Fail           Event = "fail"
@@ -55,6 +58,10 @@ const (
 	// GuardFailing holds when a boot phase or Run failed, so the unwind ends in
 	// Failed rather than Stopped.
 	GuardFailing = "failing"
+	// GuardDrainDelay holds when a stop finds the instance running with a
+	// drain delay set: the instance leaves rotation (draining) for that long
+	// before the shutdown steps.
+	GuardDrainDelay = "drain_delay"
 )
 
 // Lifecycle groups.
@@ -80,7 +87,7 @@ func BootStates() []State { return lifecycle.StatesIn(GroupBoot) }
 func ShutdownStates() []State { return lifecycle.StatesIn(GroupShutdown) }
 
 // lifecycle is the table Lifecycle copies. A stop or a failure can arrive in
-// any boot phase (its group) and in running and pulling.
+// any boot phase (its group), in running and in the control states.
 var lifecycle = withInterrupts(Table{
 	Name:    "lifecycle",
 	Initial: Init,
@@ -103,6 +110,7 @@ var lifecycle = withInterrupts(Table{
 		{Name: ServingHealth, Label: "9", Number: 9, Group: GroupBoot, Hook: "health server started", Doc: "health server"},
 		{Name: Running, Group: GroupRun, Hook: "Service.Run", Doc: "the service does its work"},
 		{Name: Pulling, Group: GroupControl, Hook: "the registered pull handler", Doc: "a pull control op in progress"},
+		{Name: Draining, Group: GroupControl, Hook: "Service.Run goes on; readiness reports 503", Doc: "out of rotation: a drain op, or a stop waiting out the drain delay"},
 		{Name: StoppingDaemons, Label: "S1", Group: GroupShutdown, Hook: "control-ops daemon and heartbeat cancelled and awaited", Doc: "readiness reports 503 from here on"},
 		{Name: StoppingHealth, Label: "S2", Group: GroupShutdown, Hook: "health server stopped", Doc: "health server shut down"},
 		{Name: Deregistering, Label: "S3", Group: GroupShutdown, Hook: "registry entry removed", Doc: "deregistration"},
@@ -113,6 +121,7 @@ var lifecycle = withInterrupts(Table{
 	Guards: []GuardInfo{
 		{GuardRedisRequired, "Redis is required (SG_REDIS_REQUIRED=true): a failed ping ends the boot"},
 		{GuardFailing, "a boot phase or Run failed: the unwind ends in failed"},
+		{GuardDrainDelay, "a drain delay is set (SG_DRAIN_DELAY) and a stop asked for it: out of rotation for that long first"},
 	},
 	Transitions: []Transition{
 		{Event: Connect, From: []State{Init}, To: Connecting},
@@ -129,7 +138,11 @@ var lifecycle = withInterrupts(Table{
 		{Event: HealthServing, From: []State{ServingHealth}, To: Running},
 		{Event: Pull, From: []State{Running}, To: Pulling},
 		{Event: PullDone, From: []State{Pulling}, To: Running},
-		{Event: Restart, From: []State{Running}, To: StoppingDaemons},
+		{Event: Drain, From: []State{Running}, To: Draining},
+		{Event: Undrain, From: []State{Draining}, To: Running},
+		{Event: Restart, From: []State{Running, Draining}, To: StoppingDaemons},
+		{Event: Stop, From: []State{Running}, To: Draining, Guard: Guard{Name: GuardDrainDelay}},
+		{Event: Stop, From: []State{Running}, To: StoppingDaemons, Guard: Guard{Name: GuardDrainDelay, Not: true}},
 		{Event: Stop, To: StoppingDaemons},
 		{Event: Fail, To: StoppingDaemons},
 		{Event: DaemonsStopped, From: []State{StoppingDaemons}, To: StoppingHealth},
@@ -140,15 +153,30 @@ var lifecycle = withInterrupts(Table{
 	},
 })
 
-// withInterrupts fills in the sources of stop and fail: every boot phase,
-// running and pulling. A boot phase added to the table is interruptible
-// without a second edit.
+// withInterrupts fills in the sources of the stop and fail edges that have
+// none: every state of the boot, run and control groups that no other edge of
+// the same event leaves (stop from running has guarded edges of its own). A
+// boot phase or a control state added to the table is interruptible without a
+// second edit.
 func withInterrupts(t Table) Table {
-	from := append(t.StatesIn(GroupBoot), Running, Pulling)
+	all := append(append(t.StatesIn(GroupBoot), t.StatesIn(GroupRun)...), t.StatesIn(GroupControl)...)
 	for i, tr := range t.Transitions {
-		if tr.Event == Stop || tr.Event == Fail {
-			t.Transitions[i].From = from
+		if (tr.Event != Stop && tr.Event != Fail) || len(tr.From) > 0 {
+			continue
 		}
+		var from []State
+		for _, s := range all {
+			explicit := false
+			for _, o := range t.Transitions {
+				if o.Event == tr.Event && slices.Contains(o.From, s) {
+					explicit = true
+				}
+			}
+			if !explicit {
+				from = append(from, s)
+			}
+		}
+		t.Transitions[i].From = from
 	}
 	return t
 }

@@ -40,12 +40,57 @@ func TestEveryNonTerminalStateHasAWayOut(t *testing.T) {
 	}
 }
 
-func TestStopIsValidFromEveryBootPhaseAndRunning(t *testing.T) {
-	for _, s := range append(append([]State{}, BootStates()...), Running, Pulling) {
+func TestStopIsValidFromEveryBootPhaseAndControlState(t *testing.T) {
+	for _, s := range append(append([]State{}, BootStates()...), Pulling, Draining) {
 		alts := Lifecycle().Alternatives(Stop, s)
 		if len(alts) != 1 || alts[0].To != StoppingDaemons {
 			t.Errorf("stop from %q: %v, want one transition to %q", s, alts, StoppingDaemons)
 		}
+	}
+	for _, s := range append(append([]State{}, BootStates()...), Running, Pulling, Draining) {
+		if alts := Lifecycle().Alternatives(Fail, s); len(alts) != 1 || alts[0].To != StoppingDaemons {
+			t.Errorf("fail from %q: %v, want one transition to %q", s, alts, StoppingDaemons)
+		}
+	}
+}
+
+func TestStopFromRunningDrainsFirstOnlyWithADrainDelay(t *testing.T) {
+	alts := Lifecycle().Alternatives(Stop, Running)
+	var labels []string
+	for _, a := range alts {
+		labels = append(labels, a.Label()+" -> "+string(a.To))
+	}
+	got := strings.Join(labels, ", ")
+	if want := "stop [drain_delay] -> draining, stop [not drain_delay] -> stopping_daemons"; got != want {
+		t.Fatalf("stop from running: %q, want %q", got, want)
+	}
+}
+
+func TestDrainingIsAControlStateThatRunningEntersAndLeaves(t *testing.T) {
+	si, ok := Lifecycle().State(Draining)
+	if !ok || si.Group != GroupControl || si.Label != "" || si.Terminal {
+		t.Fatalf("draining: %+v, %v; want a control state without a phase label", si, ok)
+	}
+	for _, tc := range []struct {
+		event    Event
+		from, to State
+	}{
+		{Drain, Running, Draining},
+		{Undrain, Draining, Running},
+		{Restart, Draining, StoppingDaemons},
+		{Restart, Running, StoppingDaemons},
+	} {
+		if alts := Lifecycle().Alternatives(tc.event, tc.from); len(alts) != 1 || alts[0].To != tc.to || alts[0].Guard.Name != "" {
+			t.Errorf("%s from %s: %v, want one unguarded edge to %s", tc.event, tc.from, alts, tc.to)
+		}
+	}
+	for _, s := range []State{Pulling, Draining, StoppingDaemons} {
+		if alts := Lifecycle().Alternatives(Drain, s); len(alts) != 0 {
+			t.Errorf("drain from %s: %v, want none", s, alts)
+		}
+	}
+	if alts := Lifecycle().Alternatives(Pull, Draining); len(alts) != 0 {
+		t.Errorf("pull from draining: %v, want none (pull_done would put it back in rotation)", alts)
 	}
 }
 
@@ -107,8 +152,10 @@ func TestEveryStepHasTheEventThatCompletesIt(t *testing.T) {
 	if e, ok := NextBootEvent(Connecting); ok {
 		t.Errorf("connecting has one completing event %q; want none (its ping outcomes decide)", e)
 	}
-	if e, ok := NextBootEvent(Pulling); ok {
-		t.Errorf("pulling is not a boot state but has %q", e)
+	for _, s := range []State{Pulling, Draining} {
+		if e, ok := NextBootEvent(s); ok {
+			t.Errorf("%s is not a boot state but has %q", s, e)
+		}
 	}
 }
 

@@ -173,7 +173,7 @@ func TestDemoSecondSignalExitsAtOnce(t *testing.T) {
 	if code := p.exitCode(t); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
 	}
-	if !strings.Contains(p.output(), "second signal: exiting at once") {
+	if !strings.Contains(p.output(), "signal received during the shutdown: exiting at once") {
 		t.Error("log does not say why it exited")
 	}
 }
@@ -211,6 +211,8 @@ func TestDemoBadKnobsExitTwoNamingThem(t *testing.T) {
 		{"DEMO_FAIL_PHASE=everything", `DEMO_FAIL_PHASE=\"everything\"`},
 		{"DEMO_HANG_PHASE=running", `DEMO_HANG_PHASE=\"running\"`},
 		{"SG_BOOT_JITTER=abc", `SG_BOOT_JITTER=\"abc\"`},
+		{"SG_DRAIN_DELAY=soon", `SG_DRAIN_DELAY=\"soon\"`},
+		{"SG_DRAIN_DELAY=-1s", `SG_DRAIN_DELAY=\"-1s\"`},
 	} {
 		t.Run(tc.env, func(t *testing.T) {
 			p := startDemo(t, tc.env)

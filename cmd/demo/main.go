@@ -21,7 +21,8 @@
 // Every variable of the library works too (SG_HEALTH_PORT, SG_BOOT_JITTER, ...).
 // A pull control op (sgctl pull demo) re-reads the two knobs; a restart op
 // replaces the process with a fresh copy keeping its instance id.
-// Stop it with Ctrl-C; a second Ctrl-C exits at once.
+// Stop it with Ctrl-C; a second Ctrl-C exits at once (with SG_DRAIN_DELAY set,
+// the second one skips the drain delay and the third exits at once).
 package main
 
 import (

@@ -175,6 +175,7 @@ func (s *service) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			s.log.Info("demo: run context cancelled: the worker stops")
 			return nil
 		case <-t.C:
 			// A short deadline of its own: with Redis frozen, a stop must not

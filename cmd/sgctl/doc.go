@@ -8,6 +8,8 @@
 //	sgctl watch [SERVICE] [--instance ID] [--json] [--from ID]
 //	sgctl restart SERVICE [--instance ID] [--max-unavailable N] [--wait] [--timeout D] [--json]
 //	sgctl pull SERVICE [--instance ID] [--wait] [--timeout D] [--json]
+//	sgctl drain SERVICE [--instance ID] [--wait] [--timeout D] [--json]
+//	sgctl undrain SERVICE [--instance ID] [--wait] [--timeout D] [--json]
 //	sgctl diagram [--format mermaid|dot|svg] [--highlight STATE]
 //	sgctl dashboard [--listen ADDR] [--read-only] [--ttl D]
 //
@@ -36,7 +38,7 @@
 // --from ID resumes after a stream id), keeps retrying from where it was when
 // Redis stops answering, and ends with exit code 0 on Ctrl-C.
 //
-// restart and pull send one op, signed with SG_CONTROL_KEY, to the service's
+// restart, pull, drain and undrain send one op, signed with SG_CONTROL_KEY, to the service's
 // control stream sg:control:{<name>}, addressed to every instance ("*") or to
 // --instance. Without --wait they print the op's id and return. With --wait
 // they follow the results stream sg:control:results:{<name>} and the registry
@@ -50,6 +52,13 @@
 // new image has a new started_at but keeps its pid. Instances that are not
 // running when the op is sent (still booting) are named on stderr and not
 // waited for: their daemon may not have started yet.
+// drain takes instances out of rotation without stopping them (running ->
+// draining: readiness 503, registry status draining, Service.Run goes on),
+// and undrain puts them back (draining -> running); with --wait they exit 0
+// once every addressed instance reported done and the registry shows the new
+// status. A restart works from draining too, and is sent to draining
+// instances as well as running ones; pull only to running ones, drain to
+// running ones, undrain to draining ones.
 // Instances that will reject the op are named on stderr before it is sent:
 // those with control ops disabled, and, when SG_CONTROL_KEY is unset, those
 // that require signed ops.
@@ -105,12 +114,12 @@
 //	REDIS_URL       redis://, rediss:// or unix:// URL of the registry's Redis, with
 //	                auth; addr= query parameters name the nodes of a cluster. Default
 //	                redis://127.0.0.1:6379/0, as redis-cli.
-//	SG_CONTROL_KEY  HMAC-SHA256 key that signs restart and pull (at least 16 bytes),
+//	SG_CONTROL_KEY  HMAC-SHA256 key that signs the ops (at least 16 bytes),
 //	                the same variable the services have: of a comma-separated list
 //	                the first key signs. Unset: ops are sent unsigned, and only
 //	                instances with SG_CONTROL_INSECURE=true accept them. Results
 //	                name the key that verified the op by its id (the first 8 hex
-//	                digits of its SHA-256). Only restart, pull and dashboard read it.
+//	                digits of its SHA-256). Only the op commands and dashboard read it.
 //	SG_SERVICE_TTL  the fleet's registry TTL (at least 3s), which ps and dashboard
 //	                use to date heartbeats.
 //	SG_DASHBOARD_TOKEN  the token every dashboard request must carry (at least 16
@@ -122,7 +131,7 @@
 //
 // # Traces
 //
-// restart and pull start the op's trace themselves: a W3C traceparent with a
+// The op commands start the op's trace themselves: a W3C traceparent with a
 // random trace id and span id, sampled, sent with the op. sgctl exports no
 // span (it links no OpenTelemetry exporter and reads no OTEL_* variable);
 // each instance's handling of the op (controlops.handle, and under it a

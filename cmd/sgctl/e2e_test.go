@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -218,4 +220,90 @@ func TestPullOfADemoInstanceIsRejectedWithTheWrongKeyAndRunsWithTheRightOne(t *t
 	if res.code != exitOK || !strings.Contains(res.stdout, "demo-1  done") {
 		t.Fatalf("right key: got %d, want 0 with demo-1 done:\n%s", res.code, res.stdout)
 	}
+}
+
+// readyz returns the status code of the instance's /readyz (0 when it does not answer).
+func readyz(t *testing.T, e registry.Entry) int {
+	t.Helper()
+	resp, err := http.Get("http://" + e.HealthAddr + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestDrainOfOneDemoInstanceTakesItOutOfRotationAndUndrainOrRestartBringsItBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs cmd/demo processes")
+	}
+	srv := redistest.Server(t)
+	dir := t.TempDir()
+	bin := buildDemo(t, dir)
+	reg := registry.New(srv.Client(t))
+	ids := []string{"demo-1", "demo-2", "demo-3"}
+	procs := map[string]*demoProc{}
+	for _, id := range ids {
+		procs[id] = startDemo(t, bin, dir, id, srv.URL())
+	}
+	entries := map[string]registry.Entry{}
+	eventually(t, 30*time.Second, func() bool {
+		all, err := reg.Instances(t.Context(), "demo")
+		if err != nil {
+			return false
+		}
+		for _, e := range all {
+			if e.Status == "running" {
+				entries[e.Instance] = e
+			}
+		}
+		return len(entries) == len(ids)
+	}, func() string { return fmt.Sprintf("running: %v", entries) })
+	env := map[string]string{"REDIS_URL": srv.URL(), "SG_CONTROL_KEY": testKey}
+	// ready reports each instance's /readyz code and registry status.
+	ready := func() map[string]string {
+		out := map[string]string{}
+		for _, id := range ids {
+			e, err := reg.Entry(t.Context(), "demo", id)
+			out[id] = fmt.Sprintf("%d %s %v", readyz(t, entries[id]), e.Status, err)
+		}
+		return out
+	}
+
+	res := sgctl(t, t.Context(), env, nil, "drain", "demo", "--instance", "demo-2", "--wait", "--timeout", "20s")
+	if res.code != exitOK || !strings.Contains(res.stdout, "drain of demo: 1/1 instances done and draining") {
+		t.Fatalf("sgctl drain: exit %d, want 0 with demo-2 done and draining:\n%s", res.code, res.stdout)
+	}
+	want := map[string]string{"demo-1": "200 running <nil>", "demo-2": "503 draining <nil>", "demo-3": "200 running <nil>"}
+	if got := ready(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after the drain: %v, want %v", got, want)
+	}
+	ps := sgctl(t, t.Context(), env, nil, "ps", "demo")
+	if !regexp.MustCompile(`(?m)^demo\s+demo-2\s+draining\s`).MatchString(ps.stdout) {
+		t.Errorf("sgctl ps does not show demo-2 draining:\n%s", ps.stdout)
+	}
+	// A drain to the whole service skips the drained one and names it.
+	res = sgctl(t, t.Context(), env, nil, "undrain", "demo", "--wait", "--timeout", "20s")
+	if res.code != exitOK || !strings.Contains(res.stderr, "demo/demo-1 is running, not draining") || !strings.Contains(res.stdout, "1/1 instances done and running") {
+		t.Fatalf("sgctl undrain: exit %d, want 0 with demo-2 back and the others named as not draining:\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	want["demo-2"] = "200 running <nil>"
+	if got := ready(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after the undrain: %v, want %v", got, want)
+	}
+
+	// Drained again, then restarted: the new process comes back running.
+	if res := sgctl(t, t.Context(), env, nil, "drain", "demo", "--instance", "demo-2", "--wait", "--timeout", "20s"); res.code != exitOK {
+		t.Fatalf("second drain: exit %d", res.code)
+	}
+	res = sgctl(t, t.Context(), env, nil, "restart", "demo", "--instance", "demo-2", "--wait", "--timeout", "60s")
+	if res.code != exitOK {
+		t.Fatalf("restart from draining: exit %d, want 0", res.code)
+	}
+	e, err := reg.Entry(t.Context(), "demo", "demo-2")
+	if err != nil || e.Status != "running" || !e.StartedAt.After(entries["demo-2"].StartedAt) {
+		t.Fatalf("after the restart: %+v %v, want running in a new process image", e, err)
+	}
+	entries["demo-2"] = e
+	eventually(t, 10*time.Second, func() bool { return readyz(t, e) == http.StatusOK }, func() string { return "demo-2 never ready after its restart" })
 }

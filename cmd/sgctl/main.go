@@ -66,7 +66,7 @@ type command struct {
 	flags func(fs *flag.FlagSet, a *app) func(ctx context.Context, args []string) int
 }
 
-var commands = []*command{psCommand, watchCommand, restartCommand, pullCommand, diagramCommand, dashboardCommand}
+var commands = []*command{psCommand, watchCommand, restartCommand, pullCommand, drainCommand, undrainCommand, diagramCommand, dashboardCommand}
 
 // app is one invocation of sgctl: its environment and output streams.
 type app struct {
@@ -199,7 +199,7 @@ Commands:
 Environment:
   REDIS_URL       redis://, rediss:// or unix:// URL of the registry's Redis
                   (default `+defaultRedisURL+`)
-  SG_CONTROL_KEY  HMAC key that signs restart and pull ops (at least 16 bytes;
+  SG_CONTROL_KEY  HMAC key that signs the control ops (at least 16 bytes;
                   of a comma-separated list, the first signs)
   SG_SERVICE_TTL  the fleet's registry TTL, used by ps to date heartbeats (default 30s,
                   at least 3s)

@@ -87,7 +87,7 @@ func TestHelpListsEveryCommandAndTheExitCodes(t *testing.T) {
 		if r.code != exitOK {
 			t.Fatalf("%s: exit code %d, want 0", arg, r.code)
 		}
-		for _, want := range []string{"ps", "watch", "restart", "pull", "diagram", "REDIS_URL", "SG_CONTROL_KEY", "3  Redis unreachable"} {
+		for _, want := range []string{"ps", "watch", "restart", "pull", "drain", "undrain", "diagram", "REDIS_URL", "SG_CONTROL_KEY", "3  Redis unreachable"} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("%s: usage lacks %q", arg, want)
 			}
@@ -101,6 +101,8 @@ func TestEveryCommandHasHelpWithItsSynopsisAndFlags(t *testing.T) {
 		"watch":     {"--json", "--instance", "--from"},
 		"restart":   {"--instance", "--max-unavailable", "--wait", "--timeout"},
 		"pull":      {"--instance", "--wait", "--timeout"},
+		"drain":     {"--instance", "--wait", "--timeout"},
+		"undrain":   {"--instance", "--wait", "--timeout"},
 		"diagram":   {"--format", "--highlight"},
 		"dashboard": {"--listen", "--read-only", "--ttl"},
 	}

@@ -24,7 +24,7 @@ import (
 // defaultOpTimeout bounds --wait when --timeout is not given.
 const defaultOpTimeout = 5 * time.Minute
 
-// opFlags are the flags restart and pull share.
+// opFlags are the flags the op commands share.
 type opFlags struct {
 	instance       string
 	wait           bool
@@ -82,6 +82,67 @@ only when every addressed instance reported done and is running again before
 	},
 }
 
+var drainCommand = &command{
+	name:    "drain",
+	signs:   true,
+	summary: "Take instances out of rotation without stopping them",
+	usage:   "drain SERVICE [--instance ID] [--wait] [--timeout D] [--json]",
+	help: `Sends a signed drain op to the service's control stream (sg:control:{<name>}).
+Each addressed running instance goes running -> draining: its readiness
+(/readyz) reports 503 and its registry status is draining, so load balancers
+and clients that route to running instances stop sending it work, while it
+keeps running. Undo it with undrain; restart and a stop work from draining
+(a stop does not wait the drain delay again).
+
+With --wait sgctl prints each instance's result as it arrives and exits 0
+only when every addressed instance reported done and the registry shows it
+draining before --timeout; 1 when one reported failed or rejected, or the
+timeout passed.`,
+	flags: func(fs *flag.FlagSet, a *app) func(context.Context, []string) int {
+		f := &opFlags{}
+		f.declare(fs)
+		return func(ctx context.Context, args []string) int {
+			return a.op(ctx, controlops.OpDrain, args, f)
+		}
+	},
+}
+
+var undrainCommand = &command{
+	name:    "undrain",
+	signs:   true,
+	summary: "Put drained instances back in rotation",
+	usage:   "undrain SERVICE [--instance ID] [--wait] [--timeout D] [--json]",
+	help: `Sends a signed undrain op to the service's control stream (sg:control:{<name>}).
+Each addressed draining instance goes back to running (readiness 200). An
+instance that drains because it is stopping (its drain delay) rejects it.
+
+With --wait sgctl prints each instance's result as it arrives and exits 0
+only when every addressed instance reported done and runs again before
+--timeout; 1 when one reported failed or rejected, or the timeout passed.`,
+	flags: func(fs *flag.FlagSet, a *app) func(context.Context, []string) int {
+		f := &opFlags{}
+		f.declare(fs)
+		return func(ctx context.Context, args []string) int {
+			return a.op(ctx, controlops.OpUndrain, args, f)
+		}
+	},
+}
+
+// opSpec says which instances an op is sent to, by their status, and the
+// status --wait waits for.
+type opSpec struct {
+	from  []string // the statuses in which an instance runs the op
+	until string   // the status an instance reaches once the op is done
+	fresh bool     // a new process reaches it (restart)
+}
+
+var opSpecs = map[string]opSpec{
+	controlops.OpRestart: {from: []string{string(phases.Running), string(phases.Draining)}, until: string(phases.Running), fresh: true},
+	controlops.OpPull:    {from: []string{string(phases.Running)}, until: string(phases.Running)},
+	controlops.OpDrain:   {from: []string{string(phases.Running)}, until: string(phases.Draining)},
+	controlops.OpUndrain: {from: []string{string(phases.Draining)}, until: string(phases.Running)},
+}
+
 func (f *opFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.instance, "instance", "", "send the op to this instance `ID` only (default: every instance)")
 	fs.BoolVar(&f.wait, "wait", false, "wait for every instance's result and its return to running")
@@ -89,7 +150,7 @@ func (f *opFlags) declare(fs *flag.FlagSet) {
 	fs.BoolVar(&f.asJSON, "json", false, "print results as JSON lines")
 }
 
-// checkOpArgs validates what restart and pull share; it returns the service.
+// checkOpArgs validates what the op commands share; it returns the service.
 func (a *app) checkOpArgs(args []string, f *opFlags) (string, int, bool) {
 	if len(args) == 0 {
 		return "", a.usageError("missing SERVICE argument"), false
@@ -151,18 +212,19 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		fmt.Fprintf(a.stderr, "sgctl %s: service %q has no live instances\n", op, service)
 		return exitFailed
 	}
+	spec := opSpecs[op]
 	before := map[string]registry.Entry{}
 	var waitFor []string
 	for _, e := range live {
-		if e.Status != string(phases.Running) {
-			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is %s, not running: it will not run the op\n", op, service, cell(e.Instance), cell(e.Status))
+		if !slices.Contains(spec.from, e.Status) {
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is %s, not %s: it will not run the op\n", op, service, cell(e.Instance), cell(e.Status), strings.Join(spec.from, " or "))
 			continue
 		}
 		before[e.Instance] = e
 		waitFor = append(waitFor, e.Instance)
 	}
 	if f.wait && len(waitFor) == 0 {
-		fmt.Fprintf(a.stderr, "sgctl %s: no instance of service %q is running: nothing to wait for\n", op, service)
+		fmt.Fprintf(a.stderr, "sgctl %s: no instance of service %q is %s: nothing to wait for\n", op, service, strings.Join(spec.from, " or "))
 		return exitFailed
 	}
 	if len(cn.controlKey) == 0 {
@@ -207,7 +269,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	tr := &tracker{op: op, before: before, out: out, reg: reg, service: service}
+	tr := &tracker{spec: spec, before: before, out: out, reg: reg, service: service}
 	pollCtx, stopPoll := context.WithCancel(wctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -243,7 +305,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 
 	missing := tr.notBack(waitFor, final)
 	ok = len(failed) == 0 && len(missing) == 0
-	out.summary(op, service, len(waitFor), failed, missing, time.Since(start), ctx.Err() != nil)
+	out.summary(op, spec.until, service, len(waitFor), failed, missing, time.Since(start), ctx.Err() != nil)
 	if !ok {
 		return exitFailed
 	}
@@ -252,7 +314,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 
 // tracker follows the addressed instances in the registry during --wait.
 type tracker struct {
-	op      string
+	spec    opSpec
 	service string
 	reg     *registry.Registry
 	out     *opPrinter
@@ -260,7 +322,7 @@ type tracker struct {
 
 	mu   sync.Mutex
 	last map[string]string // instance -> last status printed
-	back map[string]bool   // instance -> running again (restart: a new process)
+	back map[string]bool   // instance -> in spec.until (restart: a new process)
 }
 
 // poll reads the registry every opPoll until ctx ends, printing each
@@ -305,7 +367,7 @@ func (tr *tracker) check(ctx context.Context) {
 			tr.last[e.Instance] = key
 			tr.out.status(e, fresh)
 		}
-		if e.Status == string(phases.Running) && (fresh || tr.op != controlops.OpRestart) {
+		if e.Status == tr.spec.until && (fresh || !tr.spec.fresh) {
 			tr.back[e.Instance] = true
 		}
 	}
@@ -349,13 +411,13 @@ func (tr *tracker) notBack(ids []string, final map[string]controlops.Result) []s
 		case !ok:
 			out = append(out, cell(in)+" (no result)")
 		case r.Status == controlops.StatusDone && !tr.back[in]:
-			out = append(out, cell(in)+" (done, not yet seen running)")
+			out = append(out, cell(in)+" (done, not yet seen "+tr.spec.until+")")
 		}
 	}
 	return out
 }
 
-// opPrinter writes the progress of restart and pull, as text or JSON lines.
+// opPrinter writes the progress of an op, as text or JSON lines.
 // It is used from the Wait callback and the registry poller at once. Text
 // fields read from Redis (instance ids, states, reasons) are cleaned and cut;
 // JSON goes through safeJSON.
@@ -387,7 +449,7 @@ func (p *opPrinter) sent(service string, o controlops.Op, traceID trace.TraceID,
 	for i, id := range waitFor {
 		ids[i] = cell(id)
 	}
-	p.emit(obj, "%s sent to %s (target %s): op %s, entry %s, trace %s; running instances: %s",
+	p.emit(obj, "%s sent to %s (target %s): op %s, entry %s, trace %s; instances: %s",
 		o.Name, service, o.Target, o.ID, o.StreamID, dash(tid), dash(strings.Join(ids, ", ")))
 }
 
@@ -420,11 +482,11 @@ func (p *opPrinter) status(e registry.Entry, fresh bool) {
 	p.emit(obj, "%s  %-8s  %s (pid %d, %s)", cell(e.Instance), "status", cell(e.Status), e.PID, proc)
 }
 
-func (p *opPrinter) summary(op, service string, n int, failed, missing []string, took time.Duration, interrupted bool) {
+func (p *opPrinter) summary(op, until, service string, n int, failed, missing []string, took time.Duration, interrupted bool) {
 	ok := len(failed) == 0 && len(missing) == 0
 	obj := map[string]any{"type": "summary", "ok": ok, "instances": n, "failed": failed, "missing": missing, "seconds": took.Seconds()}
 	if ok {
-		p.emit(obj, "%s of %s: %d/%d instances done and running, in %s", op, service, n, n, took.Round(time.Millisecond))
+		p.emit(obj, "%s of %s: %d/%d instances done and %s, in %s", op, service, n, n, until, took.Round(time.Millisecond))
 		return
 	}
 	why := "timed out"
