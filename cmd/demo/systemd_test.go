@@ -101,8 +101,22 @@ func TestDemoUnderSystemdNotifiesReadyPingsTheWatchdogAndSaysStopping(t *testing
 	const watchdog = time.Second
 	p := startDemo(t, "NOTIFY_SOCKET="+sock.path, "WATCHDOG_USEC=1000000", "DEMO_PHASE_DELAY=loading_modules=1200ms")
 	ready := sock.waitFor(t, "READY=1")
-	if !strings.Contains(p.output(), "boot completed") && !strings.Contains(p.output(), "to=running event=health_serving") {
-		t.Error("READY=1 arrived before the instance reached running")
+	readyAt := sock.all()[ready].at
+	// The demo logs the transition to running before it notifies; its log
+	// reaches the test through a pipe that may lag behind the socket, so wait
+	// for the line, then compare the times.
+	var ranAt time.Time
+	for deadline := time.Now().Add(10 * time.Second); ranAt.IsZero(); {
+		ranAt = logTime(p.output(), "to=running event=health_serving")
+		if ranAt.IsZero() {
+			if time.Now().After(deadline) {
+				t.Fatal("the demo never logged the transition to running")
+			}
+			time.Sleep(5 * time.Millisecond) // polling interval, bounded by the deadline
+		}
+	}
+	if readyAt.Before(ranAt) {
+		t.Errorf("READY=1 arrived at %s, before the instance reached running at %s", readyAt.Format("15:04:05.000"), ranAt.Format("15:04:05.000"))
 	}
 	if msg := sock.all()[ready].msg; msg != "READY=1\nSTATUS=running: the service does its work" {
 		t.Errorf("ready notification %q, want READY=1 with STATUS= naming running", msg)
@@ -195,4 +209,23 @@ func TestDemoWithoutNotifySocketSendsNothing(t *testing.T) {
 	if n := sock.all(); len(n) != 0 || strings.Contains(p.output(), "systemd notifications on") {
 		t.Errorf("notifications without NOTIFY_SOCKET: %v", n)
 	}
+}
+
+// logTime returns the time of the first slog text line of out containing
+// sub, or the zero time.
+func logTime(out, sub string) time.Time {
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.Contains(line, sub) {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], "time=") {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time="))
+		if err == nil {
+			return at
+		}
+	}
+	return time.Time{}
 }
