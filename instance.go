@@ -52,6 +52,9 @@ type Instance struct {
 
 	member   atomic.Pointer[registry.Member] // from phase 2, once Redis answered or is known silent
 	degraded atomic.Bool
+	// advertised is the registry entry's addr, set at phase 8 (see
+	// Advertiser); nil before.
+	advertised atomic.Pointer[string]
 
 	// The driver: its state and stop reason, changed only under mu (see
 	// switchState), and what the boot began, which the shutdown undoes.
@@ -163,6 +166,11 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		}
 		return nil, &ConfigError{Name: name, Value: cfg.drainDelay.String(),
 			Err: fmt.Errorf("want a duration >= 0 and shorter than the shutdown timeout (%s), which it counts inside", cfg.shutdownTimeout)}
+	}
+	if cfg.advertiseAddr != "" {
+		if err := fleetenv.ValidateAdvertiseAddr(cfg.advertiseAddr); err != nil {
+			return nil, &ConfigError{Name: cfg.advertiseName, Value: cfg.advertiseAddr, Err: err}
+		}
 	}
 	if cfg.bootTimeout < 0 {
 		return nil, &ConfigError{Name: "boot timeout", Value: cfg.bootTimeout.String(), Err: errors.New("want >= 0 (0 disables it)")}
@@ -324,6 +332,17 @@ func (in *Instance) HealthAddr() string {
 		return ""
 	}
 	return in.health.Addr()
+}
+
+// AdvertisedAddr returns the address the instance advertises to clients in
+// its registry entry: set at phase 8 from WithAdvertiseAddr
+// (SG_ADVERTISE_ADDR) or the Service's Advertiser; "" before, and when it
+// advertises none.
+func (in *Instance) AdvertisedAddr() string {
+	if p := in.advertised.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // Done is closed when the instance reached stopped or failed.

@@ -143,6 +143,18 @@ type (
 	}
 )
 
+// Advertiser is implemented by a Service that knows, once OnStart has
+// returned, the address clients should call it at: for instance the port its
+// listener bound when it asked for port 0. Phase 8 calls AdvertiseAddr once,
+// before it completes the registry entry, and writes the result in the
+// entry's addr field ("" advertises nothing); an address that is not
+// "host:port" with a host and a port 1-65535 fails the phase, naming it.
+// WithAdvertiseAddr and SG_ADVERTISE_ADDR, when set, win: an operator knows
+// better where clients reach the process (a pod IP, a NAT).
+type Advertiser interface {
+	AdvertiseAddr() string
+}
+
 // Errors callers branch on.
 var (
 	// ErrRedisUnavailable: the Redis ping failed and Redis is required.

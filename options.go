@@ -97,6 +97,8 @@ type config struct {
 	notify          bool   // systemd notifications (notify.go)
 	notifySet       bool   // WithSystemdNotify was given; Main turns them on otherwise
 	execRestart     bool   // Main: a restart replaces the process with exec
+	advertiseAddr   string // the registry entry's addr; "" leaves it to an Advertiser
+	advertiseName   string // what set it, for errors: SG_ADVERTISE_ADDR or the option
 }
 
 func defaultConfig() config {
@@ -211,6 +213,17 @@ func WithServiceTTL(ttl time.Duration) Option {
 // port on loopback.
 func WithHealthAddr(addr string) Option {
 	return optionFunc(func(c *config) { c.healthAddr = addr })
+}
+
+// WithAdvertiseAddr sets the address clients call the instance at,
+// "host:port" (SG_ADVERTISE_ADDR in Main, which overrides it): phase 8 writes
+// it in the registry entry's addr field, where registry.Watcher and package
+// balancer find it. It wins over what a Service that implements Advertiser
+// returns; without either, nothing is advertised. New refuses an address
+// without a host, with an unspecified one (0.0.0.0, ::) or without a port
+// 1-65535 (fleetenv.ValidateAdvertiseAddr), naming it.
+func WithAdvertiseAddr(addr string) Option {
+	return optionFunc(func(c *config) { c.advertiseAddr, c.advertiseName = addr, "WithAdvertiseAddr" })
 }
 
 // WithoutHealthServer turns the health server off; phase 9 then does nothing.

@@ -158,6 +158,11 @@ type Entry struct {
 	UpdatedAt  time.Time `json:"updated_at"`
 	Degraded   bool      `json:"degraded"`
 	HealthAddr string    `json:"health_addr"`
+	// Addr is where clients call the instance, "host:port", when it
+	// advertises one (lifecycle.WithAdvertiseAddr, SG_ADVERTISE_ADDR, or
+	// the address its Service bound); empty, and left out of the JSON,
+	// otherwise. A Watcher's balancer routes to it.
+	Addr string `json:"addr,omitempty"`
 	// Owner is the random token of the process that wrote the entry (a
 	// Member sets it). See "Ownership" in the package documentation.
 	Owner string `json:"owner"`
