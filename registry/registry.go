@@ -76,7 +76,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -580,54 +579,17 @@ func (r *Registry) Deregister(ctx context.Context, service, instance string) err
 	return nil
 }
 
-// Instances returns the live entries of service, sorted by instance id. It
-// trims expired index members and reads the live ones in one round trip,
-// then MGETs their entries (one slot) in a second; entries that vanished in
-// between, whose JSON is unreadable, or whose key is not a string (both
-// logged at warn, naming the key) are skipped: one bad entry does not fail
-// the listing. It never uses SCAN or KEYS. An unknown service has no
-// instances and no error; an index key of the wrong type is an error naming
-// it.
+// Instances returns the live entries of service, sorted by instance id:
+// List without the expiry times.
 func (r *Registry) Instances(ctx context.Context, service string) ([]Entry, error) {
-	if err := fleetenv.ValidateService(service); err != nil {
-		return nil, fmt.Errorf("%w: service %q: %v", ErrInvalidName, service, err)
+	ins, err := r.List(ctx, service)
+	if err != nil || ins == nil {
+		return nil, err
 	}
-	now := strconv.FormatInt(r.cfg.clock.Now().UnixMilli(), 10)
-	idx := IndexKey(service)
-	pipe := r.c.Pipeline()
-	pipe.ZRemRangeByScore(ctx, idx, "-inf", now)
-	ids := pipe.ZRangeByScore(ctx, idx, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("registry: reading index %s: %w", idx, err)
+	out := make([]Entry, len(ins))
+	for i, in := range ins {
+		out[i] = in.Entry
 	}
-	if len(ids.Val()) == 0 {
-		return nil, nil
-	}
-	keys := make([]string, len(ids.Val()))
-	for i, id := range ids.Val() {
-		keys[i] = EntryKey(service, id)
-	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, err)
-	}
-	out := make([]Entry, 0, len(vals))
-	var missing []string
-	for i, v := range vals {
-		s, ok := v.(string)
-		if !ok { // nil: expired or evicted after the index read, or not a string
-			missing = append(missing, keys[i])
-			continue
-		}
-		var e Entry
-		if err := json.Unmarshal([]byte(s), &e); err != nil {
-			r.cfg.log.Warn("registry: skipping unreadable entry", "key", keys[i], "err", err)
-			continue
-		}
-		out = append(out, e)
-	}
-	r.reportWrongTypes(ctx, missing)
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Instance, b.Instance) })
 	return out, nil
 }
 
