@@ -67,6 +67,48 @@
 // type it found at warn. Readers never fail a listing for one bad entry:
 // Instances skips (and logs, naming the key) entries that are not JSON or not
 // strings.
+//
+// # Listing and watching a service
+//
+// List is the one listing of a service: its live entries with their expiry
+// times (the index scores). Instances, sgctl ps and the dashboard read
+// through it, and so does a Watcher's resync.
+//
+// A Watcher (Registry.Watch) is a live view of one service's instances whose
+// status is running, the one status consumers route to; package balancer
+// sends HTTP requests to them. It keeps the view from two sources:
+//   - the sg:events stream, through one blocking XREAD at a time resuming
+//     from the last id read: an event to running adds the instance once one
+//     pipelined GET of its entry and ZSCORE of its index member confirm it
+//     (the entry says where to call it, Entry.Addr); an event to any other
+//     state (pulling, draining, stopping_daemons, ...) removes it. A change
+//     reaches the view within one event's delivery: a few milliseconds.
+//   - resyncs from List: at start, after a failed read or resync (a
+//     reconnect), every TTL, and a quarter TTL before the known expiry of a
+//     running instance, so that its heartbeats are seen before the expiry.
+//     A resync first reads the stream's last id, then the listing: every
+//     event up to that id is in the listing (a Member writes an entry before
+//     its event, in one pipeline), so the reads go on after it. A resync
+//     repairs what events cannot tell: a missed event, a FLUSHALL, a Redis
+//     restart or failover (the new stream's ids need not follow the old
+//     ones), an entry that left running without one.
+//
+// Consistency: the view never holds an instance past its entry's known
+// expiry. Watcher.Running leaves out instances whose Expires has passed even
+// before the goroutine publishes the pruned view; an instance that stops
+// heartbeating leaves at its expiry, within one TTL of its last heartbeat.
+// An instance the listing lacks although its expiry has not passed (its
+// entry was flushed or evicted, or Redis restarted empty) stays until that
+// expiry, and the next resync comes within a heartbeat interval, by when a
+// live instance has written its entry again.
+//
+// Outages: a failed read or resync makes the view not Connected (View.At
+// says since when); the Watcher retries with capped backoff (100ms to 5s)
+// and resyncs once Redis answers. Meanwhile the view keeps each running
+// instance until its known expiry, and no longer: an outage longer than the
+// TTL empties it, because the registry can no longer vouch for any
+// instance. Reads of the view are an atomic load of an immutable View and
+// never wait on Redis.
 package registry
 
 import (
