@@ -43,7 +43,8 @@ type View struct {
 	// again: the view is then as of At, and shrinks as instances' known
 	// expiry times pass.
 	Connected bool
-	// At is when the Watcher built the view (the registry's clock).
+	// At is when the Watcher built the view (the registry's clock); zero
+	// for the empty view a Watcher starts with, before its first resync.
 	At time.Time
 
 	changed chan struct{} // closed when a newer view replaces this one, or by Close
@@ -127,7 +128,7 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 		}
 	}
 	w.reader, w.ownReader = newReader(r.c)
-	w.view.Store(&View{Service: service, At: r.cfg.clock.Now(), changed: make(chan struct{})})
+	w.view.Store(&View{Service: service, changed: make(chan struct{})})
 	go w.run(ctx)
 	return w, nil
 }
