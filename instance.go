@@ -439,7 +439,9 @@ func (in *Instance) requestStop(reason stopReason, fromIdle bool) error {
 		event = phases.Restart
 	}
 	var unwind, drain bool
-	canDrain := first && reason == stopAsked && in.cfg.drainDelay > 0
+	// A restart leaves rotation first like a stop: its process goes away
+	// just the same.
+	canDrain := first && in.cfg.drainDelay > 0
 	switch in.state {
 	case booting, running:
 		// Booting with the machine in running: the boot is over, and its
@@ -480,23 +482,33 @@ func (in *Instance) beginDrain(from driverState) bool {
 	in.drainBegan = in.cfg.clock.Now()
 	in.drainTimer = in.cfg.clock.AfterFunc(in.cfg.drainDelay, func() { in.endDrain() })
 	// The shutdown trace begins with the drain; the unwind goes on in it.
-	_, in.drainSpan = in.startShutdownSpan(context.Background(), phases.Stop, in.bootSpan, trace.SpanContext{})
+	_, in.drainSpan = in.startShutdownSpan(context.Background(), in.stopEvent(), in.bootSpan, in.restartSpan)
 	return true
 }
 
-// enterDrain opens the shutdown trace and fires stop [drain_delay]: running
-// -> draining. When the machine is not in running (an operator drained it,
-// a pull is in progress), or the drain already ended, the stop goes on at
-// once, without a delay.
+// stopEvent is the event that takes the instance out of running for the
+// stop reason recorded: restart or stop. The caller holds mu.
+func (in *Instance) stopEvent() phases.Event {
+	if in.reason == restartAsked {
+		return phases.Restart
+	}
+	return phases.Stop
+}
+
+// enterDrain opens the shutdown trace and fires stop [drain_delay] (or
+// restart [drain_delay]): running -> draining. When the machine is not in
+// running (an operator drained it, a pull is in progress), or the drain
+// already ended, the stop goes on at once, without a delay.
 func (in *Instance) enterDrain() {
 	in.mu.Lock()
 	ctx := trace.ContextWithSpan(context.Background(), in.drainSpan)
+	event := in.stopEvent()
 	in.mu.Unlock()
-	if err := in.m.fireTo(ctx, phases.Stop, phases.Running, phases.Draining); err != nil {
+	if err := in.m.fireTo(ctx, event, phases.Running, phases.Draining); err != nil {
 		in.endDrain()
 		return
 	}
-	in.log.Info("draining: readiness reports 503 until the drain delay is over", "drain_delay", in.cfg.drainDelay)
+	in.log.Info("draining: readiness reports 503 until the drain delay is over", "event", string(event), "drain_delay", in.cfg.drainDelay)
 }
 
 // endDrain ends the drain delay: Run's context is cancelled, and its driver
@@ -518,10 +530,11 @@ func (in *Instance) endDrain() bool {
 		in.state = stopping
 		unwind = true
 	}
+	event := in.stopEvent()
 	in.mu.Unlock()
 	if unwind {
 		// Owned by the instance: it returns once the shutdown is over (Done).
-		go in.unwind(context.Background(), phases.Stop, nil)
+		go in.unwind(context.Background(), event, nil)
 	}
 	return true
 }

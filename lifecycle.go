@@ -60,14 +60,16 @@
 // both. Whatever the state, one shutdown runs, through the steps whose boot
 // work began.
 //
-// With a drain delay (SG_DRAIN_DELAY, WithDrainDelay) a stop of a running
-// instance goes through draining first (stop [drain_delay]): readiness 503,
-// registry status draining, Service.Run going on; after the delay Run's
-// context is cancelled and the shutdown steps run, inside what is left of
-// the shutdown timeout. SkipDrainDelay (Main: a second signal) ends the delay.
-// An operator drains an instance without stopping it with the drain control
-// op (Drain), and puts it back with undrain (Undrain); restart and stop work
-// from draining, and such a stop does not wait the delay again.
+// With a drain delay (SG_DRAIN_DELAY, WithDrainDelay) a stop or a restart of
+// a running instance goes through draining first (stop [drain_delay],
+// restart [drain_delay]): readiness 503, registry status draining (clients
+// that route by the registry, package balancer's, stop sending it requests),
+// Service.Run going on; after the delay Run's context is cancelled and the
+// shutdown steps run, inside what is left of the shutdown timeout.
+// SkipDrainDelay (Main: a second signal) ends the delay. An operator drains
+// an instance without stopping it with the drain control op (Drain), and
+// puts it back with undrain (Undrain); restart and stop work from draining,
+// and do not wait the delay again.
 //
 // Under systemd, Main notifies the service manager (WithSystemdNotify):
 // READY=1 in running, STATUS= on each transition, STOPPING=1 when a stop

@@ -237,8 +237,9 @@ func WithShutdownTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.shutdownTimeout = d })
 }
 
-// WithDrainDelay makes a stop of a running instance take it out of rotation
-// first (SG_DRAIN_DELAY in Main, which overrides it; default 0, no drain):
+// WithDrainDelay makes a stop or a restart of a running instance take it out
+// of rotation first (SG_DRAIN_DELAY in Main, which overrides it; default 0,
+// no drain):
 // the instance goes running -> draining, where readiness reports 503 while
 // Service.Run goes on, and after d the shutdown steps begin. Load balancers
 // and Kubernetes endpoints stop sending traffic during the delay, so the
@@ -247,8 +248,9 @@ func WithShutdownTimeout(d time.Duration) Option {
 //
 // The delay counts inside the shutdown timeout (WithShutdownTimeout), so d
 // must be shorter than it: what is left of the timeout bounds the steps. A
-// stop of an instance an operator already drained (a drain control op) does
-// not wait again, nor does a restart or a Run that returns on its own.
+// stop or a restart of an instance an operator already drained (a drain
+// control op) does not wait again, and a Run that returns on its own during
+// the delay ends it.
 func WithDrainDelay(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.drainDelay, c.drainDelayName = d, "WithDrainDelay" })
 }
