@@ -507,7 +507,9 @@ func (in *Instance) advertise() error {
 	}
 	if addr != "" {
 		in.advertised.Store(&addr)
-		in.log.Info("advertising an address to clients", "addr", addr)
+		if in.reg != nil {
+			in.log.Info("advertising an address to clients in the registry", "addr", addr)
+		}
 	}
 	return nil
 }
