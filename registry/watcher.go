@@ -205,8 +205,10 @@ func (w *Watcher) Next(ctx context.Context, v *View) (*View, error) {
 // XREAD ends at once: the Watcher reads the stream through a client of its
 // own, copied from a *redis.Client or a *redis.ClusterClient, and Close
 // closes it; with other clients the read ends within the block time
-// (WithWatchBlock). The current view's Changed channel is closed. Close is
-// idempotent; it returns nil.
+// (WithWatchBlock). A resync in flight ends within the registry's write
+// timeout (WithWriteTimeout; the client must honour context deadlines). The
+// current view's Changed channel is closed. Close is idempotent; it returns
+// nil.
 func (w *Watcher) Close() error {
 	w.once.Do(func() {
 		w.cancel()

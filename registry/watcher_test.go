@@ -428,3 +428,48 @@ func TestWatchRefusesABadServiceName(t *testing.T) {
 		t.Fatalf("Watch(a{b}): %v, want ErrInvalidName", err)
 	}
 }
+
+func TestWatcherWithAFrozenRedisGoesStaleDropsAtExpiryAndClosesWithinTheWriteTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real redis-server, seconds of TTL")
+	}
+	const (
+		ttl   = 3 * time.Second
+		write = 500 * time.Millisecond
+		block = time.Second
+	)
+	srv := redistest.Server(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true, DialerRetries: 1, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg := registry.New(rdb, registry.WithTTL(ttl), registry.WithWriteTimeout(write))
+	w := watch(t, reg, "api", registry.WithWatchBlock(block))
+	m := member(t, reg, "api", "api-a", "127.0.0.1:8001")
+	if err := m.Register(t.Context(), registry.Entry{Status: "registering"}); err != nil {
+		t.Fatal(err)
+	}
+	m.StartHeartbeat()
+	move(m, "api", "api-a", "127.0.0.1:8001", "serving_health", "running")
+	waitRunning(t, w, eventDeadline, "api-a")
+
+	srv.Freeze()
+	t.Cleanup(srv.Thaw)
+	frozen := time.Now()
+	expiry := w.Running()[0].Expires
+	eventually(t, block+write+time.Second, nil, func() bool { return !w.View().Connected }, "the view not connected")
+	t.Logf("frozen Redis: the view not connected after %v (block %v + write timeout %v)", time.Since(frozen), block, write)
+	if got := ids(w.Running()); !slices.Equal(got, []string{"api-a"}) && time.Now().Before(expiry) {
+		t.Errorf("running %v before the known expiry, want api-a kept", got)
+	}
+	eventually(t, time.Until(expiry)+time.Second, nil, func() bool { return len(w.View().Running) == 0 }, "the view drops api-a at its known expiry")
+	t.Logf("api-a out of the view %v after its known expiry", time.Since(expiry))
+
+	start := time.Now()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("Close with Redis frozen: %v", took)
+	if took > write+500*time.Millisecond {
+		t.Errorf("Close took %v with Redis frozen, want within the write timeout (%v)", took, write)
+	}
+}
