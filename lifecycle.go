@@ -22,7 +22,12 @@
 // service registry. The registry entry exists from the first transition after Redis
 // answered, so an operator sees an instance stuck mid-boot; the sg:events stream
 // holds every transition, connect included (held in memory until Redis answered
-// the ping, dropped if a required ping fails).
+// the ping, dropped if a required ping fails). An instance that serves clients
+// advertises where to call it in its entry's addr (WithAdvertiseAddr,
+// SG_ADVERTISE_ADDR, or a Service that implements Advertiser, such as one
+// that bound port 0); clients follow the running instances with a
+// registry.Watcher and call them through package balancer (see
+// examples/httpservice).
 //
 // # Time limits
 //
