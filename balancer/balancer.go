@@ -19,14 +19,15 @@
 // failures are returned as they are: a request that reached an instance may
 // have been acted upon.
 //
-// Instances that leave running (a drain, a stop with a drain delay, a
-// restart) leave the watcher's view within one event's delivery, before
-// their listeners close when they drain first (SG_DRAIN_DELAY): the
-// balancer then sends them nothing more, and a rolling restart fails no
-// request. Without a drain delay, the requests sent in the milliseconds
-// between an instance's last transition out of running and the watcher's
-// view of it may meet a closing listener; the retry covers those that were
-// refused.
+// Instances that leave running (a drain, a stop or a restart) leave the
+// watcher's view within one event's delivery, a few milliseconds: the
+// balancer sends them nothing more. With a drain delay (SG_DRAIN_DELAY) that
+// happens a whole delay before their listeners close, and a rolling restart
+// fails no request. Without one, a service that serves until its last
+// shutdown step (as examples/httpservice does, closing its listener in
+// OnStop) still closes it after the watcher has seen it leave; one that
+// closes it sooner may refuse the requests sent in between, and the retry
+// covers those. BENCHMARKS.md has the measurement.
 //
 // Picking is lock-free: an atomic load of the watcher's view and an atomic
 // counter. When no instance is running, or none advertises an address,

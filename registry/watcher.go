@@ -56,8 +56,9 @@ func (v *View) Changed() <-chan struct{} { return v.changed }
 
 // Watcher is a live view of the running instances of one service, for
 // routing requests to them (package balancer does, for HTTP). Registry.Watch
-// starts it; Close stops it. See "Watching a service" in the package
-// documentation for what it reads, when it resyncs and what an outage does.
+// starts it; Close stops it. See "Listing and watching a service" in the
+// package documentation for what it reads, when it resyncs and what an
+// outage does.
 //
 // Its reads (View, Running) are lock-free: an atomic load of an immutable
 // View, cheap enough for every request. Its one goroutine, which Close stops
