@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/phases"
 )
 
@@ -442,6 +443,9 @@ func (in *Instance) redisError(err error) error {
 // degraded; once it is degraded (the ping failed, or this registration did),
 // nothing in the phase waits on Redis.
 func (in *Instance) register(ctx context.Context) (phases.Event, error) {
+	if err := in.advertise(); err != nil {
+		return "", err
+	}
 	mem := in.member.Load()
 	if mem == nil {
 		return "", nil
@@ -486,6 +490,28 @@ func (in *Instance) register(ctx context.Context) (phases.Event, error) {
 		return "", fmt.Errorf("phase 8.5: %w", err)
 	}
 	return "", nil
+}
+
+// advertise decides the address the registry entry advertises, at phase 8:
+// the configured one, else the Service's (Advertiser), read once now that
+// OnStart has returned.
+func (in *Instance) advertise() error {
+	addr := in.cfg.advertiseAddr
+	if adv, ok := in.svc.(Advertiser); ok && addr == "" {
+		addr = adv.AdvertiseAddr()
+		if addr != "" {
+			if err := fleetenv.ValidateAdvertiseAddr(addr); err != nil {
+				return fmt.Errorf("Advertiser.AdvertiseAddr returned %q: %w", addr, err)
+			}
+		}
+	}
+	if addr != "" {
+		in.advertised.Store(&addr)
+		if in.reg != nil {
+			in.log.Info("advertising an address to clients in the registry", "addr", addr)
+		}
+	}
+	return nil
 }
 
 // serveHealth is phase 9's work: the health server binds and serves.

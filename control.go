@@ -123,8 +123,7 @@ func lifecycleOp(name string) bool {
 // Drain takes a running instance out of rotation without stopping it:
 // running -> draining, where readiness reports 503 while Service.Run goes on
 // (the drain control op). Undrain brings it back; RequestRestart and
-// RequestStop work from draining, and a stop does not wait the drain delay
-// again. It returns an *InvalidEventError unless the instance is running and
+// RequestStop work from draining, and do not wait the drain delay again. It returns an *InvalidEventError unless the instance is running and
 // no stop was asked for.
 func (in *Instance) Drain(ctx context.Context) error {
 	if err := in.notStopping(phases.Drain); err != nil {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/phases"
 )
@@ -355,3 +357,93 @@ type runFunc func(ctx context.Context) error
 func (runFunc) OnStart(context.Context) error   { return nil }
 func (f runFunc) Run(ctx context.Context) error { return f(ctx) }
 func (runFunc) OnStop(context.Context) error    { return nil }
+
+func TestRestartWithADrainDelayDrainsFirstLikeAStop(t *testing.T) {
+	f := newFixture(t)
+	svc := newDrainService()
+	const delay = 10 * time.Second
+	in, err := New(svc, f.options(WithDrainDelay(delay), WithShutdownTimeout(30*time.Second))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := startRun(t, in)
+	svc.waitRun(t)
+
+	// As the control-ops daemon asks for it: inside the op's trace.
+	op := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled})
+	if err := in.requestRestartFrom(trace.ContextWithSpanContext(context.Background(), op)); err != nil {
+		t.Fatal(err)
+	}
+	if s := in.State(); s != phases.Draining {
+		t.Fatalf("state right after the restart: %s, want draining", s)
+	}
+	if code := probeCode(t, in, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while draining for a restart = %d, want 503", code)
+	}
+	if err := in.RequestRestart(); err == nil {
+		t.Error("a second restart was accepted during the drain")
+	}
+	f.clock.Advance(delay - time.Millisecond)
+	if svc.runCancelled() || in.State() != phases.Draining {
+		t.Fatalf("before the delay is over: Run cancelled %v, state %s; want Run going on in draining", svc.runCancelled(), in.State())
+	}
+	f.clock.Advance(time.Millisecond)
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if !in.Restarting() {
+		t.Error("Restarting() = false after a restart that drained first")
+	}
+	assertPath(t, f.rec.path()[9:], []phases.State{phases.Running, phases.Draining, phases.StoppingDaemons,
+		phases.StoppingHealth, phases.Deregistering, phases.CleaningUp, phases.Stopped})
+	var edges []string
+	for _, tr := range f.rec.transitions() {
+		if tr.Event == phases.Restart {
+			edges = append(edges, string(tr.From)+" -"+tr.Guard.String()+"-> "+string(tr.To))
+		}
+	}
+	if got, want := strings.Join(edges, "; "), "running -drain_delay-> draining; draining --> stopping_daemons"; got != want {
+		t.Errorf("restart edges %q, want %q", got, want)
+	}
+	// One shutdown span, in the op's trace, holding both restart transitions.
+	var roots, inRoot int
+	for _, sp := range f.spans.Ended() {
+		if sp.Name() != SpanShutdown {
+			continue
+		}
+		roots++
+		if sp.SpanContext().TraceID() != op.TraceID() {
+			t.Errorf("%s in trace %s, want the op's %s", SpanShutdown, sp.SpanContext().TraceID(), op.TraceID())
+		}
+		for _, c := range f.spans.Ended() {
+			if c.Parent().SpanID() == sp.SpanContext().SpanID() && strings.HasPrefix(c.Name(), "transition restart") {
+				inRoot++
+			}
+		}
+	}
+	if roots != 1 || inRoot != 2 {
+		t.Errorf("%d %s spans holding %d restart transitions, want one holding both", roots, SpanShutdown, inRoot)
+	}
+}
+
+func TestRestartWithoutADrainDelayLeavesRunningAtOnce(t *testing.T) {
+	f := newFixture(t)
+	svc := newDrainService()
+	in, err := New(svc, f.options()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := startRun(t, in)
+	svc.waitRun(t)
+	if err := in.RequestRestart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range f.rec.transitions() {
+		if tr.Event == phases.Restart && (tr.From != phases.Running || tr.To != phases.StoppingDaemons || tr.Guard.String() != "not "+phases.GuardDrainDelay) {
+			t.Errorf("restart: %s -> %s [%s], want running -> stopping_daemons [not drain_delay]", tr.From, tr.To, tr.Guard)
+		}
+	}
+}

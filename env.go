@@ -65,6 +65,8 @@ type Env struct {
 	ControlInsecureSet bool
 	DrainDelay         time.Duration
 	DrainDelaySet      bool
+	// AdvertiseAddr is SG_ADVERTISE_ADDR, validated; "" when unset.
+	AdvertiseAddr string
 }
 
 // Environment variables Main reads (their names and shared rules are package
@@ -87,6 +89,9 @@ const (
 	// EnvDrainDelay is how long a stop keeps the instance running out of
 	// rotation before the shutdown steps (WithDrainDelay).
 	EnvDrainDelay = fleetenv.DrainDelay
+	// EnvAdvertiseAddr is the address clients call the instance at, written
+	// in its registry entry (WithAdvertiseAddr).
+	EnvAdvertiseAddr = fleetenv.AdvertiseAddr
 )
 
 // ParseEnv reads and validates the environment through getenv. The first bad
@@ -174,6 +179,12 @@ func ParseEnv(getenv func(string) string) (Env, error) {
 			return Env{}, env.close(&ConfigError{Name: EnvDrainDelay, Value: v, Err: errors.New("want a duration >= 0 such as 5s (0: no drain)")})
 		}
 		env.DrainDelaySet = true
+	}
+	if v := getenv(EnvAdvertiseAddr); v != "" {
+		if err := fleetenv.ValidateAdvertiseAddr(v); err != nil {
+			return Env{}, env.close(&ConfigError{Name: EnvAdvertiseAddr, Value: v, Err: err})
+		}
+		env.AdvertiseAddr = v
 	}
 	return env, nil
 }

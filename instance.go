@@ -52,6 +52,9 @@ type Instance struct {
 
 	member   atomic.Pointer[registry.Member] // from phase 2, once Redis answered or is known silent
 	degraded atomic.Bool
+	// advertised is the registry entry's addr, set at phase 8 (see
+	// Advertiser); nil before.
+	advertised atomic.Pointer[string]
 
 	// The driver: its state and stop reason, changed only under mu (see
 	// switchState), and what the boot began, which the shutdown undoes.
@@ -163,6 +166,11 @@ func newInstance(svc Service, cfg config) (*Instance, error) {
 		}
 		return nil, &ConfigError{Name: name, Value: cfg.drainDelay.String(),
 			Err: fmt.Errorf("want a duration >= 0 and shorter than the shutdown timeout (%s), which it counts inside", cfg.shutdownTimeout)}
+	}
+	if cfg.advertiseAddr != "" {
+		if err := fleetenv.ValidateAdvertiseAddr(cfg.advertiseAddr); err != nil {
+			return nil, &ConfigError{Name: cfg.advertiseName, Value: cfg.advertiseAddr, Err: err}
+		}
 	}
 	if cfg.bootTimeout < 0 {
 		return nil, &ConfigError{Name: "boot timeout", Value: cfg.bootTimeout.String(), Err: errors.New("want >= 0 (0 disables it)")}
@@ -326,6 +334,17 @@ func (in *Instance) HealthAddr() string {
 	return in.health.Addr()
 }
 
+// AdvertisedAddr returns the address the instance advertises to clients in
+// its registry entry: set at phase 8 from WithAdvertiseAddr
+// (SG_ADVERTISE_ADDR) or the Service's Advertiser; "" before, and when it
+// advertises none.
+func (in *Instance) AdvertisedAddr() string {
+	if p := in.advertised.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
 // Done is closed when the instance reached stopped or failed.
 func (in *Instance) Done() <-chan struct{} { return in.done }
 
@@ -420,7 +439,9 @@ func (in *Instance) requestStop(reason stopReason, fromIdle bool) error {
 		event = phases.Restart
 	}
 	var unwind, drain bool
-	canDrain := first && reason == stopAsked && in.cfg.drainDelay > 0
+	// A restart leaves rotation first like a stop: its process goes away
+	// just the same.
+	canDrain := first && in.cfg.drainDelay > 0
 	switch in.state {
 	case booting, running:
 		// Booting with the machine in running: the boot is over, and its
@@ -461,23 +482,33 @@ func (in *Instance) beginDrain(from driverState) bool {
 	in.drainBegan = in.cfg.clock.Now()
 	in.drainTimer = in.cfg.clock.AfterFunc(in.cfg.drainDelay, func() { in.endDrain() })
 	// The shutdown trace begins with the drain; the unwind goes on in it.
-	_, in.drainSpan = in.startShutdownSpan(context.Background(), phases.Stop, in.bootSpan, trace.SpanContext{})
+	_, in.drainSpan = in.startShutdownSpan(context.Background(), in.stopEvent(), in.bootSpan, in.restartSpan)
 	return true
 }
 
-// enterDrain opens the shutdown trace and fires stop [drain_delay]: running
-// -> draining. When the machine is not in running (an operator drained it,
-// a pull is in progress), or the drain already ended, the stop goes on at
-// once, without a delay.
+// stopEvent is the event that takes the instance out of running for the
+// stop reason recorded: restart or stop. The caller holds mu.
+func (in *Instance) stopEvent() phases.Event {
+	if in.reason == restartAsked {
+		return phases.Restart
+	}
+	return phases.Stop
+}
+
+// enterDrain opens the shutdown trace and fires stop [drain_delay] (or
+// restart [drain_delay]): running -> draining. When the machine is not in
+// running (an operator drained it, a pull is in progress), or the drain
+// already ended, the stop goes on at once, without a delay.
 func (in *Instance) enterDrain() {
 	in.mu.Lock()
 	ctx := trace.ContextWithSpan(context.Background(), in.drainSpan)
+	event := in.stopEvent()
 	in.mu.Unlock()
-	if err := in.m.fireTo(ctx, phases.Stop, phases.Running, phases.Draining); err != nil {
+	if err := in.m.fireTo(ctx, event, phases.Running, phases.Draining); err != nil {
 		in.endDrain()
 		return
 	}
-	in.log.Info("draining: readiness reports 503 until the drain delay is over", "drain_delay", in.cfg.drainDelay)
+	in.log.Info("draining: readiness reports 503 until the drain delay is over", "event", string(event), "drain_delay", in.cfg.drainDelay)
 }
 
 // endDrain ends the drain delay: Run's context is cancelled, and its driver
@@ -499,10 +530,11 @@ func (in *Instance) endDrain() bool {
 		in.state = stopping
 		unwind = true
 	}
+	event := in.stopEvent()
 	in.mu.Unlock()
 	if unwind {
 		// Owned by the instance: it returns once the shutdown is over (Done).
-		go in.unwind(context.Background(), phases.Stop, nil)
+		go in.unwind(context.Background(), event, nil)
 	}
 	return true
 }

@@ -22,7 +22,12 @@
 // service registry. The registry entry exists from the first transition after Redis
 // answered, so an operator sees an instance stuck mid-boot; the sg:events stream
 // holds every transition, connect included (held in memory until Redis answered
-// the ping, dropped if a required ping fails).
+// the ping, dropped if a required ping fails). An instance that serves clients
+// advertises where to call it in its entry's addr (WithAdvertiseAddr,
+// SG_ADVERTISE_ADDR, or a Service that implements Advertiser, such as one
+// that bound port 0); clients follow the running instances with a
+// registry.Watcher and call them through package balancer (see
+// examples/httpservice).
 //
 // # Time limits
 //
@@ -60,14 +65,16 @@
 // both. Whatever the state, one shutdown runs, through the steps whose boot
 // work began.
 //
-// With a drain delay (SG_DRAIN_DELAY, WithDrainDelay) a stop of a running
-// instance goes through draining first (stop [drain_delay]): readiness 503,
-// registry status draining, Service.Run going on; after the delay Run's
-// context is cancelled and the shutdown steps run, inside what is left of
-// the shutdown timeout. SkipDrainDelay (Main: a second signal) ends the delay.
-// An operator drains an instance without stopping it with the drain control
-// op (Drain), and puts it back with undrain (Undrain); restart and stop work
-// from draining, and such a stop does not wait the delay again.
+// With a drain delay (SG_DRAIN_DELAY, WithDrainDelay) a stop or a restart of
+// a running instance goes through draining first (stop [drain_delay],
+// restart [drain_delay]): readiness 503, registry status draining (clients
+// that route by the registry, package balancer's, stop sending it requests),
+// Service.Run going on; after the delay Run's context is cancelled and the
+// shutdown steps run, inside what is left of the shutdown timeout.
+// SkipDrainDelay (Main: a second signal) ends the delay. An operator drains
+// an instance without stopping it with the drain control op (Drain), and
+// puts it back with undrain (Undrain); restart and stop work from draining,
+// and do not wait the delay again.
 //
 // Under systemd, Main notifies the service manager (WithSystemdNotify):
 // READY=1 in running, STATUS= on each transition, STOPPING=1 when a stop
@@ -142,6 +149,18 @@ type (
 		BuildAdapters(ctx context.Context) error
 	}
 )
+
+// Advertiser is implemented by a Service that knows, once OnStart has
+// returned, the address clients should call it at: for instance the port its
+// listener bound when it asked for port 0. Phase 8 calls AdvertiseAddr once,
+// before it completes the registry entry, and writes the result in the
+// entry's addr field ("" advertises nothing); an address that is not
+// "host:port" with a host and a port 1-65535 fails the phase, naming it.
+// WithAdvertiseAddr and SG_ADVERTISE_ADDR, when set, win: an operator knows
+// better where clients reach the process (a pod IP, a NAT).
+type Advertiser interface {
+	AdvertiseAddr() string
+}
 
 // Errors callers branch on.
 var (

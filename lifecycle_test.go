@@ -686,6 +686,10 @@ func TestBadEnvironmentExitsTwoNamingTheVariableAndTouchesNoRedis(t *testing.T) 
 		{"SG_CONTROL_INSECURE", "maybe"},
 		{"SG_RESTART_EXIT_CODE", "soon"},
 		{"SG_RESTART_EXIT_CODE", "1"},
+		{"SG_ADVERTISE_ADDR", "8080"},
+		{"SG_ADVERTISE_ADDR", ":8080"},
+		{"SG_ADVERTISE_ADDR", "0.0.0.0:8080"},
+		{"SG_ADVERTISE_ADDR", "api:0"},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			mr := miniredis.RunT(t)

@@ -198,6 +198,9 @@ func (e Env) applyTo(cfg *config) {
 		cfg.drainDelay = e.DrainDelay
 		cfg.drainDelayName = EnvDrainDelay
 	}
+	if e.AdvertiseAddr != "" {
+		cfg.advertiseAddr, cfg.advertiseName = e.AdvertiseAddr, EnvAdvertiseAddr
+	}
 }
 
 // handleSignals asks the instance to stop on the first SIGINT or SIGTERM; a

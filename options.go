@@ -97,6 +97,8 @@ type config struct {
 	notify          bool   // systemd notifications (notify.go)
 	notifySet       bool   // WithSystemdNotify was given; Main turns them on otherwise
 	execRestart     bool   // Main: a restart replaces the process with exec
+	advertiseAddr   string // the registry entry's addr; "" leaves it to an Advertiser
+	advertiseName   string // what set it, for errors: SG_ADVERTISE_ADDR or the option
 }
 
 func defaultConfig() config {
@@ -213,6 +215,17 @@ func WithHealthAddr(addr string) Option {
 	return optionFunc(func(c *config) { c.healthAddr = addr })
 }
 
+// WithAdvertiseAddr sets the address clients call the instance at,
+// "host:port" (SG_ADVERTISE_ADDR in Main, which overrides it): phase 8 writes
+// it in the registry entry's addr field, where registry.Watcher and package
+// balancer find it. It wins over what a Service that implements Advertiser
+// returns; without either, nothing is advertised. New refuses an address
+// without a host, with an unspecified one (0.0.0.0, ::) or without a port
+// 1-65535 (fleetenv.ValidateAdvertiseAddr), naming it.
+func WithAdvertiseAddr(addr string) Option {
+	return optionFunc(func(c *config) { c.advertiseAddr, c.advertiseName = addr, "WithAdvertiseAddr" })
+}
+
 // WithoutHealthServer turns the health server off; phase 9 then does nothing.
 func WithoutHealthServer() Option {
 	return optionFunc(func(c *config) { c.healthDisabled = true })
@@ -224,8 +237,9 @@ func WithShutdownTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.shutdownTimeout = d })
 }
 
-// WithDrainDelay makes a stop of a running instance take it out of rotation
-// first (SG_DRAIN_DELAY in Main, which overrides it; default 0, no drain):
+// WithDrainDelay makes a stop or a restart of a running instance take it out
+// of rotation first (SG_DRAIN_DELAY in Main, which overrides it; default 0,
+// no drain):
 // the instance goes running -> draining, where readiness reports 503 while
 // Service.Run goes on, and after d the shutdown steps begin. Load balancers
 // and Kubernetes endpoints stop sending traffic during the delay, so the
@@ -234,8 +248,9 @@ func WithShutdownTimeout(d time.Duration) Option {
 //
 // The delay counts inside the shutdown timeout (WithShutdownTimeout), so d
 // must be shorter than it: what is left of the timeout bounds the steps. A
-// stop of an instance an operator already drained (a drain control op) does
-// not wait again, nor does a restart or a Run that returns on its own.
+// stop or a restart of an instance an operator already drained (a drain
+// control op) does not wait again, and a Run that returns on its own during
+// the delay ends it.
 func WithDrainDelay(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.drainDelay, c.drainDelayName = d, "WithDrainDelay" })
 }

@@ -121,6 +121,7 @@ func (in *Instance) entryAt(info phases.StateInfo, at time.Time) registry.Entry 
 		UpdatedAt:  at,
 		Degraded:   in.degraded.Load(),
 		HealthAddr: in.HealthAddr(),
+		Addr:       in.AdvertisedAddr(),
 		Control:    in.controlMode(),
 	}
 }

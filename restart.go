@@ -45,9 +45,12 @@ const (
 
 // RequestRestart asks for a shutdown that leaves the instance through the
 // restart event (running -> stopping_daemons) instead of stop, and returns at
-// once. It is refused with an *InvalidEventError unless the instance is
-// running (after Boot or in Run) and no stop was asked for. Restarting
-// reports it afterwards, so the process can replace itself.
+// once. With a drain delay (WithDrainDelay) a running instance first waits it
+// out in draining (restart [drain_delay]), out of rotation, as a stop does:
+// its process goes away just the same. It is refused with an
+// *InvalidEventError unless the instance is running or draining (after Boot
+// or in Run) and no stop was asked for. Restarting reports it afterwards, so
+// the process can replace itself.
 func (in *Instance) RequestRestart() error { return in.requestStop(restartAsked, false) }
 
 // Restarting reports whether the shutdown was asked for by a restart.

@@ -215,20 +215,20 @@ func TestGuardedEdgesShowEventAndGuard(t *testing.T) {
 
 func TestParallelEdgesMergeIntoOneLabel(t *testing.T) {
 	mmd := string(Mermaid(phases.Lifecycle()))
-	if want := "s_running --> s_stopping_daemons : restart, stop [not drain_delay], fail\n"; !strings.Contains(mmd, want) {
+	if want := "s_running --> s_stopping_daemons : restart [not drain_delay], stop [not drain_delay], fail\n"; !strings.Contains(mmd, want) {
 		t.Errorf("Mermaid lacks merged edge %q", want)
 	}
 	if n := strings.Count(mmd, "s_running --> s_stopping_daemons"); n != 1 {
 		t.Errorf("Mermaid draws %d edges running -> stopping_daemons, want 1", n)
 	}
-	if want := "s_running --> s_draining : drain, stop [drain_delay]\n"; !strings.Contains(mmd, want) {
+	if want := "s_running --> s_draining : drain, restart [drain_delay], stop [drain_delay]\n"; !strings.Contains(mmd, want) {
 		t.Errorf("Mermaid lacks merged edge %q", want)
 	}
 	// stop and fail leave every control state: drawn once, from the group.
 	if want := "g_control --> s_stopping_daemons : stop, fail\n"; !strings.Contains(mmd, want) {
 		t.Errorf("Mermaid lacks the group edge %q", want)
 	}
-	if want := `"s_running" -> "s_stopping_daemons" [label="restart\nstop [not drain_delay]\nfail"];`; !strings.Contains(string(DOT(phases.Lifecycle())), want) {
+	if want := `"s_running" -> "s_stopping_daemons" [label="restart [not drain_delay]\nstop [not drain_delay]\nfail"];`; !strings.Contains(string(DOT(phases.Lifecycle())), want) {
 		t.Errorf("DOT lacks merged edge %s", want)
 	}
 }

@@ -9,7 +9,8 @@
 //     Cluster hash tag; an instance id and an op name are parts of keys and
 //     stream fields.
 //   - Variables: the names (RedisURL, ServiceTTL, ...) and the rules that
-//     are shared beyond a service's own process: ParseServiceTTL.
+//     are shared beyond a service's own process: ParseServiceTTL,
+//     ValidateAdvertiseAddr.
 //   - Redis: NewRedisClient builds a client from a REDIS_URL with the
 //     deadline settings every program of the fleet needs; RedactURL and
 //     RedisAddr print a URL or a client's servers without credentials.
@@ -21,7 +22,9 @@ package fleetenv
 import (
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
+	"strconv"
 	"time"
 )
 
@@ -40,6 +43,9 @@ const (
 	InstanceID    = "SG_INSTANCE_ID"
 	ControlKey    = "SG_CONTROL_KEY"
 	DrainDelay    = "SG_DRAIN_DELAY"
+	// AdvertiseAddr is the address clients call an instance at, written in
+	// its registry entry (ValidateAdvertiseAddr).
+	AdvertiseAddr = "SG_ADVERTISE_ADDR"
 	// ControlInsecure=true accepts unsigned control ops when no key is set.
 	ControlInsecure = "SG_CONTROL_INSECURE"
 )
@@ -111,4 +117,32 @@ func ParseServiceTTL(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("want a duration >= %s such as 30s", MinServiceTTL)
 	}
 	return d, ValidateServiceTTL(d)
+}
+
+var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
+
+// ValidateAdvertiseAddr reports whether addr can be advertised in a registry
+// entry for clients to call: "host:port", the host a name or an IP address
+// (IPv6 in brackets), the port 1-65535. An empty or unspecified host
+// (0.0.0.0, ::) and port 0 are refused: they name where a server listens,
+// not where a client can reach it.
+func ValidateAdvertiseAddr(addr string) error {
+	const want = "want host:port that clients can call, such as 10.0.0.7:8080 or api-1.internal:8080"
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New(want)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q: want 1-65535; %s", port, want)
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.IsUnspecified() {
+			return fmt.Errorf("host %s is unspecified (it means all interfaces); %s", host, want)
+		}
+		return nil
+	}
+	if len(host) > 253 || !hostRE.MatchString(host) {
+		return fmt.Errorf("host %q: not a host name or IP address; %s", host, want)
+	}
+	return nil
 }

@@ -58,9 +58,9 @@ const (
 	// GuardFailing holds when a boot phase or Run failed, so the unwind ends in
 	// Failed rather than Stopped.
 	GuardFailing = "failing"
-	// GuardDrainDelay holds when a stop finds the instance running with a
-	// drain delay set: the instance leaves rotation (draining) for that long
-	// before the shutdown steps.
+	// GuardDrainDelay holds when a stop or a restart finds the instance
+	// running with a drain delay set: the instance leaves rotation (draining)
+	// for that long before the shutdown steps.
 	GuardDrainDelay = "drain_delay"
 )
 
@@ -110,7 +110,7 @@ var lifecycle = withInterrupts(Table{
 		{Name: ServingHealth, Label: "9", Number: 9, Group: GroupBoot, Hook: "health server started", Doc: "health server"},
 		{Name: Running, Group: GroupRun, Hook: "Service.Run", Doc: "the service does its work"},
 		{Name: Pulling, Group: GroupControl, Hook: "the registered pull handler", Doc: "a pull control op in progress"},
-		{Name: Draining, Group: GroupControl, Hook: "Service.Run goes on; readiness reports 503", Doc: "out of rotation: a drain op, or a stop waiting out the drain delay"},
+		{Name: Draining, Group: GroupControl, Hook: "Service.Run goes on; readiness reports 503", Doc: "out of rotation: a drain op, or a stop or restart waiting out the drain delay"},
 		{Name: StoppingDaemons, Label: "S1", Group: GroupShutdown, Hook: "control-ops daemon and heartbeat cancelled and awaited", Doc: "readiness reports 503 from here on"},
 		{Name: StoppingHealth, Label: "S2", Group: GroupShutdown, Hook: "health server stopped", Doc: "health server shut down"},
 		{Name: Deregistering, Label: "S3", Group: GroupShutdown, Hook: "registry entry removed", Doc: "deregistration"},
@@ -121,7 +121,7 @@ var lifecycle = withInterrupts(Table{
 	Guards: []GuardInfo{
 		{GuardRedisRequired, "Redis is required (SG_REDIS_REQUIRED=true): a failed ping ends the boot"},
 		{GuardFailing, "a boot phase or Run failed: the unwind ends in failed"},
-		{GuardDrainDelay, "a drain delay is set (SG_DRAIN_DELAY) and a stop asked for it: out of rotation for that long first"},
+		{GuardDrainDelay, "a drain delay is set (SG_DRAIN_DELAY) and a stop or a restart asked for it: out of rotation for that long first"},
 	},
 	Transitions: []Transition{
 		{Event: Connect, From: []State{Init}, To: Connecting},
@@ -140,7 +140,9 @@ var lifecycle = withInterrupts(Table{
 		{Event: PullDone, From: []State{Pulling}, To: Running},
 		{Event: Drain, From: []State{Running}, To: Draining},
 		{Event: Undrain, From: []State{Draining}, To: Running},
-		{Event: Restart, From: []State{Running, Draining}, To: StoppingDaemons},
+		{Event: Restart, From: []State{Running}, To: Draining, Guard: Guard{Name: GuardDrainDelay}},
+		{Event: Restart, From: []State{Running}, To: StoppingDaemons, Guard: Guard{Name: GuardDrainDelay, Not: true}},
+		{Event: Restart, From: []State{Draining}, To: StoppingDaemons},
 		{Event: Stop, From: []State{Running}, To: Draining, Guard: Guard{Name: GuardDrainDelay}},
 		{Event: Stop, From: []State{Running}, To: StoppingDaemons, Guard: Guard{Name: GuardDrainDelay, Not: true}},
 		{Event: Stop, To: StoppingDaemons},

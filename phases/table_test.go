@@ -54,15 +54,18 @@ func TestStopIsValidFromEveryBootPhaseAndControlState(t *testing.T) {
 	}
 }
 
-func TestStopFromRunningDrainsFirstOnlyWithADrainDelay(t *testing.T) {
-	alts := Lifecycle().Alternatives(Stop, Running)
-	var labels []string
-	for _, a := range alts {
-		labels = append(labels, a.Label()+" -> "+string(a.To))
-	}
-	got := strings.Join(labels, ", ")
-	if want := "stop [drain_delay] -> draining, stop [not drain_delay] -> stopping_daemons"; got != want {
-		t.Fatalf("stop from running: %q, want %q", got, want)
+func TestStopAndRestartFromRunningDrainFirstOnlyWithADrainDelay(t *testing.T) {
+	for _, ev := range []Event{Stop, Restart} {
+		alts := Lifecycle().Alternatives(ev, Running)
+		var labels []string
+		for _, a := range alts {
+			labels = append(labels, a.Label()+" -> "+string(a.To))
+		}
+		got := strings.Join(labels, ", ")
+		want := strings.ReplaceAll("E [drain_delay] -> draining, E [not drain_delay] -> stopping_daemons", "E", string(ev))
+		if got != want {
+			t.Errorf("%s from running: %q, want %q", ev, got, want)
+		}
 	}
 }
 
@@ -78,7 +81,6 @@ func TestDrainingIsAControlStateThatRunningEntersAndLeaves(t *testing.T) {
 		{Drain, Running, Draining},
 		{Undrain, Draining, Running},
 		{Restart, Draining, StoppingDaemons},
-		{Restart, Running, StoppingDaemons},
 	} {
 		if alts := Lifecycle().Alternatives(tc.event, tc.from); len(alts) != 1 || alts[0].To != tc.to || alts[0].Guard.Name != "" {
 			t.Errorf("%s from %s: %v, want one unguarded edge to %s", tc.event, tc.from, alts, tc.to)

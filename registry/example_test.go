@@ -59,3 +59,44 @@ func ExampleRegistry_Member() {
 	// [checkout] a1b2 registering
 	// 1 configuring
 }
+
+// A client keeps a live view of a service's running instances with a
+// Watcher, and waits for changes with Next (or selects on View.Changed).
+func ExampleRegistry_Watch() {
+	mr, _ := miniredis.Run()
+	defer mr.Close()
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer c.Close()
+	ctx := context.Background()
+	r := registry.New(c)
+
+	w, err := r.Watch("checkout")
+	if err != nil {
+		panic(err)
+	}
+	defer w.Close()
+	if err := w.WaitSynced(ctx); err != nil {
+		panic(err)
+	}
+	v := w.View()
+	fmt.Println(len(v.Running), v.Connected)
+
+	// An instance reaches running, as the lifecycle reports it.
+	m, _ := r.Member(registry.Entry{Service: "checkout", Instance: "a1b2"})
+	defer m.Close(ctx)
+	m.Update(registry.Entry{Status: "running", Addr: "10.0.0.7:8080"},
+		&registry.Event{Event: "health_serving", From: "serving_health", To: "running"})
+
+	for len(v.Running) == 0 {
+		if v, err = w.Next(ctx, v); err != nil {
+			panic(err)
+		}
+	}
+	// Running is what a request path reads: lock-free, never an expired entry.
+	for _, in := range w.Running() {
+		fmt.Println(in.Instance, in.Addr)
+	}
+	// Output:
+	// 0 true
+	// a1b2 10.0.0.7:8080
+}

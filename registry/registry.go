@@ -67,6 +67,48 @@
 // type it found at warn. Readers never fail a listing for one bad entry:
 // Instances skips (and logs, naming the key) entries that are not JSON or not
 // strings.
+//
+// # Listing and watching a service
+//
+// List is the one listing of a service: its live entries with their expiry
+// times (the index scores). Instances, sgctl ps and the dashboard read
+// through it, and so does a Watcher's resync.
+//
+// A Watcher (Registry.Watch) is a live view of one service's instances whose
+// status is running, the one status consumers route to; package balancer
+// sends HTTP requests to them. It keeps the view from two sources:
+//   - the sg:events stream, through one blocking XREAD at a time resuming
+//     from the last id read: an event to running adds the instance once one
+//     pipelined GET of its entry and ZSCORE of its index member confirm it
+//     (the entry says where to call it, Entry.Addr); an event to any other
+//     state (pulling, draining, stopping_daemons, ...) removes it. A change
+//     reaches the view within one event's delivery: a few milliseconds.
+//   - resyncs from List: at start, after a failed read or resync (a
+//     reconnect), every TTL, and a quarter TTL before the known expiry of a
+//     running instance, so that its heartbeats are seen before the expiry.
+//     A resync first reads the stream's last id, then the listing: every
+//     event up to that id is in the listing (a Member writes an entry before
+//     its event, in one pipeline), so the reads go on after it. A resync
+//     repairs what events cannot tell: a missed event, a FLUSHALL, a Redis
+//     restart or failover (the new stream's ids need not follow the old
+//     ones), an entry that left running without one.
+//
+// Consistency: the view never holds an instance past its entry's known
+// expiry. Watcher.Running leaves out instances whose Expires has passed even
+// before the goroutine publishes the pruned view; an instance that stops
+// heartbeating leaves at its expiry, within one TTL of its last heartbeat.
+// An instance the listing lacks although its expiry has not passed (its
+// entry was flushed or evicted, or Redis restarted empty) stays until that
+// expiry, and the next resync comes within a heartbeat interval, by when a
+// live instance has written its entry again.
+//
+// Outages: a failed read or resync makes the view not Connected (View.At
+// says since when); the Watcher retries with capped backoff (100ms to 5s)
+// and resyncs once Redis answers. Meanwhile the view keeps each running
+// instance until its known expiry, and no longer: an outage longer than the
+// TTL empties it, because the registry can no longer vouch for any
+// instance. Reads of the view are an atomic load of an immutable View and
+// never wait on Redis.
 package registry
 
 import (
@@ -76,7 +118,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -158,6 +199,11 @@ type Entry struct {
 	UpdatedAt  time.Time `json:"updated_at"`
 	Degraded   bool      `json:"degraded"`
 	HealthAddr string    `json:"health_addr"`
+	// Addr is where clients call the instance, "host:port", when it
+	// advertises one (lifecycle.WithAdvertiseAddr, SG_ADVERTISE_ADDR, or
+	// the address its Service bound); empty, and left out of the JSON,
+	// otherwise. A Watcher's balancer routes to it.
+	Addr string `json:"addr,omitempty"`
 	// Owner is the random token of the process that wrote the entry (a
 	// Member sets it). See "Ownership" in the package documentation.
 	Owner string `json:"owner"`
@@ -575,54 +621,17 @@ func (r *Registry) Deregister(ctx context.Context, service, instance string) err
 	return nil
 }
 
-// Instances returns the live entries of service, sorted by instance id. It
-// trims expired index members and reads the live ones in one round trip,
-// then MGETs their entries (one slot) in a second; entries that vanished in
-// between, whose JSON is unreadable, or whose key is not a string (both
-// logged at warn, naming the key) are skipped: one bad entry does not fail
-// the listing. It never uses SCAN or KEYS. An unknown service has no
-// instances and no error; an index key of the wrong type is an error naming
-// it.
+// Instances returns the live entries of service, sorted by instance id:
+// List without the expiry times.
 func (r *Registry) Instances(ctx context.Context, service string) ([]Entry, error) {
-	if err := fleetenv.ValidateService(service); err != nil {
-		return nil, fmt.Errorf("%w: service %q: %v", ErrInvalidName, service, err)
+	ins, err := r.List(ctx, service)
+	if err != nil || ins == nil {
+		return nil, err
 	}
-	now := strconv.FormatInt(r.cfg.clock.Now().UnixMilli(), 10)
-	idx := IndexKey(service)
-	pipe := r.c.Pipeline()
-	pipe.ZRemRangeByScore(ctx, idx, "-inf", now)
-	ids := pipe.ZRangeByScore(ctx, idx, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("registry: reading index %s: %w", idx, err)
+	out := make([]Entry, len(ins))
+	for i, in := range ins {
+		out[i] = in.Entry
 	}
-	if len(ids.Val()) == 0 {
-		return nil, nil
-	}
-	keys := make([]string, len(ids.Val()))
-	for i, id := range ids.Val() {
-		keys[i] = EntryKey(service, id)
-	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, err)
-	}
-	out := make([]Entry, 0, len(vals))
-	var missing []string
-	for i, v := range vals {
-		s, ok := v.(string)
-		if !ok { // nil: expired or evicted after the index read, or not a string
-			missing = append(missing, keys[i])
-			continue
-		}
-		var e Entry
-		if err := json.Unmarshal([]byte(s), &e); err != nil {
-			r.cfg.log.Warn("registry: skipping unreadable entry", "key", keys[i], "err", err)
-			continue
-		}
-		out = append(out, e)
-	}
-	r.reportWrongTypes(ctx, missing)
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Instance, b.Instance) })
 	return out, nil
 }
 

@@ -24,6 +24,8 @@ go test -run '^$' -bench 'BenchmarkReadyz|BenchmarkBareHandler' -benchmem -count
 go test -run '^$' -bench 'BenchmarkOpToResult' -benchtime 200x -count 1 ./controlops | tee "$out/controlops.txt"
 # The dashboard's page of a service of 1,000 instances, beside sgctl ps --json's registry read and encoding.
 go test -run '^$' -bench 'ServicePage1000|BaselineServiceJSON1000' -benchmem -count "$count" ./internal/dashboard | tee "$out/dashboard.txt"
+# The balancer's pick, and a GET through it beside the same GET on a bare net/http client.
+go test -run '^$' -bench 'BenchmarkPick|BenchmarkGet' -benchmem -count "$count" ./balancer | tee "$out/balancer.txt"
 
 # The same round trip from outside Go: redis-benchmark PING, one client, no pipelining.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -33,6 +35,6 @@ trap 'kill $rs 2>/dev/null; wait $rs 2>/dev/null || true' EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-benchmark -h 127.0.0.1 -p "$port" -t ping_inline,ping_mbulk -n 50000 -c 1 --csv | tee "$out/redis-benchmark.txt"
 
-for f in transition boot registry health dashboard; do
+for f in transition boot registry health dashboard balancer; do
   echo "== $f"; benchstat "$out/$f.txt"
 done

@@ -18,8 +18,9 @@
 // "--flag=value".
 //
 // ps prints a table of live instances (SERVICE INSTANCE STATUS PHASE HOST PID
-// UPTIME HEARTBEAT DEGRADED CONTROL) read from the registry index of each service,
-// never with SCAN; --json prints the entries as a JSON array with
+// UPTIME HEARTBEAT DEGRADED CONTROL ADDR) read from the registry index of each
+// service, never with SCAN, through the registry's one listing
+// (registry.Registry.List, which a registry.Watcher resyncs from too); --json prints the entries as a JSON array with
 // expires_at, uptime_ms and heartbeat_age_ms added. HEARTBEAT, the age of the
 // instance's last heartbeat or status write, is derived from the index
 // score, which is the entry's expiry (unix ms) and every heartbeat sets to
@@ -29,7 +30,8 @@
 // difference. (updated_at is not used: heartbeats refresh the TTL without
 // rewriting the entry.) CONTROL is what the instance accepts on the control
 // channel: signed, insecure (unsigned ops too) or disabled (none); a warning
-// on stderr names each service with instances that accept unsigned ops.
+// on stderr names each service with instances that accept unsigned ops. ADDR
+// is where clients call the instance, when it advertises an address.
 //
 // watch follows the fleet-wide events stream sg:events with blocking reads
 // and prints one line per transition (TIME SERVICE INSTANCE FROM -> TO EVENT

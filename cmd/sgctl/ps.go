@@ -10,8 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/registry"
@@ -120,17 +118,11 @@ func (a *app) ps(ctx context.Context, args []string, asJSON bool, ttl time.Durat
 	now := a.now()
 	rows := []psRow{}
 	for _, svc := range services {
-		entries, err := reg.Instances(ctx, svc)
-		if err == nil && len(entries) > 0 {
-			// The scores are read after the entries: an instance that
-			// registered in between has an entry-less score, ignored; one
-			// that registered just before has no score yet and an unknown
-			// heartbeat.
-			var zs []redis.Z
-			zs, err = cn.client.ZRangeWithScores(ctx, registry.IndexKey(svc), 0, -1).Result()
-			if err == nil {
-				rows = append(rows, a.psRows(now, ttl, entries, zs)...)
-			}
+		// One listing, the registry's: the entries with their index scores,
+		// read together (a Watcher's resync reads the same).
+		ins, err := reg.List(ctx, svc)
+		if err == nil {
+			rows = append(rows, a.psRows(now, ttl, ins)...)
 		}
 		if err != nil {
 			if isUnreachable(err) {
@@ -164,14 +156,14 @@ func (a *app) ps(ctx context.Context, args []string, asJSON bool, ttl time.Durat
 	// Every string cell is cleaned and cut: a 2 MB host field stays one
 	// readable cell (--json has it whole).
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATUS\tPHASE\tHOST\tPID\tUPTIME\tHEARTBEAT\tDEGRADED\tCONTROL")
+	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATUS\tPHASE\tHOST\tPID\tUPTIME\tHEARTBEAT\tDEGRADED\tCONTROL\tADDR")
 	insecure := map[string]int{} // service -> instances that accept unsigned ops
 	total := map[string]int{}
 	var order []string
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%t\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%t\t%s\t%s\n",
 			cell(r.Service), cell(r.Instance), dash(cell(r.Status)), dash(cell(r.Phase)), dash(cell(r.Host)), pid(r.PID),
-			msAge(r.UptimeMS), msAge(r.HeartbeatAgeMS), r.Degraded, controlMode(r.Control))
+			msAge(r.UptimeMS), msAge(r.HeartbeatAgeMS), r.Degraded, controlMode(r.Control), dash(cell(r.Addr)))
 		if total[r.Service] == 0 {
 			order = append(order, r.Service)
 		}
@@ -193,24 +185,17 @@ func (a *app) ps(ctx context.Context, args []string, asJSON bool, ttl time.Durat
 	return exitOK
 }
 
-// psRows joins one service's entries with its index scores (zs).
-func (a *app) psRows(now time.Time, ttl time.Duration, entries []registry.Entry, zs []redis.Z) []psRow {
-	expiry := make(map[string]time.Time, len(zs))
-	for _, z := range zs {
-		if id, ok := z.Member.(string); ok {
-			expiry[id] = time.UnixMilli(int64(z.Score)).UTC()
+// psRows turns one service's listing into rows.
+func (a *app) psRows(now time.Time, ttl time.Duration, ins []registry.Instance) []psRow {
+	rows := make([]psRow, 0, len(ins))
+	for _, in := range ins {
+		r := psRow{Entry: in.Entry}
+		if !in.StartedAt.IsZero() {
+			r.UptimeMS = ptr(max(0, now.Sub(in.StartedAt).Milliseconds()))
 		}
-	}
-	rows := make([]psRow, 0, len(entries))
-	for _, e := range entries {
-		r := psRow{Entry: e}
-		if !e.StartedAt.IsZero() {
-			r.UptimeMS = ptr(max(0, now.Sub(e.StartedAt).Milliseconds()))
-		}
-		if exp, ok := expiry[e.Instance]; ok {
-			r.ExpiresAt = &exp
-			r.HeartbeatAgeMS = ptr(max(0, now.Sub(exp.Add(-ttl)).Milliseconds()))
-		}
+		exp := in.Expires.UTC()
+		r.ExpiresAt = &exp
+		r.HeartbeatAgeMS = ptr(max(0, now.Sub(exp.Add(-ttl)).Milliseconds()))
 		rows = append(rows, r)
 	}
 	return rows

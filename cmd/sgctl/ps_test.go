@@ -40,7 +40,7 @@ func newFleet(t *testing.T, ttl time.Duration, entries ...registry.Entry) *fleet
 
 func demoEntries(t0 time.Time) []registry.Entry {
 	return []registry.Entry{
-		{Service: "demo", Instance: "demo-a", Status: "running", Host: "h1", PID: 101, Version: "1", StartedAt: t0.Add(-2 * time.Hour), Control: "signed"},
+		{Service: "demo", Instance: "demo-a", Status: "running", Host: "h1", PID: 101, Version: "1", StartedAt: t0.Add(-2 * time.Hour), Control: "signed", Addr: "10.0.0.7:8080"},
 		{Service: "demo", Instance: "demo-b", Status: "registering", Phase: "8", Host: "h2", PID: 102, Version: "1", StartedAt: t0.Add(-3 * time.Second), Degraded: true, Control: "insecure"},
 		{Service: "api", Instance: "api-1", Status: "stopping_daemons", Phase: "S1", Host: "h3", PID: 7, StartedAt: t0.Add(-90 * time.Second)},
 	}
@@ -69,10 +69,10 @@ func TestPsPrintsOneRowPerLiveInstanceOfEveryService(t *testing.T) {
 	// - TTL)); uptime counts from started_at.
 	up := func(d time.Duration) string { return age(f.t0.Add(5 * time.Second).Sub(now.Add(-d))) }
 	want := [][]string{
-		{"SERVICE", "INSTANCE", "STATUS", "PHASE", "HOST", "PID", "UPTIME", "HEARTBEAT", "DEGRADED", "CONTROL"},
-		{"api", "api-1", "stopping_daemons", "S1", "h3", "7", up(90 * time.Second), "5s", "false", "-"},
-		{"demo", "demo-a", "running", "-", "h1", "101", up(2 * time.Hour), "5s", "false", "signed"},
-		{"demo", "demo-b", "registering", "8", "h2", "102", up(3 * time.Second), "5s", "true", "insecure"},
+		{"SERVICE", "INSTANCE", "STATUS", "PHASE", "HOST", "PID", "UPTIME", "HEARTBEAT", "DEGRADED", "CONTROL", "ADDR"},
+		{"api", "api-1", "stopping_daemons", "S1", "h3", "7", up(90 * time.Second), "5s", "false", "-", "-"},
+		{"demo", "demo-a", "running", "-", "h1", "101", up(2 * time.Hour), "5s", "false", "signed", "10.0.0.7:8080"},
+		{"demo", "demo-b", "registering", "8", "h2", "102", up(3 * time.Second), "5s", "true", "insecure", "-"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d lines, want %d:\n%s", len(got), len(want), r.stdout)
@@ -215,7 +215,7 @@ func TestPsShowsPerServiceWhetherInstancesAcceptUnsignedOps(t *testing.T) {
 	}
 	control := map[string]string{}
 	for _, row := range rows(r.stdout)[1:] {
-		control[row[1]] = row[len(row)-1]
+		control[row[1]] = row[9]
 	}
 	want := map[string]string{"api-1": "signed", "api-2": "disabled", "demo-1": "insecure", "demo-2": "signed", "demo-3": "?"}
 	for id, m := range want {

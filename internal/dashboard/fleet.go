@@ -59,18 +59,15 @@ func (s *Server) fleet(ctx context.Context, names []string) ([]service, error) {
 	out := make([]service, 0, len(names))
 	for _, name := range names {
 		sv := service{Name: name}
-		entries, err := s.reg.Instances(ctx, name)
-		var zs []redis.Z
-		if err == nil && len(entries) > 0 {
-			zs, err = s.cfg.Redis.ZRangeWithScores(ctx, registry.IndexKey(name), 0, -1).Result()
-		}
+		// The registry's one listing, as sgctl ps and a Watcher's resync read it.
+		ins, err := s.reg.List(ctx, name)
 		if err != nil {
 			if unreachable(err) {
 				return nil, err
 			}
 			sv.Err = err.Error()
 		}
-		sv.Instances = s.instances(now, entries, zs)
+		sv.Instances = s.instances(now, ins)
 		sv.Counts = s.counts(sv.Instances)
 		for _, in := range sv.Instances {
 			if in.Control == string(controlops.ModeInsecure) {
@@ -82,26 +79,22 @@ func (s *Server) fleet(ctx context.Context, names []string) ([]service, error) {
 	return out, nil
 }
 
-func (s *Server) instances(now time.Time, entries []registry.Entry, zs []redis.Z) []instance {
-	expiry := make(map[string]float64, len(zs))
-	for _, z := range zs {
-		if id, ok := z.Member.(string); ok {
-			expiry[id] = z.Score
-		}
-	}
-	out := make([]instance, len(entries))
-	for i, e := range entries {
-		in := instance{Entry: e, Group: s.group(e.Status)}
-		if score, ok := expiry[e.Instance]; ok {
-			hb := time.UnixMilli(int64(score)).Add(-s.cfg.TTL)
+// instances turns listed instances into what the pages show; an Expires of
+// zero leaves the heartbeat unknown.
+func (s *Server) instances(now time.Time, ins []registry.Instance) []instance {
+	out := make([]instance, len(ins))
+	for i, in := range ins {
+		v := instance{Entry: in.Entry, Group: s.group(in.Status)}
+		if !in.Expires.IsZero() { // zero: the index score was not read
+			hb := in.Expires.Add(-s.cfg.TTL)
 			// A writer's clock ahead of ours would date it in the future.
 			if hb.Before(now) {
-				in.Heartbeat = hb
+				v.Heartbeat = hb
 			} else {
-				in.Heartbeat = now
+				v.Heartbeat = now
 			}
 		}
-		out[i] = in
+		out[i] = v
 	}
 	return out
 }

@@ -338,11 +338,11 @@ func (s *Server) messages(ctx context.Context, events []registry.Event) []messag
 			if json.Unmarshal([]byte(raw), &e) != nil {
 				continue
 			}
-			var zs []redis.Z
+			li := registry.Instance{Entry: e}
 			if sc, err := scores[i].Result(); err == nil {
-				zs = []redis.Z{{Score: sc, Member: k.instance}}
+				li.Expires = time.UnixMilli(int64(sc))
 			}
-			in := s.instances(now, []registry.Entry{e}, zs)[0]
+			in := s.instances(now, []registry.Instance{li})[0]
 			entries[k] = &in
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -56,11 +57,11 @@ func (s *Server) entry(ctx context.Context, service, id string) (*instance, erro
 	if err := json.Unmarshal([]byte(raw), &e); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", registry.EntryKey(service, id), err)
 	}
-	var zs []redis.Z
+	li := registry.Instance{Entry: e}
 	if sc, err := s.cfg.Redis.ZScore(ctx, registry.IndexKey(service), id).Result(); err == nil {
-		zs = []redis.Z{{Score: sc, Member: id}}
+		li.Expires = time.UnixMilli(int64(sc))
 	}
-	in := s.instances(s.cfg.Now(), []registry.Entry{e}, zs)[0]
+	in := s.instances(s.cfg.Now(), []registry.Instance{li})[0]
 	return &in, nil
 }
 

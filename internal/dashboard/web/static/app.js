@@ -92,7 +92,7 @@
     const st = el('td', 'status');
     st.append(el('span'));
     tr.append(st);
-    for (const c of ['phase', 'host', 'pid', 'version', 'uptime', 'hb', 'degraded', 'control', 'error']) tr.append(el('td', c));
+    for (const c of ['phase', 'host', 'pid', 'addr', 'version', 'uptime', 'hb', 'degraded', 'control', 'error']) tr.append(el('td', c));
     const act = el('td', 'actions');
     for (const [op, label] of [['pull', 'Pull'], ['restart', 'Restart']]) {
       const b = el('button', op === 'restart' ? 'danger' : '', label);
@@ -121,6 +121,7 @@
     set('phase', clean(e.phase));
     set('host', clean(e.host));
     set('pid', e.pid ? String(e.pid) : '');
+    set('addr', clean(e.addr));
     set('version', clean(e.version));
     set('degraded', e.degraded ? 'degraded' : '');
     set('control', clean(e.control));

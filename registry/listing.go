@@ -1,0 +1,86 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/fleetenv"
+)
+
+// Instance is one live instance of a service as the registry lists it: its
+// entry, and when the entry expires unless the instance writes or
+// heartbeats again.
+type Instance struct {
+	Entry
+	// Expires is the instance's index score: the writer's clock at its last
+	// write or heartbeat, plus the TTL. The entry's own key expires then too.
+	Expires time.Time
+}
+
+// List returns the live instances of service with their expiry times,
+// sorted by instance id. It is the registry's one listing: Instances, sgctl
+// ps, the dashboard and a Watcher's resync read through it.
+//
+// It trims expired index members and reads the live ones with their scores
+// in one round trip, then MGETs their entries (one slot) in a second;
+// entries that vanished in between, whose JSON is unreadable, or whose key
+// is not a string (both logged at warn, naming the key) are skipped: one bad
+// entry does not fail the listing. It never uses SCAN or KEYS. An unknown
+// service has no instances and no error; an index key of the wrong type is
+// an error naming it.
+func (r *Registry) List(ctx context.Context, service string) ([]Instance, error) {
+	if err := fleetenv.ValidateService(service); err != nil {
+		return nil, fmt.Errorf("%w: service %q: %v", ErrInvalidName, service, err)
+	}
+	now := strconv.FormatInt(r.cfg.clock.Now().UnixMilli(), 10)
+	idx := IndexKey(service)
+	pipe := r.c.Pipeline()
+	pipe.ZRemRangeByScore(ctx, idx, "-inf", now)
+	ids := pipe.ZRangeByScoreWithScores(ctx, idx, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("registry: reading index %s: %w", idx, err)
+	}
+	zs := ids.Val()
+	if len(zs) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, len(zs))
+	expires := make([]time.Time, 0, len(zs))
+	for _, z := range zs {
+		id, ok := z.Member.(string)
+		if !ok {
+			continue
+		}
+		keys = append(keys, EntryKey(service, id))
+		expires = append(expires, time.UnixMilli(int64(z.Score)))
+	}
+	vals, err := r.c.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, err)
+	}
+	out := make([]Instance, 0, len(vals))
+	var missing []string
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok { // nil: expired or evicted after the index read, or not a string
+			missing = append(missing, keys[i])
+			continue
+		}
+		var e Entry
+		if err := json.Unmarshal([]byte(s), &e); err != nil {
+			r.cfg.log.Warn("registry: skipping unreadable entry", "key", keys[i], "err", err)
+			continue
+		}
+		out = append(out, Instance{Entry: e, Expires: expires[i]})
+	}
+	r.reportWrongTypes(ctx, missing)
+	slices.SortFunc(out, func(a, b Instance) int { return strings.Compare(a.Instance, b.Instance) })
+	return out, nil
+}
