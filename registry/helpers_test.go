@@ -62,7 +62,7 @@ func eventually(t *testing.T, timeout time.Duration, step func(), cond func() bo
 
 // recorder is a go-redis hook that records command names, can fail on
 // forbidden commands, and can hold pipelines that contain a given command and
-// key until released (for EVAL, the script's first key: "eval" with an entry
+// key until released (for EVAL and EVALSHA, the script's first key: "evalsha" with an entry
 // key holds the entry writes).
 type recorder struct {
 	mu        sync.Mutex
@@ -116,8 +116,8 @@ func (r *recorder) shouldHold(cmds []redis.Cmder) bool {
 	}
 	for _, c := range cmds {
 		args, key := c.Args(), 1
-		if strings.EqualFold(c.Name(), "eval") {
-			key = 3 // EVAL script numkeys key...
+		if strings.EqualFold(c.Name(), "eval") || strings.EqualFold(c.Name(), "evalsha") {
+			key = 3 // EVAL script numkeys key..., EVALSHA sha1 numkeys key...
 		}
 		if strings.EqualFold(c.Name(), r.holdCmd) && len(args) > key && args[key] == r.holdKey {
 			return true
