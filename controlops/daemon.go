@@ -17,6 +17,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
 // Target is what a Daemon acts on: one instance of a service. The lifecycle
@@ -173,6 +175,12 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.started = true
 	d.reader, d.ownReader = newReader(d.rdb)
+	if d.cfg.block <= 0 {
+		d.cfg.block = DefaultSharedBlock
+		if d.ownReader {
+			d.cfg.block = DefaultBlock
+		}
+	}
 	d.mu.Unlock()
 
 	if err := d.resolve(ctx); err != nil {
@@ -204,8 +212,10 @@ func (d *Daemon) Start(ctx context.Context) error {
 
 // Stop cancels the daemon and waits for it: an op being handled sees its
 // context cancelled, a blocked read ends at once (the daemon reads through a
-// client of its own, copied from a *redis.Client or *redis.ClusterClient; with
-// other clients it ends within the block time, WithBlock). It
+// client of its own, copied from a *redis.Client or *redis.ClusterClient, and
+// Stop closes it, which closes the blocked connection: go-redis does not end
+// a blocked read when its context ends; with other clients the read ends
+// within the block time, WithBlock). It
 // returns ctx's error if ctx ends first (the daemon still stops). Stop before
 // Start, or a second Stop, returns nil.
 func (d *Daemon) Stop(ctx context.Context) error {
@@ -307,6 +317,10 @@ var errRetry = errors.New("controlops: redis unavailable while handling")
 func (d *Daemon) loop(ctx context.Context) {
 	fails := 0
 	fail := func(what string, err error) bool {
+		// On Redis Cluster, a dead master's slots move to its replica: reload
+		// the map of the client that failed so the retry finds it.
+		slotmap.Reload(d.reader, err)
+		slotmap.Reload(d.rdb, err)
 		fails++
 		if fails == 1 {
 			d.log.Warn("control stream unavailable; retrying with backoff", "op", what, "error", err)
@@ -574,6 +588,7 @@ func (d *Daemon) writeResult(ctx context.Context, res Result) error {
 		if err == nil {
 			return nil
 		}
+		slotmap.Reload(d.rdb, err)
 		if n == 1 {
 			d.log.Warn("control result not written; retrying", "op_id", res.OpID, "status", string(res.Status), "error", err)
 		}
