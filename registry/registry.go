@@ -92,6 +92,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -213,6 +214,9 @@ type Event struct {
 type Registry struct {
 	c   redis.UniversalClient
 	cfg config
+	// sentText says, per pipelined script, whether this registry sent its
+	// text once (newCall).
+	sentText map[*redis.Script]*atomic.Bool
 }
 
 type config struct {
@@ -335,7 +339,8 @@ func New(c redis.UniversalClient, opts ...Option) *Registry {
 			o.apply(&cfg)
 		}
 	}
-	return &Registry{c: c, cfg: cfg}
+	return &Registry{c: c, cfg: cfg, sentText: map[*redis.Script]*atomic.Bool{
+		entryScript: new(atomic.Bool), servicesScript: new(atomic.Bool)}}
 }
 
 // TTL returns the entry TTL.

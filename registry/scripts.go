@@ -28,11 +28,17 @@ func (c *scriptCall) queue(ctx context.Context, pipe redis.Pipeliner, text bool)
 	c.cmd = c.s.EvalSha(ctx, pipe, c.keys, c.args...)
 }
 
-// newCall queues s on pipe by its SHA1, or with its text when the registry
-// sends scripts as text (tests compare the two).
+// newCall queues s on pipe by its SHA1, except the registry's first call of
+// s, which carries the text: a process's first writes (its boot) then cost no
+// NOSCRIPT round trip on a Redis that never ran the script. With scriptText
+// every call carries the text (tests compare the two).
 func (r *Registry) newCall(ctx context.Context, pipe redis.Pipeliner, s *redis.Script, keys []string, args ...any) *scriptCall {
 	c := &scriptCall{s: s, keys: keys, args: args}
-	c.queue(ctx, pipe, r.cfg.scriptText)
+	first := false
+	if f, ok := r.sentText[s]; ok {
+		first = f.CompareAndSwap(false, true)
+	}
+	c.queue(ctx, pipe, r.cfg.scriptText || first)
 	return c
 }
 

@@ -94,7 +94,8 @@ func TestHeartbeatIsOneScriptCallOfThreeCommands(t *testing.T) {
 	}
 }
 
-// Entry writes go in pipelines by the scripts' SHA1. A Redis that lost its
+// Entry writes go in pipelines by the scripts' SHA1 once the process sent
+// their text. A Redis that lost its
 // script cache (a restart, a failover to a replica that never ran the script,
 // SCRIPT FLUSH) answers NOSCRIPT: the write sends the script's text once, in a
 // second round trip, without repeating the rest of the pipeline (the events),
@@ -109,6 +110,11 @@ func TestEntryWritesGoBySHA1AndResendAScriptRedisForgot(t *testing.T) {
 	ctx := context.Background()
 	if err := m.Register(ctx, entry("api", "i1", "registering")); err != nil {
 		t.Fatal(err)
+	}
+	// A process's first write of each script carries its text: a boot costs
+	// no NOSCRIPT round trip on a Redis that never ran the scripts.
+	if got := rec.commands(); slices.Contains(got, "evalsha") || !slices.Contains(got, "eval") {
+		t.Fatalf("commands of the first write = %v, want the scripts' text (EVAL)", got)
 	}
 	deliver := func(from, to string) {
 		t.Helper()
