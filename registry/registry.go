@@ -688,7 +688,7 @@ func (r *Registry) reportWrongTypes(ctx context.Context, keys []string) {
 func (r *Registry) Services(ctx context.Context) ([]string, error) {
 	names, err := r.c.SMembers(ctx, ServicesKey).Result()
 	if err != nil {
-		return nil, fmt.Errorf("registry: reading %s: %w", ServicesKey, err)
+		return nil, fmt.Errorf("registry: reading %s: %w", ServicesKey, r.failed(err))
 	}
 	slices.Sort(names)
 	return names, nil
@@ -705,7 +705,7 @@ func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, 
 		return Entry{}, fmt.Errorf("registry: %s: %w", key, ErrNotFound)
 	}
 	if err != nil {
-		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, err)
+		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, r.failed(err))
 	}
 	var e Entry
 	if err := json.Unmarshal([]byte(s), &e); err != nil {
