@@ -229,3 +229,26 @@ func TestClusterWithReplicasPromotesTheReplicaOfAKilledMaster(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
 	}
 }
+
+func TestReadStatsCountsCommandsAndCPUSinceAnEarlierRead(t *testing.T) {
+	s := redistest.Server(t)
+	c := s.Client(t)
+	ctx := context.Background()
+	before, err := redistest.ReadStats(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Set(ctx, "k", "v", 0)
+	c.Eval(ctx, "return redis.call('GET', KEYS[1])", []string{"k"})
+	after, err := redistest.ReadStats(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := after.Since(before)
+	if d.Commands["set"] != 1 || d.Commands["eval"] != 1 || d.Commands["get"] != 1 || d.Calls() != 3 {
+		t.Fatalf("calls since = %v, want set=1 eval=1 get=1 (a script's commands count)", d)
+	}
+	if d.CPU < 0 || after.UsedMemory <= 0 || d.NetInput <= 0 || after.Clients < 1 {
+		t.Fatalf("stats since = %+v", d)
+	}
+}
