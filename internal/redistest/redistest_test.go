@@ -248,7 +248,7 @@ func TestReadStatsCountsCommandsAndCPUSinceAnEarlierRead(t *testing.T) {
 	if d.Commands["set"] != 1 || d.Commands["eval"] != 1 || d.Commands["get"] != 1 || d.Calls() != 3 {
 		t.Fatalf("calls since = %v, want set=1 eval=1 get=1 (a script's commands count)", d)
 	}
-	if d.CPU < 0 || after.UsedMemory <= 0 || d.NetInput <= 0 || after.Clients < 1 {
+	if d.CPU < 0 || after.UsedMemory <= 0 || d.NetInput <= 0 || after.Clients < 1 || !after.Time.After(before.Time) {
 		t.Fatalf("stats since = %+v", d)
 	}
 }

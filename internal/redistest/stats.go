@@ -28,11 +28,14 @@ type Stats struct {
 	NetInput int64
 	// Clients is connected_clients.
 	Clients int64
+	// Time is the server's clock when it answered (server_time_usec): the
+	// time to divide by, since a reply may reach a busy client late.
+	Time time.Time
 }
 
 // ReadStats reads INFO commandstats, cpu, memory, stats and clients from c.
 func ReadStats(ctx context.Context, c *redis.Client) (Stats, error) {
-	info, err := c.Info(ctx, "commandstats", "cpu", "memory", "stats", "clients").Result()
+	info, err := c.Info(ctx, "server", "commandstats", "cpu", "memory", "stats", "clients").Result()
 	if err != nil {
 		return Stats{}, fmt.Errorf("redistest: INFO: %w", err)
 	}
@@ -61,6 +64,9 @@ func ReadStats(ctx context.Context, c *redis.Client) (Stats, error) {
 			st.NetInput, _ = strconv.ParseInt(v, 10, 64)
 		case k == "connected_clients":
 			st.Clients, _ = strconv.ParseInt(v, 10, 64)
+		case k == "server_time_usec":
+			us, _ := strconv.ParseInt(v, 10, 64)
+			st.Time = time.UnixMicro(us)
 		}
 	}
 	st.CPU = time.Duration((sys + user) * float64(time.Second))
@@ -77,10 +83,10 @@ func (s Stats) Calls() int64 {
 }
 
 // Since returns what happened between prev and s: command calls, CPU time
-// and network input as differences; memory and clients as in s.
+// and network input as differences; memory, clients and time as in s.
 func (s Stats) Since(prev Stats) Stats {
 	d := Stats{Commands: map[string]int64{}, CPU: s.CPU - prev.CPU, UsedMemory: s.UsedMemory,
-		NetInput: s.NetInput - prev.NetInput, Clients: s.Clients}
+		NetInput: s.NetInput - prev.NetInput, Clients: s.Clients, Time: s.Time}
 	for k, v := range s.Commands {
 		if n := v - prev.Commands[k]; n != 0 {
 			d.Commands[k] = n
