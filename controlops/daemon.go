@@ -317,15 +317,18 @@ var errRetry = errors.New("controlops: redis unavailable while handling")
 func (d *Daemon) loop(ctx context.Context) {
 	fails := 0
 	fail := func(what string, err error) bool {
-		// On Redis Cluster, a dead master's slots move to its replica: reload
-		// the map of the client that failed so the retry finds it.
-		slotmap.Reload(d.reader, err)
-		slotmap.Reload(d.rdb, err)
 		fails++
 		if fails == 1 {
 			d.log.Warn("control stream unavailable; retrying with backoff", "op", what, "error", err)
 		}
-		return d.sleep(ctx, d.backoff(fails))
+		wait := d.backoff(fails)
+		// On Redis Cluster, a dead master's slots move to its replica: reload
+		// the map of the client that failed, and retry at least every second
+		// meanwhile, so that reading resumes within a second of the promotion.
+		if stale := slotmap.Reload(d.reader, err); slotmap.Reload(d.rdb, err) || stale {
+			wait = min(wait, time.Second)
+		}
+		return d.sleep(ctx, wait)
 	}
 	for ctx.Err() == nil {
 		if err := d.resolve(ctx); err != nil {

@@ -165,8 +165,9 @@
 // closing the daemon's own reader client. Behind a Sentinel the reader, a
 // copy of the failover client, asks the Sentinel for the master on every
 // reconnection; on Redis Cluster every failed read or write asks the client
-// that failed to reload its slot map (at most twice a second), so the retry
-// after a failover reaches the promoted replica. The entries written to the
+// that failed to reload its slot map (at most twice a second), and the daemon
+// retries at least every second meanwhile, so it reads the promoted replica
+// within about a second of the promotion. The entries written to the
 // old master and not yet replicated when it died are lost, as with any Redis
 // failover.
 package controlops

@@ -46,7 +46,9 @@ func newClient(tb testing.TB, addr string) *redis.Client {
 // in all (redis-cpu-%core). One instance shows the budget (at most 0.5
 // commands a second); a thousand, each with its own client as a process has,
 // show the CPU per instance that the capacity in BENCHMARKS.md is derived
-// from. Zero instances is the baseline: what an idle Redis spends on its own
+// from, with the connections (conns/instance) and Redis memory
+// (mem-B/instance: used_memory over an empty server, the connections'
+// buffers included) each costs. Zero instances is the baseline: what an idle Redis spends on its own
 // (its timers run ten times a second). The log line breaks the commands down
 // by name.
 //
@@ -56,11 +58,15 @@ func BenchmarkIdleInstance(b *testing.B) {
 	for _, n := range []int{0, 1, 1000} {
 		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
 			srv := redistest.Server(b, "--maxclients", "10000")
+			watch := srv.Client(b)
+			ctx := context.Background()
+			empty, err := redistest.ReadStats(ctx, watch)
+			if err != nil {
+				b.Fatal(err)
+			}
 			for i := range n {
 				startInstance(b, newClient(b, srv.Addr()), "idle", fmt.Sprintf("i-%04d", i))
 			}
-			watch := srv.Client(b)
-			ctx := context.Background()
 			// Idle: every control-ops daemon blocks in its XREAD.
 			poll(b, time.Minute, "every daemon blocked in XREAD", func() bool {
 				return strings.Contains(watch.Info(ctx, "clients").Val(), fmt.Sprintf("blocked_clients:%d\r", n))
@@ -77,11 +83,14 @@ func BenchmarkIdleInstance(b *testing.B) {
 					b.Fatal(err)
 				}
 				d := after.Since(before)
-				b.Logf("%d idle instances over %v: Redis ran %v, CPU %v", n, window, d, d.CPU)
+				b.Logf("%d idle instances over %v: Redis ran %v, CPU %v; %d connections, used_memory %d B (%d B before the instances)",
+					n, window, d, d.CPU, after.Clients-1, after.UsedMemory, empty.UsedMemory)
 				b.ReportMetric(100*d.CPU.Seconds()/window.Seconds(), "redis-cpu-%core")
 				if n > 0 {
 					b.ReportMetric(float64(d.Calls())/window.Seconds()/float64(n), "cmds/s/instance")
 					b.ReportMetric(float64(d.CPU.Microseconds())/window.Seconds()/float64(n), "redis-cpu-us/s/instance")
+					b.ReportMetric(float64(after.Clients-1)/float64(n), "conns/instance")
+					b.ReportMetric(float64(after.UsedMemory-empty.UsedMemory)/float64(n), "mem-B/instance")
 				}
 				b.ReportMetric(0, "ns/op")
 			}

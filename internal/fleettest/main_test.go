@@ -1,15 +1,26 @@
 package fleettest
 
 import (
+	"context"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(settled{m}) }
+func TestMain(m *testing.M) {
+	// go-redis logs every failed dial to a killed master on its own logger:
+	// the instances' logs say what matters.
+	redis.SetLogger(quiet{})
+	goleak.VerifyTestMain(settled{m})
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // settled runs the tests, then gives go-redis's redial goroutines the second
 // they need to exit: a pool that failed to dial a killed master redials on a
