@@ -20,6 +20,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
 // Span names and attributes.
@@ -123,6 +125,7 @@ func (c *Client) Send(ctx context.Context, service, op, target string, args any,
 		Values: o.Values(),
 	}).Result()
 	if err != nil {
+		slotmap.Reload(c.rdb, err) // so a retry finds a promoted replica
 		span.SetStatus(codes.Error, err.Error())
 		return Op{}, fmt.Errorf("controlops: XADD %s: %w", StreamKey(service), err)
 	}
@@ -148,6 +151,7 @@ func (c *Client) Results(ctx context.Context, service, after string, count int64
 		return nil, nil
 	}
 	if err != nil {
+		slotmap.Reload(c.rdb, err)
 		return nil, fmt.Errorf("controlops: XREAD %s: %w", ResultsKey(service), err)
 	}
 	var out []Result

@@ -19,6 +19,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
 // Target is what a Daemon acts on: one instance of a service. The lifecycle
@@ -182,6 +184,12 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.started = true
 	d.reader, d.ownReader = newReader(d.rdb)
+	if d.cfg.block <= 0 {
+		d.cfg.block = DefaultSharedBlock
+		if d.ownReader {
+			d.cfg.block = DefaultBlock
+		}
+	}
 	d.mu.Unlock()
 
 	if err := d.resolve(ctx); err != nil {
@@ -213,8 +221,10 @@ func (d *Daemon) Start(ctx context.Context) error {
 
 // Stop cancels the daemon and waits for it: an op being handled sees its
 // context cancelled, a blocked read ends at once (the daemon reads through a
-// client of its own, copied from a *redis.Client or *redis.ClusterClient; with
-// other clients it ends within the block time, WithBlock). It
+// client of its own, copied from a *redis.Client or *redis.ClusterClient, and
+// Stop closes it, which closes the blocked connection: go-redis does not end
+// a blocked read when its context ends; with other clients the read ends
+// within the block time, WithBlock). It
 // returns ctx's error if ctx ends first (the daemon still stops). Stop before
 // Start, or a second Stop, returns nil.
 func (d *Daemon) Stop(ctx context.Context) error {
@@ -320,7 +330,14 @@ func (d *Daemon) loop(ctx context.Context) {
 		if fails == 1 {
 			d.log.Warn("control stream unavailable; retrying with backoff", "op", what, "error", err)
 		}
-		return d.sleep(ctx, d.backoff(fails))
+		wait := d.backoff(fails)
+		// On Redis Cluster, a dead master's slots move to its replica: reload
+		// the map of the client that failed, and retry at least every second
+		// meanwhile, so that reading resumes within a second of the promotion.
+		if stale := slotmap.Reload(d.reader, err); slotmap.Reload(d.rdb, err) || stale {
+			wait = min(wait, time.Second)
+		}
+		return d.sleep(ctx, wait)
 	}
 	for ctx.Err() == nil {
 		if err := d.resolve(ctx); err != nil {
@@ -583,6 +600,7 @@ func (d *Daemon) writeResult(ctx context.Context, res Result) error {
 		if err == nil {
 			return nil
 		}
+		slotmap.Reload(d.rdb, err)
 		if n == 1 {
 			d.log.Warn("control result not written; retrying", "op_id", res.OpID, "status", string(res.Status), "error", err)
 		}

@@ -135,14 +135,21 @@ func TestEntriesSentAfterARedisRestartAreHandledExactlyOnce(t *testing.T) {
 	}
 }
 
+// An idle daemon blocks in XREAD for DefaultBlock (30s) at a time, so it
+// costs Redis one command per 30s; Stop still returns at once, because it
+// closes the daemon's own connection (go-redis does not end a blocked read
+// when its context ends).
 func TestStopUnblocksAWaitingReadPromptly(t *testing.T) {
 	rdb := redistest.Server(t).Client(t)
-	d, err := New(rdb, newTarget("svc", "i-1"), WithLogger(quiet), WithBlock(30*time.Second))
+	d, err := New(rdb, newTarget("svc", "i-1"), WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if d.cfg.block != DefaultBlock {
+		t.Fatalf("block %v through a client of its own, want DefaultBlock %v", d.cfg.block, DefaultBlock)
 	}
 	// Let the read block: wait until Redis lists a blocked client.
 	deadline := time.Now().Add(5 * time.Second)
@@ -158,8 +165,49 @@ func TestStopUnblocksAWaitingReadPromptly(t *testing.T) {
 	if err := d.Stop(ctx); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if el := time.Since(start); el > time.Second {
-		t.Fatalf("Stop took %v with a 30s block", el)
+	el := time.Since(start)
+	t.Logf("Stop took %v with a %v block in flight", el, DefaultBlock)
+	if el > time.Second {
+		t.Fatalf("Stop took %v with a %v block", el, DefaultBlock)
+	}
+}
+
+// sharedClient is a client the daemon cannot copy: it reads through it, and
+// Stop cannot close it.
+type sharedClient struct{ *redis.Client }
+
+func TestADaemonOnAClientItCannotCopyKeepsItsBlockShort(t *testing.T) {
+	rdb := sharedClient{redistest.Server(t).Client(t)}
+	d, err := New(rdb, newTarget("svc", "i-1"), WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d.cfg.block != DefaultSharedBlock {
+		t.Fatalf("block %v through the caller's client, want DefaultSharedBlock %v", d.cfg.block, DefaultSharedBlock)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(rdb.Info(context.Background(), "clients").Val(), "blocked_clients:1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon never blocked in XREAD")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := d.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	el := time.Since(start)
+	t.Logf("Stop took %v with a %v block in flight through the caller's client", el, DefaultSharedBlock)
+	if el > DefaultSharedBlock+time.Second {
+		t.Fatalf("Stop took %v with a %v block", el, DefaultSharedBlock)
+	}
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("Stop closed the caller's client: %v", err)
 	}
 }
 

@@ -159,4 +159,15 @@
 // handled exactly once; entries lost with Redis's data are not seen. A
 // result that cannot be written is retried the same way before the next entry
 // is read.
+//
+// An idle Daemon costs Redis one XREAD per block (DefaultBlock, 30s): the
+// read returns as soon as an entry is added, and Stop ends it at once by
+// closing the daemon's own reader client. Behind a Sentinel the reader, a
+// copy of the failover client, asks the Sentinel for the master on every
+// reconnection; on Redis Cluster every failed read or write asks the client
+// that failed to reload its slot map (at most twice a second), and the daemon
+// retries at least every second meanwhile, so it reads the promoted replica
+// within about a second of the promotion. The entries written to the
+// old master and not yet replicated when it died are lost, as with any Redis
+// failover.
 package controlops

@@ -14,7 +14,8 @@ import (
 const (
 	DefaultTTL            = 30 * time.Second // Client: ttl_ms of the ops it sends
 	DefaultMaxSkew        = 5 * time.Second  // Daemon: clock disagreement allowed around the window
-	DefaultBlock          = time.Second      // Daemon: XREAD BLOCK; also bounds how long Stop waits for a read
+	DefaultBlock          = 30 * time.Second // Daemon: XREAD BLOCK through a reader of its own, which Stop closes
+	DefaultSharedBlock    = time.Second      // Daemon: XREAD BLOCK through a client it cannot copy; bounds how long Stop waits
 	DefaultBackoffMin     = 100 * time.Millisecond
 	DefaultBackoffMax     = 5 * time.Second
 	DefaultResultsMaxLen  = 10000 // results stream, MAXLEN ~
@@ -71,7 +72,6 @@ func newConfig(opts []Option) config {
 		replayMemory:   DefaultReplayMemory,
 		ttl:            DefaultTTL,
 		skew:           DefaultMaxSkew,
-		block:          DefaultBlock,
 		backoffMin:     DefaultBackoffMin,
 		backoffMax:     DefaultBackoffMax,
 		resultsMaxLen:  DefaultResultsMaxLen,
@@ -210,9 +210,15 @@ func WithMaxSkew(d time.Duration) Option {
 	})
 }
 
-// WithBlock sets the Daemon's XREAD BLOCK time (default 1s). A blocked read is
-// not interrupted by Stop, so this bounds how long Stop waits for it. Values <=
-// 0 are ignored.
+// WithBlock sets the Daemon's XREAD BLOCK time. The default is DefaultBlock
+// (30s) when the daemon reads through a client of its own (it copies a
+// *redis.Client, failover clients included, or a *redis.ClusterClient), which
+// Stop closes to end a blocked read at once; and DefaultSharedBlock (1s) with
+// any other client, whose blocked read Stop cannot interrupt: the block then
+// bounds how long Stop waits. An op is read as soon as it is added, whatever
+// the block; a longer block only means fewer XREADs on an idle stream (one per
+// block), and a longer wait to notice a connection that died silently (the
+// block plus go-redis's 10s margin). Values <= 0 are ignored.
 func WithBlock(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d > 0 {

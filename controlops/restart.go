@@ -9,6 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
 // Fields of the pending hash (PendingKey).
@@ -141,6 +143,7 @@ func (d *Daemon) finisher(ctx context.Context) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
+		slotmap.Reload(d.rdb, err)
 		if n == 1 {
 			d.log.Warn("restart not completed yet; retrying", "error", err)
 		}

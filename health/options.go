@@ -17,6 +17,9 @@ const (
 	DefaultAddr = ":9090"
 	// DefaultInterval is how often the background refresher runs the checks.
 	DefaultInterval = 5 * time.Second
+	// DefaultRedisInterval is how often the refresher runs the Redis check
+	// while it passes (WithRedisInterval); it runs every round while it fails.
+	DefaultRedisInterval = 30 * time.Second
 	// DefaultCheckTimeout bounds one run of one check.
 	DefaultCheckTimeout = time.Second
 	// DefaultStuckAfter is how long an instance may stay in one non-terminal
@@ -46,16 +49,17 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
-	addr         string
-	interval     time.Duration
-	checkTimeout time.Duration
-	stuckAfter   time.Duration
-	readTimeout  time.Duration
-	idleTimeout  time.Duration
-	clock        clockwork.Clock
-	log          *slog.Logger
-	checks       []*check
-	handlers     []mount
+	addr          string
+	interval      time.Duration
+	redisInterval time.Duration
+	checkTimeout  time.Duration
+	stuckAfter    time.Duration
+	readTimeout   time.Duration
+	idleTimeout   time.Duration
+	clock         clockwork.Clock
+	log           *slog.Logger
+	checks        []*check
+	handlers      []mount
 }
 
 type mount struct {
@@ -65,14 +69,15 @@ type mount struct {
 
 func newConfig(opts []Option) config {
 	c := config{
-		addr:         DefaultAddr,
-		interval:     DefaultInterval,
-		checkTimeout: DefaultCheckTimeout,
-		stuckAfter:   DefaultStuckAfter,
-		readTimeout:  DefaultReadTimeout,
-		idleTimeout:  DefaultIdleTimeout,
-		clock:        clockwork.NewRealClock(),
-		log:          slog.New(slog.DiscardHandler),
+		addr:          DefaultAddr,
+		interval:      DefaultInterval,
+		redisInterval: DefaultRedisInterval,
+		checkTimeout:  DefaultCheckTimeout,
+		stuckAfter:    DefaultStuckAfter,
+		readTimeout:   DefaultReadTimeout,
+		idleTimeout:   DefaultIdleTimeout,
+		clock:         clockwork.NewRealClock(),
+		log:           slog.New(slog.DiscardHandler),
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -94,6 +99,18 @@ func WithInterval(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d > 0 {
 			c.interval = d
+		}
+	})
+}
+
+// WithRedisInterval sets how often the refresher runs the Redis check
+// (WithRedis) while it passes; while it fails, or before it first passed, it
+// runs every round (WithInterval). d at most the refresh interval runs it
+// every round. Values <= 0 are ignored. Default 30s.
+func WithRedisInterval(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.redisInterval = d
 		}
 	})
 }
@@ -189,6 +206,15 @@ func ComponentType(t string) CheckOption {
 	return func(c *check) { c.componentType = t }
 }
 
+// Every makes the background refresher run the check about every d while it
+// passes, instead of every round; while it fails, or before it first passed,
+// it runs every round, so a recovery shows at once. Refresh runs it whatever
+// d. For checks that cost their dependency something, such as a ping of a
+// shared server. d <= 0 keeps every round.
+func Every(d time.Duration) CheckOption {
+	return func(c *check) { c.every = max(d, 0) }
+}
+
 // PassOutput sets the output the check reports while it passes (default
 // none), for a check that is healthy but has something to say, such as a
 // feature turned off on purpose.
@@ -221,9 +247,10 @@ type Pinger interface {
 }
 
 // WithRedis registers the "redis:ping" check (componentType "datastore") that
-// sends PING through p. When required is true (or the StateSource reports
-// RedisRequired) a failing ping makes /readyz answer 503 and /healthz fail;
-// otherwise it only makes /healthz warn.
+// sends PING through p, every 30s while it passes and every round while it
+// fails (WithRedisInterval). When required is true (or the StateSource
+// reports RedisRequired) a failing ping makes /readyz answer 503 and /healthz
+// fail; otherwise it only makes /healthz warn.
 func WithRedis(p Pinger, required bool) Option {
 	return optionFunc(func(c *config) {
 		if p == nil {

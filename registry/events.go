@@ -55,7 +55,7 @@ func (r *Registry) Publish(ctx context.Context, ev Event) (string, error) {
 	}
 	id, err := r.c.XAdd(ctx, r.xaddArgs(r.normalizeEvent(ev))).Result()
 	if err != nil {
-		return "", fmt.Errorf("registry: appending event %q of %s/%s to %s: %w", ev.Event, ev.Service, ev.Instance, EventsKey, err)
+		return "", fmt.Errorf("registry: appending event %q of %s/%s to %s: %w", ev.Event, ev.Service, ev.Instance, EventsKey, r.failed(err))
 	}
 	return id, nil
 }
@@ -100,7 +100,7 @@ func (r *Registry) Events(ctx context.Context, lastID string, count int64, block
 		return nil, lastID, nil
 	}
 	if err != nil {
-		return nil, lastID, fmt.Errorf("registry: reading %s after %q: %w", EventsKey, lastID, err)
+		return nil, lastID, fmt.Errorf("registry: reading %s after %q: %w", EventsKey, lastID, r.failed(err))
 	}
 	next = lastID
 	for _, s := range streams {

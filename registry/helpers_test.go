@@ -62,8 +62,8 @@ func eventually(t *testing.T, timeout time.Duration, step func(), cond func() bo
 
 // recorder is a go-redis hook that records command names, can fail on
 // forbidden commands, and can hold pipelines that contain a given command and
-// key until released (for EVAL, the script's first key: "eval" with an entry
-// key holds the entry writes).
+// key until released ("script" holds EVAL and EVALSHA by the script's first
+// key: with an entry key it holds the entry writes).
 type recorder struct {
 	mu        sync.Mutex
 	names     []string
@@ -115,11 +115,14 @@ func (r *recorder) shouldHold(cmds []redis.Cmder) bool {
 		return false
 	}
 	for _, c := range cmds {
-		args, key := c.Args(), 1
-		if strings.EqualFold(c.Name(), "eval") {
-			key = 3 // EVAL script numkeys key...
+		args, key, name := c.Args(), 1, strings.ToLower(c.Name())
+		if name == "eval" || name == "evalsha" {
+			key = 3 // EVAL script numkeys key..., EVALSHA sha1 numkeys key...
+			if r.holdCmd == "script" {
+				name = "script"
+			}
 		}
-		if strings.EqualFold(c.Name(), r.holdCmd) && len(args) > key && args[key] == r.holdKey {
+		if name == r.holdCmd && len(args) > key && args[key] == r.holdKey {
 			return true
 		}
 	}

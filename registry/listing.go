@@ -45,7 +45,7 @@ func (r *Registry) List(ctx context.Context, service string) ([]Instance, error)
 	pipe.ZRemRangeByScore(ctx, idx, "-inf", now)
 	ids := pipe.ZRangeByScoreWithScores(ctx, idx, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("registry: reading index %s: %w", idx, err)
+		return nil, fmt.Errorf("registry: reading index %s: %w", idx, r.failed(err))
 	}
 	zs := ids.Val()
 	if len(zs) == 0 {
@@ -63,7 +63,7 @@ func (r *Registry) List(ctx context.Context, service string) ([]Instance, error)
 	}
 	vals, err := r.c.MGet(ctx, keys...).Result()
 	if err != nil {
-		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, err)
+		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, r.failed(err))
 	}
 	out := make([]Instance, 0, len(vals))
 	var missing []string

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/internal/ratelog"
+	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
 // ErrUndelivered: Close returned before every queued event and the latest
@@ -248,7 +249,7 @@ func (m *Member) writeLatest(ctx context.Context) error {
 	m.mu.Unlock()
 	pipe := m.r.c.Pipeline()
 	w := m.r.queueEntry(ctx, pipe, e, true, cas)
-	cmds, err := pipe.Exec(ctx)
+	cmds, err := m.r.exec(ctx, pipe, w.calls()...)
 	m.afterEntryWrite(w, seq, cas)
 	if err != nil {
 		return fmt.Errorf("registry: registering %s: %w", EntryKey(m.service, m.instance), cmdError(cmds, err))
@@ -404,7 +405,7 @@ func (m *Member) flush(ctx context.Context) error {
 	for i, q := range batch {
 		xadds[i] = pipe.XAdd(ctx, m.r.xaddArgs(q.ev))
 	}
-	cmds, err := pipe.Exec(ctx)
+	cmds, err := m.r.exec(ctx, pipe, w.calls()...)
 	if pending {
 		m.afterEntryWrite(w, seq, cas)
 	}
@@ -442,9 +443,11 @@ func (m *Member) flush(ctx context.Context) error {
 // found; the registry's keys are the registry's, so it replaces what it finds
 // there. When another process owns the entry it stops (see Conflict).
 // Failures are logged at warn, the first at once and then at most one a
-// minute with the count left out, and retried at the next tick; the first
-// success after them is logged at info. Calling StartHeartbeat while it
-// runs, or after Close, does nothing.
+// minute with the count left out, and retried at the next tick (on Redis
+// Cluster, a failure that says the slot map is stale is retried once more,
+// half a second later, by the reloaded map: see "Failover" in the package
+// documentation); the first success after them is logged at info. Calling
+// StartHeartbeat while it runs, or after Close, does nothing.
 func (m *Member) StartHeartbeat() {
 	m.hbMu.Lock()
 	defer m.hbMu.Unlock()
@@ -475,49 +478,79 @@ func (m *Member) StartHeartbeat() {
 }
 
 func (m *Member) beat(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, m.r.cfg.writeTimeout)
-	defer cancel()
 	defer func() {
 		m.mu.Lock()
 		m.beats++
 		m.mu.Unlock()
 	}()
+	err := m.beatOnce(ctx)
+	if err != nil && !errors.Is(err, errNoBeat) && slotmap.Reload(m.r.c, err) {
+		// A cluster whose slot map was stale (a master died, a replica took
+		// its slots over): the client reloads it now; one retry once the new
+		// map is in keeps the entry alive instead of waiting a whole interval
+		// with the old one.
+		t := m.r.cfg.clock.NewTimer(slotmap.MinInterval)
+		select {
+		case <-t.Chan():
+			err = m.beatOnce(ctx)
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	switch {
+	case errors.Is(err, errNoBeat):
+	case err != nil:
+		m.beatFailed(ctx, err)
+	default:
+		m.beatOK(ctx)
+	}
+}
+
+// errNoBeat: the member writes no entry (deregistered, nothing to write yet,
+// or another process owns it): nothing was refreshed, nothing failed.
+var errNoBeat = errors.New("registry: no entry to refresh")
+
+// beatOnce runs one heartbeat: the script, and the rewrite of an entry that
+// vanished or holds foreign data. It returns nil when the entry is refreshed
+// or rewritten, errNoBeat when the member writes no entry (it may have just
+// found another process's token in it), and the error that failed it
+// otherwise.
+func (m *Member) beatOnce(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.r.cfg.writeTimeout)
+	defer cancel()
 	m.mu.Lock()
 	skip := m.deregistered || !m.hasEntry || m.conflict != nil
 	m.mu.Unlock()
 	if skip {
-		return
+		return errNoBeat
 	}
 	key := EntryKey(m.service, m.instance)
 	score := m.r.cfg.clock.Now().Add(m.r.cfg.ttl).UnixMilli()
 	vals, err := memberHeartbeatScript.Run(ctx, m.r.c, []string{key, IndexKey(m.service)},
 		m.r.cfg.ttl.Milliseconds(), score, m.instance, m.owner).Slice()
 	if err != nil {
-		m.beatFailed(ctx, fmt.Errorf("registry: heartbeat of %s: %w", key, err))
-		return
+		return fmt.Errorf("registry: heartbeat of %s: %w", key, err)
 	}
 	n, found := scriptReply(vals)
 	if n == 1 {
-		m.beatOK(ctx)
-		return
+		return nil
 	}
 	if len(found) > 1 && found[0] == "other" {
 		m.lose(found[1])
-		return
+		return errNoBeat
 	}
 	// Vanished, not JSON, or a key of the wrong type: write the entry again
 	// (the write reports what it replaced).
 	if err := m.writeLatest(ctx); err != nil {
-		m.beatFailed(ctx, fmt.Errorf("registry: rewriting %s: %w", key, err))
-		return
+		return fmt.Errorf("registry: rewriting %s: %w", key, err)
 	}
 	if m.Conflict() != nil {
-		return
+		return errNoBeat
 	}
-	m.beatOK(ctx)
 	if len(found) > 0 && found[0] == "none" {
 		m.r.cfg.log.Info("registry: entry had vanished; re-registered", "service", m.service, "instance", m.instance)
 	}
+	return nil
 }
 
 // beatFailed logs a heartbeat failure at warn, rate-limited; a failure caused
@@ -584,7 +617,7 @@ func (m *Member) Deregister(ctx context.Context) error {
 	}
 	vals, err := memberDeregisterScript.Run(ctx, m.r.c, []string{key, IndexKey(m.service)}, m.owner, m.instance).Slice()
 	if err != nil {
-		return fmt.Errorf("registry: deregistering %s: %w", key, err)
+		return fmt.Errorf("registry: deregistering %s: %w", key, m.r.failed(err))
 	}
 	if n, found := scriptReply(vals); n == 0 && len(found) > 0 {
 		m.lose(found[0])

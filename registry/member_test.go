@@ -237,7 +237,7 @@ func TestLatestStatusWins(t *testing.T) {
 	mr := miniredis.RunT(t)
 	c := newClient(t, mr.Addr())
 	key := registry.EntryKey("api", "i1")
-	rec := &recorder{holdCmd: "eval", holdKey: key, held: make(chan struct{}, 1), release: make(chan struct{})}
+	rec := &recorder{holdCmd: "script", holdKey: key, held: make(chan struct{}, 1), release: make(chan struct{})}
 	c.AddHook(rec)
 	r := registry.New(c)
 	m := newMember(t, r, entry("api", "i1", "init"))
@@ -261,7 +261,7 @@ func TestLatestStatusWins(t *testing.T) {
 	}
 	sets := 0
 	for _, name := range rec.commands() {
-		if name == "eval" { // the entry script: the only one before Register
+		if name == "eval" || name == "evalsha" { // the entry script: the only one before Register
 			sets++
 		}
 	}
@@ -297,7 +297,7 @@ func TestNoUpdateRecreatesEntryAfterDeregister(t *testing.T) {
 
 	// An asynchronous write of the entry is in flight when Deregister starts.
 	rec.mu.Lock()
-	rec.holdCmd, rec.holdKey = "eval", key
+	rec.holdCmd, rec.holdKey = "script", key
 	rec.mu.Unlock()
 	m.Update(entry("api", "i1", "stopping_health"), transition("stopping_daemons", "stopping_health"))
 	<-rec.held

@@ -50,18 +50,19 @@ func newOwnerToken() string {
 // is not a string, or 'index:' and the type of an index key that is not a
 // sorted set. Nothing is written then: the member rewrites its entry through
 // entryScript, or stops writing it ('other').
+//
+// It runs on every idle instance every TTL/3, so its usual path is three
+// commands (GET, ZADD, PEXPIRE): keys of the wrong type are found by the
+// errors of GET and ZADD (redis.pcall), not by a TYPE before each.
 var memberHeartbeatScript = redis.NewScript(`
-local t = redis.call('TYPE', KEYS[1])['ok']
-if t == 'none' then
-  if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
-    redis.call('ZREM', KEYS[2], ARGV[3])
-  end
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' then
+  return {0, redis.call('TYPE', KEYS[1])['ok']}
+end
+if not v then
+  redis.pcall('ZREM', KEYS[2], ARGV[3])
   return {0, 'none'}
 end
-if t ~= 'string' then
-  return {0, t}
-end
-local v = redis.call('GET', KEYS[1])
 local ok, e = pcall(cjson.decode, v)
 if not (ok and type(e) == 'table') then
   return {0, 'unparsable'}
@@ -69,12 +70,11 @@ end
 if e['owner'] ~= ARGV[4] then
   return {0, 'other', v}
 end
-local it = redis.call('TYPE', KEYS[2])['ok']
-if it ~= 'zset' and it ~= 'none' then
-  return {0, 'index:' .. it}
+local z = redis.pcall('ZADD', KEYS[2], ARGV[2], ARGV[3])
+if type(z) == 'table' then
+  return {0, 'index:' .. redis.call('TYPE', KEYS[2])['ok']}
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return {1, 'entry'}
 `)
 

@@ -109,6 +109,20 @@
 // TTL empties it, because the registry can no longer vouch for any
 // instance. Reads of the view are an atomic load of an immutable View and
 // never wait on Redis.
+//
+// # Failover
+//
+// Behind a Sentinel (a go-redis failover client) a write after the promotion
+// reaches the new master: the client asks the Sentinel where it is. On Redis
+// Cluster, go-redis would keep sending a dead master's slots to its address
+// until its periodic slot-map reload, a minute later; so every write,
+// heartbeat and read that fails with a network error, MOVED, CLUSTERDOWN or
+// READONLY asks the client to reload its map at once (at most twice a second
+// per client), and a heartbeat that failed so is retried once, half a second
+// later, by the new map. An instance is back on the promoted replica within
+// one heartbeat of the promotion. Scripts go by SHA1 (EVALSHA); a promoted
+// replica, like a restarted Redis, does not have them: the first write sends
+// their text again.
 package registry
 
 import (
@@ -119,6 +133,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -237,6 +252,9 @@ type Event struct {
 type Registry struct {
 	c   redis.UniversalClient
 	cfg config
+	// sentText says, per pipelined script, whether this registry sent its
+	// text once (newCall).
+	sentText map[*redis.Script]*atomic.Bool
 }
 
 type config struct {
@@ -248,6 +266,7 @@ type config struct {
 	backoffMin   time.Duration
 	backoffMax   time.Duration
 	writeTimeout time.Duration
+	scriptText   bool // send scripts with their text (EVAL), not by SHA1: tests compare the two
 }
 
 // Option configures a Registry.
@@ -358,7 +377,8 @@ func New(c redis.UniversalClient, opts ...Option) *Registry {
 			o.apply(&cfg)
 		}
 	}
-	return &Registry{c: c, cfg: cfg}
+	return &Registry{c: c, cfg: cfg, sentText: map[*redis.Script]*atomic.Bool{
+		entryScript: new(atomic.Bool), servicesScript: new(atomic.Bool)}}
 }
 
 // TTL returns the entry TTL.
@@ -382,7 +402,7 @@ func (r *Registry) Register(ctx context.Context, e Entry) error {
 	}
 	pipe := r.c.Pipeline()
 	w := r.queueEntry(ctx, pipe, r.normalize(e), true, false)
-	if cmds, err := pipe.Exec(ctx); err != nil {
+	if cmds, err := r.exec(ctx, pipe, w.calls()...); err != nil {
 		return fmt.Errorf("registry: registering %s: %w", EntryKey(e.Service, e.Instance), cmdError(cmds, err))
 	}
 	r.reportFixes(w, e.Service, e.Instance)
@@ -459,9 +479,12 @@ return res
 
 // entryWrite is the commands of one entry write queued on a pipeline.
 type entryWrite struct {
-	entry    *redis.Cmd // entryScript
-	services *redis.Cmd // servicesScript, nil when the write does not touch the set
+	entry    *scriptCall // entryScript
+	services *scriptCall // servicesScript, nil when the write does not touch the set
 }
+
+// calls returns the write's script calls, for exec.
+func (w entryWrite) calls() []*scriptCall { return []*scriptCall{w.entry, w.services} }
 
 // entryResult is what entryScript found and did.
 type entryResult struct {
@@ -472,7 +495,10 @@ type entryResult struct {
 }
 
 func (w entryWrite) result() (entryResult, error) {
-	vals, err := w.entry.Slice()
+	if w.entry == nil {
+		return entryResult{}, errNotQueued
+	}
+	vals, err := w.entry.cmd.Slice()
 	if err != nil {
 		return entryResult{}, err
 	}
@@ -494,11 +520,12 @@ func (w entryWrite) result() (entryResult, error) {
 	return res, nil
 }
 
+// errNotQueued: result of an entry write that was not queued.
+var errNotQueued = errors.New("registry: no entry write queued")
+
 // queueEntry adds the writes of one entry to pipe: entryScript ("cas" or
-// "take" over the entry) and, with addService, servicesScript. The scripts
-// go as EVAL with their text, not EVALSHA: a pipeline cannot fall back on
-// NOSCRIPT after a Redis restart, and Redis caches the compiled script by its
-// hash either way.
+// "take" over the entry) and, with addService, servicesScript, by their SHA1;
+// run pipe with exec, which sends a script's text when Redis lacks it.
 func (r *Registry) queueEntry(ctx context.Context, pipe redis.Pipeliner, e Entry, addService, cas bool) entryWrite {
 	now := r.cfg.clock.Now()
 	// Entry holds only strings, ints, bools and times: Marshal cannot fail.
@@ -508,10 +535,10 @@ func (r *Registry) queueEntry(ctx context.Context, pipe redis.Pipeliner, e Entry
 		mode = "cas"
 	}
 	var w entryWrite
-	w.entry = entryScript.Eval(ctx, pipe, []string{EntryKey(e.Service, e.Instance), IndexKey(e.Service)},
+	w.entry = r.newCall(ctx, pipe, entryScript, []string{EntryKey(e.Service, e.Instance), IndexKey(e.Service)},
 		b, r.cfg.ttl.Milliseconds(), now.Add(r.cfg.ttl).UnixMilli(), e.Instance, now.UnixMilli(), e.Owner, mode)
 	if addService {
-		w.services = servicesScript.Eval(ctx, pipe, []string{ServicesKey}, e.Service)
+		w.services = r.newCall(ctx, pipe, servicesScript, []string{ServicesKey}, e.Service)
 	}
 	return w
 }
@@ -536,7 +563,7 @@ func (r *Registry) reportFixes(w entryWrite, service, instance string) {
 		r.cfg.log.Warn("registry: replaced a registry key of the wrong type", "key", IndexKey(service), "type", res.indexType)
 	}
 	if w.services != nil {
-		if vals, err := w.services.Slice(); err == nil && len(vals) > 1 {
+		if vals, err := w.services.cmd.Slice(); err == nil && len(vals) > 1 {
 			t, _ := vals[1].(string)
 			r.cfg.log.Warn("registry: replaced a registry key of the wrong type", "key", ServicesKey, "type", t)
 		}
@@ -600,7 +627,7 @@ func (r *Registry) Heartbeat(ctx context.Context, service, instance string) (fou
 		[]string{EntryKey(service, instance), IndexKey(service)},
 		r.cfg.ttl.Milliseconds(), score, instance).Int()
 	if err != nil {
-		return false, fmt.Errorf("registry: heartbeat of %s: %w", EntryKey(service, instance), err)
+		return false, fmt.Errorf("registry: heartbeat of %s: %w", EntryKey(service, instance), r.failed(err))
 	}
 	return n == 1, nil
 }
@@ -616,7 +643,7 @@ func (r *Registry) Deregister(ctx context.Context, service, instance string) err
 	pipe.Del(ctx, EntryKey(service, instance))
 	pipe.ZRem(ctx, IndexKey(service), instance)
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("registry: deregistering %s: %w", EntryKey(service, instance), err)
+		return fmt.Errorf("registry: deregistering %s: %w", EntryKey(service, instance), r.failed(err))
 	}
 	return nil
 }
@@ -662,7 +689,7 @@ func (r *Registry) reportWrongTypes(ctx context.Context, keys []string) {
 func (r *Registry) Services(ctx context.Context) ([]string, error) {
 	names, err := r.c.SMembers(ctx, ServicesKey).Result()
 	if err != nil {
-		return nil, fmt.Errorf("registry: reading %s: %w", ServicesKey, err)
+		return nil, fmt.Errorf("registry: reading %s: %w", ServicesKey, r.failed(err))
 	}
 	slices.Sort(names)
 	return names, nil
@@ -679,7 +706,7 @@ func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, 
 		return Entry{}, fmt.Errorf("registry: %s: %w", key, ErrNotFound)
 	}
 	if err != nil {
-		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, err)
+		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, r.failed(err))
 	}
 	var e Entry
 	if err := json.Unmarshal([]byte(s), &e); err != nil {

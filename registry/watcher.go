@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
 // StatusRunning is the one status consumers route to.
@@ -311,7 +312,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 	defer cancel()
 	last, err := w.r.c.XRevRangeN(ctx, EventsKey, "+", "-", 1).Result()
 	if err != nil {
-		return fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, err)
+		return fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, w.r.failed(err))
 	}
 	ins, err := w.r.List(ctx, w.service)
 	if err != nil {
@@ -384,6 +385,7 @@ func (w *Watcher) read(ctx context.Context, block time.Duration) ([]Event, error
 		return nil, nil
 	}
 	if err != nil {
+		slotmap.Reload(w.reader, err)
 		return nil, fmt.Errorf("registry: reading %s after %s: %w", EventsKey, w.pos, err)
 	}
 	var out []Event
@@ -464,7 +466,7 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		var reply redis.Error
 		if !errors.As(err, &reply) { // a connection failure, not a bad key
-			return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, err)
+			return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, w.r.failed(err))
 		}
 	}
 	now := w.r.cfg.clock.Now()

@@ -20,12 +20,23 @@ go test -run '^$' -bench 'BenchmarkBootToRunning|BenchmarkRedisPing' -benchmem -
 go test -run '^$' -bench 'BenchmarkMemberUpdate|BenchmarkRedisPingRoundTrip' -benchmem -count "$count" ./registry | tee "$out/registry.txt"
 # A /readyz probe, beside a bare net/http handler writing a similar body.
 go test -run '^$' -bench 'BenchmarkReadyz|BenchmarkBareHandler' -benchmem -count "$count" ./health | tee "$out/health.txt"
-# XADD of a control op to its result: 1 daemon and 100 daemons on one redis-server.
-go test -run '^$' -bench 'BenchmarkOpToResult' -benchtime 200x -count 1 ./controlops | tee "$out/controlops.txt"
+# XADD of a control op to its result: 1, 100 and 1,000 daemons on one redis-server,
+# beside a PING and a pipelined write of 1,000 results.
+go test -run '^$' -bench 'BenchmarkOpToResult' -benchtime 200x -count 1 -timeout 30m ./controlops | tee "$out/controlops.txt"
 # The dashboard's page of a service of 1,000 instances, beside sgctl ps --json's registry read and encoding.
 go test -run '^$' -bench 'ServicePage1000|BaselineServiceJSON1000' -benchmem -count "$count" ./internal/dashboard | tee "$out/dashboard.txt"
 # The balancer's pick, and a GET through it beside the same GET on a bare net/http client.
 go test -run '^$' -bench 'BenchmarkPick|BenchmarkGet' -benchmem -count "$count" ./balancer | tee "$out/balancer.txt"
+
+# The fleet on one redis-server: 1,000 and 10,000 registry members (registration with the
+# scripts sent as text against by SHA1, the idle cost, memory, Instances, sgctl ps --json;
+# FLEET_WINDOW sets the idle window, 30s by default), and one entry write by SHA1 against by text.
+go test -run '^$' -bench 'Fleet' -benchtime 1x -timeout 30m ./registry | tee "$out/fleet.txt"
+go test -run '^$' -bench 'EntryWrite' -benchmem -count "$count" ./registry | tee "$out/entrywrite.txt"
+# Idle lifecycle instances (0, 1 and 1,000; IDLE_WINDOW, 30s by default), a restart storm of
+# 1,000 boots with jitter 0 and 2s, and kill -9 of the master behind a Sentinel and on a cluster.
+go test -run '^$' -bench 'IdleInstance|RestartStorm' -benchtime 1x -timeout 30m ./internal/fleettest | tee "$out/fleettest.txt"
+go test -run '^$' -bench 'Failover' -benchtime 5x -timeout 30m ./internal/fleettest | tee "$out/failover.txt"
 
 # The same round trip from outside Go: redis-benchmark PING, one client, no pipelining.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -35,6 +46,6 @@ trap 'kill $rs 2>/dev/null; wait $rs 2>/dev/null || true' EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-benchmark -h 127.0.0.1 -p "$port" -t ping_inline,ping_mbulk -n 50000 -c 1 --csv | tee "$out/redis-benchmark.txt"
 
-for f in transition boot registry health dashboard balancer; do
+for f in transition boot registry health dashboard balancer entrywrite; do
   echo "== $f"; benchstat "$out/$f.txt"
 done

@@ -1,5 +1,7 @@
 // Package redistest starts real redis-server processes for tests: a standalone
-// server (Server) and a three-master Redis Cluster (Cluster).
+// server (Server), a three-master Redis Cluster (Cluster), a cluster of three
+// masters with a replica each (ClusterWithReplicas), and a master, a replica
+// and a Sentinel monitoring them (Sentinel).
 //
 // Use miniredis for logic; use this package for what only a real server shows:
 // restarts on the same port, eviction under maxmemory, approximate stream
@@ -7,6 +9,12 @@
 //
 // Freeze and Thaw stop and resume a server (SIGSTOP, SIGCONT) to show what a
 // Redis that accepts connections but answers nothing does to its clients.
+//
+// Failover: Kill the master of a Sentinel set or the master serving a key's
+// slot in ClusterWithReplicas, then WaitFailover or WaitPromoted returns the
+// promoted replica and when it was first seen as master. Both set-ups use
+// small timeouts (SentinelDownAfter, ReplicaClusterNodeTimeout), so a failover
+// takes one to three seconds.
 //
 // Every server binds 127.0.0.1 only, runs in its own t.TempDir() with
 // persistence disabled (--save "" --appendonly no), writes its log to a file in
@@ -64,7 +72,8 @@ type Srv struct {
 	logPath string
 	port    int
 	args    []string
-	ownDir  bool // created by Start: removed by Kill
+	conf    string // a config file given first on the command line (Sentinel's); "" for none
+	ownDir  bool   // created by Start: removed by Kill
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -256,7 +265,13 @@ func (s *Srv) Log() string {
 // start launches the process and waits until it answers PING. On failure
 // the process is killed and the error carries the tail of the log.
 func (s *Srv) start() error {
-	args := []string{
+	var args []string
+	if s.conf != "" {
+		// Sentinel needs its (writable) config file first: it records what it
+		// learns there.
+		args = append(args, s.conf, "--sentinel")
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -264,7 +279,7 @@ func (s *Srv) start() error {
 		"--protected-mode", "no",
 		"--dir", s.dir,
 		"--logfile", "", // log to stdout, which goes to s.logPath
-	}
+	)
 	args = append(args, s.args...)
 	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -396,9 +411,11 @@ func requireBinary(tb testing.TB, name string) string {
 	return ""
 }
 
-// ClusterSrv is a Redis Cluster of three masters, no replicas, on loopback.
+// ClusterSrv is a Redis Cluster on loopback: three masters (Cluster), or
+// three masters with a replica each (ClusterWithReplicas).
 type ClusterSrv struct {
-	nodes []*Srv
+	nodes    []*Srv
+	replicas bool
 }
 
 // Cluster starts three redis-server masters with --cluster-enabled yes (each
@@ -412,7 +429,7 @@ func Cluster(tb testing.TB) *ClusterSrv {
 	bin := requireBinary(tb, "redis-server")
 	c := &ClusterSrv{}
 	for i := 0; i < 3; i++ {
-		c.nodes = append(c.nodes, startClusterNode(tb, bin))
+		c.nodes = append(c.nodes, startClusterNode(tb, bin, 2*time.Second))
 	}
 	args := []string{"--cluster", "create"}
 	for _, n := range c.nodes {
@@ -431,7 +448,9 @@ func Cluster(tb testing.TB) *ClusterSrv {
 	return c
 }
 
-func startClusterNode(tb testing.TB, bin string) *Srv {
+// startClusterNode starts one --cluster-enabled node with the given
+// cluster-node-timeout and extra arguments.
+func startClusterNode(tb testing.TB, bin string, nodeTimeout time.Duration, extraArgs ...string) *Srv {
 	tb.Helper()
 	dir := tb.TempDir()
 	var lastErr error
@@ -441,11 +460,11 @@ func startClusterNode(tb testing.TB, bin string) *Srv {
 			tb.Fatalf("redistest: finding a free port: %v", err)
 		}
 		s := &Srv{tb: tb, bin: bin, dir: dir, port: port, logPath: filepath.Join(dir, "redis.log"),
-			args: []string{
+			args: append([]string{
 				"--cluster-enabled", "yes",
 				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-				"--cluster-node-timeout", "2000",
-			}}
+				"--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
+			}, extraArgs...)}
 		_ = os.Remove(s.logPath)
 		_ = os.Remove(filepath.Join(dir, "nodes.conf"))
 		if lastErr = s.start(); lastErr == nil {
@@ -488,7 +507,8 @@ func (c *ClusterSrv) waitOK() error {
 	return nil
 }
 
-// Addrs returns the masters' "127.0.0.1:port" addresses.
+// Addrs returns the nodes' "127.0.0.1:port" addresses: the three masters of
+// Cluster; the six nodes, masters and replicas, of ClusterWithReplicas.
 func (c *ClusterSrv) Addrs() []string {
 	addrs := make([]string, len(c.nodes))
 	for i, n := range c.nodes {
@@ -497,10 +517,11 @@ func (c *ClusterSrv) Addrs() []string {
 	return addrs
 }
 
-// Nodes returns the three masters, e.g. to Kill one.
+// Nodes returns the nodes, e.g. to Kill one: the three masters of Cluster; the
+// six nodes of ClusterWithReplicas (MasterOf says which serves a key).
 func (c *ClusterSrv) Nodes() []*Srv { return c.nodes }
 
-// Client returns a cluster client seeded with all masters, closed by t.Cleanup.
+// Client returns a cluster client seeded with all nodes, closed by t.Cleanup.
 func (c *ClusterSrv) Client(tb testing.TB) *redis.ClusterClient {
 	tb.Helper()
 	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})

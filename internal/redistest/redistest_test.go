@@ -157,3 +157,98 @@ func TestFrozenServerIsThawedAndKilledByCleanup(t *testing.T) {
 		t.Fatal("server still answers after its test's cleanups")
 	}
 }
+
+func TestSentinelPromotesTheReplicaWhenTheMasterIsKilled(t *testing.T) {
+	set := redistest.Sentinel(t)
+	c := set.FailoverClient(t, &redis.FailoverOptions{DialerRetries: 1})
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatalf("SET through the sentinel: %v", err)
+	}
+	old := set.Master()
+	if old != set.Nodes()[0] {
+		t.Fatalf("master %s, want the first node %s", old.Addr(), set.Nodes()[0].Addr())
+	}
+	// The write must have reached the replica before the kill to survive it.
+	if err := c.Do(ctx, "WAIT", 1, 5000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	old.Kill()
+	promoted, at := set.WaitFailover(old)
+	t.Logf("kill -9 of master %s: sentinel promoted %s after %v", old.Addr(), promoted.Addr(), at.Sub(killed).Round(time.Millisecond))
+	if promoted != set.Nodes()[1] {
+		t.Fatalf("promoted %s, want the replica %s", promoted.Addr(), set.Nodes()[1].Addr())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := c.Get(ctx, "k").Result()
+		if err == nil && v == "v" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET k through the sentinel after the failover = %q, %v", v, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
+func TestClusterWithReplicasPromotesTheReplicaOfAKilledMaster(t *testing.T) {
+	cl := redistest.ClusterWithReplicas(t)
+	if n := len(cl.Nodes()); n != 6 {
+		t.Fatalf("%d nodes, want 6", n)
+	}
+	c := cl.Client(t)
+	ctx := context.Background()
+	const key = "{svc}:k"
+	if err := c.Set(ctx, key, "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	old := cl.MasterOf(t, key)
+	if err := old.Client(t).Do(ctx, "WAIT", 1, 5000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	old.Kill()
+	promoted, at := cl.WaitPromoted(t, key, old)
+	t.Logf("kill -9 of master %s: replica %s took the slot after %v", old.Addr(), promoted.Addr(), at.Sub(killed).Round(time.Millisecond))
+	if promoted == old {
+		t.Fatal("the killed master still serves the slot")
+	}
+	fresh := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{promoted.Addr()}})
+	defer fresh.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := fresh.Get(ctx, key).Result()
+		if err == nil && v == "v" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s after the failover = %q, %v", key, v, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
+func TestReadStatsCountsCommandsAndCPUSinceAnEarlierRead(t *testing.T) {
+	s := redistest.Server(t)
+	c := s.Client(t)
+	ctx := context.Background()
+	before, err := redistest.ReadStats(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Set(ctx, "k", "v", 0)
+	c.Eval(ctx, "return redis.call('GET', KEYS[1])", []string{"k"})
+	after, err := redistest.ReadStats(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := after.Since(before)
+	if d.Commands["set"] != 1 || d.Commands["eval"] != 1 || d.Commands["get"] != 1 || d.Calls() != 3 {
+		t.Fatalf("calls since = %v, want set=1 eval=1 get=1 (a script's commands count)", d)
+	}
+	if d.CPU < 0 || after.UsedMemory <= 0 || d.NetInput <= 0 || after.Clients < 1 || !after.Time.After(before.Time) {
+		t.Fatalf("stats since = %+v", d)
+	}
+}
