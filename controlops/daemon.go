@@ -12,14 +12,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/redis/go-redis/v9/maintnotifications"
-	"github.com/stargazer/lifecycle/fleetenv"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/internal/blockread"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
@@ -183,7 +182,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return errors.New("controlops: daemon already started")
 	}
 	d.started = true
-	d.reader, d.ownReader = newReader(d.rdb)
+	d.reader, d.ownReader = blockread.NewClient(d.rdb, blockread.Retry)
 	if d.cfg.block <= 0 {
 		d.cfg.block = DefaultSharedBlock
 		if d.ownReader {
@@ -401,30 +400,6 @@ func (d *Daemon) loop(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// newReader returns a client of its own for the blocking reads, so Stop can
-// close it and end a read at once (a blocked read does not see its context
-// end). Clients it cannot copy are shared, and Stop waits up to the block time.
-// The copy shares no push-notification state with the original and caches
-// nothing: it only reads the stream.
-func newReader(rdb redis.UniversalClient) (reader redis.UniversalClient, own bool) {
-	switch c := rdb.(type) {
-	case *redis.Client:
-		o := *c.Options()
-		o.MinIdleConns = 0
-		o.PushNotificationProcessor = nil
-		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-		o.ClientSideCache, o.ClientSideCacheConfig = nil, nil
-		return redis.NewClient(&o), true
-	case *redis.ClusterClient:
-		o := *c.Options()
-		o.MinIdleConns = 0
-		o.PushNotificationProcessor = nil
-		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-		return redis.NewClusterClient(&o), true
-	}
-	return rdb, false
 }
 
 // handle decides one entry and writes its final result. It returns errRetry

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/internal/blockread"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
@@ -129,7 +130,8 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 			o.applyWatch(w)
 		}
 	}
-	w.reader, w.ownReader = newReader(r.c)
+	// A reconnect must surface as an error: the Watcher resyncs after it.
+	w.reader, w.ownReader = blockread.NewClient(r.c, blockread.NoRetry)
 	w.view.Store(&View{Service: service, changed: make(chan struct{})})
 	go w.run(ctx)
 	return w, nil
