@@ -126,8 +126,10 @@ func (s *SentinelSet) waitKnowsReplica() error {
 	c := redis.NewSentinelClient(&redis.Options{Addr: s.sentinel.Addr()})
 	defer c.Close()
 	deadline := time.Now().Add(StartTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
 	for {
-		reps, err := c.Replicas(context.Background(), s.name).Result()
+		reps, err := c.Replicas(ctx, s.name).Result()
 		if err == nil {
 			for _, r := range reps {
 				if f := r["flags"]; f == "slave" && r["master-link-status"] == "ok" {
@@ -147,8 +149,10 @@ func waitLinkUp(replica *Srv) error {
 	c := redis.NewClient(&redis.Options{Addr: replica.Addr()})
 	defer c.Close()
 	deadline := time.Now().Add(StartTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
 	for {
-		info, err := c.Info(context.Background(), "replication").Result()
+		info, err := c.Info(ctx, "replication").Result()
 		if err == nil && strings.Contains(info, "master_link_status:up") {
 			return nil
 		}

@@ -482,7 +482,8 @@ func startClusterNode(tb testing.TB, bin string, nodeTimeout time.Duration, extr
 // waitOK polls CLUSTER INFO on every node until all say cluster_state:ok.
 func (c *ClusterSrv) waitOK() error {
 	deadline := time.Now().Add(StartTimeout)
-	ctx := context.Background()
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
 	for _, n := range c.nodes {
 		cl := redis.NewClient(&redis.Options{Addr: n.Addr()})
 		var info string
