@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -83,6 +84,7 @@ type notifier struct {
 	quit    chan struct{}
 	done    chan struct{}
 	close1  sync.Once
+	ticks   atomic.Int64 // ticks handled, for tests that step the clock
 }
 
 // newNotifier returns the instance's notifier, or nil when notifications
@@ -206,6 +208,7 @@ func (n *notifier) flush() {
 // tick pings the watchdog and extends a long boot's start timeout while the
 // instance is alive.
 func (n *notifier) tick() {
+	defer n.ticks.Add(1)
 	n.flush()
 	why := n.in.alive()
 	n.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -271,21 +272,28 @@ func TestSystemdWatchdogStopsPingingAWedgedBootAndExtendsASlowOne(t *testing.T) 
 	// on their way to the reader: take them in before counting from here.
 	sock.sync(t)
 	before := len(sock.messages())
+	// Five more ticks, each waited for until the notifier has handled it, so
+	// every one of them runs while the instance is still wedged.
 	for i := 0; i < 5; i++ {
+		handled := in.notify.ticks.Load()
 		f.clock.Advance(time.Second)
-	}
-	in.RequestStop()
-	_ = wait(t, done)
-	// Up to the stop: its transitions are not wedged any more (a tick that
-	// finds them alive sends its ping after them; flush comes first).
-	for _, m := range sock.messages()[before:] {
-		if strings.HasPrefix(m, "STOPPING=1") {
-			break
+		for in.notify.ticks.Load() == handled {
+			if time.Now().After(deadline) {
+				t.Fatal("the notifier never handled a tick of the clock")
+			}
+			runtime.Gosched()
 		}
+	}
+	sock.sync(t)
+	for _, m := range sock.messages()[before:] {
 		if m == "WATCHDOG=1" || strings.HasPrefix(m, "EXTEND_TIMEOUT_USEC") {
 			t.Errorf("%q sent after the instance was wedged", m)
 		}
 	}
+	// Once the stop moves the instance on it is not wedged any more: a tick
+	// may ping again, so nothing is asserted past this point.
+	in.RequestStop()
+	_ = wait(t, done)
 }
 
 func TestSystemdNotificationsNeedTheOptionAndTheSocket(t *testing.T) {
