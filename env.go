@@ -96,7 +96,9 @@ const (
 
 // ParseEnv reads and validates the environment through getenv. The first bad
 // value is returned as a *ConfigError naming the variable and the value. It builds
-// the Redis client from REDIS_URL but does not connect.
+// the Redis client from REDIS_URL (fleetenv.NewRedisClient: one server, a
+// Redis Cluster with addr=, or a master behind Sentinels with master_name=) but
+// does not connect.
 func ParseEnv(getenv func(string) string) (Env, error) {
 	var env Env
 	var err error

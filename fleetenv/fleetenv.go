@@ -11,9 +11,10 @@
 //   - Variables: the names (RedisURL, ServiceTTL, ...) and the rules that
 //     are shared beyond a service's own process: ParseServiceTTL,
 //     ValidateAdvertiseAddr.
-//   - Redis: NewRedisClient builds a client from a REDIS_URL with the
-//     deadline settings every program of the fleet needs; RedactURL and
-//     RedisAddr print a URL or a client's servers without credentials.
+//   - Redis: NewRedisClient builds a client from a REDIS_URL (one server, a
+//     Redis Cluster, or a master behind Sentinels) with the deadline settings
+//     every program of the fleet needs; RedactURL and RedisAddr print a URL
+//     or a client's servers without credentials.
 //
 // The package imports nothing of the module and no OpenTelemetry, so a small
 // tool links it without the exporters.

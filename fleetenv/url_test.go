@@ -49,6 +49,8 @@ func TestRedactMasksPasswordsOfAURLThatParses(t *testing.T) {
 		{"rediss://u:p%40ss@host/?addr=h2:6379&password=secret", "rediss://u:xxxxx@host/?addr=h2:6379&password=xxxxx"},
 		{"redis://host/?db=1&PassWord=a&sentinel_password=b", "redis://host/?db=1&PassWord=xxxxx"},
 		{"redis://host:6379/0#p4ss", "redis://host:6379/0#xxxxx"},
+		// A Sentinel URL: the Sentinels' password and the master's.
+		{"redis://sen:s3cret@s1:26379/0?master_name=m&addr=s2:26379&password=m4ster", "redis://sen:xxxxx@s1:26379/0?master_name=m&addr=s2:26379&password=xxxxx"},
 		// An escaped parameter name, or a query that does not parse: all of it.
 		{"redis://host/?pass%77ord=secret", "redis://host/?xxxxx"},
 		{"redis://host/?db=0;password=secret", "redis://host/?xxxxx"},
@@ -71,6 +73,8 @@ func TestRedactNeverPrintsAPasswordWhateverItContains(t *testing.T) {
 		"unix://user:%s@/run/redis.sock?db=0",
 		"redis://host:6379/0?password=%s",
 		"redis://host:6379/0?db=1&sentinel_password=%s&x=1",
+		"redis://sen:%s@s1:26379/0?master_name=m&addr=s2:26379",
+		"redis://s1:26379/0?master_name=m&password=%s&addr=s2:26379",
 		"user:%s@host:6379",
 	}
 	for _, sp := range specials {

@@ -33,9 +33,9 @@ import (
 	"strconv"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle"
+	"github.com/stargazer/lifecycle/fleetenv"
 )
 
 func main() {
@@ -51,7 +51,8 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 	}
 	// Validate the library's variables before starting anything, so a bad value
 	// exits 2 without an embedded Redis coming and going.
-	if _, err := lifecycle.ParseEnv(getenv); err != nil {
+	env, err := lifecycle.ParseEnv(getenv)
+	if err != nil {
 		log.Error("configuration error", "error", err)
 		return lifecycle.ExitConfig
 	}
@@ -62,16 +63,11 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 		lifecycle.WithVersion("demo-1"),
 		lifecycle.WithHealthAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(lifecycle.DefaultHealthPort))),
 	}
-	var client redis.UniversalClient
-	if url := getenv(lifecycle.EnvRedisURL); url != "" {
-		// Main builds the lifecycle's own client from REDIS_URL; this one is the
-		// service's, for its work.
-		ro, err := redis.ParseURL(url)
-		if err != nil {
-			ro = &redis.Options{Addr: "127.0.0.1:6379"} // a cluster URL: ParseEnv accepted it
-		}
-		client = redis.NewClient(deadlines(ro))
-	} else {
+	// The service's own client, for its work: built from REDIS_URL by the
+	// same code as the lifecycle's (one server, a cluster or a Sentinel), which
+	// MainContext builds again for itself.
+	client := env.Redis
+	if client == nil {
 		mr := miniredis.NewMiniRedis()
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			log.Error("cannot start the embedded redis", "error", err)
@@ -79,7 +75,10 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 		}
 		defer mr.Close()
 		log.Info("embedded redis (miniredis) started; set REDIS_URL to use a real one", "addr", mr.Addr())
-		client = redis.NewClient(deadlines(&redis.Options{Addr: mr.Addr()}))
+		if client, err = fleetenv.NewRedisClient("redis://" + mr.Addr() + "/0"); err != nil {
+			log.Error("cannot build a client of the embedded redis", "error", err)
+			return lifecycle.ExitFailed
+		}
 		// A playground: sgctl works against it without a key. SG_CONTROL_KEY
 		// or SG_CONTROL_INSECURE, when set, still decide.
 		opts = append(opts, lifecycle.WithRedis(client), lifecycle.WithControlInsecure(true))
@@ -93,13 +92,4 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 	svc := newService(log, knobs, client)
 	opts = append(opts, lifecycle.WithPullHandler(svc.pull(getenv)))
 	return lifecycle.MainContext(ctx, svc, opts...)
-}
-
-// deadlines makes a client honour its calls' context deadlines, retries
-// included, and fail fast on a refused dial, as the lifecycle's own client
-// does (see lifecycle.WithRedisTimeout).
-func deadlines(o *redis.Options) *redis.Options {
-	o.ContextTimeoutEnabled = true
-	o.DialerRetries = 1
-	return o
 }

@@ -114,8 +114,10 @@
 // # Environment
 //
 //	REDIS_URL       redis://, rediss:// or unix:// URL of the registry's Redis, with
-//	                auth; addr= query parameters name the nodes of a cluster. Default
-//	                redis://127.0.0.1:6379/0, as redis-cli.
+//	                auth; addr= query parameters name the nodes of a cluster; with
+//	                master_name=NAME the host and addr= name Sentinels, which say
+//	                where master NAME is. Default redis://127.0.0.1:6379/0, as
+//	                redis-cli.
 //	SG_CONTROL_KEY  HMAC-SHA256 key that signs the ops (at least 16 bytes),
 //	                the same variable the services have: of a comma-separated list
 //	                the first key signs. Unset: ops are sent unsigned, and only

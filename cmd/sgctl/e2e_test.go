@@ -38,10 +38,10 @@ func buildDemo(t *testing.T, dir string) string {
 	return bin
 }
 
-// startDemo starts one demo instance against redisURL. The process is
-// killed by its pid and awaited by t.Cleanup, and its log printed when the
-// test failed.
-func startDemo(t *testing.T, bin, dir, id, redisURL string) *demoProc {
+// startDemo starts one demo instance against redisURL, with env's extra
+// variables. The process is killed by its pid and awaited by t.Cleanup, and
+// its log printed when the test failed.
+func startDemo(t *testing.T, bin, dir, id, redisURL string, env ...string) *demoProc {
 	t.Helper()
 	logPath := filepath.Join(dir, id+".log")
 	logf, err := os.Create(logPath)
@@ -59,6 +59,7 @@ func startDemo(t *testing.T, bin, dir, id, redisURL string) *demoProc {
 		"SG_CONTROL_KEY="+testKey,
 		"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

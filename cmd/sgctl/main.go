@@ -197,8 +197,9 @@ Commands:
 	}
 	fmt.Fprint(w, `
 Environment:
-  REDIS_URL       redis://, rediss:// or unix:// URL of the registry's Redis
-                  (default `+defaultRedisURL+`)
+  REDIS_URL       redis://, rediss:// or unix:// URL of the registry's Redis;
+                  ?addr=host:port... for a cluster, ?master_name=NAME for a master
+                  behind Sentinels (default `+defaultRedisURL+`)
   SG_CONTROL_KEY  HMAC key that signs the control ops (at least 16 bytes;
                   of a comma-separated list, the first signs)
   SG_SERVICE_TTL  the fleet's registry TTL, used by ps to date heartbeats (default 30s,

@@ -207,6 +207,27 @@ func TestUnparsableRedisURLIsReportedWithoutItsPassword(t *testing.T) {
 	}
 }
 
+// A Sentinel URL that cannot work exits 2 naming what is wrong, with the
+// Sentinels' and the master's passwords masked.
+func TestBadSentinelRedisURLExits2NamingTheProblemWithoutPasswords(t *testing.T) {
+	for url, want := range map[string]string{
+		"redis://:s3ntinel@sentinel/0?master_name=mymaster&password=m4ster":               `the Sentinel "sentinel" has no port`,
+		"redis://:s3ntinel@sentinel:26379/0?master_name=&password=m4ster":                 "master_name= must be given once, not empty",
+		"redis://sentinel:26379/0?master_name=mymaster&sentinel_password=s3ntinel":        "the Sentinels' user and password go before the host",
+		"redis://:s3ntinel@sentinel:26379/0?master_name=mymaster&password=m4ster&addr=s2": "does not parse from its password parameter on",
+	} {
+		r := sgctl(t, t.Context(), map[string]string{"REDIS_URL": url}, nil, "ps")
+		if r.code != exitUsage || !strings.Contains(r.stderr, "invalid configuration: REDIS_URL=") || !strings.Contains(r.stderr, want) {
+			t.Errorf("%s: got %d %q, want exit 2 naming REDIS_URL and saying %q", url, r.code, r.stderr, want)
+		}
+		for _, secret := range []string{"s3ntinel", "m4ster"} {
+			if strings.Contains(r.stderr+r.stdout, secret) {
+				t.Errorf("%s: output shows %q: %q", url, secret, r.stderr)
+			}
+		}
+	}
+}
+
 func TestShortControlKeyFailsOnlyTheCommandsThatSign(t *testing.T) {
 	t.Parallel() // ps waits out the dial retries to 127.0.0.1:1
 	env := map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "SG_CONTROL_KEY": "short"}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -23,8 +24,8 @@ const failoverTTL = 3 * time.Second
 // failoverRig is a Redis deployment whose master can be killed: a Sentinel
 // set or a cluster with replicas.
 type failoverRig interface {
-	// client is what an instance (and, separately, an operator) connects with:
-	// deadlines from contexts and one dial per attempt, as Main's client.
+	// client is what an instance (and, separately, an operator) connects
+	// with: the client Main and sgctl build from the deployment's REDIS_URL.
 	client(tb testing.TB) redis.UniversalClient
 	// master returns the node serving key now.
 	master(tb testing.TB, key string) *redistest.Srv
@@ -32,11 +33,21 @@ type failoverRig interface {
 	promoted(tb testing.TB, key string, old *redistest.Srv) (*redistest.Srv, time.Time)
 }
 
+// urlClient returns the client fleetenv.NewRedisClient builds from raw, as
+// Main and sgctl do from REDIS_URL, closed by the test's cleanup.
+func urlClient(tb testing.TB, raw string) redis.UniversalClient {
+	tb.Helper()
+	c, err := fleetenv.NewRedisClient(raw)
+	if err != nil {
+		tb.Fatalf("REDIS_URL=%s: %v", raw, err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 type sentinelRig struct{ set *redistest.SentinelSet }
 
-func (r sentinelRig) client(tb testing.TB) redis.UniversalClient {
-	return r.set.FailoverClient(tb, &redis.FailoverOptions{ContextTimeoutEnabled: true, DialTimeout: time.Second, DialerRetries: 1})
-}
+func (r sentinelRig) client(tb testing.TB) redis.UniversalClient    { return urlClient(tb, r.set.URL()) }
 func (r sentinelRig) master(tb testing.TB, _ string) *redistest.Srv { return r.set.Master() }
 func (r sentinelRig) promoted(_ testing.TB, _ string, old *redistest.Srv) (*redistest.Srv, time.Time) {
 	return r.set.WaitFailover(old)
@@ -44,11 +55,7 @@ func (r sentinelRig) promoted(_ testing.TB, _ string, old *redistest.Srv) (*redi
 
 type clusterRig struct{ c *redistest.ClusterSrv }
 
-func (r clusterRig) client(tb testing.TB) redis.UniversalClient {
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: r.c.Addrs(), ContextTimeoutEnabled: true, DialTimeout: time.Second, DialerRetries: 1})
-	tb.Cleanup(func() { _ = c.Close() })
-	return c
-}
+func (r clusterRig) client(tb testing.TB) redis.UniversalClient      { return urlClient(tb, r.c.URL()) }
 func (r clusterRig) master(tb testing.TB, key string) *redistest.Srv { return r.c.MasterOf(tb, key) }
 func (r clusterRig) promoted(tb testing.TB, key string, old *redistest.Srv) (*redistest.Srv, time.Time) {
 	return r.c.WaitPromoted(tb, key, old)

@@ -169,6 +169,12 @@ func (s *SentinelSet) MasterName() string { return s.name }
 // SentinelAddrs returns the Sentinel's "127.0.0.1:port" (one).
 func (s *SentinelSet) SentinelAddrs() []string { return []string{s.sentinel.Addr()} }
 
+// URL returns the set's REDIS_URL in go-redis's Sentinel form:
+// "redis://127.0.0.1:<sentinel port>/0?master_name=sgmaster".
+func (s *SentinelSet) URL() string {
+	return "redis://" + s.sentinel.Addr() + "/0?master_name=" + s.name
+}
+
 // SentinelServer returns the Sentinel process.
 func (s *SentinelSet) SentinelServer() *Srv { return s.sentinel }
 

@@ -518,6 +518,21 @@ func (c *ClusterSrv) Addrs() []string {
 	return addrs
 }
 
+// URL returns the cluster's REDIS_URL: "redis://" the first node, with an
+// addr= parameter for each other one.
+func (c *ClusterSrv) URL() string {
+	addrs := c.Addrs()
+	u := "redis://" + addrs[0]
+	for i, a := range addrs[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += sep + "addr=" + a
+	}
+	return u
+}
+
 // Nodes returns the nodes, e.g. to Kill one: the three masters of Cluster; the
 // six nodes of ClusterWithReplicas (MasterOf says which serves a key).
 func (c *ClusterSrv) Nodes() []*Srv { return c.nodes }
