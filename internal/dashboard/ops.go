@@ -20,7 +20,7 @@ type opRequest struct {
 	Service string `json:"service"`
 	// Instance addresses one instance; "" addresses every instance.
 	Instance       string `json:"instance"`
-	Op             string `json:"op"` // restart or pull
+	Op             string `json:"op"` // restart, pull, drain or undrain
 	MaxUnavailable int    `json:"max_unavailable"`
 }
 
@@ -33,14 +33,16 @@ const opPoll = 150 * time.Millisecond
 // internal/optrack), streaming its progress as NDJSON, one object per line
 // as it happens:
 //
-//	{"type":"sent", "op_id", "op", "target", "instances", "signed", "warnings"}
+//	{"type":"sent", "op_id", "op", "target", "instances", "until", "signed", "warnings"}
 //	{"type":"result", "instance", "status", "state", "pid", "reason"}
 //	{"type":"status", "instance", "status", "new_process"}
-//	{"type":"summary", "ok", "failed", "missing", "seconds"}
-//	{"type":"error", "error"}
+//	{"type":"summary", "ok", "failed", "missing", "seconds", "error"}
 //
-// The op runs in the fleet whatever happens to the request: closing it
-// only stops the reporting.
+// instances are those whose status accepts the op (restart: running or
+// draining; pull and drain: running; undrain: draining), until the status
+// each reaches when it is done; a summary's error is Redis failing while
+// the op was followed. The op runs in the fleet whatever happens
+// to the request: closing it only stops the reporting.
 func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.ReadOnly {
 		http.Error(w, "dashboard: read-only (--read-only): actions are off", http.StatusForbidden)
@@ -114,7 +116,7 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	out.emit(map[string]any{"type": "sent", "op_id": sent.ID, "op": req.Op, "service": req.Service, "target": plan.Target,
-		"instances": plan.Instances, "signed": signed, "warnings": warnings})
+		"instances": plan.Instances, "until": plan.Spec.Until, "signed": signed, "warnings": warnings})
 
 	start := time.Now()
 	tr := &optrack.Tracker{Registry: s.reg, Client: s.client, Every: opPoll,
@@ -139,8 +141,8 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 }
 
 func validOp(req opRequest) error {
-	if req.Op != controlops.OpRestart && req.Op != controlops.OpPull {
-		return fmt.Errorf("op %q: want restart or pull", req.Op)
+	if _, ok := optrack.SpecOf(req.Op); !ok {
+		return fmt.Errorf("op %q: want restart, pull, drain or undrain", req.Op)
 	}
 	if err := registry.ValidateNames(req.Service, "x"); err != nil {
 		return err
