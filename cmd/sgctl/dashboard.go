@@ -35,9 +35,11 @@ phase, host, pid, version, uptime, heartbeat age, degraded flag, control mode
 and error, updated live from the sg:events stream; per instance, its last
 boot as a waterfall of phase durations, the state diagram with its current
 state highlighted (needs Graphviz dot), and its registry entry; and the
-actions of sgctl: pull and restart of one instance, and a rolling restart of
-a service with a max-unavailable limit, each confirmed first and followed
-until every instance is back.
+actions of sgctl: pull, restart, drain and undrain of one instance (Drain on
+a running instance, Undrain on a draining one: out of rotation and back,
+still running), and a rolling restart of a service with a max-unavailable
+limit, each confirmed first and followed as the op commands' --wait does,
+until every instance is in the status the op leads to.
 
 One dashboard process reads sg:events with one blocking XREAD at a time,
 whatever the number of browsers. Ops are signed with SG_CONTROL_KEY, which

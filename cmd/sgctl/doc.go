@@ -76,10 +76,12 @@
 // within a second of each transition over server-sent events; per instance,
 // its last boot as a waterfall of phase durations read from sg:events, the
 // state diagram with its current state highlighted (Graphviz dot on PATH),
-// and its registry entry as JSON; and the actions of restart and pull (one
-// instance, or a rolling restart of a service with a max-unavailable
+// and its registry entry as JSON; and the actions of restart, pull, drain
+// and undrain (one instance: Drain shown on a running instance, Undrain on
+// a draining one; or a rolling restart of a service with a max-unavailable
 // limit), each confirmed in the page, sent with the same signed controlops
-// client as restart and pull, and followed instance by instance. One
+// client as the op commands, and planned and followed instance by instance
+// as they do with --wait (the same statuses accept each op). One
 // dashboard process reads sg:events with one blocking XREAD at a time,
 // however many browsers are connected, and a browser that reconnects
 // resumes after the last transition it saw. SG_CONTROL_KEY signs the ops

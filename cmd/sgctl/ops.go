@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,7 +16,7 @@ import (
 
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
-	"github.com/stargazer/lifecycle/phases"
+	"github.com/stargazer/lifecycle/internal/optrack"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -128,21 +127,6 @@ only when every addressed instance reported done and runs again before
 	},
 }
 
-// opSpec says which instances an op is sent to, by their status, and the
-// status --wait waits for.
-type opSpec struct {
-	from  []string // the statuses in which an instance runs the op
-	until string   // the status an instance reaches once the op is done
-	fresh bool     // a new process reaches it (restart)
-}
-
-var opSpecs = map[string]opSpec{
-	controlops.OpRestart: {from: []string{string(phases.Running), string(phases.Draining)}, until: string(phases.Running), fresh: true},
-	controlops.OpPull:    {from: []string{string(phases.Running)}, until: string(phases.Running)},
-	controlops.OpDrain:   {from: []string{string(phases.Running)}, until: string(phases.Draining)},
-	controlops.OpUndrain: {from: []string{string(phases.Draining)}, until: string(phases.Running)},
-}
-
 func (f *opFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.instance, "instance", "", "send the op to this instance `ID` only (default: every instance)")
 	fs.BoolVar(&f.wait, "wait", false, "wait for every instance's result and its return to running")
@@ -191,58 +175,48 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	defer cn.Close()
 	out := &opPrinter{w: a.stdout, json: f.asJSON}
 
-	// The instances to wait for are those addressed and running now: one
-	// that is still booting may not have started its daemon (phase 8.5) and
-	// would never answer.
+	// The instances to wait for are those addressed and in a status that
+	// accepts the op now: one that is still booting may not have started
+	// its daemon (phase 8.5) and would never answer.
 	reg := registry.New(cn.client, registry.WithLogger(a.warner()))
 	live, err := reg.Instances(ctx, service)
 	if err != nil {
 		return a.redisError(cn, err)
 	}
-	target := controlops.TargetAll
-	if f.instance != "" {
-		target = f.instance
-		live = slices.DeleteFunc(live, func(e registry.Entry) bool { return e.Instance != f.instance })
-		if len(live) == 0 {
-			fmt.Fprintf(a.stderr, "sgctl %s: instance %q of service %q is not in the registry (never registered, stopped, or expired)\n", op, f.instance, service)
-			return exitFailed
-		}
+	plan, err := optrack.NewPlan(op, service, f.instance, live, len(cn.controlKey) > 0)
+	if err != nil { // not for the op commands: each sends an op that has a Spec
+		fmt.Fprintf(a.stderr, "sgctl %s: %v\n", op, err)
+		return exitUsage
 	}
-	if len(live) == 0 {
-		fmt.Fprintf(a.stderr, "sgctl %s: service %q has no live instances\n", op, service)
+	if len(plan.Addressed) == 0 {
+		if f.instance != "" {
+			fmt.Fprintf(a.stderr, "sgctl %s: instance %q of service %q is not in the registry (never registered, stopped, or expired)\n", op, f.instance, service)
+		} else {
+			fmt.Fprintf(a.stderr, "sgctl %s: service %q has no live instances\n", op, service)
+		}
 		return exitFailed
 	}
-	spec := opSpecs[op]
-	before := map[string]registry.Entry{}
-	var waitFor []string
-	for _, e := range live {
-		if !slices.Contains(spec.from, e.Status) {
-			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is %s, not %s: it will not run the op\n", op, service, cell(e.Instance), cell(e.Status), strings.Join(spec.from, " or "))
-			continue
+	from := strings.Join(plan.Spec.From, " or ")
+	for _, w := range plan.Warnings {
+		if w.Reason == optrack.WrongStatus {
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is %s, not %s: it will not run the op\n", op, service, cell(w.Entry.Instance), cell(w.Entry.Status), from)
 		}
-		before[e.Instance] = e
-		waitFor = append(waitFor, e.Instance)
 	}
-	if f.wait && len(waitFor) == 0 {
-		fmt.Fprintf(a.stderr, "sgctl %s: no instance of service %q is %s: nothing to wait for\n", op, service, strings.Join(spec.from, " or "))
+	if f.wait && len(plan.Instances) == 0 {
+		fmt.Fprintf(a.stderr, "sgctl %s: no instance of service %q is %s: nothing to wait for\n", op, service, from)
 		return exitFailed
 	}
 	if len(cn.controlKey) == 0 {
 		fmt.Fprintf(a.stderr, "sgctl %s: %s is unset: the op is sent unsigned, and only instances with %s=true accept it\n",
 			op, fleetenv.ControlKey, fleetenv.ControlInsecure)
 	}
-	for _, e := range live {
-		if _, running := before[e.Instance]; !running {
-			continue
-		}
-		switch e.Control {
-		case string(controlops.ModeDisabled):
+	for _, w := range plan.Warnings {
+		switch w.Reason {
+		case optrack.ControlDisabled:
 			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s has control ops disabled (no %s): it will reject the op\n",
-				op, service, e.Instance, fleetenv.ControlKey)
-		case string(controlops.ModeSigned):
-			if len(cn.controlKey) == 0 {
-				fmt.Fprintf(a.stderr, "sgctl %s: %s/%s requires signed ops: it will reject this one\n", op, service, e.Instance)
-			}
+				op, service, w.Entry.Instance, fleetenv.ControlKey)
+		case optrack.SignedOnly:
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s requires signed ops: it will reject this one\n", op, service, w.Entry.Instance)
 		}
 	}
 
@@ -253,7 +227,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		opArgs = controlops.RestartArgs{MaxUnavailable: f.maxUnavailable}
 	}
 	client := controlops.NewClient(cn.client, cn.controlKey)
-	sent, err := client.Send(ctx, service, op, target, opArgs)
+	sent, err := client.Send(ctx, service, op, plan.Target, opArgs)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "sgctl %s: sending to %s: %s\n", op, controlops.StreamKey(service), cut(err.Error(), 4*maxCell))
 		if isUnreachable(err) {
@@ -261,7 +235,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		}
 		return exitFailed
 	}
-	out.sent(service, sent, traceID, waitFor)
+	out.sent(service, sent, traceID, plan.Instances)
 	if !f.wait {
 		return exitOK
 	}
@@ -269,24 +243,8 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	tr := &tracker{spec: spec, before: before, out: out, reg: reg, service: service}
-	pollCtx, stopPoll := context.WithCancel(wctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); tr.poll(pollCtx) }()
-	defer func() { stopPoll(); wg.Wait() }()
-
-	final, err := client.Wait(wctx, service, sent, waitFor, func(r controlops.Result) {
-		if _, ok := before[r.Instance]; ok {
-			out.result(r)
-		}
-	})
-	var failed []string
-	for _, in := range waitFor {
-		if r, ok := final[in]; ok && r.Status != controlops.StatusDone {
-			failed = append(failed, fmt.Sprintf("%s (%s: %s)", cell(in), cell(string(r.Status)), dash(cut(r.Reason, 4*maxCell))))
-		}
-	}
+	tr := &optrack.Tracker{Registry: reg, Client: client, Every: opPoll, OnResult: out.result, OnStatus: out.status}
+	res, err := tr.Follow(wctx, plan, sent)
 	if err != nil && wctx.Err() == nil { // Redis failed, not the timeout
 		fmt.Fprintf(a.stderr, "sgctl %s: reading results: %s\n", op, cut(err.Error(), 4*maxCell))
 		if isUnreachable(err) {
@@ -294,127 +252,23 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		}
 		return exitFailed
 	}
-	if err == nil && len(failed) == 0 {
-		// Every instance said done; wait until the registry shows each one
-		// running again (a restart's new process writes done once running,
-		// but its entry is written asynchronously).
-		tr.awaitBack(wctx, waitFor)
+	var failed, missing []string
+	for _, in := range res.Failed {
+		r := res.Results[in]
+		failed = append(failed, fmt.Sprintf("%s (%s: %s)", cell(in), cell(string(r.Status)), dash(cut(r.Reason, 4*maxCell))))
 	}
-	stopPoll()
-	wg.Wait()
-
-	missing := tr.notBack(waitFor, final)
-	ok = len(failed) == 0 && len(missing) == 0
-	out.summary(op, spec.until, service, len(waitFor), failed, missing, time.Since(start), ctx.Err() != nil)
-	if !ok {
+	for _, in := range res.Missing {
+		if _, ok := res.Results[in]; ok {
+			missing = append(missing, cell(in)+" (done, not yet seen "+plan.Spec.Until+")")
+		} else {
+			missing = append(missing, cell(in)+" (no result)")
+		}
+	}
+	out.summary(op, plan.Spec.Until, service, len(plan.Instances), failed, missing, time.Since(start), ctx.Err() != nil)
+	if !res.OK() {
 		return exitFailed
 	}
 	return exitOK
-}
-
-// tracker follows the addressed instances in the registry during --wait.
-type tracker struct {
-	spec    opSpec
-	service string
-	reg     *registry.Registry
-	out     *opPrinter
-	before  map[string]registry.Entry
-
-	mu   sync.Mutex
-	last map[string]string // instance -> last status printed
-	back map[string]bool   // instance -> in spec.until (restart: a new process)
-}
-
-// poll reads the registry every opPoll until ctx ends, printing each
-// addressed instance's status changes and noting its return to running.
-func (tr *tracker) poll(ctx context.Context) {
-	t := time.NewTicker(opPoll)
-	defer t.Stop()
-	for {
-		tr.check(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (tr *tracker) check(ctx context.Context) {
-	entries, err := tr.reg.Instances(ctx, tr.service)
-	if err != nil {
-		return // Redis hiccups show in Wait; the next tick retries
-	}
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	if tr.last == nil {
-		tr.last, tr.back = map[string]string{}, map[string]bool{}
-		for in, e := range tr.before {
-			tr.last[in] = e.Status
-		}
-	}
-	for _, e := range entries {
-		old, ok := tr.before[e.Instance]
-		if !ok {
-			continue
-		}
-		fresh := !e.StartedAt.Equal(old.StartedAt) || e.PID != old.PID
-		key := e.Status
-		if fresh {
-			key += "/new"
-		}
-		if tr.last[e.Instance] != key {
-			tr.last[e.Instance] = key
-			tr.out.status(e, fresh)
-		}
-		if e.Status == tr.spec.until && (fresh || !tr.spec.fresh) {
-			tr.back[e.Instance] = true
-		}
-	}
-}
-
-// awaitBack returns once every instance in ids is back in running, or ctx ends.
-func (tr *tracker) awaitBack(ctx context.Context, ids []string) {
-	t := time.NewTicker(opPoll / 2)
-	defer t.Stop()
-	for !tr.allBack(ids) {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			tr.check(ctx)
-		}
-	}
-}
-
-func (tr *tracker) allBack(ids []string) bool {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	for _, in := range ids {
-		if !tr.back[in] {
-			return false
-		}
-	}
-	return true
-}
-
-// notBack lists, with what is missing, the instances of ids that have no
-// final result in final, or reported done but were not seen back in running.
-// Those with another final result are reported as failed, not here.
-func (tr *tracker) notBack(ids []string, final map[string]controlops.Result) []string {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	var out []string
-	for _, in := range ids {
-		r, ok := final[in]
-		switch {
-		case !ok:
-			out = append(out, cell(in)+" (no result)")
-		case r.Status == controlops.StatusDone && !tr.back[in]:
-			out = append(out, cell(in)+" (done, not yet seen "+tr.spec.until+")")
-		}
-	}
-	return out
 }
 
 // opPrinter writes the progress of an op, as text or JSON lines.

@@ -289,7 +289,40 @@ func TestDashboardInARealBrowser(t *testing.T) {
 		t.Logf("screenshot written to %s", path)
 	}
 
-	// 4. demo-3's waterfall shows DEMO_PHASE_DELAY.
+	// 4. Drain demo-1 from the page, then undrain it: each button is shown
+	// only in the status that accepts its op, and each op is followed to
+	// the status it leads to.
+	buttons := func(want string) {
+		t.Helper()
+		poll(t, ctx, 10*time.Second, `Array.from(document.querySelectorAll('tr.inst[data-instance="demo-1"] button[data-op]'))
+		  .filter(b => !b.hidden).map(b => b.dataset.op + (b.disabled ? '(off)' : '')).join(' ')`,
+			func(s string) bool { return s == want }, "demo-1's buttons "+want)
+	}
+	for i, step := range []struct{ op, status, buttons string }{
+		{"drain", "draining", "pull(off) restart undrain"},
+		{"undrain", "running", "pull restart drain"},
+	} {
+		if i == 0 {
+			buttons("pull restart drain")
+		}
+		if err := chromedp.Do(ctx,
+			chromedp.Click(chromedp.CSS(`tr.inst[data-instance="demo-1"] button[data-op="`+step.op+`"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#confirm-ok`)),
+			chromedp.Click(chromedp.CSS(`#confirm-ok`)),
+		); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, ctx, 20*time.Second, rowsJS, func(rs []row) bool { return rowsByID(rs)["demo-1"].Status == step.status }, "demo-1 "+step.status)
+		buttons(step.buttons)
+		poll(t, ctx, 20*time.Second, `document.querySelectorAll('#oplog > li').length === `+strconv.Itoa(i+2)+` && document.querySelector('#oplog > li').dataset.done || ''`,
+			func(s string) bool { return s != "" }, "the "+step.op+"'s summary")
+		summary, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#oplog > li').textContent`))
+		if !strings.Contains(summary, "demo-1: done") || !strings.Contains(summary, "every instance done and "+step.status) {
+			t.Errorf("the operations panel does not show the %s of demo-1 done: %q", step.op, summary)
+		}
+	}
+
+	// 5. demo-3's waterfall shows DEMO_PHASE_DELAY.
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"instance?service=demo&id=demo-3")); err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +363,7 @@ func TestDashboardInARealBrowser(t *testing.T) {
 		t.Errorf("the diagram highlights %q, want running", img.Src)
 	}
 
-	// 5. Hostile values in Redis render as text, live and after a reload.
+	// 6. Hostile values in Redis render as text, live and after a reload.
 	const evilHost = `<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">`
 	const evilID = "evil\x1b[31m"
 	e := registry.Entry{Service: "demo", Instance: evilID, Status: "running", Host: evilHost, PID: 1, Version: "v",

@@ -2,10 +2,12 @@
 // driven by chromedp, against real cmd/demo processes and a real
 // redis-server: the fleet page lists the instances, a transition appears
 // without a reload within a second, a restart clicked and confirmed in the
-// page takes an instance out of running and back with a new uptime, the
-// instance page's waterfall shows the phase delays set with
-// DEMO_PHASE_DELAY, hostile registry values render as text, and the
-// browser logs no error (CSP violations included).
+// page takes an instance out of running and back with a new uptime, a drain
+// and an undrain clicked there take one out of rotation and back (each
+// button shown only in the status its op runs from), the instance page's
+// waterfall shows the phase delays set with DEMO_PHASE_DELAY, hostile
+// registry values render as text, and the browser logs no error (CSP
+// violations included).
 //
 // It is a nested module so that chromedp stays out of the library's
 // go.mod. Run it from this directory:

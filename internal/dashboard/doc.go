@@ -1,7 +1,7 @@
 // Package dashboard is the web dashboard of sgctl (`sgctl dashboard`): the
 // fleet in a browser, live, with each instance's last boot as a waterfall,
-// the lifecycle diagram with its current state lit, and the restart and
-// pull actions of sgctl.
+// the lifecycle diagram with its current state lit, and the restart, pull,
+// drain and undrain actions of sgctl.
 //
 // # Pages and endpoints
 //
@@ -12,7 +12,7 @@
 //	GET  /diagram.svg?state=X    the lifecycle diagram, X highlighted (Graphviz dot)
 //	GET  /events                 server-sent events: one "transition" per sg:events entry
 //	GET  /api/fleet[?service=S]  the fleet as JSON
-//	POST /api/op                 send restart or pull and stream its results (NDJSON)
+//	POST /api/op                 send restart, pull, drain or undrain and stream its results (NDJSON)
 //	GET  /login, POST /login, POST /logout
 //
 // Pages are html/template output with one embedded stylesheet and one
@@ -40,9 +40,14 @@
 // dashboard process and never reaches a browser. Without a key ops are
 // sent unsigned, which only instances in insecure control mode accept: the
 // pages say so and enable the buttons only where the instance's control
-// mode accepts what the dashboard can send. The response follows the op as
-// sgctl restart --wait does: each instance's results as they arrive, its
-// status changes, and its return to running (a restart: a new process).
+// mode accepts what the dashboard can send. An op is offered where the
+// instance's status accepts it (package optrack, from the lifecycle table):
+// pull and drain on running instances, undrain on draining ones (the Drain
+// and Undrain buttons show only there), restart on both. The response
+// follows the op as sgctl's op commands do with --wait, through the same
+// optrack.Tracker: each instance's results as they arrive, its status
+// changes, and its arrival in the status the op leads to (a restart: running
+// in a new process; a drain: draining).
 //
 // # Security
 //

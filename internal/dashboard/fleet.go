@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/internal/optrack"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -142,11 +143,19 @@ type pageConfig struct {
 	Signed    bool              `json:"signed"`
 	ReadOnly  bool              `json:"read_only"`
 	BootState []string          `json:"boot_states"`
+	// Ops are the statuses each op runs from (optrack's specs, read from
+	// the lifecycle table): app.js offers an op only there.
+	Ops map[string][]string `json:"ops"`
 }
 
 func (s *Server) pageConfig(page, svc, inst, after string) pageConfig {
 	c := pageConfig{Page: page, Service: svc, Instance: inst, After: after, Groups: s.groups,
-		TTLms: s.cfg.TTL.Milliseconds(), Signed: len(s.cfg.ControlKey) > 0, ReadOnly: s.cfg.ReadOnly}
+		TTLms: s.cfg.TTL.Milliseconds(), Signed: len(s.cfg.ControlKey) > 0, ReadOnly: s.cfg.ReadOnly,
+		Ops: map[string][]string{}}
+	for _, op := range optrack.Ops() {
+		spec, _ := optrack.SpecOf(op)
+		c.Ops[op] = spec.From
+	}
 	for _, st := range s.table.States {
 		if st.Group == phases.GroupBoot {
 			c.BootState = append(c.BootState, string(st.Name))

@@ -229,10 +229,11 @@ func TestAnOpForAnInstanceThatIsNotRunningIsNotSent(t *testing.T) {
 		t.Errorf("%d ops were written to the control stream", n)
 	}
 	for body, want := range map[string]string{
-		`{"service":"demo","op":"reboot"}`:                   "want restart or pull",
-		`{"service":"de{mo}","op":"pull"}`:                   "invalid name",
-		`{"service":"demo","op":"pull","max_unavailable":1}`: "only for restart",
-		`{"service":"demo","op":"pull","extra":true}`:        "unknown field",
+		`{"service":"demo","op":"reboot"}`:                    "want restart, pull, drain or undrain",
+		`{"service":"de{mo}","op":"pull"}`:                    "invalid name",
+		`{"service":"demo","op":"pull","max_unavailable":1}`:  "only for restart",
+		`{"service":"demo","op":"drain","max_unavailable":1}`: "only for restart",
+		`{"service":"demo","op":"pull","extra":true}`:         "unknown field",
 	} {
 		if res := r.post(t, "/api/op", "application/json", body); res.code != http.StatusBadRequest || !strings.Contains(res.body, want) {
 			t.Errorf("POST /api/op %s = %d %q, want 400 with %q", body, res.code, res.body, want)

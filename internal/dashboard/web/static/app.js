@@ -58,18 +58,30 @@
   const sections = () => Array.from(document.querySelectorAll('section.service'));
   const sectionOf = (service) => sections().find((s) => s.dataset.service === service);
 
-  function actionsAllowed(status, control) {
-    if (cfg.read_only) return [false, 'read-only'];
-    if (status !== 'running') return [false, 'only a running instance runs ops'];
-    if (control === 'insecure') return [true, cfg.signed ? 'sends a signed op' : 'sends an unsigned op (the instance is in insecure mode)'];
-    if (control === 'signed') return cfg.signed ? [true, 'sends a signed op'] : [false, 'the instance accepts signed ops only: start the dashboard with SG_CONTROL_KEY'];
-    return [false, 'control ops are disabled on this instance (no SG_CONTROL_KEY)'];
+  // The ops a row offers, with their labels. Drain and undrain are shown
+  // only where the status accepts them (they toggle); pull and restart are
+  // always shown, and disabled where the status does not accept them.
+  const rowOps = [['pull', 'Pull', ''], ['restart', 'Restart', 'danger'], ['drain', 'Drain', ''], ['undrain', 'Undrain', '']];
+  const shownOnlyWhenAccepted = new Set(['drain', 'undrain']);
+
+  // actionState says whether op is shown and enabled for an instance in
+  // status and control mode, and why (the button's title). cfg.ops holds
+  // the statuses each op runs from.
+  function actionState(op, status, control) {
+    if (cfg.read_only) return [false, false, 'read-only'];
+    const from = cfg.ops[op] || [];
+    const accepted = from.includes(status);
+    const shown = accepted || !shownOnlyWhenAccepted.has(op);
+    if (!accepted) return [shown, false, 'only a ' + from.join(' or ') + ' instance runs ' + op];
+    if (control === 'insecure') return [shown, true, cfg.signed ? 'sends a signed op' : 'sends an unsigned op (the instance is in insecure mode)'];
+    if (control === 'signed') return cfg.signed ? [shown, true, 'sends a signed op'] : [shown, false, 'the instance accepts signed ops only: start the dashboard with SG_CONTROL_KEY'];
+    return [shown, false, 'control ops are disabled on this instance (no SG_CONTROL_KEY)'];
   }
   function applyActions(holder) {
     if (!holder) return;
-    const [ok, why] = actionsAllowed(holder.dataset.status, holder.dataset.control);
     holder.querySelectorAll('button[data-op]').forEach((b) => {
-      b.hidden = cfg.read_only;
+      const [shown, ok, why] = actionState(b.dataset.op, holder.dataset.status, holder.dataset.control);
+      b.hidden = !shown;
       b.disabled = !ok;
       b.title = why;
     });
@@ -94,8 +106,8 @@
     tr.append(st);
     for (const c of ['phase', 'host', 'pid', 'addr', 'version', 'uptime', 'hb', 'degraded', 'control', 'error']) tr.append(el('td', c));
     const act = el('td', 'actions');
-    for (const [op, label] of [['pull', 'Pull'], ['restart', 'Restart']]) {
-      const b = el('button', op === 'restart' ? 'danger' : '', label);
+    for (const [op, label, cls] of rowOps) {
+      const b = el('button', cls, label);
       b.type = 'button';
       b.dataset.op = op;
       act.append(b, ' ');
@@ -320,6 +332,7 @@
     li.append(head, list);
     oplog.prepend(li);
     const line = (text, cls) => list.append(el('li', cls || '', text));
+    let until = 'running';
     let res;
     try {
       res = await fetch('/api/op', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(req) });
@@ -349,6 +362,7 @@
         switch (m.type) {
           case 'sent':
             head.textContent = what + ': op ' + m.op_id.slice(0, 8) + ' sent ' + (m.signed ? 'signed' : 'unsigned') + ' to ' + m.instances.map(clean).join(', ');
+            until = m.until || until;
             for (const w of m.warnings || []) line(w, 'bad');
             break;
           case 'result':
@@ -359,7 +373,7 @@
             line(clean(m.instance) + ' is ' + clean(m.status) + (m.new_process ? ' (new process)' : ''));
             break;
           case 'summary':
-            if (m.ok) line('every instance done and running, in ' + age(m.seconds * 1000), 'ok');
+            if (m.ok) line('every instance done and ' + clean(until) + ', in ' + age(m.seconds * 1000), 'ok');
             else line('not complete: ' + [].concat((m.failed || []).map((i) => clean(i) + ' failed'), (m.missing || []).map((i) => clean(i) + ' not back')).join(', ') + (m.error ? ' (' + clean(m.error) + ')' : ''), 'bad');
             li.dataset.done = m.ok ? 'ok' : 'failed';
             break;
@@ -374,9 +388,13 @@
     const holder = b.closest('[data-instance]');
     const service = holder.dataset.service, instance = holder.dataset.instance, op = b.dataset.op;
     const name = clean(service) + '/' + clean(instance);
-    const text = op === 'restart'
-      ? 'Restart ' + name + '? It leaves running through the shutdown states and comes back as a new process.'
-      : 'Pull on ' + name + '? It re-reads its settings (running → pulling → running).';
+    const text = {
+      restart: 'Restart ' + name + '? It leaves running through the shutdown states and comes back as a new process.',
+      pull: 'Pull on ' + name + '? It re-reads its settings (running → pulling → running).',
+      drain: 'Drain ' + name + '? It leaves rotation (readiness 503, status draining) and keeps running until it is undrained, restarted or stopped.',
+      undrain: 'Undrain ' + name + '? It goes back into rotation (draining → running).',
+    }[op];
+    if (!text) return;
     if (await confirmAction(text)) runOp({ service, instance, op }, op + ' ' + name);
   });
 

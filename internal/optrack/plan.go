@@ -1,0 +1,197 @@
+// Package optrack plans a control op from the registry and follows it to
+// its end: the one way sgctl's op commands and the dashboard decide which
+// instances run an op, warn about those that will reject it, and wait for
+// every instance's result and its arrival in the status the op leads to.
+//
+// # Plan, send, follow
+//
+// NewPlan takes the live registry entries of a service and returns a Plan:
+// the instances the op addresses, those whose status accepts it (Spec.From,
+// read from the lifecycle table: restart from running or draining, pull and
+// drain from running, undrain from draining), and Warnings, as data, about
+// the others and about those whose control mode will reject it. The caller
+// words the warnings, sends the op with controlops.Client.Send, and hands
+// the sent op to Tracker.Follow.
+//
+// Follow reads the results stream with controlops.Client.Wait and, at the
+// same time, the registry every Tracker.Every, reporting each planned
+// instance's status changes. An instance is back once the registry shows it
+// in Spec.Until (a restart: in a new process, with a new started_at or pid).
+// It returns when every planned instance reported a final result and, if all
+// were done, is back, or when its context ends; the Outcome names the
+// instances that failed and those missing.
+//
+// # What is consistent when
+//
+// The plan is a snapshot: an instance that boots after it is not waited for
+// (its daemon may not read the op), and one that leaves before the op
+// reaches it is reported missing. The registry is polled, so a status held
+// for less than Tracker.Every may not be reported; the results stream is
+// read in full from the op's stream position, so no result is missed.
+//
+// # Outages
+//
+// A registry read that fails is retried at the next tick. A Redis error in
+// Wait ends Follow at once with that error; the context's end ends it with
+// the error Wait wraps around ctx.Err(). Either way the Outcome says what
+// was known.
+package optrack
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/phases"
+	"github.com/stargazer/lifecycle/registry"
+)
+
+// Spec says which instances run an op, by their registry status, and when
+// the op is over for an instance.
+type Spec struct {
+	// From are the statuses in which an instance runs the op: the sources
+	// of the op's event in the lifecycle table, in the table's order.
+	From []string
+	// Until is the status an instance is in once the op is done.
+	Until string
+	// Fresh: Until counts only when a new process reached it (a restart).
+	Fresh bool
+}
+
+// Accepts reports whether an instance in status runs the op.
+func (s Spec) Accepts(status string) bool { return slices.Contains(s.From, status) }
+
+// ends is where each op leads; the statuses it starts from are the
+// lifecycle table's.
+var ends = []struct {
+	op    string
+	until phases.State
+	fresh bool
+}{
+	{controlops.OpRestart, phases.Running, true},
+	{controlops.OpPull, phases.Running, false},
+	{controlops.OpDrain, phases.Draining, false},
+	{controlops.OpUndrain, phases.Running, false},
+}
+
+var specs = func() map[string]Spec {
+	table := phases.Lifecycle()
+	m := map[string]Spec{}
+	for _, e := range ends {
+		s := Spec{Until: string(e.until), Fresh: e.fresh}
+		for _, st := range table.States {
+			for _, tr := range table.Transitions {
+				if tr.Event == phases.Event(e.op) && slices.Contains(tr.From, st.Name) && !s.Accepts(string(st.Name)) {
+					s.From = append(s.From, string(st.Name))
+				}
+			}
+		}
+		m[e.op] = s
+	}
+	return m
+}()
+
+// Ops returns the ops that have a Spec: restart, pull, drain, undrain.
+func Ops() []string {
+	out := make([]string, len(ends))
+	for i, e := range ends {
+		out[i] = e.op
+	}
+	return out
+}
+
+// SpecOf returns the Spec of op, and false when op is not one of Ops.
+func SpecOf(op string) (Spec, bool) {
+	s, ok := specs[op]
+	s.From = slices.Clone(s.From)
+	return s, ok
+}
+
+// ErrUnknownOp is returned by NewPlan for an op that is not one of Ops.
+var ErrUnknownOp = errors.New("optrack: unknown op")
+
+// Reason is why a Warning names an instance.
+type Reason int
+
+// Reasons.
+const (
+	// WrongStatus: the instance's status is not in Spec.From; it does not
+	// run the op and is not waited for.
+	WrongStatus Reason = iota + 1
+	// ControlDisabled: the instance runs no control ops (no key, no
+	// insecure opt-in); it will reject the op.
+	ControlDisabled
+	// SignedOnly: the instance accepts signed ops only and the sender has
+	// no key; it will reject the op.
+	SignedOnly
+)
+
+// Warning names an addressed instance that will not run the op, and why.
+type Warning struct {
+	Reason Reason
+	Entry  registry.Entry
+}
+
+// Plan is which instances an op is sent to and which of them run it.
+type Plan struct {
+	Op, Service string
+	// Target is the op's target: controlops.TargetAll, or the one instance
+	// asked for.
+	Target string
+	Spec   Spec
+	// Addressed are the live entries the op addresses, in registry order;
+	// empty when the service has none (or the instance asked for is not
+	// among them).
+	Addressed []registry.Entry
+	// Instances are the ids of the addressed instances whose status accepts
+	// the op: those Follow waits for.
+	Instances []string
+	// Warnings name, in registry order, the addressed instances that will
+	// not run the op: at most one per instance.
+	Warnings []Warning
+
+	before map[string]registry.Entry // instance -> entry when planned
+}
+
+// NewPlan plans op for service from its live entries (registry.Instances).
+// instance addresses one instance ("" addresses all); signed says whether
+// the sender signs the op (has a key). It returns ErrUnknownOp for an op
+// that is not one of Ops. A plan with no Instances is not an error: the
+// caller decides whether sending it is.
+func NewPlan(op, service, instance string, live []registry.Entry, signed bool) (*Plan, error) {
+	spec, ok := SpecOf(op)
+	if !ok {
+		return nil, fmt.Errorf("%w %q: want one of %v", ErrUnknownOp, op, Ops())
+	}
+	p := &Plan{Op: op, Service: service, Target: controlops.TargetAll, Spec: spec, before: map[string]registry.Entry{}}
+	if instance != "" {
+		p.Target = instance
+	}
+	for _, e := range live {
+		if instance != "" && e.Instance != instance {
+			continue
+		}
+		p.Addressed = append(p.Addressed, e)
+		if !spec.Accepts(e.Status) {
+			p.Warnings = append(p.Warnings, Warning{WrongStatus, e})
+			continue
+		}
+		p.before[e.Instance] = e
+		p.Instances = append(p.Instances, e.Instance)
+		switch {
+		case e.Control == string(controlops.ModeDisabled):
+			p.Warnings = append(p.Warnings, Warning{ControlDisabled, e})
+		case e.Control == string(controlops.ModeSigned) && !signed:
+			p.Warnings = append(p.Warnings, Warning{SignedOnly, e})
+		}
+	}
+	return p, nil
+}
+
+// Runs reports whether the plan waits for instance: it was addressed and
+// its status accepted the op.
+func (p *Plan) Runs(instance string) bool {
+	_, ok := p.before[instance]
+	return ok
+}
