@@ -31,7 +31,9 @@ const maxBatch = 256
 //   - Update (every transition) stores the latest entry and queues the
 //     transition's event; it never blocks and never fails. The writer
 //     delivers them in one pipeline per batch (the entry script: SET entry
-//     PX TTL and ZADD index; XADD events MAXLEN ~), retrying with capped,
+//     PX TTL and ZADD index; XADD events MAXLEN ~; on a Cluster, where the
+//     two are on different nodes, the entry first and its events after it,
+//     so no event is read before the entry it announces), retrying with capped,
 //     clock-driven backoff until Redis answers. The entry therefore exists
 //     from the first Update that reaches Redis, and converges to the latest
 //     status (latest wins); queued events are delivered in order, at least
@@ -400,12 +402,29 @@ func (m *Member) flush(ctx context.Context) error {
 	if pending {
 		w = m.r.queueEntry(ctx, pipe, e, registered, cas)
 	}
+	var cmds []redis.Cmder
+	var err error
+	if pending && len(batch) > 0 && m.r.cluster {
+		// A cluster pipeline runs each node's commands concurrently, and the
+		// events stream is on another node than the entry: a reader that
+		// takes an event's word and reads the entry (a Watcher) could find
+		// the entry of before. The entry goes first, its events after it.
+		cmds, err = m.r.exec(ctx, pipe, w.calls()...)
+		m.afterEntryWrite(w, seq, cas)
+		if err != nil {
+			return m.writeFailed(len(batch), cmds, err)
+		}
+		pipe = m.r.c.Pipeline()
+		pending = false
+	}
 	// The events stream is in another slot: XADD stays a command of its own.
 	xadds := make([]*redis.StringCmd, len(batch))
 	for i, q := range batch {
 		xadds[i] = pipe.XAdd(ctx, m.r.xaddArgs(q.ev))
 	}
-	cmds, err := m.r.exec(ctx, pipe, w.calls()...)
+	if len(xadds) > 0 || pending {
+		cmds, err = m.r.exec(ctx, pipe, w.calls()...)
+	}
 	if pending {
 		m.afterEntryWrite(w, seq, cas)
 	}
@@ -426,12 +445,23 @@ func (m *Member) flush(ctx context.Context) error {
 		m.queue = m.queue[1:]
 	}
 	if err != nil {
-		m.failures++
-		m.lastErr = fmt.Errorf("registry: writing %s and %d events: %w", EntryKey(m.service, m.instance), len(batch), cmdError(cmds, err))
-		return m.lastErr
+		return m.failedLocked(len(batch), cmds, err)
 	}
 	m.lastErr = nil
 	return nil
+}
+
+// writeFailed records a failed write of the entry and n events.
+func (m *Member) writeFailed(n int, cmds []redis.Cmder, err error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.failedLocked(n, cmds, err)
+}
+
+func (m *Member) failedLocked(n int, cmds []redis.Cmder, err error) error {
+	m.failures++
+	m.lastErr = fmt.Errorf("registry: writing %s and %d events: %w", EntryKey(m.service, m.instance), n, cmdError(cmds, err))
+	return m.lastErr
 }
 
 // StartHeartbeat starts the heartbeat goroutine: every HeartbeatInterval (on

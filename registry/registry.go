@@ -255,6 +255,9 @@ type Registry struct {
 	// sentText says, per pipelined script, whether this registry sent its
 	// text once (newCall).
 	sentText map[*redis.Script]*atomic.Bool
+	// cluster says c is a cluster client, whose pipelines run each node's
+	// commands concurrently: writes whose order matters go in turn.
+	cluster bool
 }
 
 type config struct {
@@ -377,7 +380,8 @@ func New(c redis.UniversalClient, opts ...Option) *Registry {
 			o.apply(&cfg)
 		}
 	}
-	return &Registry{c: c, cfg: cfg, sentText: map[*redis.Script]*atomic.Bool{
+	_, cluster := c.(*redis.ClusterClient)
+	return &Registry{c: c, cfg: cfg, cluster: cluster, sentText: map[*redis.Script]*atomic.Bool{
 		entryScript: new(atomic.Bool), servicesScript: new(atomic.Bool)}}
 }
 
