@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/controlops"
@@ -61,6 +62,25 @@ func (s *drainService) runCancelled() bool {
 	default:
 		return false
 	}
+}
+
+// shutdownSpans returns the ended SpanShutdown spans and how many of their
+// children are transitions whose span name starts with prefix ("transition
+// stop", "transition restart").
+func shutdownSpans(f *fixture, prefix string) (roots []sdktrace.ReadOnlySpan, held int) {
+	ended := f.spans.Ended()
+	for _, sp := range ended {
+		if sp.Name() != SpanShutdown {
+			continue
+		}
+		roots = append(roots, sp)
+		for _, c := range ended {
+			if c.Parent().SpanID() == sp.SpanContext().SpanID() && strings.HasPrefix(c.Name(), prefix) {
+				held++
+			}
+		}
+	}
+	return roots, held
 }
 
 // probeCode returns the status code of GET path on the instance's health server.
@@ -125,19 +145,9 @@ func TestStopWithADrainDelayDrainsThenCancelsRunOnlyAfterTheDelay(t *testing.T) 
 		t.Errorf("OnStop's context had %s left, want at most 20s (30s timeout - 10s drain)", left)
 	}
 	// One shutdown trace: the drain opened it.
-	var roots, stopsInRoot int
-	for _, sp := range f.spans.Ended() {
-		if sp.Name() == SpanShutdown {
-			roots++
-			for _, c := range f.spans.Ended() {
-				if c.Parent().SpanID() == sp.SpanContext().SpanID() && strings.HasPrefix(c.Name(), "transition stop") {
-					stopsInRoot++
-				}
-			}
-		}
-	}
-	if roots != 1 || stopsInRoot != 2 {
-		t.Errorf("%d %s roots holding %d stop transitions, want one holding both (into and out of draining)", roots, SpanShutdown, stopsInRoot)
+	roots, stopsInRoot := shutdownSpans(f, "transition stop")
+	if len(roots) != 1 || stopsInRoot != 2 {
+		t.Errorf("%d %s roots holding %d stop transitions, want one holding both (into and out of draining)", len(roots), SpanShutdown, stopsInRoot)
 	}
 }
 
@@ -406,23 +416,14 @@ func TestRestartWithADrainDelayDrainsFirstLikeAStop(t *testing.T) {
 		t.Errorf("restart edges %q, want %q", got, want)
 	}
 	// One shutdown span, in the op's trace, holding both restart transitions.
-	var roots, inRoot int
-	for _, sp := range f.spans.Ended() {
-		if sp.Name() != SpanShutdown {
-			continue
-		}
-		roots++
+	roots, inRoot := shutdownSpans(f, "transition restart")
+	for _, sp := range roots {
 		if sp.SpanContext().TraceID() != op.TraceID() {
 			t.Errorf("%s in trace %s, want the op's %s", SpanShutdown, sp.SpanContext().TraceID(), op.TraceID())
 		}
-		for _, c := range f.spans.Ended() {
-			if c.Parent().SpanID() == sp.SpanContext().SpanID() && strings.HasPrefix(c.Name(), "transition restart") {
-				inRoot++
-			}
-		}
 	}
-	if roots != 1 || inRoot != 2 {
-		t.Errorf("%d %s spans holding %d restart transitions, want one holding both", roots, SpanShutdown, inRoot)
+	if len(roots) != 1 || inRoot != 2 {
+		t.Errorf("%d %s spans holding %d restart transitions, want one holding both", len(roots), SpanShutdown, inRoot)
 	}
 }
 

@@ -240,10 +240,7 @@ func (w *Watcher) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-				w.lost(err, backoff)
-				needSync = true
-				w.sleep(ctx, backoff)
+				backoff, needSync = w.retry(ctx, err, backoff), true
 				continue
 			}
 			backoff, needSync = 0, false
@@ -255,10 +252,7 @@ func (w *Watcher) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-			w.lost(err, backoff)
-			needSync = true
-			w.sleep(ctx, backoff)
+			backoff, needSync = w.retry(ctx, err, backoff), true
 			continue
 		}
 		if len(events) == 0 {
@@ -493,6 +487,17 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 		}
 	}
 	return out, nil
+}
+
+// retry handles a failed read or resync: the wait before the next attempt
+// doubles the last one (backoff), from 100ms up to 5s; the view is marked
+// lost (see lost), and the goroutine sleeps the wait (see sleep). It returns
+// the wait, the next call's backoff.
+func (w *Watcher) retry(ctx context.Context, err error, backoff time.Duration) time.Duration {
+	backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+	w.lost(err, backoff)
+	w.sleep(ctx, backoff)
+	return backoff
 }
 
 // lost records a failed read or resync: the view is no longer connected,

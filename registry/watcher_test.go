@@ -69,8 +69,8 @@ func join(s []string) string {
 	return out
 }
 
-// member returns a registered Member of svc/id advertising addr, in state
-// status, closed at cleanup.
+// member returns a Member of svc/id advertising addr, closed at cleanup;
+// nothing is written before its first Register or Update.
 func member(t *testing.T, reg *registry.Registry, svc, id, addr string) *registry.Member {
 	t.Helper()
 	m, err := reg.Member(registry.Entry{Service: svc, Instance: id, Addr: addr})
@@ -82,6 +82,20 @@ func member(t *testing.T, reg *registry.Registry, svc, id, addr string) *registr
 		defer cancel()
 		_ = m.Close(ctx)
 	})
+	return m
+}
+
+// runningMember returns a Member of svc/id advertising addr that, as the
+// lifecycle does, registered (in registering), started its heartbeat and
+// moved to running; closed at cleanup.
+func runningMember(t *testing.T, reg *registry.Registry, svc, id, addr string) *registry.Member {
+	t.Helper()
+	m := member(t, reg, svc, id, addr)
+	if err := m.Register(t.Context(), registry.Entry{Status: "registering"}); err != nil {
+		t.Fatal(err)
+	}
+	m.StartHeartbeat()
+	move(m, svc, id, addr, "serving_health", "running")
 	return m
 }
 
@@ -180,12 +194,7 @@ func TestWatcherDropsAnInstanceThatStopsHeartbeatingAtItsEntrysExpiry(t *testing
 	rdb := redistest.Server(t).Client(t)
 	reg := registry.New(rdb, registry.WithTTL(ttl))
 	w := watch(t, reg, "api")
-	m := member(t, reg, "api", "api-a", "127.0.0.1:8001")
-	if err := m.Register(t.Context(), registry.Entry{Status: "registering"}); err != nil {
-		t.Fatal(err)
-	}
-	m.StartHeartbeat()
-	move(m, "api", "api-a", "127.0.0.1:8001", "serving_health", "running")
+	m := runningMember(t, reg, "api", "api-a", "127.0.0.1:8001")
 	waitRunning(t, w, eventDeadline, "api-a")
 
 	// Let a resync or two pass with the heartbeat on: the instance stays.
@@ -257,15 +266,12 @@ func TestWatcherSurvivesFlushall(t *testing.T) {
 	rdb := redistest.Server(t).Client(t)
 	reg := registry.New(rdb, registry.WithTTL(ttl))
 	w := watch(t, reg, "api")
-	alive := member(t, reg, "api", "api-alive", "127.0.0.1:8001")
+	runningMember(t, reg, "api", "api-alive", "127.0.0.1:8001")
 	dead := member(t, reg, "api", "api-dead", "127.0.0.1:8002")
-	for _, m := range []*registry.Member{alive, dead} {
-		if err := m.Register(t.Context(), registry.Entry{Status: "registering"}); err != nil {
-			t.Fatal(err)
-		}
+	if err := dead.Register(t.Context(), registry.Entry{Status: "registering"}); err != nil {
+		t.Fatal(err)
 	}
-	alive.StartHeartbeat() // dead never heartbeats: flushed, it stays gone
-	move(alive, "api", "api-alive", "127.0.0.1:8001", "serving_health", "running")
+	// dead never heartbeats: flushed, it stays gone.
 	move(dead, "api", "api-dead", "127.0.0.1:8002", "serving_health", "running")
 	waitRunning(t, w, eventDeadline, "api-alive", "api-dead")
 
@@ -299,12 +305,7 @@ func TestWatcherSurvivesARedisServerRestart(t *testing.T) {
 	w := watch(t, reg, "api")
 	views := collectViews(t, w)
 
-	alive := member(t, reg, "api", "api-alive", "127.0.0.1:8001")
-	if err := alive.Register(t.Context(), registry.Entry{Status: "registering"}); err != nil {
-		t.Fatal(err)
-	}
-	alive.StartHeartbeat()
-	move(alive, "api", "api-alive", "127.0.0.1:8001", "serving_health", "running")
+	runningMember(t, reg, "api", "api-alive", "127.0.0.1:8001")
 	waitRunning(t, w, eventDeadline, "api-alive")
 
 	srv.Restart() // persistence is off: the new server starts empty
@@ -443,12 +444,7 @@ func TestWatcherWithAFrozenRedisGoesStaleDropsAtExpiryAndClosesWithinTheWriteTim
 	t.Cleanup(func() { _ = rdb.Close() })
 	reg := registry.New(rdb, registry.WithTTL(ttl), registry.WithWriteTimeout(write))
 	w := watch(t, reg, "api", registry.WithWatchBlock(block))
-	m := member(t, reg, "api", "api-a", "127.0.0.1:8001")
-	if err := m.Register(t.Context(), registry.Entry{Status: "registering"}); err != nil {
-		t.Fatal(err)
-	}
-	m.StartHeartbeat()
-	move(m, "api", "api-a", "127.0.0.1:8001", "serving_health", "running")
+	runningMember(t, reg, "api", "api-a", "127.0.0.1:8001")
 	waitRunning(t, w, eventDeadline, "api-a")
 
 	srv.Freeze()

@@ -79,6 +79,42 @@ func startDemo(t *testing.T, bin, dir, id, redisURL string, env ...string) *demo
 	return p
 }
 
+// demoFleet is three demo instances on a real redis-server.
+type demoFleet struct {
+	srv     *redistest.Srv
+	reg     *registry.Registry
+	ids     []string // demo-1, demo-2, demo-3
+	procs   map[string]*demoProc
+	running map[string]registry.Entry // by id: the entry first seen running
+}
+
+// startThreeDemos starts demo-1, demo-2 and demo-3 on a redis-server of
+// their own and waits until all three are running.
+func startThreeDemos(t *testing.T) *demoFleet {
+	t.Helper()
+	srv := redistest.Server(t)
+	dir := t.TempDir()
+	bin := buildDemo(t, dir)
+	f := &demoFleet{srv: srv, reg: registry.New(srv.Client(t)), ids: []string{"demo-1", "demo-2", "demo-3"},
+		procs: map[string]*demoProc{}, running: map[string]registry.Entry{}}
+	for _, id := range f.ids {
+		f.procs[id] = startDemo(t, bin, dir, id, srv.URL())
+	}
+	eventually(t, 30*time.Second, func() bool {
+		entries, err := f.reg.Instances(t.Context(), "demo")
+		if err != nil {
+			return false
+		}
+		for _, e := range entries {
+			if e.Status == "running" {
+				f.running[e.Instance] = e
+			}
+		}
+		return len(f.running) == len(f.ids)
+	}, func() string { return fmt.Sprintf("running: %v", f.running) })
+	return f
+}
+
 // outOfRunning polls the registry every few ms until stop, recording the
 // largest number of the given instances not in running at once (an absent
 // entry counts: the instance is between its deregistration and its next
@@ -122,30 +158,9 @@ func TestRollingRestartOfThreeDemoInstancesKeepsAtMostOneOutOfRunning(t *testing
 	if testing.Short() {
 		t.Skip("builds and runs cmd/demo processes")
 	}
-	srv := redistest.Server(t)
-	dir := t.TempDir()
-	bin := buildDemo(t, dir)
-	reg := registry.New(srv.Client(t))
-	ids := []string{"demo-1", "demo-2", "demo-3"}
-	procs := map[string]*demoProc{}
-	for _, id := range ids {
-		procs[id] = startDemo(t, bin, dir, id, srv.URL())
-	}
-
 	// All three running, each with its first process image.
-	before := map[string]registry.Entry{}
-	eventually(t, 30*time.Second, func() bool {
-		entries, err := reg.Instances(t.Context(), "demo")
-		if err != nil {
-			return false
-		}
-		for _, e := range entries {
-			if e.Status == "running" {
-				before[e.Instance] = e
-			}
-		}
-		return len(before) == len(ids)
-	}, func() string { return fmt.Sprintf("running: %v", before) })
+	demos := startThreeDemos(t)
+	srv, reg, ids, procs, before := demos.srv, demos.reg, demos.ids, demos.procs, demos.running
 
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
@@ -238,28 +253,8 @@ func TestDrainOfOneDemoInstanceTakesItOutOfRotationAndUndrainOrRestartBringsItBa
 	if testing.Short() {
 		t.Skip("builds and runs cmd/demo processes")
 	}
-	srv := redistest.Server(t)
-	dir := t.TempDir()
-	bin := buildDemo(t, dir)
-	reg := registry.New(srv.Client(t))
-	ids := []string{"demo-1", "demo-2", "demo-3"}
-	procs := map[string]*demoProc{}
-	for _, id := range ids {
-		procs[id] = startDemo(t, bin, dir, id, srv.URL())
-	}
-	entries := map[string]registry.Entry{}
-	eventually(t, 30*time.Second, func() bool {
-		all, err := reg.Instances(t.Context(), "demo")
-		if err != nil {
-			return false
-		}
-		for _, e := range all {
-			if e.Status == "running" {
-				entries[e.Instance] = e
-			}
-		}
-		return len(entries) == len(ids)
-	}, func() string { return fmt.Sprintf("running: %v", entries) })
+	demos := startThreeDemos(t)
+	srv, reg, ids, entries := demos.srv, demos.reg, demos.ids, demos.running
 	env := map[string]string{"REDIS_URL": srv.URL(), "SG_CONTROL_KEY": testKey}
 	// ready reports each instance's /readyz code and registry status.
 	ready := func() map[string]string {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/internal/agefmt"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -233,21 +234,5 @@ func msAge(ms *int64) string {
 	if ms == nil {
 		return "-"
 	}
-	return age(time.Duration(*ms) * time.Millisecond)
-}
-
-// age renders a duration the way kubectl prints ages: the two largest units,
-// "850ms", "42s", "5m3s", "3h12m", "2d5h".
-func age(d time.Duration) string {
-	switch {
-	case d < time.Second:
-		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
-	case d < time.Minute:
-		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%ds", d/time.Minute, d%time.Minute/time.Second)
-	case d < 24*time.Hour:
-		return fmt.Sprintf("%dh%dm", d/time.Hour, d%time.Hour/time.Minute)
-	}
-	return fmt.Sprintf("%dd%dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
+	return agefmt.Format(time.Duration(*ms) * time.Millisecond)
 }

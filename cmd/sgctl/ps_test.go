@@ -10,6 +10,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/agefmt"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -67,7 +68,7 @@ func TestPsPrintsOneRowPerLiveInstanceOfEveryService(t *testing.T) {
 	got := rows(r.stdout)
 	// Services sorted, then instances; the heartbeat is 5s old (now - (score
 	// - TTL)); uptime counts from started_at.
-	up := func(d time.Duration) string { return age(f.t0.Add(5 * time.Second).Sub(now.Add(-d))) }
+	up := func(d time.Duration) string { return agefmt.Format(f.t0.Add(5 * time.Second).Sub(now.Add(-d))) }
 	want := [][]string{
 		{"SERVICE", "INSTANCE", "STATUS", "PHASE", "HOST", "PID", "UPTIME", "HEARTBEAT", "DEGRADED", "CONTROL", "ADDR"},
 		{"api", "api-1", "stopping_daemons", "S1", "h3", "7", up(90 * time.Second), "5s", "false", "-", "-"},
@@ -179,24 +180,6 @@ func TestPsSkipsInstancesWhoseEntryExpired(t *testing.T) {
 	r := sgctl(t, t.Context(), f.env, nil, "ps", "demo")
 	if got := rows(r.stdout); len(got) != 2 || got[1][1] != "demo-b" {
 		t.Fatalf("want only demo-b listed:\n%s", r.stdout)
-	}
-}
-
-func TestAgeUsesTheTwoLargestUnits(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		850 * time.Millisecond:                "850ms",
-		42 * time.Second:                      "42s",
-		5*time.Minute + 3*time.Second:         "5m3s",
-		3*time.Hour + 12*time.Minute + 9:      "3h12m",
-		50*time.Hour + 59*time.Minute:         "2d2h",
-		2*time.Second + 999*time.Millisecond:  "2s",
-		59*time.Minute + 59*time.Second + 1e8: "59m59s",
-		24*time.Hour - time.Nanosecond:        "23h59m",
-		0:                                     "0ms",
-	} {
-		if got := age(d); got != want {
-			t.Errorf("age(%v) = %q, want %q", d, got, want)
-		}
 	}
 }
 

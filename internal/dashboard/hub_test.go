@@ -56,6 +56,12 @@ func openStream(t *testing.T, r *rig, lastID string, wg *sync.WaitGroup) *stream
 	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("GET /events = %d %s", res.StatusCode, res.Header.Get("Content-Type"))
 	}
+	return readStream(res, wg)
+}
+
+// readStream reads the ids of res's events in a goroutine that wg counts,
+// until the body ends; it closes the body.
+func readStream(res *http.Response, wg *sync.WaitGroup) *stream {
 	st := &stream{res: res}
 	wg.Add(1)
 	go func() {
@@ -109,21 +115,7 @@ func TestAHundredBrowsersCostOneRedisReader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := &stream{res: res}
-		streams[i] = st
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer res.Body.Close()
-			sc := bufio.NewScanner(res.Body)
-			for sc.Scan() {
-				if id, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
-					st.mu.Lock()
-					st.ids = append(st.ids, id)
-					st.mu.Unlock()
-				}
-			}
-		}()
+		streams[i] = readStream(res, &wg)
 	}
 	eventually(t, 10*time.Second, func() bool { return r.srv.hub.subscribers() == 100 && xreaders(t, rdb) == 1 },
 		func() string {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/diagrams"
+	"github.com/stargazer/lifecycle/internal/agefmt"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -123,14 +124,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	tmpl, err := template.New("").Funcs(template.FuncMap{
 		"clean": clean,
-		"age":   age,
+		"age":   agefmt.Format,
 		"group": s.group,
 		"ms":    unixMS,
 		"since": func(t time.Time) string {
 			if t.IsZero() {
 				return ""
 			}
-			return age(cfg.Now().Sub(t))
+			return agefmt.Format(cfg.Now().Sub(t))
 		},
 	}).ParseFS(webFS, "web/*.html")
 	if err != nil {
