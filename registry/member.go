@@ -223,7 +223,7 @@ func (m *Member) Register(ctx context.Context, e Entry) error {
 // like Register, but leaves the write (services set included) to the writer
 // and returns at once: for an instance that must not wait on Redis.
 func (m *Member) RegisterAsync(e Entry) {
-	e.Service, e.Instance = m.service, m.instance
+	e.Service, e.Instance, e.Owner = m.service, m.instance, m.owner
 	e = m.r.normalize(e)
 	m.mu.Lock()
 	m.latest, m.hasEntry = e, true

@@ -354,3 +354,29 @@ func TestCloseDeliversQueuedEventsBeforeReturning(t *testing.T) {
 		t.Fatalf("stream has %d events after Close, want 1000", n)
 	}
 }
+
+// A degraded boot registers with RegisterAsync: the entry it writes must be
+// the member's own, or the next status write (a compare-and-set on the
+// owner token) would take the member for an impostor and stop writing.
+func TestRegisterAsyncWritesTheMembersOwnerSoLaterWritesGoOn(t *testing.T) {
+	mr := miniredis.RunT(t)
+	r := registry.New(newClient(t, mr.Addr()))
+	m := newMember(t, r, entry("api", "i1", "init"))
+	ctx := context.Background()
+	m.RegisterAsync(entry("api", "i1", "registering"))
+	eventually(t, 5*time.Second, nil, func() bool {
+		e, err := r.Entry(ctx, "api", "i1")
+		return err == nil && e.Status == "registering"
+	}, "the entry RegisterAsync recorded, written by the writer")
+	if e, _ := r.Entry(ctx, "api", "i1"); e.Owner != m.Owner() {
+		t.Fatalf("entry owner %q, want the member's %q", e.Owner, m.Owner())
+	}
+	m.Update(entry("api", "i1", "running"), transition("registering", "running"))
+	eventually(t, 5*time.Second, nil, func() bool {
+		e, err := r.Entry(ctx, "api", "i1")
+		return err == nil && e.Status == "running"
+	}, "the status update after RegisterAsync written")
+	if err := m.Conflict(); err != nil {
+		t.Errorf("Conflict() = %v after the member's own RegisterAsync", err)
+	}
+}
