@@ -217,7 +217,16 @@ func (h *hub) since(ctx context.Context, after string) (msgs []message, reset bo
 	for _, x := range xs {
 		evs = append(evs, decodeEvent(x))
 	}
-	return append(h.s.messages(ctx, evs), ring...), false
+	msgs = h.s.messages(ctx, evs)
+	// The ring may start at or before from: the first read, which resolves
+	// the end of the stream, can return events that came in meanwhile, and
+	// from is then the last of them. The range above has those already.
+	for _, m := range ring {
+		if cmpID(m.id, from) > 0 {
+			msgs = append(msgs, m)
+		}
+	}
+	return msgs, false
 }
 
 // serve is GET /events: a text/event-stream of transitions ("transition"
