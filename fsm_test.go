@@ -310,6 +310,90 @@ func BenchmarkTransitionRawLooplab(b *testing.B) {
 	}
 }
 
+// rawWithSpan is the floor for a recording tracer: a raw looplab/fsm Event on
+// the toggle plus one span per transition, with the name and attributes of the
+// machine's transition span written out by hand and built once per edge, as the
+// cheapest hand-written instrumentation would have them.
+// TestRawLooplabWithSpanEmitsTheMachinesSpans keeps it honest.
+type rawWithSpan struct {
+	fsm    *fsm.FSM
+	tracer trace.Tracer
+	events [2]string
+	names  [2]string
+	opts   [2][]trace.SpanStartOption
+}
+
+func newRawWithSpan(tp trace.TracerProvider) *rawWithSpan {
+	edge := func(event, from, to string, phase int) []trace.SpanStartOption {
+		return []trace.SpanStartOption{trace.WithAttributes(
+			attribute.String("lifecycle.machine", "toggle"),
+			attribute.String("lifecycle.event", event),
+			attribute.String("lifecycle.to", to),
+			attribute.Int("lifecycle.phase", phase),
+			attribute.String("lifecycle.from", from),
+		)}
+	}
+	return &rawWithSpan{
+		fsm:    fsm.NewFSM("a", fsm.Events{{Name: "go", Src: []string{"a"}, Dst: "b"}, {Name: "back", Src: []string{"b"}, Dst: "a"}}, nil),
+		tracer: tp.Tracer(ScopeName),
+		events: [2]string{"go", "back"},
+		names:  [2]string{"transition go", "transition back"},
+		opts:   [2][]trace.SpanStartOption{edge("go", "a", "b", 2), edge("back", "b", "a", 1)},
+	}
+}
+
+// fire takes edge i (0: go, 1: back), its span a child of ctx's.
+func (r *rawWithSpan) fire(ctx context.Context, i int) error {
+	if err := r.fsm.Event(context.Background(), r.events[i]); err != nil {
+		return err
+	}
+	_, span := r.tracer.Start(ctx, r.names[i], r.opts[i]...)
+	span.End()
+	return nil
+}
+
+func TestRawLooplabWithSpanEmitsTheMachinesSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	m, err := NewMachine(&toggle, WithMachineTracerProvider(tp), WithMachineMeterProvider(metricnoop.NewMeterProvider()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	raw := newRawWithSpan(tp)
+	ctx, root := tp.Tracer("bench").Start(context.Background(), "root")
+	defer root.End()
+	for i, ev := range []phases.Event{"go", "back"} {
+		if err := m.Fire(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.fire(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ended := rec.Ended()
+	if len(ended) != 4 {
+		t.Fatalf("%d spans ended, want 4", len(ended))
+	}
+	for i := 0; i < 4; i += 2 {
+		machine, floor := ended[i], ended[i+1]
+		if machine.Name() != floor.Name() {
+			t.Errorf("floor span %q, machine span %q", floor.Name(), machine.Name())
+		}
+		if machine.InstrumentationScope() != floor.InstrumentationScope() {
+			t.Errorf("floor scope %v, machine scope %v", floor.InstrumentationScope(), machine.InstrumentationScope())
+		}
+		if floor.Parent().SpanID() != root.SpanContext().SpanID() || machine.Parent().SpanID() != root.SpanContext().SpanID() {
+			t.Errorf("%s: not both children of the root", machine.Name())
+		}
+		ma, fa := attribute.NewSet(machine.Attributes()...), attribute.NewSet(floor.Attributes()...)
+		if !ma.Equals(&fa) {
+			t.Errorf("%s: floor attributes %v, machine attributes %v", machine.Name(), fa.Encoded(attribute.DefaultEncoder()), ma.Encoded(attribute.DefaultEncoder()))
+		}
+	}
+}
+
 func benchMachine(b *testing.B, tp trace.TracerProvider) {
 	m, err := NewMachine(&toggle, WithMachineTracerProvider(tp), WithMachineMeterProvider(metricnoop.NewMeterProvider()))
 	if err != nil {
@@ -332,6 +416,23 @@ func benchMachine(b *testing.B, tp trace.TracerProvider) {
 
 func BenchmarkTransitionMachineNoopTracer(b *testing.B) {
 	benchMachine(b, tracenoop.NewTracerProvider())
+}
+
+// BenchmarkTransitionRawLooplabWithSpan is the floor of
+// BenchmarkTransitionMachineRecordingTracer: a raw looplab/fsm Event plus one
+// span with the machine's span's name and attributes, on the same provider.
+func BenchmarkTransitionRawLooplabWithSpan(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	defer tp.Shutdown(context.Background())
+	r := newRawWithSpan(tp)
+	ctx, root := tp.Tracer("bench").Start(context.Background(), "root")
+	defer root.End()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if err := r.fire(ctx, i%2); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func BenchmarkTransitionMachineRecordingTracer(b *testing.B) {
