@@ -47,7 +47,8 @@ type Machine struct {
 	mu     sync.Mutex // serialises Fire
 	guards map[string]func() bool
 	obs    []Observer
-	edges  map[edgeKey][]*edge
+	states map[phases.State]*stateNode
+	events map[phases.Event]bool // every event of the table
 	clock  clockwork.Clock
 	log    *slog.Logger
 
@@ -56,13 +57,15 @@ type Machine struct {
 }
 
 type stateStamp struct {
-	state phases.State
+	*stateNode
 	since time.Time
 }
 
-type edgeKey struct {
-	event phases.Event
-	from  phases.State
+// stateNode is a state with the edges that leave it, in table order: a state
+// has few, so Fire finds an event's alternatives by a scan, without hashing.
+type stateNode struct {
+	state phases.State
+	out   []*edge
 }
 
 // edge is one table transition with what Fire needs precomputed.
@@ -71,6 +74,7 @@ type edge struct {
 	index    int    // in the table's Transitions: Transition.Edge
 	fsmEvent string // distinct looplab event name per guarded alternative
 	info     phases.StateInfo
+	toNode   *stateNode
 }
 
 // Transition is what observers learn about one move of the machine.
@@ -255,9 +259,18 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	m := &Machine{
 		table:  table,
 		guards: cfg.guards,
-		edges:  map[edgeKey][]*edge{},
+		states: map[phases.State]*stateNode{},
+		events: map[phases.Event]bool{},
 		clock:  cfg.clock,
 		log:    cfg.log,
+	}
+	node := func(s phases.State) *stateNode {
+		n, ok := m.states[s]
+		if !ok {
+			n = &stateNode{state: s}
+			m.states[s] = n
+		}
+		return n
 	}
 	var descs fsm.Events
 	for i, tr := range table.Transitions {
@@ -269,16 +282,20 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 		src := make([]string, len(tr.From))
 		for i, s := range tr.From {
 			src[i] = string(s)
-			k := edgeKey{tr.Event, s}
-			m.edges[k] = append(m.edges[k], e)
+			n := node(s)
+			n.out = append(n.out, e)
 		}
+		m.events[tr.Event] = true
+		e.toNode = node(tr.To)
 		descs = append(descs, fsm.EventDesc{Name: e.fsmEvent, Src: src, Dst: string(tr.To)})
 	}
 	m.fsm = fsm.NewFSM(string(table.Initial), descs, nil)
-	m.state.Store(&stateStamp{state: table.Initial, since: m.clock.Now()})
+	m.state.Store(&stateStamp{stateNode: node(table.Initial), since: m.clock.Now()})
 
 	// The telemetry observers read the table and the public Transition only.
-	m.obs = append(m.obs, newTraceObserver(cfg.tp, table))
+	if tracing := newTraceObserver(cfg.tp, table); tracing != nil {
+		m.obs = append(m.obs, tracing)
+	}
 	if cfg.mp == nil {
 		cfg.mp = otel.GetMeterProvider()
 	}
@@ -313,7 +330,7 @@ func (m *Machine) Since() time.Time { return m.state.Load().since }
 func (m *Machine) Can(event phases.Event) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, err := m.choose(event, m.Current())
+	e, err := m.choose(event, m.state.Load().stateNode)
 	return err == nil && e != nil
 }
 
@@ -348,7 +365,7 @@ func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, fro
 	if from != "" && cur.state != from {
 		return &InvalidEventError{Event: event, State: cur.state}
 	}
-	e, err := m.choose(event, cur.state)
+	e, err := m.choose(event, cur.stateNode)
 	if err != nil {
 		return err
 	}
@@ -363,7 +380,7 @@ func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, fro
 		return fmt.Errorf("lifecycle: looplab/fsm refused %q from %q: %w", e.fsmEvent, cur.state, err)
 	}
 	now := m.clock.Now()
-	m.state.Store(&stateStamp{state: e.To, since: now})
+	m.state.Store(&stateStamp{stateNode: e.toNode, since: now})
 	t := Transition{
 		Event: event, From: cur.state, To: e.To, Guard: e.Guard, Phase: e.info,
 		Cause: cause, Entered: cur.since, At: now, Edge: e.index,
@@ -375,16 +392,12 @@ func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, fro
 }
 
 // choose picks the edge event takes from state, evaluating guards in table order.
-func (m *Machine) choose(event phases.Event, state phases.State) (*edge, error) {
-	alts := m.edges[edgeKey{event, state}]
-	if len(alts) == 0 {
-		return nil, &InvalidEventError{Event: event, State: state, Unknown: !m.knows(event)}
-	}
-	if len(alts) == 1 && alts[0].Guard.Name == "" {
-		return alts[0], nil
-	}
+func (m *Machine) choose(event phases.Event, state *stateNode) (*edge, error) {
 	var refused []string
-	for _, e := range alts {
+	for _, e := range state.out {
+		if e.Event != event {
+			continue
+		}
 		ok, err := m.guard(e.Guard)
 		if err != nil {
 			return nil, err
@@ -394,16 +407,10 @@ func (m *Machine) choose(event phases.Event, state phases.State) (*edge, error) 
 		}
 		refused = append(refused, e.Guard.String())
 	}
-	return nil, &InvalidEventError{Event: event, State: state, Guards: refused}
-}
-
-func (m *Machine) knows(event phases.Event) bool {
-	for k := range m.edges {
-		if k.event == event {
-			return true
-		}
+	if refused == nil {
+		return nil, &InvalidEventError{Event: event, State: state.state, Unknown: !m.events[event]}
 	}
-	return false
+	return nil, &InvalidEventError{Event: event, State: state.state, Guards: refused}
 }
 
 func (m *Machine) guard(g phases.Guard) (ok bool, err error) {

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -82,23 +83,29 @@ type attrKV = attribute.KeyValue
 // context given to Fire.
 type traceObserver struct {
 	tracer trace.Tracer
-	off    bool       // the provider is the no-op one: skip even building a span
 	edges  []edgeSpan // by Transition.Edge
 }
 
-// edgeSpan is the span name of one edge and, per source state, the start
-// option with every attribute.
+// edgeSpan is the span name of one edge and, per source state (in the edge's
+// From order), the start options with every attribute. An edge has few
+// sources: a scan finds one faster than a map would hash its name.
 type edgeSpan struct {
-	name string
-	opts map[phases.State]trace.SpanStartOption
+	name  string
+	froms []phases.State
+	opts  [][]trace.SpanStartOption // opts[i] is for froms[i]
 }
 
+// newTraceObserver returns the observer that emits transition spans to tp (the
+// global provider when nil), or nil when tp is the no-op provider: then there is
+// nothing to build, not even a span.
 func newTraceObserver(tp trace.TracerProvider, table *phases.Table) *traceObserver {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
-	_, off := tp.(tracenoop.TracerProvider)
-	o := &traceObserver{tracer: tp.Tracer(ScopeName), off: off, edges: make([]edgeSpan, len(table.Transitions))}
+	if _, off := tp.(tracenoop.TracerProvider); off {
+		return nil
+	}
+	o := &traceObserver{tracer: tp.Tracer(ScopeName), edges: make([]edgeSpan, len(table.Transitions))}
 	for i, tr := range table.Transitions {
 		to, _ := table.State(tr.To)
 		attrs := []attrKV{AttrMachine.String(table.Name), AttrEvent.String(string(tr.Event)), AttrTo.String(string(tr.To))}
@@ -111,10 +118,12 @@ func newTraceObserver(tp trace.TracerProvider, table *phases.Table) *traceObserv
 		if g := tr.Guard.String(); g != "" {
 			attrs = append(attrs, AttrGuard.String(g))
 		}
-		e := edgeSpan{name: "transition " + tr.Label(), opts: make(map[phases.State]trace.SpanStartOption, len(tr.From))}
-		for _, from := range tr.From {
+		e := edgeSpan{name: "transition " + tr.Label(), froms: slices.Clone(tr.From), opts: make([][]trace.SpanStartOption, len(tr.From))}
+		for j, from := range tr.From {
 			all := append(append(make([]attrKV, 0, len(attrs)+1), attrs...), AttrFrom.String(string(from)))
-			e.opts[from] = trace.WithAttributes(all...)
+			// A slice, passed on with opts...: Start's variadic parameter
+			// then costs no allocation per span.
+			e.opts[j] = []trace.SpanStartOption{trace.WithAttributes(all...)}
 		}
 		o.edges[i] = e
 	}
@@ -122,16 +131,18 @@ func newTraceObserver(tp trace.TracerProvider, table *phases.Table) *traceObserv
 }
 
 func (o *traceObserver) Transitioned(ctx context.Context, t Transition) {
-	if o.off {
-		return
-	}
 	e := &o.edges[t.Edge]
-	_, span := o.tracer.Start(ctx, e.name, e.opts[t.From])
-	if span.IsRecording() {
-		if t.Cause != nil {
-			span.RecordError(t.Cause)
-			span.SetStatus(codes.Error, t.Cause.Error())
+	var opts []trace.SpanStartOption
+	for i, from := range e.froms {
+		if from == t.From {
+			opts = e.opts[i]
+			break
 		}
+	}
+	_, span := o.tracer.Start(ctx, e.name, opts...)
+	if t.Cause != nil && span.IsRecording() {
+		span.RecordError(t.Cause)
+		span.SetStatus(codes.Error, t.Cause.Error())
 	}
 	span.End()
 }
