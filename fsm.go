@@ -54,11 +54,34 @@ type Machine struct {
 
 	metrics *metricsObserver
 	state   atomic.Pointer[stateStamp]
+	stamps  *[stampBlock]stateStamp // the block stamp hands out from; guarded by mu
+	used    int                     // how many of stamps are handed out; guarded by mu
 }
 
+// stampBlock is how many state stamps are allocated at once: a transition
+// needs a new stamp, and a block of them costs one allocation.
+const stampBlock = 16
+
+// stateStamp is the state the machine is in and when it entered it, read by
+// Current and Since without a lock. A stamp is written once, before it is
+// published, and never changed: a reader that holds an old one reads what was
+// true then.
 type stateStamp struct {
 	*stateNode
 	since time.Time
+}
+
+// stamp returns a new stamp of state n entered at since. Stamps come from a
+// block that lives while any of them is in use; none is ever reused. The
+// caller holds mu, or has not published the machine yet.
+func (m *Machine) stamp(n *stateNode, since time.Time) *stateStamp {
+	if m.stamps == nil || m.used == stampBlock {
+		m.stamps, m.used = new([stampBlock]stateStamp), 0
+	}
+	s := &m.stamps[m.used]
+	m.used++
+	s.stateNode, s.since = n, since
+	return s
 }
 
 // stateNode is a state with the edges that leave it, in table order: a state
@@ -290,7 +313,7 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 		descs = append(descs, fsm.EventDesc{Name: e.fsmEvent, Src: src, Dst: string(tr.To)})
 	}
 	m.fsm = fsm.NewFSM(string(table.Initial), descs, nil)
-	m.state.Store(&stateStamp{stateNode: node(table.Initial), since: m.clock.Now()})
+	m.state.Store(m.stamp(node(table.Initial), m.clock.Now()))
 
 	// The telemetry observers read the table and the public Transition only.
 	if tracing := newTraceObserver(cfg.tp, table); tracing != nil {
@@ -380,7 +403,10 @@ func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, fro
 		return fmt.Errorf("lifecycle: looplab/fsm refused %q from %q: %w", e.fsmEvent, cur.state, err)
 	}
 	now := m.clock.Now()
-	m.state.Store(&stateStamp{stateNode: e.toNode, since: now})
+	m.state.Store(m.stamp(e.toNode, now))
+	if len(m.obs) == 0 {
+		return nil
+	}
 	t := Transition{
 		Event: event, From: cur.state, To: e.To, Guard: e.Guard, Phase: e.info,
 		Cause: cause, Entered: cur.since, At: now, Edge: e.index,
@@ -397,6 +423,9 @@ func (m *Machine) choose(event phases.Event, state *stateNode) (*edge, error) {
 	for _, e := range state.out {
 		if e.Event != event {
 			continue
+		}
+		if e.Guard.Name == "" {
+			return e, nil
 		}
 		ok, err := m.guard(e.Guard)
 		if err != nil {

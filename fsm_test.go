@@ -6,7 +6,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/looplab/fsm"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -208,6 +210,67 @@ func TestConcurrentEventsAreSerialised(t *testing.T) {
 	if ok.Load() != observed.Load() {
 		t.Fatalf("%d successful events, %d observed transitions", ok.Load(), observed.Load())
 	}
+}
+
+func TestCurrentAndSinceAnswerDuringAFireWithTheTransitionsStateAndTime(t *testing.T) {
+	var unlocked atomic.Bool
+	unlocked.Store(true)
+	clk := clockwork.NewFakeClock()
+	var m *Machine
+	var prev time.Time
+	m = newDoor(t, &unlocked, WithMachineClock(clk), WithMachineObserver(ObserverFunc(func(_ context.Context, tr Transition) {
+		// Fire is in progress: Current and Since must not wait for it.
+		if m.Current() != tr.To || !m.Since().Equal(tr.At) {
+			t.Errorf("during %s: Current %q, Since %v; want %q, %v", tr.Event, m.Current(), m.Since(), tr.To, tr.At)
+		}
+		if !tr.Entered.Equal(prev) {
+			t.Errorf("%s entered %v, want the previous transition's %v", tr.Event, tr.Entered, prev)
+		}
+		prev = tr.At
+	})))
+	prev = m.Since()
+	if !prev.Equal(clk.Now()) || m.Current() != door.Initial {
+		t.Fatalf("new machine: %q since %v, want %q since %v", m.Current(), prev, door.Initial, clk.Now())
+	}
+	// A reader on another goroutine all along: with -race, it shows that no
+	// state it reads is written again.
+	start := clk.Now()
+	done, reading, stopped := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for n := 0; ; n++ {
+			if n == 1 {
+				close(reading)
+			}
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if s := m.Current(); s != "closed" && s != "open" {
+				t.Errorf("Current %q", s)
+			}
+			if since := m.Since(); since.Before(start) {
+				t.Errorf("Since %v before the machine was made", since)
+			}
+		}
+	}()
+	<-reading
+	for i := range 5 * stampBlock {
+		clk.Advance(time.Second)
+		ev := phases.Event("open")
+		if i%2 == 1 {
+			ev = "close"
+		}
+		if err := m.Fire(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+		if !m.Since().Equal(clk.Now()) {
+			t.Fatalf("after %s: Since %v, want %v", ev, m.Since(), clk.Now())
+		}
+	}
+	close(done)
+	<-stopped
 }
 
 func TestTransitionSpanCarriesContractAttributes(t *testing.T) {
