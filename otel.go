@@ -178,8 +178,17 @@ type metricsObserver struct {
 	reg         metric.Registration
 	// Attribute sets are static per edge and source, and per state: built once,
 	// because building them is most of what a metric costs.
-	addOpts []map[phases.State]metric.AddOption // by Transition.Edge, then source
-	recOpts map[phases.State]metric.RecordOption
+	edges []edgeMetrics // by Transition.Edge
+}
+
+// edgeMetrics holds, per source state of one edge (in the edge's From order),
+// the options of the transition count and of the time spent in the source, as
+// slices passed on with opts...: then Add's and Record's variadic parameters
+// cost no allocation per transition.
+type edgeMetrics struct {
+	froms []phases.State
+	add   [][]metric.AddOption
+	rec   [][]metric.RecordOption
 }
 
 // newMetricsObserver builds the observer of a machine running table, whose
@@ -187,19 +196,22 @@ type metricsObserver struct {
 func newMetricsObserver(mp metric.MeterProvider, table *phases.Table, current func() phases.State) (*metricsObserver, error) {
 	meter := mp.Meter(ScopeName)
 	machine := AttrMachine.String(table.Name)
-	o := &metricsObserver{addOpts: make([]map[phases.State]metric.AddOption, len(table.Transitions)), recOpts: map[phases.State]metric.RecordOption{}}
-	for i, tr := range table.Transitions {
-		o.addOpts[i] = make(map[phases.State]metric.AddOption, len(tr.From))
-		for _, from := range tr.From {
-			o.addOpts[i][from] = metric.WithAttributeSet(attribute.NewSet(machine,
-				AttrFrom.String(string(from)), AttrTo.String(string(tr.To)), AttrEvent.String(string(tr.Event))))
-		}
-	}
+	o := &metricsObserver{edges: make([]edgeMetrics, len(table.Transitions))}
+	inState := make(map[phases.State]attribute.Set, len(table.States))
 	states := make([]metric.ObserveOption, len(table.States))
 	for i, s := range table.States {
 		set := attribute.NewSet(machine, AttrState.String(string(s.Name)))
-		o.recOpts[s.Name] = metric.WithAttributeSet(set)
+		inState[s.Name] = set
 		states[i] = metric.WithAttributeSet(set)
+	}
+	for i, tr := range table.Transitions {
+		e := edgeMetrics{froms: slices.Clone(tr.From), add: make([][]metric.AddOption, len(tr.From)), rec: make([][]metric.RecordOption, len(tr.From))}
+		for j, from := range tr.From {
+			e.add[j] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(machine,
+				AttrFrom.String(string(from)), AttrTo.String(string(tr.To)), AttrEvent.String(string(tr.Event))))}
+			e.rec[j] = []metric.RecordOption{metric.WithAttributeSet(inState[from])}
+		}
+		o.edges[i] = e
 	}
 	var err error
 	if o.transitions, err = meter.Int64Counter(MetricTransitions,
@@ -242,8 +254,14 @@ func newMetricsObserver(mp metric.MeterProvider, table *phases.Table, current fu
 }
 
 func (o *metricsObserver) Transitioned(ctx context.Context, t Transition) {
-	o.transitions.Add(ctx, 1, o.addOpts[t.Edge][t.From])
-	o.durations.Record(ctx, t.Duration().Seconds(), o.recOpts[t.From])
+	e := &o.edges[t.Edge]
+	for j, from := range e.froms {
+		if from == t.From {
+			o.transitions.Add(ctx, 1, e.add[j]...)
+			o.durations.Record(ctx, t.Duration().Seconds(), e.rec[j]...)
+			return
+		}
+	}
 }
 
 func (o *metricsObserver) close() {
