@@ -16,8 +16,8 @@ echo "cores: $(nproc)"
 # against that Event plus one SDK span with the transition span's attributes
 # (recording tracer). TRANSITION_ROUNDS runs of one binary, each running the four
 # benchmarks in turn, so every machine figure has its floor from a second before:
-# on a shared machine that pairs them better than -count, which runs each ten
-# times in a row.
+# on a shared machine that pairs them better than -count, which runs each benchmark
+# all its times in a row.
 go test -c -o "$out/lifecycle.test" .
 for _ in $(seq "${TRANSITION_ROUNDS:-10}"); do
   "$out/lifecycle.test" -test.run '^$' -test.bench 'BenchmarkTransition' -test.benchmem
