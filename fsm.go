@@ -47,7 +47,6 @@ type Machine struct {
 	mu     sync.Mutex // serialises Fire
 	guards map[string]func() bool
 	obs    []Observer
-	states map[phases.State]*stateNode
 	events map[phases.Event]bool // every event of the table
 	clock  clockwork.Clock
 	log    *slog.Logger
@@ -282,16 +281,16 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	m := &Machine{
 		table:  table,
 		guards: cfg.guards,
-		states: map[phases.State]*stateNode{},
 		events: map[phases.Event]bool{},
 		clock:  cfg.clock,
 		log:    cfg.log,
 	}
+	nodes := map[phases.State]*stateNode{}
 	node := func(s phases.State) *stateNode {
-		n, ok := m.states[s]
+		n, ok := nodes[s]
 		if !ok {
 			n = &stateNode{state: s}
-			m.states[s] = n
+			nodes[s] = n
 		}
 		return n
 	}
