@@ -47,22 +47,47 @@ type Machine struct {
 	mu     sync.Mutex // serialises Fire
 	guards map[string]func() bool
 	obs    []Observer
-	edges  map[edgeKey][]*edge
+	events map[phases.Event]bool // every event of the table
 	clock  clockwork.Clock
 	log    *slog.Logger
 
 	metrics *metricsObserver
 	state   atomic.Pointer[stateStamp]
+	stamps  *[stampBlock]stateStamp // the block stamp hands out from; guarded by mu
+	used    int                     // how many of stamps are handed out; guarded by mu
 }
 
+// stampBlock is how many state stamps are allocated at once: a transition
+// needs a new stamp, and a block of them costs one allocation.
+const stampBlock = 16
+
+// stateStamp is the state the machine is in and when it entered it, read by
+// Current and Since without a lock. A stamp is written once, before it is
+// published, and never changed: a reader that holds an old one reads what was
+// true then.
 type stateStamp struct {
-	state phases.State
+	*stateNode
 	since time.Time
 }
 
-type edgeKey struct {
-	event phases.Event
-	from  phases.State
+// stamp returns a new stamp of state n entered at since. Stamps come from a
+// block that lives while any of them is in use; none is ever reused. The
+// caller holds mu, or has not published the machine yet.
+func (m *Machine) stamp(n *stateNode, since time.Time) *stateStamp {
+	if m.stamps == nil || m.used == stampBlock {
+		m.stamps, m.used = new([stampBlock]stateStamp), 0
+	}
+	s := &m.stamps[m.used]
+	m.used++
+	s.stateNode, s.since = n, since
+	return s
+}
+
+// stateNode is a state with the edges that leave it, in table order: a state
+// has few, so Fire finds an event's alternatives by a scan, without hashing.
+type stateNode struct {
+	state phases.State
+	out   []*edge
 }
 
 // edge is one table transition with what Fire needs precomputed.
@@ -71,6 +96,7 @@ type edge struct {
 	index    int    // in the table's Transitions: Transition.Edge
 	fsmEvent string // distinct looplab event name per guarded alternative
 	info     phases.StateInfo
+	toNode   *stateNode
 }
 
 // Transition is what observers learn about one move of the machine.
@@ -255,9 +281,18 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	m := &Machine{
 		table:  table,
 		guards: cfg.guards,
-		edges:  map[edgeKey][]*edge{},
+		events: map[phases.Event]bool{},
 		clock:  cfg.clock,
 		log:    cfg.log,
+	}
+	nodes := map[phases.State]*stateNode{}
+	node := func(s phases.State) *stateNode {
+		n, ok := nodes[s]
+		if !ok {
+			n = &stateNode{state: s}
+			nodes[s] = n
+		}
+		return n
 	}
 	var descs fsm.Events
 	for i, tr := range table.Transitions {
@@ -269,16 +304,20 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 		src := make([]string, len(tr.From))
 		for i, s := range tr.From {
 			src[i] = string(s)
-			k := edgeKey{tr.Event, s}
-			m.edges[k] = append(m.edges[k], e)
+			n := node(s)
+			n.out = append(n.out, e)
 		}
+		m.events[tr.Event] = true
+		e.toNode = node(tr.To)
 		descs = append(descs, fsm.EventDesc{Name: e.fsmEvent, Src: src, Dst: string(tr.To)})
 	}
 	m.fsm = fsm.NewFSM(string(table.Initial), descs, nil)
-	m.state.Store(&stateStamp{state: table.Initial, since: m.clock.Now()})
+	m.state.Store(m.stamp(node(table.Initial), m.clock.Now()))
 
 	// The telemetry observers read the table and the public Transition only.
-	m.obs = append(m.obs, newTraceObserver(cfg.tp, table))
+	if tracing := newTraceObserver(cfg.tp, table); tracing != nil {
+		m.obs = append(m.obs, tracing)
+	}
 	if cfg.mp == nil {
 		cfg.mp = otel.GetMeterProvider()
 	}
@@ -313,7 +352,7 @@ func (m *Machine) Since() time.Time { return m.state.Load().since }
 func (m *Machine) Can(event phases.Event) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, err := m.choose(event, m.Current())
+	e, err := m.choose(event, m.state.Load().stateNode)
 	return err == nil && e != nil
 }
 
@@ -348,7 +387,7 @@ func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, fro
 	if from != "" && cur.state != from {
 		return &InvalidEventError{Event: event, State: cur.state}
 	}
-	e, err := m.choose(event, cur.state)
+	e, err := m.choose(event, cur.stateNode)
 	if err != nil {
 		return err
 	}
@@ -363,7 +402,10 @@ func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, fro
 		return fmt.Errorf("lifecycle: looplab/fsm refused %q from %q: %w", e.fsmEvent, cur.state, err)
 	}
 	now := m.clock.Now()
-	m.state.Store(&stateStamp{state: e.To, since: now})
+	m.state.Store(m.stamp(e.toNode, now))
+	if len(m.obs) == 0 {
+		return nil
+	}
 	t := Transition{
 		Event: event, From: cur.state, To: e.To, Guard: e.Guard, Phase: e.info,
 		Cause: cause, Entered: cur.since, At: now, Edge: e.index,
@@ -375,16 +417,15 @@ func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, fro
 }
 
 // choose picks the edge event takes from state, evaluating guards in table order.
-func (m *Machine) choose(event phases.Event, state phases.State) (*edge, error) {
-	alts := m.edges[edgeKey{event, state}]
-	if len(alts) == 0 {
-		return nil, &InvalidEventError{Event: event, State: state, Unknown: !m.knows(event)}
-	}
-	if len(alts) == 1 && alts[0].Guard.Name == "" {
-		return alts[0], nil
-	}
+func (m *Machine) choose(event phases.Event, state *stateNode) (*edge, error) {
 	var refused []string
-	for _, e := range alts {
+	for _, e := range state.out {
+		if e.Event != event {
+			continue
+		}
+		if e.Guard.Name == "" {
+			return e, nil
+		}
 		ok, err := m.guard(e.Guard)
 		if err != nil {
 			return nil, err
@@ -394,16 +435,10 @@ func (m *Machine) choose(event phases.Event, state phases.State) (*edge, error) 
 		}
 		refused = append(refused, e.Guard.String())
 	}
-	return nil, &InvalidEventError{Event: event, State: state, Guards: refused}
-}
-
-func (m *Machine) knows(event phases.Event) bool {
-	for k := range m.edges {
-		if k.event == event {
-			return true
-		}
+	if refused == nil {
+		return nil, &InvalidEventError{Event: event, State: state.state, Unknown: !m.events[event]}
 	}
-	return false
+	return nil, &InvalidEventError{Event: event, State: state.state, Guards: refused}
 }
 
 func (m *Machine) guard(g phases.Guard) (ok bool, err error) {

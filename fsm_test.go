@@ -6,7 +6,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/looplab/fsm"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -210,6 +212,67 @@ func TestConcurrentEventsAreSerialised(t *testing.T) {
 	}
 }
 
+func TestCurrentAndSinceAnswerDuringAFireWithTheTransitionsStateAndTime(t *testing.T) {
+	var unlocked atomic.Bool
+	unlocked.Store(true)
+	clk := clockwork.NewFakeClock()
+	var m *Machine
+	var prev time.Time
+	m = newDoor(t, &unlocked, WithMachineClock(clk), WithMachineObserver(ObserverFunc(func(_ context.Context, tr Transition) {
+		// Fire is in progress: Current and Since must not wait for it.
+		if m.Current() != tr.To || !m.Since().Equal(tr.At) {
+			t.Errorf("during %s: Current %q, Since %v; want %q, %v", tr.Event, m.Current(), m.Since(), tr.To, tr.At)
+		}
+		if !tr.Entered.Equal(prev) {
+			t.Errorf("%s entered %v, want the previous transition's %v", tr.Event, tr.Entered, prev)
+		}
+		prev = tr.At
+	})))
+	prev = m.Since()
+	if !prev.Equal(clk.Now()) || m.Current() != door.Initial {
+		t.Fatalf("new machine: %q since %v, want %q since %v", m.Current(), prev, door.Initial, clk.Now())
+	}
+	// A reader on another goroutine all along: with -race, it shows that no
+	// state it reads is written again.
+	start := clk.Now()
+	done, reading, stopped := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for n := 0; ; n++ {
+			if n == 1 {
+				close(reading)
+			}
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if s := m.Current(); s != "closed" && s != "open" {
+				t.Errorf("Current %q", s)
+			}
+			if since := m.Since(); since.Before(start) {
+				t.Errorf("Since %v before the machine was made", since)
+			}
+		}
+	}()
+	<-reading
+	for i := range 5 * stampBlock {
+		clk.Advance(time.Second)
+		ev := phases.Event("open")
+		if i%2 == 1 {
+			ev = "close"
+		}
+		if err := m.Fire(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+		if !m.Since().Equal(clk.Now()) {
+			t.Fatalf("after %s: Since %v, want %v", ev, m.Since(), clk.Now())
+		}
+	}
+	close(done)
+	<-stopped
+}
+
 func TestTransitionSpanCarriesContractAttributes(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -310,6 +373,90 @@ func BenchmarkTransitionRawLooplab(b *testing.B) {
 	}
 }
 
+// rawWithSpan is the floor for a recording tracer: a raw looplab/fsm Event on
+// the toggle plus one span per transition, with the name and attributes of the
+// machine's transition span written out by hand and built once per edge, as the
+// cheapest hand-written instrumentation would have them.
+// TestRawLooplabWithSpanEmitsTheMachinesSpans keeps it honest.
+type rawWithSpan struct {
+	fsm    *fsm.FSM
+	tracer trace.Tracer
+	events [2]string
+	names  [2]string
+	opts   [2][]trace.SpanStartOption
+}
+
+func newRawWithSpan(tp trace.TracerProvider) *rawWithSpan {
+	edge := func(event, from, to string, phase int) []trace.SpanStartOption {
+		return []trace.SpanStartOption{trace.WithAttributes(
+			attribute.String("lifecycle.machine", "toggle"),
+			attribute.String("lifecycle.event", event),
+			attribute.String("lifecycle.to", to),
+			attribute.Int("lifecycle.phase", phase),
+			attribute.String("lifecycle.from", from),
+		)}
+	}
+	return &rawWithSpan{
+		fsm:    fsm.NewFSM("a", fsm.Events{{Name: "go", Src: []string{"a"}, Dst: "b"}, {Name: "back", Src: []string{"b"}, Dst: "a"}}, nil),
+		tracer: tp.Tracer(ScopeName),
+		events: [2]string{"go", "back"},
+		names:  [2]string{"transition go", "transition back"},
+		opts:   [2][]trace.SpanStartOption{edge("go", "a", "b", 2), edge("back", "b", "a", 1)},
+	}
+}
+
+// fire takes edge i (0: go, 1: back), its span a child of ctx's.
+func (r *rawWithSpan) fire(ctx context.Context, i int) error {
+	if err := r.fsm.Event(context.Background(), r.events[i]); err != nil {
+		return err
+	}
+	_, span := r.tracer.Start(ctx, r.names[i], r.opts[i]...)
+	span.End()
+	return nil
+}
+
+func TestRawLooplabWithSpanEmitsTheMachinesSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	m, err := NewMachine(&toggle, WithMachineTracerProvider(tp), WithMachineMeterProvider(metricnoop.NewMeterProvider()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	raw := newRawWithSpan(tp)
+	ctx, root := tp.Tracer("bench").Start(context.Background(), "root")
+	defer root.End()
+	for i, ev := range []phases.Event{"go", "back"} {
+		if err := m.Fire(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.fire(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ended := rec.Ended()
+	if len(ended) != 4 {
+		t.Fatalf("%d spans ended, want 4", len(ended))
+	}
+	for i := 0; i < 4; i += 2 {
+		machine, floor := ended[i], ended[i+1]
+		if machine.Name() != floor.Name() {
+			t.Errorf("floor span %q, machine span %q", floor.Name(), machine.Name())
+		}
+		if machine.InstrumentationScope() != floor.InstrumentationScope() {
+			t.Errorf("floor scope %v, machine scope %v", floor.InstrumentationScope(), machine.InstrumentationScope())
+		}
+		if floor.Parent().SpanID() != root.SpanContext().SpanID() || machine.Parent().SpanID() != root.SpanContext().SpanID() {
+			t.Errorf("%s: not both children of the root", machine.Name())
+		}
+		ma, fa := attribute.NewSet(machine.Attributes()...), attribute.NewSet(floor.Attributes()...)
+		if !ma.Equals(&fa) {
+			t.Errorf("%s: floor attributes %v, machine attributes %v", machine.Name(), fa.Encoded(attribute.DefaultEncoder()), ma.Encoded(attribute.DefaultEncoder()))
+		}
+	}
+}
+
 func benchMachine(b *testing.B, tp trace.TracerProvider) {
 	m, err := NewMachine(&toggle, WithMachineTracerProvider(tp), WithMachineMeterProvider(metricnoop.NewMeterProvider()))
 	if err != nil {
@@ -332,6 +479,23 @@ func benchMachine(b *testing.B, tp trace.TracerProvider) {
 
 func BenchmarkTransitionMachineNoopTracer(b *testing.B) {
 	benchMachine(b, tracenoop.NewTracerProvider())
+}
+
+// BenchmarkTransitionRawLooplabWithSpan is the floor of
+// BenchmarkTransitionMachineRecordingTracer: a raw looplab/fsm Event plus one
+// span with the machine's span's name and attributes, on the same provider.
+func BenchmarkTransitionRawLooplabWithSpan(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	defer tp.Shutdown(context.Background())
+	r := newRawWithSpan(tp)
+	ctx, root := tp.Tracer("bench").Start(context.Background(), "root")
+	defer root.End()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if err := r.fire(ctx, i%2); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func BenchmarkTransitionMachineRecordingTracer(b *testing.B) {

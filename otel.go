@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -82,23 +83,29 @@ type attrKV = attribute.KeyValue
 // context given to Fire.
 type traceObserver struct {
 	tracer trace.Tracer
-	off    bool       // the provider is the no-op one: skip even building a span
 	edges  []edgeSpan // by Transition.Edge
 }
 
-// edgeSpan is the span name of one edge and, per source state, the start
-// option with every attribute.
+// edgeSpan is the span name of one edge and, per source state (in the edge's
+// From order), the start options with every attribute. An edge has few
+// sources: a scan finds one faster than a map would hash its name.
 type edgeSpan struct {
-	name string
-	opts map[phases.State]trace.SpanStartOption
+	name  string
+	froms []phases.State
+	opts  [][]trace.SpanStartOption // opts[i] is for froms[i]
 }
 
+// newTraceObserver returns the observer that emits transition spans to tp (the
+// global provider when nil), or nil when tp is the no-op provider: then there is
+// nothing to build, not even a span.
 func newTraceObserver(tp trace.TracerProvider, table *phases.Table) *traceObserver {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
-	_, off := tp.(tracenoop.TracerProvider)
-	o := &traceObserver{tracer: tp.Tracer(ScopeName), off: off, edges: make([]edgeSpan, len(table.Transitions))}
+	if _, off := tp.(tracenoop.TracerProvider); off {
+		return nil
+	}
+	o := &traceObserver{tracer: tp.Tracer(ScopeName), edges: make([]edgeSpan, len(table.Transitions))}
 	for i, tr := range table.Transitions {
 		to, _ := table.State(tr.To)
 		attrs := []attrKV{AttrMachine.String(table.Name), AttrEvent.String(string(tr.Event)), AttrTo.String(string(tr.To))}
@@ -111,10 +118,12 @@ func newTraceObserver(tp trace.TracerProvider, table *phases.Table) *traceObserv
 		if g := tr.Guard.String(); g != "" {
 			attrs = append(attrs, AttrGuard.String(g))
 		}
-		e := edgeSpan{name: "transition " + tr.Label(), opts: make(map[phases.State]trace.SpanStartOption, len(tr.From))}
-		for _, from := range tr.From {
+		e := edgeSpan{name: "transition " + tr.Label(), froms: slices.Clone(tr.From), opts: make([][]trace.SpanStartOption, len(tr.From))}
+		for j, from := range tr.From {
 			all := append(append(make([]attrKV, 0, len(attrs)+1), attrs...), AttrFrom.String(string(from)))
-			e.opts[from] = trace.WithAttributes(all...)
+			// A slice, passed on with opts...: Start's variadic parameter
+			// then costs no allocation per span.
+			e.opts[j] = []trace.SpanStartOption{trace.WithAttributes(all...)}
 		}
 		o.edges[i] = e
 	}
@@ -122,16 +131,18 @@ func newTraceObserver(tp trace.TracerProvider, table *phases.Table) *traceObserv
 }
 
 func (o *traceObserver) Transitioned(ctx context.Context, t Transition) {
-	if o.off {
-		return
-	}
 	e := &o.edges[t.Edge]
-	_, span := o.tracer.Start(ctx, e.name, e.opts[t.From])
-	if span.IsRecording() {
-		if t.Cause != nil {
-			span.RecordError(t.Cause)
-			span.SetStatus(codes.Error, t.Cause.Error())
+	var opts []trace.SpanStartOption
+	for i, from := range e.froms {
+		if from == t.From {
+			opts = e.opts[i]
+			break
 		}
+	}
+	_, span := o.tracer.Start(ctx, e.name, opts...)
+	if t.Cause != nil && span.IsRecording() {
+		span.RecordError(t.Cause)
+		span.SetStatus(codes.Error, t.Cause.Error())
 	}
 	span.End()
 }
@@ -167,8 +178,17 @@ type metricsObserver struct {
 	reg         metric.Registration
 	// Attribute sets are static per edge and source, and per state: built once,
 	// because building them is most of what a metric costs.
-	addOpts []map[phases.State]metric.AddOption // by Transition.Edge, then source
-	recOpts map[phases.State]metric.RecordOption
+	edges []edgeMetrics // by Transition.Edge
+}
+
+// edgeMetrics holds, per source state of one edge (in the edge's From order),
+// the options of the transition count and of the time spent in the source, as
+// slices passed on with opts...: then Add's and Record's variadic parameters
+// cost no allocation per transition.
+type edgeMetrics struct {
+	froms []phases.State
+	add   [][]metric.AddOption
+	rec   [][]metric.RecordOption
 }
 
 // newMetricsObserver builds the observer of a machine running table, whose
@@ -176,19 +196,22 @@ type metricsObserver struct {
 func newMetricsObserver(mp metric.MeterProvider, table *phases.Table, current func() phases.State) (*metricsObserver, error) {
 	meter := mp.Meter(ScopeName)
 	machine := AttrMachine.String(table.Name)
-	o := &metricsObserver{addOpts: make([]map[phases.State]metric.AddOption, len(table.Transitions)), recOpts: map[phases.State]metric.RecordOption{}}
-	for i, tr := range table.Transitions {
-		o.addOpts[i] = make(map[phases.State]metric.AddOption, len(tr.From))
-		for _, from := range tr.From {
-			o.addOpts[i][from] = metric.WithAttributeSet(attribute.NewSet(machine,
-				AttrFrom.String(string(from)), AttrTo.String(string(tr.To)), AttrEvent.String(string(tr.Event))))
-		}
-	}
+	o := &metricsObserver{edges: make([]edgeMetrics, len(table.Transitions))}
+	inState := make(map[phases.State]attribute.Set, len(table.States))
 	states := make([]metric.ObserveOption, len(table.States))
 	for i, s := range table.States {
 		set := attribute.NewSet(machine, AttrState.String(string(s.Name)))
-		o.recOpts[s.Name] = metric.WithAttributeSet(set)
+		inState[s.Name] = set
 		states[i] = metric.WithAttributeSet(set)
+	}
+	for i, tr := range table.Transitions {
+		e := edgeMetrics{froms: slices.Clone(tr.From), add: make([][]metric.AddOption, len(tr.From)), rec: make([][]metric.RecordOption, len(tr.From))}
+		for j, from := range tr.From {
+			e.add[j] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(machine,
+				AttrFrom.String(string(from)), AttrTo.String(string(tr.To)), AttrEvent.String(string(tr.Event))))}
+			e.rec[j] = []metric.RecordOption{metric.WithAttributeSet(inState[from])}
+		}
+		o.edges[i] = e
 	}
 	var err error
 	if o.transitions, err = meter.Int64Counter(MetricTransitions,
@@ -231,8 +254,14 @@ func newMetricsObserver(mp metric.MeterProvider, table *phases.Table, current fu
 }
 
 func (o *metricsObserver) Transitioned(ctx context.Context, t Transition) {
-	o.transitions.Add(ctx, 1, o.addOpts[t.Edge][t.From])
-	o.durations.Record(ctx, t.Duration().Seconds(), o.recOpts[t.From])
+	e := &o.edges[t.Edge]
+	for j, from := range e.froms {
+		if from == t.From {
+			o.transitions.Add(ctx, 1, e.add[j]...)
+			o.durations.Record(ctx, t.Duration().Seconds(), e.rec[j]...)
+			return
+		}
+	}
 }
 
 func (o *metricsObserver) close() {

@@ -12,8 +12,16 @@ echo "results in $out"
 go version
 echo "cores: $(nproc)"
 
-# The machine, against a raw looplab/fsm Event on the same toggle.
-go test -run '^$' -bench 'BenchmarkTransition' -benchmem -count "$count" . | tee "$out/transition.txt"
+# The machine, against a raw looplab/fsm Event on the same toggle (no-op tracer), and
+# against that Event plus one SDK span with the transition span's attributes
+# (recording tracer). TRANSITION_ROUNDS runs of one binary, each running the four
+# benchmarks in turn, so every machine figure has its floor from a second before:
+# on a shared machine that pairs them better than -count, which runs each benchmark
+# all its times in a row.
+go test -c -o "$out/lifecycle.test" .
+for _ in $(seq "${TRANSITION_ROUNDS:-10}"); do
+  "$out/lifecycle.test" -test.run '^$' -test.bench 'BenchmarkTransition' -test.benchmem
+done | tee "$out/transition.txt"
 # A boot to running against a real redis-server, beside a go-redis PING round trip.
 go test -run '^$' -bench 'BenchmarkBootToRunning|BenchmarkRedisPing' -benchmem -count "$count" . | tee "$out/boot.txt"
 # A registry status update, beside a PING round trip to the same server.
@@ -49,3 +57,21 @@ redis-benchmark -h 127.0.0.1 -p "$port" -t ping_inline,ping_mbulk -n 50000 -c 1 
 for f in transition boot registry health dashboard balancer entrywrite; do
   echo "== $f"; benchstat "$out/$f.txt"
 done
+
+# ratio NAME MACHINE FLOOR BUDGET: the machine's time over its floor's in each round
+# of transition.txt; fails when the median round is over BUDGET.
+ratio() {
+  awk -v m="^$2-" -v f="^$3-" '$1 ~ f {floor = $3} $1 ~ m && floor {print $3 / floor; floor = 0}' "$out/transition.txt" |
+    sort -n | awk -v name="$1" -v budget="$4" '{r[NR] = $1}
+      END {
+        if (NR == 0) { print name ": no rounds"; exit 1 }
+        med = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+        printf "%s: %.2fx (median of %d rounds, %.2fx to %.2fx), budget %.1fx\n", name, med, NR, r[1], r[NR], budget
+        exit (med > budget)
+      }'
+}
+echo "== transition budgets"
+status=0
+ratio "no-op tracer over raw looplab" BenchmarkTransitionMachineNoopTracer BenchmarkTransitionRawLooplab 1.3 || status=1
+ratio "recording tracer over raw looplab with a span" BenchmarkTransitionMachineRecordingTracer BenchmarkTransitionRawLooplabWithSpan 1.3 || status=1
+exit $status
