@@ -267,6 +267,7 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	if err := table.Validate(); err != nil {
 		return nil, err
 	}
+	table = table.Clone() // the caller's table stays the caller's
 	cfg := machineConfig{guards: map[string]func() bool{}, clock: clockwork.NewRealClock(), log: slog.Default()}
 	for _, o := range opts {
 		if o != nil {

@@ -505,3 +505,22 @@ func BenchmarkTransitionMachineRecordingTracer(b *testing.B) {
 	defer tp.Shutdown(context.Background())
 	benchMachine(b, tp)
 }
+
+func TestNewMachineKeepsItsOwnTableWhenTheCallersChanges(t *testing.T) {
+	var unlocked atomic.Bool
+	table := door.Clone()
+	m, err := NewMachine(table, WithGuard("unlocked", unlocked.Load),
+		WithMachineTracerProvider(tracenoop.NewTracerProvider()),
+		WithMachineMeterProvider(metricnoop.NewMeterProvider()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	table.Name = "changed"
+	table.Transitions[2].To = "jammed"
+	got := m.Table()
+	if got.Name != "door" || got.Transitions[2].To != "closed" {
+		t.Errorf("Table() = %q with close going to %q after the caller changed its table; want door's, close to closed",
+			got.Name, got.Transitions[2].To)
+	}
+}
