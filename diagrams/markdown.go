@@ -30,7 +30,7 @@ func Markdown(t *phases.Table, opts ...Option) []byte {
 	fmt.Fprintf(&b, "%smermaid\n%s%s\n\n", fence, diagram, fence)
 
 	if len(t.Groups) > 0 {
-		b.WriteString("## Groups\n\n| group | states | meaning |\n| --- | --- | --- |\n")
+		b.WriteString("## Groups\n\n| group | states | role | meaning |\n| --- | --- | --- | --- |\n")
 		for _, g := range t.Groups {
 			var names []string
 			for _, s := range t.States {
@@ -38,7 +38,7 @@ func Markdown(t *phases.Table, opts ...Option) []byte {
 					names = append(names, mdCode(string(s.Name)))
 				}
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s |\n", mdCode(string(g.Name)), strings.Join(names, ", "), mdText(g.Doc))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", mdCode(string(g.Name)), strings.Join(names, ", "), mdText(string(g.Role)), mdText(g.Doc))
 		}
 		b.WriteString("\n")
 	}
@@ -62,9 +62,9 @@ func Markdown(t *phases.Table, opts ...Option) []byte {
 	if len(terminals) > 0 {
 		fmt.Fprintf(&b, " Terminal: %s.", strings.Join(terminals, ", "))
 	}
-	b.WriteString("\n\n| label | state | group | hook | doc |\n| --- | --- | --- | --- | --- |\n")
-	for _, s := range t.States {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", mdText(s.Label), mdCode(string(s.Name)), mdText(string(s.Group)), mdText(s.Hook), mdText(s.Doc))
+	b.WriteString("\n\n| label | state | group | role | hook | doc |\n| --- | --- | --- | --- | --- | --- |\n")
+	for _, s := range t.AllStates() {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", mdText(s.Label), mdCode(string(s.Name)), mdText(string(s.Group)), mdText(string(s.Role)), mdText(s.Hook), mdText(s.Doc))
 	}
 
 	if len(t.Transitions) > 0 {

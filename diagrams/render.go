@@ -70,7 +70,7 @@ func newModel(t *phases.Table, opts []Option) *model {
 	// Every state gets an id: the declared ones in table order, then any state a
 	// transition or the initial state mentions without declaring it, so even an
 	// invalid table draws.
-	states := append([]phases.StateInfo(nil), t.States...)
+	states := t.AllStates()
 	declared := map[phases.State]bool{}
 	for _, s := range states {
 		declared[s.Name] = true

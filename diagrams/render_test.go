@@ -30,7 +30,7 @@ func TestRenderingIsDeterministic(t *testing.T) {
 
 func TestEveryStateAppearsWithItsPhaseLabel(t *testing.T) {
 	mmd, dot := string(Mermaid(phases.Lifecycle())), string(DOT(phases.Lifecycle()))
-	for _, s := range phases.Lifecycle().States {
+	for _, s := range phases.Lifecycle().AllStates() {
 		text := string(s.Name)
 		if s.Label != "" {
 			text = s.Label + " " + text

@@ -73,7 +73,7 @@ const (
 	GroupTerminal Group = "terminal"
 )
 
-// Lifecycle returns the boot contract: nine boot phases, running, control
+// Lifecycle returns the boot contract: the boot phases, running, control
 // ops, and a reverse-order shutdown that ends in stopped, or in failed when
 // something failed. Every call returns a copy of its own: changing it changes
 // nothing else.
@@ -92,31 +92,31 @@ var lifecycle = withInterrupts(Table{
 	Name:    "lifecycle",
 	Initial: Init,
 	Groups: []GroupInfo{
-		{GroupBoot, "the nine boot phases, in order"},
-		{GroupRun, "Service.Run"},
-		{GroupControl, "control ops fired by the control-ops daemon"},
-		{GroupShutdown, "graceful shutdown, the reverse of boot; steps whose work never started are skipped"},
-		{GroupTerminal, "the process exits: 0 from stopped, 1 from failed"},
+		{Name: GroupBoot, Doc: "the boot phases, in order", Role: RoleWorking, Numbered: true},
+		{Name: GroupRun, Doc: "Service.Run", Role: RoleServing},
+		{Name: GroupControl, Doc: "control ops fired by the control-ops daemon", Role: RoleDraining},
+		{Name: GroupShutdown, Doc: "graceful shutdown, the reverse of boot; steps whose work never started are skipped", Role: RoleWorking, Numbered: true, Prefix: "S"},
+		{Name: GroupTerminal, Doc: "the process exits: 0 from stopped, 1 from failed", Role: RoleStopped},
 	},
 	States: []StateInfo{
-		{Name: Init, Label: "1", Number: 1, Group: GroupBoot, Hook: "validate identity, options and environment; build the health server", Doc: "local init"},
-		{Name: Connecting, Label: "2", Number: 2, Group: GroupBoot, Hook: "jitter, then Redis PING", Doc: "random jitter in [0, max], then the Redis ping gate"},
-		{Name: Configuring, Label: "3", Number: 3, Group: GroupBoot, Hook: "Configurer.Configure", Doc: "config hooks"},
-		{Name: Instrumenting, Label: "4", Number: 4, Group: GroupBoot, Hook: "Instrumenter.Instrument", Doc: "tracing and instrumentation hooks"},
-		{Name: LoadingModules, Label: "5", Number: 5, Group: GroupBoot, Hook: "ModuleLoader.LoadModules", Doc: "module hooks (tools, plugins)"},
-		{Name: BuildingAdapters, Label: "6", Number: 6, Group: GroupBoot, Hook: "AdapterBuilder.BuildAdapters", Doc: "adapter hooks (platform adapters)"},
-		{Name: Starting, Label: "7", Number: 7, Group: GroupBoot, Hook: "Service.OnStart", Doc: "the service starts its machinery"},
-		{Name: Registering, Label: "8", Number: 8, Group: GroupBoot, Hook: "registry entry completed; control-ops daemon and heartbeat started (8.5)", Doc: "registry registration"},
-		{Name: ServingHealth, Label: "9", Number: 9, Group: GroupBoot, Hook: "health server started", Doc: "health server"},
+		{Name: Init, Group: GroupBoot, Hook: "validate identity, options and environment; build the health server", Doc: "local init"},
+		{Name: Connecting, Group: GroupBoot, Hook: "jitter, then Redis PING", Doc: "random jitter in [0, max], then the Redis ping gate"},
+		{Name: Configuring, Group: GroupBoot, Hook: "Configurer.Configure", Doc: "config hooks"},
+		{Name: Instrumenting, Group: GroupBoot, Hook: "Instrumenter.Instrument", Doc: "tracing and instrumentation hooks"},
+		{Name: LoadingModules, Group: GroupBoot, Hook: "ModuleLoader.LoadModules", Doc: "module hooks (tools, plugins)"},
+		{Name: BuildingAdapters, Group: GroupBoot, Hook: "AdapterBuilder.BuildAdapters", Doc: "adapter hooks (platform adapters)"},
+		{Name: Starting, Group: GroupBoot, Hook: "Service.OnStart", Doc: "the service starts its machinery"},
+		{Name: Registering, Group: GroupBoot, Hook: "registry entry completed; control-ops daemon and heartbeat started (8.5)", Doc: "registry registration"},
+		{Name: ServingHealth, Group: GroupBoot, Hook: "health server started", Doc: "health server"},
 		{Name: Running, Group: GroupRun, Hook: "Service.Run", Doc: "the service does its work"},
 		{Name: Pulling, Group: GroupControl, Hook: "the registered pull handler", Doc: "a pull control op in progress"},
 		{Name: Draining, Group: GroupControl, Hook: "Service.Run goes on; readiness reports 503", Doc: "out of rotation: a drain op, or a stop or restart waiting out the drain delay"},
-		{Name: StoppingDaemons, Label: "S1", Group: GroupShutdown, Hook: "control-ops daemon and heartbeat cancelled and awaited", Doc: "readiness reports 503 from here on"},
-		{Name: StoppingHealth, Label: "S2", Group: GroupShutdown, Hook: "health server stopped", Doc: "health server shut down"},
-		{Name: Deregistering, Label: "S3", Group: GroupShutdown, Hook: "registry entry removed", Doc: "deregistration"},
-		{Name: CleaningUp, Label: "S4", Group: GroupShutdown, Hook: "Service.OnStop (only if OnStart was called)", Doc: "the service releases what it started"},
+		{Name: StoppingDaemons, Group: GroupShutdown, Hook: "control-ops daemon and heartbeat cancelled and awaited", Doc: "readiness reports 503 from here on"},
+		{Name: StoppingHealth, Group: GroupShutdown, Hook: "health server stopped", Doc: "health server shut down"},
+		{Name: Deregistering, Group: GroupShutdown, Hook: "registry entry removed", Doc: "deregistration"},
+		{Name: CleaningUp, Group: GroupShutdown, Hook: "Service.OnStop (only if OnStart was called)", Doc: "the service releases what it started"},
 		{Name: Stopped, Group: GroupTerminal, Terminal: true, Doc: "clean stop; exit code 0"},
-		{Name: Failed, Group: GroupTerminal, Terminal: true, Doc: "boot or run failed; exit code 1"},
+		{Name: Failed, Group: GroupTerminal, Role: RoleFailed, Terminal: true, Doc: "boot or run failed; exit code 1"},
 	},
 	Guards: []GuardInfo{
 		{GuardRedisRequired, "Redis is required (SG_REDIS_REQUIRED=true): a failed ping ends the boot"},

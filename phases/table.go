@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 )
 
 // State is a state name. Lifecycle state names are a contract: they appear as the
@@ -27,13 +28,19 @@ type Group string
 // StateInfo describes one state.
 type StateInfo struct {
 	Name State
-	// Label is the phase label shown in diagrams and stored in the registry:
-	// "1".."9" for boot phases, "S1".."S4" for shutdown steps, "" otherwise.
+	// Label is the phase label shown in diagrams and stored in the registry
+	// ("3", "S1"), "" when the state has none. In a numbered group
+	// (GroupInfo.Numbered) the table derives it from the state's place:
+	// Table.State and Table.AllStates fill it in, and the row leaves it empty.
 	Label string
-	// Number is the boot phase number (1..9), or 0 when the state has none; it is
-	// the lifecycle.phase span attribute.
+	// Number is the phase number, the lifecycle.phase span attribute, or 0
+	// when the state has none. A numbered group without a prefix derives it
+	// as it derives Label.
 	Number int
 	Group  Group
+	// Role is what being in the state means to whoever watches the machine
+	// from outside; empty, the group's Role (see Table.Role).
+	Role Role
 	// Hook names the work the state runs, as a user reads it (e.g. "Service.OnStart").
 	Hook string
 	// Doc is one line on what happens in the state.
@@ -41,6 +48,32 @@ type StateInfo struct {
 	// Terminal states have no way out.
 	Terminal bool
 }
+
+// Role is what being in a state means to those who watch an instance from
+// outside: its readiness and liveness probes, systemd, the control channel
+// and the clients that route to it. Health, control ops and systemd
+// notifications read it from the table, so a new state needs no second list.
+type Role string
+
+// Roles.
+const (
+	// RoleWorking: on the way to another state, as a boot phase or a
+	// shutdown step. Not ready; alive, unless it lasts past the limit after
+	// which an instance counts as wedged.
+	RoleWorking Role = "working"
+	// RoleServing: doing its work and in rotation (running). Ready; control
+	// ops run.
+	RoleServing Role = "serving"
+	// RoleDraining: alive and doing its work, out of rotation, however long
+	// it lasts (pulling, draining). Not ready, never wedged; a restart or a
+	// stop may begin.
+	RoleDraining Role = "draining"
+	// RoleStopped: over, cleanly. The process exits 0.
+	RoleStopped Role = "stopped"
+	// RoleFailed: over, because something failed. Liveness fails; the
+	// process exits 1.
+	RoleFailed Role = "failed"
+)
 
 // GuardInfo names a condition that chooses among transitions for one event.
 type GuardInfo struct {
@@ -103,6 +136,14 @@ type Table struct {
 type GroupInfo struct {
 	Name Group
 	Doc  string
+	// Role is what its states mean to the outside, unless a state's row
+	// says otherwise.
+	Role Role
+	// Numbered gives the group's states, in table order, the labels
+	// Prefix+"1", Prefix+"2", ...: a state added to the group renumbers the
+	// ones after it. Without a Prefix the number is also the state's Number.
+	Numbered bool
+	Prefix   string
 }
 
 // Clone returns a deep copy of t: changing one changes nothing in the other.
@@ -129,14 +170,66 @@ func (t *Table) StatesIn(g Group) []State {
 	return out
 }
 
-// State returns the description of s.
+// State returns the description of s, with the label and number its group
+// gives it (GroupInfo.Numbered).
 func (t *Table) State(s State) (StateInfo, bool) {
-	for _, si := range t.States {
-		if si.Name == s {
-			return si, true
+	for i := range t.States {
+		if t.States[i].Name == s {
+			return t.describe(i), true
 		}
 	}
 	return StateInfo{}, false
+}
+
+// AllStates returns every state in display order, each as State describes it.
+func (t *Table) AllStates() []StateInfo {
+	out := make([]StateInfo, len(t.States))
+	for i := range t.States {
+		out[i] = t.describe(i)
+	}
+	return out
+}
+
+// describe returns the row of States[i] with what its group derives: the
+// label and number of a numbered group, and the role.
+func (t *Table) describe(i int) StateInfo {
+	si := t.States[i]
+	g, ok := t.group(si.Group)
+	if !ok {
+		return si
+	}
+	if si.Role == "" {
+		si.Role = g.Role
+	}
+	if g.Numbered {
+		n := 0
+		for _, o := range t.States[:i+1] {
+			if o.Group == si.Group {
+				n++
+			}
+		}
+		si.Label = g.Prefix + strconv.Itoa(n)
+		if g.Prefix == "" {
+			si.Number = n
+		}
+	}
+	return si
+}
+
+func (t *Table) group(g Group) (GroupInfo, bool) {
+	for _, gi := range t.Groups {
+		if gi.Name == g {
+			return gi, true
+		}
+	}
+	return GroupInfo{}, false
+}
+
+// Role returns the role of state s: its row's, else its group's; "" when
+// the table gives it none.
+func (t *Table) Role(s State) Role {
+	si, _ := t.State(s)
+	return si.Role
 }
 
 // Alternatives returns, in table order, the transitions that event may take from
@@ -208,6 +301,22 @@ func (t *Table) Validate() error {
 	for _, s := range t.States {
 		if len(t.Groups) > 0 && !groups[s.Group] {
 			return fmt.Errorf("phases: table %q: state %q is in undeclared group %q", t.Name, s.Name, s.Group)
+		}
+		if g, _ := t.group(s.Group); g.Numbered && (s.Label != "" || s.Number != 0) {
+			return fmt.Errorf("phases: table %q: state %q sets its label or number, but its group %q numbers its states", t.Name, s.Name, s.Group)
+		}
+		si, _ := t.State(s.Name)
+		switch si.Role {
+		case "", RoleWorking, RoleServing, RoleDraining:
+			if si.Terminal && si.Role != "" {
+				return fmt.Errorf("phases: table %q: terminal state %q has role %q, want %q or %q", t.Name, s.Name, si.Role, RoleStopped, RoleFailed)
+			}
+		case RoleStopped, RoleFailed:
+			if !si.Terminal {
+				return fmt.Errorf("phases: table %q: state %q has role %q but is not terminal", t.Name, s.Name, si.Role)
+			}
+		default:
+			return fmt.Errorf("phases: table %q: state %q has unknown role %q", t.Name, s.Name, si.Role)
 		}
 	}
 	type key struct {

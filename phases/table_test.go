@@ -1,6 +1,7 @@
 package phases
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -172,5 +173,73 @@ func TestLifecycleCannotBeChangedFromOutside(t *testing.T) {
 	}
 	if BootStates()[0] != Init || ShutdownStates()[0] != StoppingDaemons {
 		t.Fatal("a change to BootStates or ShutdownStates reached the next call")
+	}
+}
+
+func TestLabelsAndNumbersComeFromTheTablesOrder(t *testing.T) {
+	tbl := Lifecycle()
+	at := slices.IndexFunc(tbl.States, func(s StateInfo) bool { return s.Name == Starting })
+	tbl.States = slices.Insert(tbl.States, at, StateInfo{Name: "warming_up", Group: GroupBoot})
+	for _, tc := range []struct {
+		state  State
+		label  string
+		number int
+	}{
+		{BuildingAdapters, "6", 6}, {"warming_up", "7", 7}, {Starting, "8", 8}, {ServingHealth, "10", 10},
+		{StoppingDaemons, "S1", 0}, {CleaningUp, "S4", 0}, {Running, "", 0}, {Failed, "", 0},
+	} {
+		si, ok := tbl.State(tc.state)
+		if !ok || si.Label != tc.label || si.Number != tc.number {
+			t.Errorf("%s: label %q number %d, want %q and %d", tc.state, si.Label, si.Number, tc.label, tc.number)
+		}
+	}
+	if got := tbl.AllStates()[at]; got.Name != "warming_up" || got.Label != "7" {
+		t.Errorf("AllStates()[%d] = %+v, want warming_up labelled 7", at, got)
+	}
+}
+
+func TestEveryLifecycleStateHasTheRoleOfItsMeaning(t *testing.T) {
+	want := map[Group]Role{GroupBoot: RoleWorking, GroupRun: RoleServing, GroupControl: RoleDraining, GroupShutdown: RoleWorking}
+	for _, si := range Lifecycle().AllStates() {
+		switch {
+		case si.Name == Stopped:
+			if si.Role != RoleStopped {
+				t.Errorf("stopped: role %q", si.Role)
+			}
+		case si.Name == Failed:
+			if si.Role != RoleFailed {
+				t.Errorf("failed: role %q", si.Role)
+			}
+		case si.Role != want[si.Group]:
+			t.Errorf("%s (group %s): role %q, want %q", si.Name, si.Group, si.Role, want[si.Group])
+		}
+		if si.Role != Lifecycle().Role(si.Name) {
+			t.Errorf("%s: Role() %q, AllStates %q", si.Name, Lifecycle().Role(si.Name), si.Role)
+		}
+	}
+}
+
+func TestValidateRejectsHandNumberedStatesOfANumberedGroup(t *testing.T) {
+	tbl := Lifecycle()
+	tbl.States[2].Label = "3"
+	if err := tbl.Validate(); err == nil || !strings.Contains(err.Error(), string(tbl.States[2].Name)) {
+		t.Fatalf("Validate() = %v, want an error naming %s", err, tbl.States[2].Name)
+	}
+}
+
+func TestValidateRejectsRolesThatContradictTerminal(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Table)
+	}{
+		{"a terminal state that serves", func(t *Table) { t.States[len(t.States)-1].Role = RoleServing }},
+		{"a failed state with a way out", func(t *Table) { t.States[0].Role = RoleFailed }},
+		{"an unknown role", func(t *Table) { t.States[0].Role = "resting" }},
+	} {
+		tbl := Lifecycle()
+		tc.edit(tbl)
+		if err := tbl.Validate(); err == nil {
+			t.Errorf("%s: Validate() = nil, want an error", tc.name)
+		}
 	}
 }
