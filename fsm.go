@@ -42,9 +42,13 @@ import (
 // transition starts with a cancelled context. Work belongs outside the machine:
 // do it, then Fire the event that reports how it went.
 type Machine struct {
-	table  *phases.Table
+	table *phases.Table
+	// fsm holds the machine's state: Current reads it, and every transition
+	// is one of its events, which it checks against its own table.
 	fsm    *fsm.FSM
-	mu     sync.Mutex // serialises Fire
+	mu     sync.Mutex            // serialises Fire: a transition and its observers
+	nodes  map[string]*stateNode // by state name: the edges that leave it
+	last   *stateNode            // the node Fire looked up last, or moved to; guarded by mu
 	guards map[string]func() bool
 	obs    []Observer
 	events map[phases.Event]bool // every event of the table
@@ -52,35 +56,13 @@ type Machine struct {
 	log    *slog.Logger
 
 	metrics *metricsObserver
-	state   atomic.Pointer[stateStamp]
-	stamps  *[stampBlock]stateStamp // the block stamp hands out from; guarded by mu
-	used    int                     // how many of stamps are handed out; guarded by mu
-}
-
-// stampBlock is how many state stamps are allocated at once: a transition
-// needs a new stamp, and a block of them costs one allocation.
-const stampBlock = 16
-
-// stateStamp is the state the machine is in and when it entered it, read by
-// Current and Since without a lock. A stamp is written once, before it is
-// published, and never changed: a reader that holds an old one reads what was
-// true then.
-type stateStamp struct {
-	*stateNode
-	since time.Time
-}
-
-// stamp returns a new stamp of state n entered at since. Stamps come from a
-// block that lives while any of them is in use; none is ever reused. The
-// caller holds mu, or has not published the machine yet.
-func (m *Machine) stamp(n *stateNode, since time.Time) *stateStamp {
-	if m.stamps == nil || m.used == stampBlock {
-		m.stamps, m.used = new([stampBlock]stateStamp), 0
-	}
-	s := &m.stamps[m.used]
-	m.used++
-	s.stateNode, s.since = n, since
-	return s
+	// epoch is when NewMachine ran; since is when the machine entered its
+	// state, in nanoseconds after epoch on the clock's monotonic reading.
+	// Reading the monotonic clock alone costs half of what time.Now does.
+	epoch time.Time
+	since atomic.Int64
+	// realClock: the clock is the real one, read with time.Since directly.
+	realClock bool
 }
 
 // stateNode is a state with the edges that leave it, in table order: a state
@@ -96,7 +78,7 @@ type edge struct {
 	index    int    // in the table's Transitions: Transition.Edge
 	fsmEvent string // distinct looplab event name per guarded alternative
 	info     phases.StateInfo
-	toNode   *stateNode
+	to       *stateNode
 }
 
 // Transition is what observers learn about one move of the machine.
@@ -268,11 +250,15 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 		return nil, err
 	}
 	table = table.Clone() // the caller's table stays the caller's
-	cfg := machineConfig{guards: map[string]func() bool{}, clock: clockwork.NewRealClock(), log: slog.Default()}
+	cfg := machineConfig{guards: map[string]func() bool{}, log: slog.Default()}
 	for _, o := range opts {
 		if o != nil {
 			o.applyMachine(&cfg)
 		}
+	}
+	realClock := cfg.clock == nil
+	if realClock {
+		cfg.clock = clockwork.NewRealClock()
 	}
 	for _, g := range table.Guards {
 		if _, ok := cfg.guards[g.Name]; !ok {
@@ -282,21 +268,21 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 	m := &Machine{
 		table:  table,
 		guards: cfg.guards,
+		nodes:  map[string]*stateNode{},
 		events: map[phases.Event]bool{},
 		clock:  cfg.clock,
 		log:    cfg.log,
+		epoch:  cfg.clock.Now(),
+
+		realClock: realClock,
 	}
-	nodes := map[phases.State]*stateNode{}
-	node := func(s phases.State) *stateNode {
-		n, ok := nodes[s]
-		if !ok {
-			n = &stateNode{state: s}
-			nodes[s] = n
-		}
-		return n
+	for _, s := range table.States {
+		m.nodes[string(s.Name)] = &stateNode{state: s.Name}
 	}
+	// looplab keeps one destination per (event, source): each guarded
+	// alternative is an event of its own there, named "event[guard]".
 	var descs fsm.Events
-	for i, tr := range table.Transitions {
+	for i, tr := range table.Edges() {
 		info, _ := table.State(tr.To)
 		e := &edge{Transition: tr, index: i, fsmEvent: string(tr.Event), info: info}
 		if tr.Guard.Name != "" {
@@ -305,15 +291,15 @@ func NewMachine(table *phases.Table, opts ...MachineOption) (*Machine, error) {
 		src := make([]string, len(tr.From))
 		for i, s := range tr.From {
 			src[i] = string(s)
-			n := node(s)
+			n := m.nodes[string(s)]
 			n.out = append(n.out, e)
 		}
 		m.events[tr.Event] = true
-		e.toNode = node(tr.To)
+		e.to = m.nodes[string(tr.To)]
 		descs = append(descs, fsm.EventDesc{Name: e.fsmEvent, Src: src, Dst: string(tr.To)})
 	}
 	m.fsm = fsm.NewFSM(string(table.Initial), descs, nil)
-	m.state.Store(m.stamp(node(table.Initial), m.clock.Now()))
+	m.last = m.nodes[string(table.Initial)]
 
 	// The telemetry observers read the table and the public Transition only.
 	if tracing := newTraceObserver(cfg.tp, table); tracing != nil {
@@ -341,21 +327,15 @@ func (m *Machine) Close() { m.metrics.close() }
 // Table returns a copy of the table given to NewMachine.
 func (m *Machine) Table() *phases.Table { return m.table.Clone() }
 
-// Current returns the state the machine is in. It never waits for a Fire in
-// progress.
-func (m *Machine) Current() phases.State { return m.state.Load().state }
+// Current returns the state the machine is in: looplab/fsm's. It never waits
+// for a Fire in progress.
+func (m *Machine) Current() phases.State { return phases.State(m.fsm.Current()) }
 
-// Since returns when the machine entered its current state.
-func (m *Machine) Since() time.Time { return m.state.Load().since }
-
-// Can reports whether event is valid in the current state and, if guarded, some
-// alternative's guard holds now.
-func (m *Machine) Can(event phases.Event) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e, err := m.choose(event, m.state.Load().stateNode)
-	return err == nil && e != nil
-}
+// Since returns when the machine entered its current state. During a Fire it
+// may already return the new state's time while Current still returns the
+// old state, never the other way round: a state just entered never looks
+// older than it is.
+func (m *Machine) Since() time.Time { return m.epoch.Add(time.Duration(m.since.Load())) }
 
 // Fire moves the machine along the edge that event takes from the current state,
 // then tells the observers. ctx only carries values (the parent span of the
@@ -370,51 +350,73 @@ func (m *Machine) Fire(ctx context.Context, event phases.Event) error {
 // The cause is recorded on the transition span (status Error) and passed to the
 // observers.
 func (m *Machine) FireWithCause(ctx context.Context, event phases.Event, cause error) error {
-	return m.fire(ctx, event, cause, "", "")
+	return m.fire(ctx, event, cause, "")
 }
 
-// fireTo fires event only if it takes the machine from state from to state
-// to, guards included, and otherwise changes nothing and returns an
-// *InvalidEventError: for a caller that decided on the state it saw, when
-// the machine may have moved meanwhile.
-func (m *Machine) fireTo(ctx context.Context, event phases.Event, from, to phases.State) error {
-	return m.fire(ctx, event, nil, from, to)
+// FireFrom is Fire for a caller that decided on the state it saw: it fires
+// event only if the machine is still in state from, and otherwise changes
+// nothing and returns an *InvalidEventError naming the state it is in.
+func (m *Machine) FireFrom(ctx context.Context, from phases.State, event phases.Event) error {
+	return m.fire(ctx, event, nil, from)
 }
 
-func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, from, to phases.State) error {
+func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, from phases.State) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cur := m.state.Load()
-	if from != "" && cur.state != from {
-		return &InvalidEventError{Event: event, State: cur.state}
+	// looplab's state is the machine's: Fire finds the state's edges by it,
+	// through the node it found last when that is still the one.
+	n := m.last
+	if cur := m.fsm.Current(); cur != string(n.state) {
+		n = m.nodes[cur]
 	}
-	e, err := m.choose(event, cur.stateNode)
+	if from != "" && n.state != from {
+		return &InvalidEventError{Event: event, State: n.state}
+	}
+	e, err := m.choose(event, n)
 	if err != nil {
 		return err
 	}
-	if to != "" && e.To != to {
-		return &InvalidEventError{Event: event, State: cur.state}
-	}
-	// No looplab callback is registered, so its context carries nothing; a fresh
-	// one can never be cancelled, which looplab needs.
+	entered, at := m.since.Load(), m.elapsed()
+	// The time first, then the state (see Since).
+	m.since.Store(at)
+	// No looplab callback is registered, so its context carries nothing; a
+	// fresh one can never be cancelled, which looplab needs.
 	if err := m.fsm.Event(context.Background(), e.fsmEvent); err != nil {
-		// Unreachable while the machine's own bookkeeping and looplab agree; say
-		// so plainly rather than hide it.
-		return fmt.Errorf("lifecycle: looplab/fsm refused %q from %q: %w", e.fsmEvent, cur.state, err)
+		m.since.Store(entered)
+		m.last = n
+		return m.refused(event, n.state, err)
 	}
-	now := m.clock.Now()
-	m.state.Store(m.stamp(e.toNode, now))
-	if len(m.obs) == 0 {
-		return nil
-	}
-	t := Transition{
-		Event: event, From: cur.state, To: e.To, Guard: e.Guard, Phase: e.info,
-		Cause: cause, Entered: cur.since, At: now, Edge: e.index,
-	}
-	for _, o := range m.obs {
-		m.notify(ctx, o, t)
+	m.last = e.to
+	if len(m.obs) > 0 {
+		t := Transition{
+			Event: event, From: n.state, To: e.To, Guard: e.Guard, Phase: e.info, Cause: cause,
+			Entered: m.epoch.Add(time.Duration(entered)), At: m.epoch.Add(time.Duration(at)), Edge: e.index,
+		}
+		for _, o := range m.obs {
+			m.notify(ctx, o, t)
+		}
 	}
 	return nil
+}
+
+// elapsed reads the clock: the time since epoch, in nanoseconds.
+func (m *Machine) elapsed() int64 {
+	if m.realClock {
+		return int64(time.Since(m.epoch)) // the monotonic clock alone
+	}
+	return int64(m.clock.Since(m.epoch))
+}
+
+// refused turns looplab's refusal of an event into the machine's error. The
+// guards chose an edge of the table, and looplab holds the same table, so it
+// refuses only what its own rules forbid (an event fired while one is in
+// transition, which the machine never does).
+func (m *Machine) refused(event phases.Event, state phases.State, err error) error {
+	var invalid fsm.InvalidEventError
+	if errors.As(err, &invalid) {
+		return &InvalidEventError{Event: event, State: state}
+	}
+	return fmt.Errorf("lifecycle: looplab/fsm refused %q in state %q: %w", event, state, err)
 }
 
 // choose picks the edge event takes from state, evaluating guards in table order.

@@ -106,7 +106,7 @@ func newTraceObserver(tp trace.TracerProvider, table *phases.Table) *traceObserv
 		return nil
 	}
 	o := &traceObserver{tracer: tp.Tracer(ScopeName), edges: make([]edgeSpan, len(table.Transitions))}
-	for i, tr := range table.Transitions {
+	for i, tr := range table.Edges() {
 		to, _ := table.State(tr.To)
 		attrs := []attrKV{AttrMachine.String(table.Name), AttrEvent.String(string(tr.Event)), AttrTo.String(string(tr.To))}
 		if to.Number > 0 {
@@ -147,28 +147,6 @@ func (o *traceObserver) Transitioned(ctx context.Context, t Transition) {
 	span.End()
 }
 
-// startPhaseSpan starts the span of the work done in state s of the machine
-// named machine.
-func startPhaseSpan(ctx context.Context, tracer trace.Tracer, machine string, s phases.StateInfo) (context.Context, trace.Span) {
-	attrs := []attrKV{AttrMachine.String(machine), AttrState.String(string(s.Name))}
-	if s.Number > 0 {
-		attrs = append(attrs, AttrPhase.Int(s.Number))
-	}
-	if s.Label != "" {
-		attrs = append(attrs, AttrPhaseLabel.String(s.Label))
-	}
-	return tracer.Start(ctx, "phase "+string(s.Name), trace.WithAttributes(attrs...))
-}
-
-// endSpan ends span, marking it as an error when err is not nil.
-func endSpan(span trace.Span, err error) {
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
-	span.End()
-}
-
 // metricsObserver records what dashboards need: transitions by from/to/event, the
 // time spent in each state, and (through an observable gauge) the current state,
 // each with the machine's name, so two machines' series never mix.
@@ -204,7 +182,7 @@ func newMetricsObserver(mp metric.MeterProvider, table *phases.Table, current fu
 		inState[s.Name] = set
 		states[i] = metric.WithAttributeSet(set)
 	}
-	for i, tr := range table.Transitions {
+	for i, tr := range table.Edges() {
 		e := edgeMetrics{froms: slices.Clone(tr.From), add: make([][]metric.AddOption, len(tr.From)), rec: make([][]metric.RecordOption, len(tr.From))}
 		for j, from := range tr.From {
 			e.add[j] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(machine,

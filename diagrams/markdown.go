@@ -69,7 +69,7 @@ func Markdown(t *phases.Table, opts ...Option) []byte {
 
 	if len(t.Transitions) > 0 {
 		b.WriteString("\n## Transitions\n\n| event | from | to | guard |\n| --- | --- | --- | --- |\n")
-		for _, tr := range t.Transitions {
+		for _, tr := range t.Edges() {
 			from := make([]string, len(tr.From))
 			for i, f := range tr.From {
 				from[i] = mdCode(string(f))

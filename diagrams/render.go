@@ -82,7 +82,7 @@ func newModel(t *phases.Table, opts []Option) *model {
 		}
 	}
 	addUndeclared(t.Initial)
-	for _, tr := range t.Transitions {
+	for _, tr := range t.Edges() {
 		for _, f := range tr.From {
 			addUndeclared(f)
 		}
@@ -122,7 +122,7 @@ func newModel(t *phases.Table, opts []Option) *model {
 
 	type pair struct{ from, to phases.State }
 	at := map[pair]int{}
-	for _, tr := range t.Transitions {
+	for _, tr := range t.Edges() {
 		label := tr.Label()
 		for _, f := range tr.From {
 			p := pair{f, tr.To}

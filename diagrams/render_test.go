@@ -66,7 +66,7 @@ func TestEveryTransitionOfTheLifecycleIsAnEdgeFromEachSource(t *testing.T) {
 	}
 	// A transition is drawn from its source state, or from the source's
 	// group when the group edge carries it.
-	for _, tr := range phases.Lifecycle().Transitions {
+	for _, tr := range phases.Lifecycle().Edges() {
 		for _, from := range tr.From {
 			si, _ := phases.Lifecycle().State(from)
 			key := "s_" + string(from) + " s_" + string(tr.To)
@@ -99,7 +99,7 @@ func sharedByGroup(tab *phases.Table) map[string][]string {
 		if len(states) < 2 {
 			continue
 		}
-		for _, tr := range tab.Transitions {
+		for _, tr := range tab.Edges() {
 			has := map[phases.State]bool{}
 			for _, f := range tr.From {
 				has[f] = true
@@ -141,7 +141,7 @@ func TestEdgesEveryBootStateHasAreDrawnOnceFromTheBootGroup(t *testing.T) {
 	}
 	// No boot state keeps an edge of its own to stopping_daemons: stop and
 	// fail were all it had there.
-	for _, s := range phases.BootStates() {
+	for _, s := range phases.Lifecycle().StatesIn(phases.GroupBoot) {
 		if strings.Contains(mmd, fmt.Sprintf("    s_%s --> s_%s ", s, phases.StoppingDaemons)) {
 			t.Errorf("Mermaid still draws %s -> stopping_daemons", s)
 		}

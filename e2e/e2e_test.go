@@ -15,6 +15,7 @@ import (
 	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/phases"
+	"github.com/stargazer/lifecycle/process"
 )
 
 // Deadlines. Export is batched and the machine has two busy cores: generous, but
@@ -78,8 +79,8 @@ func TestDemoLifecycleIsReadableInJaeger(t *testing.T) {
 		if err := demo.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatalf("SIGTERM to the demo (pid %d): %v", demo.cmd.Process.Pid, err)
 		}
-		if code := demo.Wait(t, exitTimeout); code != lifecycle.ExitOK {
-			t.Fatalf("demo exited %d after SIGTERM, want %d\n%s", code, lifecycle.ExitOK, demo.Tail(40))
+		if code := demo.Wait(t, exitTimeout); code != process.ExitOK {
+			t.Fatalf("demo exited %d after SIGTERM, want %d\n%s", code, process.ExitOK, demo.Tail(40))
 		}
 
 		eventually(t, 15*time.Second, "the stopped instance's last metrics in Jaeger's log", func() error {
@@ -117,8 +118,8 @@ func TestDemoLifecycleIsReadableInJaeger(t *testing.T) {
 		demo := startProc(t, dir, service, demoEnv(j, r, service, instance,
 			"DEMO_FAIL_PHASE="+string(phases.BuildingAdapters),
 		), demoBin)
-		if code := demo.Wait(t, exitTimeout); code != lifecycle.ExitFailed {
-			t.Fatalf("demo with DEMO_FAIL_PHASE=%s exited %d, want %d\n%s", phases.BuildingAdapters, code, lifecycle.ExitFailed, demo.Tail(40))
+		if code := demo.Wait(t, exitTimeout); code != process.ExitFailed {
+			t.Fatalf("demo with DEMO_FAIL_PHASE=%s exited %d, want %d\n%s", phases.BuildingAdapters, code, process.ExitFailed, demo.Tail(40))
 		}
 
 		var boot apiTrace
@@ -237,8 +238,8 @@ func path(from phases.State, labels ...string) []phases.Transition {
 // bootPath is a boot that reaches running with Redis answering its ping.
 func bootPath() []phases.Transition {
 	var labels []string
-	for _, s := range phases.BootStates() {
-		ev, _ := phases.NextBootEvent(s)
+	for _, s := range phases.Lifecycle().StatesIn(phases.GroupBoot) {
+		ev, _ := phases.NextEvent(phases.Lifecycle(), s)
 		if s == phases.Connecting {
 			ev = phases.PingOK // connecting's event depends on the ping; Redis answers here
 		}
@@ -255,8 +256,8 @@ func shutdownPath(from phases.State, event phases.Event, failing bool) []phases.
 		// The demo runs without a drain delay: stop goes straight to the steps.
 		labels[0] = phases.Transition{Event: phases.Stop, Guard: phases.Guard{Name: phases.GuardDrainDelay, Not: true}}.Label()
 	}
-	for _, s := range phases.ShutdownStates() {
-		ev, _ := phases.NextShutdownEvent(s)
+	for _, s := range phases.Lifecycle().StatesIn(phases.GroupShutdown) {
+		ev, _ := phases.NextEvent(phases.Lifecycle(), s)
 		labels = append(labels, string(ev))
 	}
 	last := phases.Transition{Event: phases.CleanedUp, Guard: phases.Guard{Name: phases.GuardFailing, Not: !failing}}
@@ -283,7 +284,7 @@ func checkCleanBoot(tr apiTrace, service, instance string) error {
 	if err != nil {
 		return err
 	}
-	phaseSpans, err := checkPhases(tr, root, phases.BootStates(), trans)
+	phaseSpans, err := checkPhases(tr, root, phases.Lifecycle().StatesIn(phases.GroupBoot), trans)
 	if err != nil {
 		return err
 	}
@@ -322,11 +323,11 @@ func checkCleanShutdown(tr, boot apiTrace, service, instance string) error {
 	if err != nil {
 		return err
 	}
-	phaseSpans, err := checkPhases(tr, root, phases.ShutdownStates(), trans)
+	phaseSpans, err := checkPhases(tr, root, phases.Lifecycle().StatesIn(phases.GroupShutdown), trans)
 	if err != nil {
 		return err
 	}
-	for _, s := range phases.ShutdownStates() {
+	for _, s := range phases.Lifecycle().StatesIn(phases.GroupShutdown) {
 		// Everything started in a full boot, so no step is skipped.
 		if err := wantTags(phaseSpans[s], lifecycle.AttrSkipped, "false"); err != nil {
 			return err
@@ -377,7 +378,7 @@ func checkFailedBoot(tr apiTrace, service, instance string) error {
 		return err
 	}
 
-	states := append(append([]phases.State{}, phases.BootStates()[:6]...), phases.ShutdownStates()...)
+	states := append(append([]phases.State{}, phases.Lifecycle().StatesIn(phases.GroupBoot)[:6]...), phases.Lifecycle().StatesIn(phases.GroupShutdown)...)
 	phaseSpans, err := checkPhases(tr, root, states, trans)
 	if err != nil {
 		return err

@@ -142,7 +142,7 @@ func TestProbeStatusCodesInEveryLifecycleState(t *testing.T) {
 
 func TestReadinessIs503FromFirstShutdownStateOn(t *testing.T) {
 	clock := clockwork.NewFakeClock()
-	states := append(append([]phases.State{}, phases.ShutdownStates()...), phases.Stopped, phases.Failed)
+	states := append(append([]phases.State{}, phases.Lifecycle().StatesIn(phases.GroupShutdown)...), phases.Stopped, phases.Failed)
 	if states[0] != "stopping_daemons" {
 		t.Fatalf("first shutdown state is %q, the contract says stopping_daemons", states[0])
 	}

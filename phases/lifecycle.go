@@ -79,16 +79,9 @@ const (
 // nothing else.
 func Lifecycle() *Table { return lifecycle.Clone() }
 
-// BootStates returns the boot phases in order: the states of group boot.
-func BootStates() []State { return lifecycle.StatesIn(GroupBoot) }
-
-// ShutdownStates returns the shutdown steps in order: the states of group
-// shutdown.
-func ShutdownStates() []State { return lifecycle.StatesIn(GroupShutdown) }
-
 // lifecycle is the table Lifecycle copies. A stop or a failure can arrive in
 // any boot phase (its group), in running and in the control states.
-var lifecycle = withInterrupts(Table{
+var lifecycle = Table{
 	Name:    "lifecycle",
 	Initial: Init,
 	Groups: []GroupInfo{
@@ -145,61 +138,22 @@ var lifecycle = withInterrupts(Table{
 		{Event: Restart, From: []State{Draining}, To: StoppingDaemons},
 		{Event: Stop, From: []State{Running}, To: Draining, Guard: Guard{Name: GuardDrainDelay}},
 		{Event: Stop, From: []State{Running}, To: StoppingDaemons, Guard: Guard{Name: GuardDrainDelay, Not: true}},
-		{Event: Stop, To: StoppingDaemons},
-		{Event: Fail, To: StoppingDaemons},
+		// A stop or a failure can arrive in any boot phase, in running and
+		// in the control states; stop from running has guarded edges of its
+		// own.
+		{Event: Stop, FromGroups: interruptible, To: StoppingDaemons},
+		{Event: Fail, FromGroups: interruptible, To: StoppingDaemons},
 		{Event: DaemonsStopped, From: []State{StoppingDaemons}, To: StoppingHealth},
 		{Event: HealthStopped, From: []State{StoppingHealth}, To: Deregistering},
 		{Event: Deregistered, From: []State{Deregistering}, To: CleaningUp},
 		{Event: CleanedUp, From: []State{CleaningUp}, To: Failed, Guard: Guard{Name: GuardFailing}},
 		{Event: CleanedUp, From: []State{CleaningUp}, To: Stopped, Guard: Guard{Name: GuardFailing, Not: true}},
 	},
-})
-
-// withInterrupts fills in the sources of the stop and fail edges that have
-// none: every state of the boot, run and control groups that no other edge of
-// the same event leaves (stop from running has guarded edges of its own). A
-// boot phase or a control state added to the table is interruptible without a
-// second edit.
-func withInterrupts(t Table) Table {
-	all := append(append(t.StatesIn(GroupBoot), t.StatesIn(GroupRun)...), t.StatesIn(GroupControl)...)
-	for i, tr := range t.Transitions {
-		if (tr.Event != Stop && tr.Event != Fail) || len(tr.From) > 0 {
-			continue
-		}
-		var from []State
-		for _, s := range all {
-			explicit := false
-			for _, o := range t.Transitions {
-				if o.Event == tr.Event && slices.Contains(o.From, s) {
-					explicit = true
-				}
-			}
-			if !explicit {
-				from = append(from, s)
-			}
-		}
-		t.Transitions[i].From = from
-	}
-	return t
 }
 
-// NextBootEvent returns the event that completes the work of boot state s and
-// moves to the next phase, and false when s is not a boot state or, like
-// connecting, ends in one of several events (its ping outcomes).
-func NextBootEvent(s State) (Event, bool) {
-	if !slices.Contains(BootStates(), s) {
-		return "", false
-	}
-	return NextEvent(&lifecycle, s)
-}
-
-// NextShutdownEvent returns the event that completes shutdown step s.
-func NextShutdownEvent(s State) (Event, bool) {
-	if !slices.Contains(ShutdownStates(), s) {
-		return "", false
-	}
-	return NextEvent(&lifecycle, s)
-}
+// interruptible are the groups whose states a stop or a failure leaves for
+// the shutdown steps.
+var interruptible = []Group{GroupBoot, GroupRun, GroupControl}
 
 // NextEvent returns the event that completes state s of t, a lifecycle table
 // (Lifecycle, or a copy of it being extended): the one event that leaves s
@@ -207,7 +161,7 @@ func NextShutdownEvent(s State) (Event, bool) {
 // second list; false when none or several do (connecting's ping outcomes).
 func NextEvent(t *Table, s State) (Event, bool) {
 	var found Event
-	for _, tr := range t.Transitions {
+	for _, tr := range t.Edges() {
 		if tr.Event == Stop || tr.Event == Fail || !slices.Contains(tr.From, s) {
 			continue
 		}

@@ -107,8 +107,13 @@ func (g Guard) String() string {
 type Transition struct {
 	Event Event
 	From  []State
-	To    State
-	Guard Guard
+	// FromGroups adds to From every state of these groups that no other
+	// edge of the same event leaves: a stop that any boot phase takes, say,
+	// takes a phase added to the group later without a second edit.
+	// Table.Edges resolves it.
+	FromGroups []Group
+	To         State
+	Guard      Guard
 }
 
 // Label renders the edge label used by diagrams: "event" or "event [guard]".
@@ -155,6 +160,7 @@ func (t *Table) Clone() *Table {
 	c.Transitions = slices.Clone(t.Transitions)
 	for i := range c.Transitions {
 		c.Transitions[i].From = slices.Clone(t.Transitions[i].From)
+		c.Transitions[i].FromGroups = slices.Clone(t.Transitions[i].FromGroups)
 	}
 	return &c
 }
@@ -232,6 +238,38 @@ func (t *Table) Role(s State) Role {
 	return si.Role
 }
 
+// Edges returns the table's transitions, in table order, each with its
+// sources resolved: From, and the states of its FromGroups that no other
+// edge of the same event leaves. Everything that reads the edges (the
+// machine, the diagrams, the docs) reads them here.
+func (t *Table) Edges() []Transition {
+	out := make([]Transition, len(t.Transitions))
+	for i, tr := range t.Transitions {
+		tr.From = slices.Clone(tr.From)
+		for _, g := range tr.FromGroups {
+			for _, s := range t.StatesIn(g) {
+				if !slices.Contains(tr.From, s) && !t.leftBy(tr.Event, s, i) {
+					tr.From = append(tr.From, s)
+				}
+			}
+		}
+		tr.FromGroups = nil
+		out[i] = tr
+	}
+	return out
+}
+
+// leftBy reports whether an edge of event other than Transitions[except]
+// names state s in its From.
+func (t *Table) leftBy(event Event, s State, except int) bool {
+	for i, tr := range t.Transitions {
+		if i != except && tr.Event == event && slices.Contains(tr.From, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // Alternatives returns, in table order, the transitions that event may take from
 // state from.
 func (t *Table) Alternatives(event Event, from State) []Transition {
@@ -247,7 +285,7 @@ func (t *Table) Alternatives(event Event, from State) []Transition {
 // From returns, in table order, every transition that leaves state s.
 func (t *Table) From(s State) []Transition {
 	var out []Transition
-	for _, tr := range t.Transitions {
+	for _, tr := range t.Edges() {
 		for _, f := range tr.From {
 			if f == s {
 				out = append(out, tr)
@@ -324,7 +362,14 @@ func (t *Table) Validate() error {
 		s State
 	}
 	seen := map[key][]Guard{}
-	for _, tr := range t.Transitions {
+	for _, g := range t.Transitions {
+		for _, fg := range g.FromGroups {
+			if !groups[fg] {
+				return fmt.Errorf("phases: table %q: event %q leaves undeclared group %q", t.Name, g.Event, fg)
+			}
+		}
+	}
+	for _, tr := range t.Edges() {
 		if tr.Event == "" {
 			return fmt.Errorf("phases: table %q: a transition to %q has no event", t.Name, tr.To)
 		}

@@ -13,7 +13,7 @@ func TestLifecycleTableIsValid(t *testing.T) {
 }
 
 func TestEveryBootStateHasANumberedPhaseInOrder(t *testing.T) {
-	for i, s := range BootStates() {
+	for i, s := range Lifecycle().StatesIn(GroupBoot) {
 		si, ok := Lifecycle().State(s)
 		if !ok {
 			t.Fatalf("boot state %q is not in the table", s)
@@ -42,13 +42,13 @@ func TestEveryNonTerminalStateHasAWayOut(t *testing.T) {
 }
 
 func TestStopIsValidFromEveryBootPhaseAndControlState(t *testing.T) {
-	for _, s := range append(append([]State{}, BootStates()...), Pulling, Draining) {
+	for _, s := range append(Lifecycle().StatesIn(GroupBoot), Pulling, Draining) {
 		alts := Lifecycle().Alternatives(Stop, s)
 		if len(alts) != 1 || alts[0].To != StoppingDaemons {
 			t.Errorf("stop from %q: %v, want one transition to %q", s, alts, StoppingDaemons)
 		}
 	}
-	for _, s := range append(append([]State{}, BootStates()...), Running, Pulling, Draining) {
+	for _, s := range append(Lifecycle().StatesIn(GroupBoot), Running, Pulling, Draining) {
 		if alts := Lifecycle().Alternatives(Fail, s); len(alts) != 1 || alts[0].To != StoppingDaemons {
 			t.Errorf("fail from %q: %v, want one transition to %q", s, alts, StoppingDaemons)
 		}
@@ -144,21 +144,33 @@ func TestEveryStepHasTheEventThatCompletesIt(t *testing.T) {
 		StoppingDaemons: DaemonsStopped, StoppingHealth: HealthStopped, Deregistering: Deregistered, CleaningUp: CleanedUp,
 	}
 	for s, e := range want {
-		got, ok := NextBootEvent(s)
-		if !ok {
-			got, ok = NextShutdownEvent(s)
-		}
-		if !ok || got != e {
+		if got, ok := NextEvent(Lifecycle(), s); !ok || got != e {
 			t.Errorf("event completing %q = %q, %v; want %q", s, got, ok, e)
 		}
 	}
-	if e, ok := NextBootEvent(Connecting); ok {
+	if e, ok := NextEvent(Lifecycle(), Connecting); ok {
 		t.Errorf("connecting has one completing event %q; want none (its ping outcomes decide)", e)
 	}
-	for _, s := range []State{Pulling, Draining} {
-		if e, ok := NextBootEvent(s); ok {
-			t.Errorf("%s is not a boot state but has %q", s, e)
+}
+
+func TestAStopOrAFailureLeavesAStateAddedToAnInterruptibleGroup(t *testing.T) {
+	tbl := Lifecycle()
+	tbl.States = append(tbl.States, StateInfo{Name: "pausing", Group: GroupControl})
+	tbl.Transitions = append(tbl.Transitions,
+		Transition{Event: "pause", From: []State{Running}, To: "pausing"},
+		Transition{Event: "resume", From: []State{"pausing"}, To: Running})
+	if err := tbl.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []Event{Stop, Fail} {
+		if alts := tbl.Alternatives(ev, "pausing"); len(alts) != 1 || alts[0].To != StoppingDaemons {
+			t.Errorf("%s from pausing: %v, want one edge to stopping_daemons", ev, alts)
 		}
+	}
+	// Running keeps its own guarded stop edges: the group's edge does not
+	// add a third.
+	if alts := tbl.Alternatives(Stop, Running); len(alts) != 2 {
+		t.Errorf("stop from running: %v, want its two guarded edges", alts)
 	}
 }
 
@@ -166,13 +178,13 @@ func TestLifecycleCannotBeChangedFromOutside(t *testing.T) {
 	mine := Lifecycle()
 	mine.States[0].Name = "changed"
 	mine.Transitions[0].From[0] = "changed"
-	BootStates()[0] = "changed"
-	ShutdownStates()[0] = "changed"
+	stop := slices.IndexFunc(mine.Transitions, func(tr Transition) bool { return len(tr.FromGroups) > 0 })
+	mine.Transitions[stop].FromGroups[0] = "changed"
 	if again := Lifecycle(); again.States[0].Name != Init || again.Transitions[0].From[0] != Init {
 		t.Fatal("a change to one copy of the table reached the next")
 	}
-	if BootStates()[0] != Init || ShutdownStates()[0] != StoppingDaemons {
-		t.Fatal("a change to BootStates or ShutdownStates reached the next call")
+	if again := Lifecycle(); again.Transitions[stop].FromGroups[0] != GroupBoot {
+		t.Fatal("a change to a copy's FromGroups reached the next")
 	}
 }
 

@@ -1,4 +1,4 @@
-// Command demo is a service built on github.com/stargazer/lifecycle. It does
+// Command demo is a service built on github.com/stargazer/lifecycle/service. It does
 // visible work in every phase and logs one line per transition, so you can watch
 // the boot contract run:
 //
@@ -34,8 +34,9 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
-	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/process"
+	"github.com/stargazer/lifecycle/service"
 )
 
 func main() {
@@ -47,42 +48,41 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 	knobs, err := parseKnobs(getenv)
 	if err != nil {
 		log.Error("configuration error", "error", err)
-		return lifecycle.ExitConfig
+		return process.ExitConfig
 	}
 	// Validate the library's variables before starting anything, so a bad value
 	// exits 2 without an embedded Redis coming and going.
-	env, err := lifecycle.ParseEnv(getenv)
+	env, err := process.ParseEnv(getenv)
 	if err != nil {
 		log.Error("configuration error", "error", err)
-		return lifecycle.ExitConfig
+		return process.ExitConfig
 	}
 
-	opts := []lifecycle.Option{
-		lifecycle.WithLogger(log),
-		lifecycle.WithEnv(getenv),
-		lifecycle.WithVersion("demo-1"),
-		lifecycle.WithHealthAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(lifecycle.DefaultHealthPort))),
+	opts := []service.Option{
+		service.WithLogger(log),
+		service.WithVersion("demo-1"),
+		service.WithHealthAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(service.DefaultHealthPort))),
 	}
 	// The service's own client, for its work: built from REDIS_URL by the
 	// same code as the lifecycle's (one server, a cluster or a Sentinel), which
-	// MainContext builds again for itself.
+	// process.Config.Run builds again for itself.
 	client := env.Redis
 	if client == nil {
 		mr := miniredis.NewMiniRedis()
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			log.Error("cannot start the embedded redis", "error", err)
-			return lifecycle.ExitFailed
+			return process.ExitFailed
 		}
 		defer mr.Close()
 		log.Info("embedded redis (miniredis) started; set REDIS_URL to use a real one", "addr", mr.Addr())
 		if client, err = fleetenv.NewRedisClient("redis://" + mr.Addr() + "/0"); err != nil {
 			log.Error("cannot build a client of the embedded redis", "error", err)
-			return lifecycle.ExitFailed
+			return process.ExitFailed
 		}
 		// A playground: sgctl works against it without a key. SG_CONTROL_KEY
 		// or SG_CONTROL_INSECURE, when set, still decide.
-		opts = append(opts, lifecycle.WithRedis(client), lifecycle.WithControlInsecure(true))
-		if getenv(lifecycle.EnvControlKey) == "" && getenv(lifecycle.EnvControlInsecure) == "" {
+		opts = append(opts, service.WithRedis(client), service.WithControlInsecure(true))
+		if getenv(fleetenv.ControlKey) == "" && getenv(fleetenv.ControlInsecure) == "" {
 			log.Warn("insecure control mode on the embedded redis: unsigned control ops are accepted; "+
 				"with REDIS_URL set the demo, like any service, needs SG_CONTROL_KEY (or SG_CONTROL_INSECURE=true)", "addr", mr.Addr())
 		}
@@ -90,6 +90,6 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 	defer client.Close()
 
 	svc := newService(log, knobs, client)
-	opts = append(opts, lifecycle.WithPullHandler(svc.pull(getenv)))
-	return lifecycle.MainContext(ctx, svc, opts...)
+	opts = append(opts, service.WithPullHandler(svc.pull(getenv)))
+	return process.Config{Getenv: getenv}.Run(ctx, svc, opts...)
 }

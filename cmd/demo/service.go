@@ -13,8 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/phases"
+	"github.com/stargazer/lifecycle/service"
 )
 
 // knobs are the demo's own settings.
@@ -68,15 +68,15 @@ func parseKnobs(getenv func(string) string) (knobs, error) {
 		for _, item := range strings.Split(v, ",") {
 			name, dur, ok := strings.Cut(strings.TrimSpace(item), "=")
 			if !ok {
-				return k, &lifecycle.ConfigError{Name: envPhaseDelay, Value: v, Err: fmt.Errorf("%q: want state=duration, e.g. loading_modules=500ms", item)}
+				return k, &service.ConfigError{Name: envPhaseDelay, Value: v, Err: fmt.Errorf("%q: want state=duration, e.g. loading_modules=500ms", item)}
 			}
 			s := phases.State(name)
 			if !isWorkState(s) {
-				return k, &lifecycle.ConfigError{Name: envPhaseDelay, Value: v, Err: fmt.Errorf("unknown state %q: want one of %s", name, workStateNames())}
+				return k, &service.ConfigError{Name: envPhaseDelay, Value: v, Err: fmt.Errorf("unknown state %q: want one of %s", name, workStateNames())}
 			}
 			d, err := time.ParseDuration(dur)
 			if err != nil || d < 0 {
-				return k, &lifecycle.ConfigError{Name: envPhaseDelay, Value: v, Err: fmt.Errorf("%q: want a duration >= 0 such as 500ms", dur)}
+				return k, &service.ConfigError{Name: envPhaseDelay, Value: v, Err: fmt.Errorf("%q: want a duration >= 0 such as 500ms", dur)}
 			}
 			k.delays[s] = d
 		}
@@ -84,7 +84,7 @@ func parseKnobs(getenv func(string) string) (knobs, error) {
 	if v := getenv(envFailPhase); v != "" {
 		s := phases.State(v)
 		if !isWorkState(s) {
-			return k, &lifecycle.ConfigError{Name: envFailPhase, Value: v, Err: fmt.Errorf("want one of %s", workStateNames())}
+			return k, &service.ConfigError{Name: envFailPhase, Value: v, Err: fmt.Errorf("want one of %s", workStateNames())}
 		}
 		k.fail = s
 	}
@@ -95,15 +95,15 @@ func parseKnobs(getenv func(string) string) (knobs, error) {
 			for i, h := range hangStates {
 				names[i] = string(h)
 			}
-			return k, &lifecycle.ConfigError{Name: envHangPhase, Value: v, Err: fmt.Errorf("want one of %s", strings.Join(names, ", "))}
+			return k, &service.ConfigError{Name: envHangPhase, Value: v, Err: fmt.Errorf("want one of %s", strings.Join(names, ", "))}
 		}
 		k.hang = s
 	}
 	return k, nil
 }
 
-// service is the demo service: it counts ticks in Redis while it runs.
-type service struct {
+// demoService is the demo service: it counts ticks in Redis while it runs.
+type demoService struct {
 	log    *slog.Logger
 	mu     sync.Mutex // guards knobs: a pull replaces them while the service runs
 	knobs  knobs
@@ -113,13 +113,13 @@ type service struct {
 	period time.Duration
 }
 
-func newService(log *slog.Logger, k knobs, client redis.UniversalClient) *service {
-	return &service{log: log, knobs: k, redis: client, key: "demo:{demo}:ticks", period: time.Second}
+func newService(log *slog.Logger, k knobs, client redis.UniversalClient) *demoService {
+	return &demoService{log: log, knobs: k, redis: client, key: "demo:{demo}:ticks", period: time.Second}
 }
 
 // work is what every phase of the demo does: wait its configured delay, then fail
 // if asked to.
-func (s *service) work(ctx context.Context, state phases.State, msg string, args ...any) error {
+func (s *demoService) work(ctx context.Context, state phases.State, msg string, args ...any) error {
 	s.mu.Lock()
 	k := s.knobs
 	s.mu.Unlock()
@@ -145,28 +145,28 @@ func (s *service) work(ctx context.Context, state phases.State, msg string, args
 	return nil
 }
 
-func (s *service) Configure(ctx context.Context) error {
+func (s *demoService) Configure(ctx context.Context) error {
 	return s.work(ctx, phases.Configuring, "configuration loaded", "tick_period", s.period)
 }
 
-func (s *service) Instrument(ctx context.Context) error {
+func (s *demoService) Instrument(ctx context.Context) error {
 	return s.work(ctx, phases.Instrumenting, "instrumentation ready", "tracer", "global")
 }
 
-func (s *service) LoadModules(ctx context.Context) error {
+func (s *demoService) LoadModules(ctx context.Context) error {
 	return s.work(ctx, phases.LoadingModules, "modules loaded", "modules", "ticker,echo")
 }
 
-func (s *service) BuildAdapters(ctx context.Context) error {
+func (s *demoService) BuildAdapters(ctx context.Context) error {
 	return s.work(ctx, phases.BuildingAdapters, "adapters built", "adapters", "redis")
 }
 
-func (s *service) OnStart(ctx context.Context) error {
+func (s *demoService) OnStart(ctx context.Context) error {
 	return s.work(ctx, phases.Starting, "worker started", "counter", s.key)
 }
 
 // Run counts a tick in Redis every period until it is stopped.
-func (s *service) Run(ctx context.Context) error {
+func (s *demoService) Run(ctx context.Context) error {
 	if err := s.work(ctx, phases.Running, "running: counting ticks", "counter", s.key); err != nil {
 		return err
 	}
@@ -193,14 +193,14 @@ func (s *service) Run(ctx context.Context) error {
 	}
 }
 
-func (s *service) OnStop(ctx context.Context) error {
+func (s *demoService) OnStop(ctx context.Context) error {
 	return s.work(ctx, phases.CleaningUp, "worker stopped", "ticks", s.ticks)
 }
 
 // pull is the demo's pull handler: it re-reads its settings (DEMO_PHASE_DELAY,
 // DEMO_FAIL_PHASE) through getenv and keeps them; bad settings fail the pull and
 // the old ones stay.
-func (s *service) pull(getenv func(string) string) func(ctx context.Context, args json.RawMessage) error {
+func (s *demoService) pull(getenv func(string) string) func(ctx context.Context, args json.RawMessage) error {
 	return func(ctx context.Context, args json.RawMessage) error {
 		k, err := parseKnobs(getenv)
 		if err != nil {

@@ -19,9 +19,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/health"
+	"github.com/stargazer/lifecycle/process"
+	"github.com/stargazer/lifecycle/service"
 )
 
 // deployment reads demo.yaml and decodes it strictly: an unknown or
@@ -113,18 +114,18 @@ func TestTheProbesUseTheHealthServersPathsAndPort(t *testing.T) {
 		if tc.probe.HTTPGet.Path != tc.path {
 			t.Errorf("%s: path %q, want %q", tc.name, tc.probe.HTTPGet.Path, tc.path)
 		}
-		if p := port(t, c, tc.probe.HTTPGet.Port); p != lifecycle.DefaultHealthPort {
-			t.Errorf("%s: port %d, want the health port %d", tc.name, p, lifecycle.DefaultHealthPort)
+		if p := port(t, c, tc.probe.HTTPGet.Port); p != service.DefaultHealthPort {
+			t.Errorf("%s: port %d, want the health port %d", tc.name, p, service.DefaultHealthPort)
 		}
 	}
-	if e, ok := envVar(c, fleetenv.HealthPort); ok && e.Value != strconv.Itoa(lifecycle.DefaultHealthPort) {
-		t.Errorf("%s=%q, but the probes use port %d", fleetenv.HealthPort, e.Value, lifecycle.DefaultHealthPort)
+	if e, ok := envVar(c, fleetenv.HealthPort); ok && e.Value != strconv.Itoa(service.DefaultHealthPort) {
+		t.Errorf("%s=%q, but the probes use port %d", fleetenv.HealthPort, e.Value, service.DefaultHealthPort)
 	}
 	// The health server starts in phase 9: the startup probe must give the
 	// whole boot its time, the boot timeout and the jitter before it.
 	sp := c.StartupProbe
 	budget := time.Duration(sp.PeriodSeconds*sp.FailureThreshold) * time.Second
-	if min := lifecycle.DefaultBootTimeout + lifecycle.DefaultBootJitter; budget <= min {
+	if min := service.DefaultBootTimeout + service.DefaultBootJitter; budget <= min {
 		t.Errorf("startupProbe allows %v, want more than the boot timeout and jitter (%v)", budget, min)
 	}
 }
@@ -132,20 +133,20 @@ func TestTheProbesUseTheHealthServersPathsAndPort(t *testing.T) {
 func TestTheGracePeriodHoldsTheDrainDelayAndTheShutdown(t *testing.T) {
 	d := deployment(t)
 	c := container(t, d)
-	e, ok := envVar(c, lifecycle.EnvDrainDelay)
+	e, ok := envVar(c, fleetenv.DrainDelay)
 	if !ok {
-		t.Fatalf("%s is not set", lifecycle.EnvDrainDelay)
+		t.Fatalf("%s is not set", fleetenv.DrainDelay)
 	}
 	drain, err := time.ParseDuration(e.Value)
-	if err != nil || drain <= 0 || drain >= lifecycle.DefaultShutdownTimeout {
-		t.Fatalf("%s=%q: want a duration > 0 and under the shutdown timeout %v", lifecycle.EnvDrainDelay, e.Value, lifecycle.DefaultShutdownTimeout)
+	if err != nil || drain <= 0 || drain >= service.DefaultShutdownTimeout {
+		t.Fatalf("%s=%q: want a duration > 0 and under the shutdown timeout %v", fleetenv.DrainDelay, e.Value, service.DefaultShutdownTimeout)
 	}
 	grace := d.Spec.Template.Spec.TerminationGracePeriodSeconds
 	if grace == nil {
 		t.Fatal("terminationGracePeriodSeconds is not set (Kubernetes' default is 30s)")
 	}
-	if g := time.Duration(*grace) * time.Second; g <= lifecycle.DefaultShutdownTimeout+drain {
-		t.Errorf("terminationGracePeriodSeconds %v, want more than the shutdown timeout %v plus the drain delay %v", g, lifecycle.DefaultShutdownTimeout, drain)
+	if g := time.Duration(*grace) * time.Second; g <= service.DefaultShutdownTimeout+drain {
+		t.Errorf("terminationGracePeriodSeconds %v, want more than the shutdown timeout %v plus the drain delay %v", g, service.DefaultShutdownTimeout, drain)
 	}
 	// An operator's drain takes the pod out of the endpoints once readiness
 	// failed failureThreshold times: within the drain delay.
@@ -197,7 +198,7 @@ func TestIdentityComesFromTheDownwardAPIAndSecretsFromASecret(t *testing.T) {
 			given[e.Name] = e.Value
 		}
 	}
-	env, err := lifecycle.ParseEnv(func(k string) string { return given[k] })
+	env, err := process.ParseEnv(func(k string) string { return given[k] })
 	if err != nil {
 		t.Fatalf("the manifest's environment is invalid: %v", err)
 	}

@@ -16,8 +16,9 @@ import (
 	"github.com/coreos/go-systemd/v22/unit"
 	"go.uber.org/goleak"
 
-	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/process"
+	lcservice "github.com/stargazer/lifecycle/service"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -109,17 +110,17 @@ func TestTheUnitIsTypeNotifyWithAWatchdogAndStopsAfterTheShutdown(t *testing.T) 
 		t.Errorf("WatchdogSec=%v: want a watchdog of at least 2s (pings every half of it)", wd)
 	}
 	drain := time.Duration(0)
-	if v := env[lifecycle.EnvDrainDelay]; v != "" {
-		drain = span(t, lifecycle.EnvDrainDelay, v)
+	if v := env[fleetenv.DrainDelay]; v != "" {
+		drain = span(t, fleetenv.DrainDelay, v)
 	}
-	if stop := span(t, "TimeoutStopSec", s["TimeoutStopSec"]); stop <= lifecycle.DefaultShutdownTimeout+drain {
-		t.Errorf("TimeoutStopSec=%v: want more than the shutdown timeout %v plus the drain delay %v", stop, lifecycle.DefaultShutdownTimeout, drain)
+	if stop := span(t, "TimeoutStopSec", s["TimeoutStopSec"]); stop <= lcservice.DefaultShutdownTimeout+drain {
+		t.Errorf("TimeoutStopSec=%v: want more than the shutdown timeout %v plus the drain delay %v", stop, lcservice.DefaultShutdownTimeout, drain)
 	}
 	if start := span(t, "TimeoutStartSec", s["TimeoutStartSec"]); start < 10*time.Second {
 		t.Errorf("TimeoutStartSec=%v: a slow boot extends it every 5s (or every WatchdogSec/2): give it at least 10s", start)
 	}
-	if !strings.Contains(" "+s["RestartPreventExitStatus"]+" ", " "+strconv.Itoa(lifecycle.ExitConfig)+" ") {
-		t.Errorf("RestartPreventExitStatus=%q: a bad configuration (exit %d) should not restart in a loop", s["RestartPreventExitStatus"], lifecycle.ExitConfig)
+	if !strings.Contains(" "+s["RestartPreventExitStatus"]+" ", " "+strconv.Itoa(process.ExitConfig)+" ") {
+		t.Errorf("RestartPreventExitStatus=%q: a bad configuration (exit %d) should not restart in a loop", s["RestartPreventExitStatus"], process.ExitConfig)
 	}
 	if filepath.Base(s["EnvironmentFile"]) != "demo.env" {
 		t.Errorf("EnvironmentFile=%q, want the example demo.env installed", s["EnvironmentFile"])
@@ -134,7 +135,7 @@ func TestTheEnvironmentFileIsOneTheInstanceAccepts(t *testing.T) {
 	known := map[string]bool{}
 	for _, k := range []string{fleetenv.RedisURL, fleetenv.RedisRequired, fleetenv.RedisTimeout, fleetenv.BootJitter, fleetenv.BootTimeout,
 		fleetenv.ServiceTTL, fleetenv.HealthPort, fleetenv.HealthHost, fleetenv.ServiceName, fleetenv.InstanceID, fleetenv.ControlKey,
-		fleetenv.ControlInsecure, fleetenv.DrainDelay, lifecycle.EnvRestartExitCode} {
+		fleetenv.ControlInsecure, fleetenv.DrainDelay, process.EnvRestartExitCode} {
 		known[k] = true
 	}
 	for k := range env {
@@ -142,18 +143,18 @@ func TestTheEnvironmentFileIsOneTheInstanceAccepts(t *testing.T) {
 			t.Errorf("demo.env sets %s, which the library does not read", k)
 		}
 	}
-	parsed, err := lifecycle.ParseEnv(func(k string) string { return env[k] })
+	parsed, err := process.ParseEnv(func(k string) string { return env[k] })
 	if err != nil {
-		t.Fatalf("demo.env is invalid: the instance would exit %d: %v", lifecycle.ExitConfig, err)
+		t.Fatalf("demo.env is invalid: the instance would exit %d: %v", process.ExitConfig, err)
 	}
 	if parsed.Redis != nil {
 		_ = parsed.Redis.Close()
 	}
-	if parsed.DrainDelay >= lifecycle.DefaultShutdownTimeout {
-		t.Errorf("%s=%v: want it under the shutdown timeout %v", lifecycle.EnvDrainDelay, parsed.DrainDelay, lifecycle.DefaultShutdownTimeout)
+	if parsed.DrainDelay >= lcservice.DefaultShutdownTimeout {
+		t.Errorf("%s=%v: want it under the shutdown timeout %v", fleetenv.DrainDelay, parsed.DrainDelay, lcservice.DefaultShutdownTimeout)
 	}
-	if parsed.HealthPortSet && parsed.HealthPort != lifecycle.DefaultHealthPort {
-		t.Errorf("%s=%d; the docs and probes assume %d", fleetenv.HealthPort, parsed.HealthPort, lifecycle.DefaultHealthPort)
+	if parsed.HealthPortSet && parsed.HealthPort != lcservice.DefaultHealthPort {
+		t.Errorf("%s=%d; the docs and probes assume %d", fleetenv.HealthPort, parsed.HealthPort, lcservice.DefaultHealthPort)
 	}
 	if len(parsed.ControlKeys) == 0 {
 		t.Errorf("demo.env sets no %s: every control op would be rejected", fleetenv.ControlKey)

@@ -11,7 +11,7 @@
 // or a restart begins until then: through the drain delay (SG_DRAIN_DELAY)
 // and the shutdown steps before S4.
 //
-// It implements lifecycle.Advertiser: phase 8 writes the address the listener
+// It implements service.Advertiser: phase 8 writes the address the listener
 // bound (with the port picked when HTTP_ADDR's port is 0) in the registry
 // entry's addr field, where registry.Watcher and package balancer find it.
 // SG_ADVERTISE_ADDR overrides it, for clients that reach the process
@@ -46,8 +46,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/process"
+	"github.com/stargazer/lifecycle/service"
 )
 
 // Defaults of the example.
@@ -69,27 +70,26 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) int 
 		addr = defaultHTTPAddr
 	}
 	if err := validListenAddr(addr); err != nil {
-		log.Error("configuration error", "error", &lifecycle.ConfigError{Name: envHTTPAddr, Value: addr, Err: err})
-		return lifecycle.ExitConfig
+		log.Error("configuration error", "error", &service.ConfigError{Name: envHTTPAddr, Value: addr, Err: err})
+		return process.ExitConfig
 	}
 	// The instance id is the service's to answer with: the one the library
 	// would take from SG_INSTANCE_ID, or one made here and given to it. A
 	// restart by exec keeps it (the library sets SG_INSTANCE_ID).
-	id := getenv(lifecycle.EnvInstanceID)
+	id := getenv(fleetenv.InstanceID)
 	if id == "" {
 		id = newInstanceID()
 	}
-	if getenv(lifecycle.EnvRedisURL) == "" {
+	if getenv(fleetenv.RedisURL) == "" {
 		log.Info("REDIS_URL is unset: serving without the registry (nothing advertises this instance, no control op reaches it)")
 	}
 	svc := newServer(addr, id, log)
-	return lifecycle.MainContext(ctx, svc,
-		lifecycle.WithServiceName(serviceName),
-		lifecycle.WithInstanceID(id),
-		lifecycle.WithVersion("httpservice-1"),
-		lifecycle.WithHealthAddr(defaultHealth),
-		lifecycle.WithLogger(log),
-		lifecycle.WithEnv(getenv),
+	return process.Config{Getenv: getenv}.Run(ctx, svc,
+		service.WithServiceName(serviceName),
+		service.WithInstanceID(id),
+		service.WithVersion("httpservice-1"),
+		service.WithHealthAddr(defaultHealth),
+		service.WithLogger(log),
 	)
 }
 
@@ -158,7 +158,7 @@ func (s *server) OnStart(ctx context.Context) error {
 }
 
 // AdvertiseAddr is the address the listener bound, for the registry entry
-// (lifecycle.Advertiser): phase 8 reads it once OnStart has returned.
+// (service.Advertiser): phase 8 reads it once OnStart has returned.
 func (s *server) AdvertiseAddr() string {
 	host, port, err := net.SplitHostPort(s.ln.Addr().String())
 	if err != nil {

@@ -19,7 +19,7 @@ func publishBoot(t *testing.T, reg *registry.Registry, id string, t0 time.Time, 
 	at := t0
 	state := phases.Lifecycle().Initial
 	for state != phases.Running {
-		ev, ok := phases.NextBootEvent(state)
+		ev, ok := phases.NextEvent(phases.Lifecycle(), state)
 		if !ok { // connecting: its outcomes
 			ev = phases.PingOK
 		}
@@ -63,7 +63,7 @@ func TestTheWaterfallShowsTheLastBootsTimeInEachPhase(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s=%v", st.State, st.Dur))
 	}
 	var want []string
-	for _, s := range phases.BootStates() {
+	for _, s := range phases.Lifecycle().StatesIn(phases.GroupBoot) {
 		want = append(want, fmt.Sprintf("%s=%v", s, delays[s]))
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {

@@ -3,7 +3,7 @@
 // failover and a Redis Cluster failover (failover_test.go), the Redis cost of
 // an idle instance (idle_test.go), and a restart storm of 1,000 instances with
 // and without the boot jitter (storm_test.go). It has no code of its own: it
-// imports the library as its users do, through lifecycle.New and the
+// imports the library as its users do, through service.New and the
 // registry and controlops packages.
 //
 //	go test ./internal/fleettest                                    # the failover tests (~15s)

@@ -10,11 +10,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
+	"github.com/stargazer/lifecycle/service"
 )
 
 // failoverTTL is the registry TTL of the failover tests: a heartbeat every
@@ -74,15 +74,15 @@ type failoverTimes struct {
 // instance stays running and live, its entry is written on the promoted
 // replica, a pull op is done afterwards (the control-ops daemon reads again),
 // and its status updates and events reach the new master.
-func failover(tb testing.TB, rig failoverRig, service string) failoverTimes {
+func failover(tb testing.TB, rig failoverRig, svcName string) failoverTimes {
 	tb.Helper()
 	ctx := context.Background()
 	const id = "i-1"
-	key := registry.EntryKey(service, id)
-	n := startInstance(tb, rig.client(tb), service, id, lifecycle.WithServiceTTL(failoverTTL))
+	key := registry.EntryKey(svcName, id)
+	n := startInstance(tb, rig.client(tb), svcName, id, service.WithServiceTTL(failoverTTL))
 	reg := registry.New(rig.client(tb))
 	poll(tb, 10*time.Second, "the instance registered", func() bool {
-		es, err := reg.Instances(ctx, service)
+		es, err := reg.Instances(ctx, svcName)
 		return err == nil && len(es) == 1 && es[0].Status == "running"
 	})
 
@@ -132,7 +132,7 @@ func failover(tb testing.TB, rig failoverRig, service string) failoverTimes {
 	// sends again, as one would run sgctl again.
 	var op controlops.Op
 	poll(tb, 5*time.Second, "a pull sent after the failover", func() bool {
-		op, err = c.Send(ctx, service, controlops.OpPull, id, nil)
+		op, err = c.Send(ctx, svcName, controlops.OpPull, id, nil)
 		if err != nil {
 			tb.Logf("sending a pull after the failover: %v", err)
 			time.Sleep(slotmapRetry)
@@ -141,7 +141,7 @@ func failover(tb testing.TB, rig failoverRig, service string) failoverTimes {
 	})
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	res, err := c.Wait(wctx, service, op, []string{id}, nil)
+	res, err := c.Wait(wctx, svcName, op, []string{id}, nil)
 	if err != nil || res[id].Status != controlops.StatusDone {
 		tb.Fatalf("pull after the failover: %+v, %v", res, err)
 	}
@@ -150,7 +150,7 @@ func failover(tb testing.TB, rig failoverRig, service string) failoverTimes {
 	// The pull's transitions (running -> pulling -> running) reached the new
 	// master: the entry and the events stream.
 	poll(tb, 10*time.Second, "the pull's status updates written on the promoted replica", func() bool {
-		e, err := reg.Entry(ctx, service, id)
+		e, err := reg.Entry(ctx, svcName, id)
 		return err == nil && e.Status == "running" && e.UpdatedAt.After(killed)
 	})
 	evs, _, err := reg.Events(ctx, "0", 1000, 0)

@@ -37,7 +37,7 @@ func newClient(tb testing.TB, addr string) *redis.Client {
 	return c
 }
 
-// BenchmarkIdleInstance measures what idle lifecycle instances (lifecycle.New
+// BenchmarkIdleInstance measures what idle lifecycle instances (service.New
 // with WithRedis, boot jitter 0, the default TTL of 30s, a health server,
 // signed control ops) cost one real redis-server once they are running: the
 // commands Redis runs per instance per second (cmds/s/instance, from INFO

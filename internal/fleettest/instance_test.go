@@ -13,9 +13,9 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/phases"
+	"github.com/stargazer/lifecycle/service"
 )
 
 // controlKey signs the ops the tests send; instances verify with it.
@@ -48,7 +48,7 @@ func (s *syncBuffer) String() string {
 
 // node is one lifecycle instance run by a test.
 type node struct {
-	in   *lifecycle.Instance
+	in   *service.Instance
 	done chan error
 	logs *syncBuffer
 
@@ -59,42 +59,42 @@ type node struct {
 // instanceOptions are the options every instance of these tests has: no boot
 // jitter, a health server on a free loopback port, signed control ops with a
 // pull handler, no-op telemetry; extra come last.
-func instanceOptions(rdb redis.UniversalClient, service, id string, logs *syncBuffer, extra ...lifecycle.Option) []lifecycle.Option {
-	opts := []lifecycle.Option{
-		lifecycle.WithRedis(rdb),
-		lifecycle.WithServiceName(service),
-		lifecycle.WithInstanceID(id),
-		lifecycle.WithBootJitter(0),
-		lifecycle.WithHealthOption(health.WithAddr("127.0.0.1:0")),
-		lifecycle.WithControlKeys(controlKey),
-		lifecycle.WithPullHandler(func(context.Context, json.RawMessage) error { return nil }),
-		lifecycle.WithTracerProvider(tracenoop.NewTracerProvider()),
-		lifecycle.WithMeterProvider(noop.NewMeterProvider()),
-		lifecycle.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
+func instanceOptions(rdb redis.UniversalClient, svcName, id string, logs *syncBuffer, extra ...service.Option) []service.Option {
+	opts := []service.Option{
+		service.WithRedis(rdb),
+		service.WithServiceName(svcName),
+		service.WithInstanceID(id),
+		service.WithBootJitter(0),
+		service.WithHealthOption(health.WithAddr("127.0.0.1:0")),
+		service.WithControlKeys(controlKey),
+		service.WithPullHandler(func(context.Context, json.RawMessage) error { return nil }),
+		service.WithTracerProvider(tracenoop.NewTracerProvider()),
+		service.WithMeterProvider(noop.NewMeterProvider()),
+		service.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
 	}
 	return append(opts, extra...)
 }
 
-// startInstance boots an instance of service through rdb and runs it until
+// startInstance boots an instance of svcName through rdb and runs it until
 // the test ends; the test's cleanup shuts it down and, if the test failed,
 // logs what it logged.
-func startInstance(tb testing.TB, rdb redis.UniversalClient, service, id string, extra ...lifecycle.Option) *node {
+func startInstance(tb testing.TB, rdb redis.UniversalClient, svcName, id string, extra ...service.Option) *node {
 	tb.Helper()
 	n := &node{done: make(chan error, 1), logs: &syncBuffer{}}
-	in, err := lifecycle.New(nopService{}, instanceOptions(rdb, service, id, n.logs, extra...)...)
+	in, err := service.New(nopService{}, instanceOptions(rdb, svcName, id, n.logs, extra...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	n.in = in
 	ctx := context.Background()
 	if err := in.Boot(ctx); err != nil {
-		tb.Fatalf("boot of %s/%s: %v\n%s", service, id, err, n.logs.String())
+		tb.Fatalf("boot of %s/%s: %v\n%s", svcName, id, err, n.logs.String())
 	}
 	go func() { n.done <- in.Run(ctx) }()
 	tb.Cleanup(func() {
 		n.shutdown(tb)
 		if tb.Failed() {
-			tb.Logf("log of %s/%s:\n%s", service, id, n.logs.String())
+			tb.Logf("log of %s/%s:\n%s", svcName, id, n.logs.String())
 		}
 	})
 	return n

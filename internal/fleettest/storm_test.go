@@ -10,8 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/internal/redistest"
+	"github.com/stargazer/lifecycle/service"
 )
 
 // latencies is a go-redis hook that records how long each command and each
@@ -82,7 +82,7 @@ const stormSize = 1000
 //
 //	go test -run '^$' -bench RestartStorm -benchtime 1x -timeout 20m ./internal/fleettest
 func BenchmarkRestartStorm(b *testing.B) {
-	for _, jitter := range []time.Duration{0, lifecycle.DefaultBootJitter} {
+	for _, jitter := range []time.Duration{0, service.DefaultBootJitter} {
 		b.Run(fmt.Sprintf("jitter=%v", jitter), func(b *testing.B) {
 			for range b.N {
 				storm(b, jitter)
@@ -100,8 +100,8 @@ func storm(b *testing.B, jitter time.Duration) {
 		c := newClient(b, srv.Addr())
 		c.AddHook(lat)
 		n := &node{done: make(chan error, 1), logs: &syncBuffer{}}
-		in, err := lifecycle.New(nopService{}, instanceOptions(c, "storm", fmt.Sprintf("i-%04d", i), n.logs,
-			lifecycle.WithBootJitter(jitter))...)
+		in, err := service.New(nopService{}, instanceOptions(c, "storm", fmt.Sprintf("i-%04d", i), n.logs,
+			service.WithBootJitter(jitter))...)
 		if err != nil {
 			b.Fatal(err)
 		}
