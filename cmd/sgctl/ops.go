@@ -14,9 +14,9 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/optrack"
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
-	"github.com/stargazer/lifecycle/internal/optrack"
 	"github.com/stargazer/lifecycle/registry"
 )
 

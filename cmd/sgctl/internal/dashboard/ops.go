@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/optrack"
 	"github.com/stargazer/lifecycle/controlops"
-	"github.com/stargazer/lifecycle/internal/optrack"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -30,7 +30,7 @@ const opPoll = 150 * time.Millisecond
 
 // postOp sends one op through the signed controlops client and follows it
 // as sgctl's op commands do with --wait (both plan and follow it with
-// internal/optrack), streaming its progress as NDJSON, one object per line
+// package optrack), streaming its progress as NDJSON, one object per line
 // as it happens:
 //
 //	{"type":"sent", "op_id", "op", "target", "instances", "until", "signed", "warnings"}
