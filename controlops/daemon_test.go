@@ -3,6 +3,7 @@ package controlops
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -249,6 +250,58 @@ func TestBackoffUsesTheInjectedClock(t *testing.T) {
 	}
 	if d.LastID() != "" {
 		t.Fatalf("position %q resolved without Redis", d.LastID())
+	}
+}
+
+func TestTheDaemonRetriesAfterAJitteredWaitDrawnFromItsBackoffAndWarnsOncePerMinute(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialerRetries: 1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	var logs logBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	// The jitter draws the middle of every interval: waits of 500ms, 1s, 2s.
+	d, err := New(rdb, newTarget("svc", "i-1"), WithLogger(log), WithClock(clock),
+		WithBackoff(time.Second, 4*time.Second), withRand(func() float64 { return 0.5 }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	defer func() { _ = d.Stop(ctx) }()
+	warns := func() []string {
+		var out []string
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "control stream reads failing") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	waiting := func(step string) {
+		t.Helper()
+		if err := clock.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatalf("%s: the daemon is not waiting on the clock: %v", step, err)
+		}
+	}
+
+	waiting("first failure")
+	if w := warns(); len(w) != 1 || !strings.Contains(w[0], "retry_in=500ms") || !strings.Contains(w[0], "level=WARN") || !strings.Contains(w[0], "error=") {
+		t.Fatalf("after the first failure, warn lines %q; want one, retry_in=500ms, with the error", w)
+	}
+	clock.Advance(500 * time.Millisecond)
+	waiting("second failure")
+	if w := warns(); len(w) != 1 {
+		t.Fatalf("the second failure, within the minute, was logged: %q", w)
+	}
+	// A minute on, the third failure (ceiling 4s, drawn at half) is logged,
+	// counting the one left out.
+	clock.Advance(time.Minute)
+	waiting("third failure")
+	if w := warns(); len(w) != 2 || !strings.Contains(w[1], "retry_in=2s") || !strings.Contains(w[1], "suppressed=1") {
+		t.Fatalf("after a minute, warn lines %q; want a second one, retry_in=2s, suppressed=1", w)
 	}
 }
 

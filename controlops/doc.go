@@ -154,11 +154,16 @@
 // # Outages
 //
 // The Daemon keeps the ID of the last entry it handled. When Redis fails it
-// retries with exponential backoff (WithBackoff, on the injected clock) and
-// resumes after that ID, so entries that arrived after Redis came back are
-// handled exactly once; entries lost with Redis's data are not seen. A
-// result that cannot be written is retried the same way before the next entry
-// is read.
+// retries with exponential backoff and full jitter (WithBackoff; the
+// project's one retry policy, on the injected clock: each wait is drawn
+// from [0, the doubling ceiling], so instances that failed together do not
+// retry together) and resumes after that ID, so entries that arrived after
+// Redis came back are handled exactly once; entries lost with Redis's data
+// are not seen. A result that cannot be written is retried the same way
+// before the next entry is read, and so is the new process's completion of
+// a restart. Each of these loops logs one warn line when its failures
+// begin, at most one a minute while they last, and one info line when
+// Redis answers again.
 //
 // An idle Daemon costs Redis one XREAD per block (DefaultBlock, 30s): the
 // read returns as soon as an entry is added, and Stop ends it at once by

@@ -77,6 +77,30 @@ func (f *fakeTarget) Calls() []string {
 	return append([]string(nil), f.calls...)
 }
 
+// withRand sets the source of the backoff's jitter, as retry.WithRand.
+func withRand(f func() float64) Option {
+	return optionFunc(func(c *config) { c.rand = f })
+}
+
+// logBuffer is a log destination that tests read while a daemon writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
+
 // startDaemon starts a daemon for target, stopped by t.Cleanup.
 func startDaemon(t testing.TB, rdb redis.UniversalClient, target Target, opts ...Option) *Daemon {
 	t.Helper()

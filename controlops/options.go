@@ -8,6 +8,8 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/internal/retry"
 )
 
 // Defaults.
@@ -51,8 +53,8 @@ type config struct {
 	ttl            time.Duration
 	skew           time.Duration
 	block          time.Duration
-	backoffMin     time.Duration
-	backoffMax     time.Duration
+	backoff        retry.Policy
+	rand           func() float64 // the backoff's jitter; nil: math/rand/v2 (tests set it)
 	resultsMaxLen  int64
 	streamMaxLen   int64
 	slotTTL        time.Duration
@@ -72,8 +74,7 @@ func newConfig(opts []Option) config {
 		replayMemory:   DefaultReplayMemory,
 		ttl:            DefaultTTL,
 		skew:           DefaultMaxSkew,
-		backoffMin:     DefaultBackoffMin,
-		backoffMax:     DefaultBackoffMax,
+		backoff:        retry.Policy{Min: DefaultBackoffMin, Max: DefaultBackoffMax},
 		resultsMaxLen:  DefaultResultsMaxLen,
 		streamMaxLen:   DefaultStreamMaxLen,
 		slotTTL:        DefaultSlotTTL,
@@ -227,12 +228,15 @@ func WithBlock(d time.Duration) Option {
 	})
 }
 
-// WithBackoff sets the Daemon's retry delays after a Redis error: min, doubling
-// up to max (default 100ms to 5s). Invalid pairs are ignored.
+// WithBackoff sets the Daemon's retry policy after a Redis error, the
+// project's one (exponential backoff with full jitter): the wait after the
+// n-th failure in a row is drawn uniformly from [0, min(max, min·2^(n-1))]
+// (default 100ms to 5s), so instances that failed together do not retry
+// together. Invalid pairs are ignored.
 func WithBackoff(min, max time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if min > 0 && max >= min {
-			c.backoffMin, c.backoffMax = min, max
+			c.backoff = retry.Policy{Min: min, Max: max}
 		}
 	})
 }

@@ -9,8 +9,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
 // Fields of the pending hash (PendingKey).
@@ -138,16 +136,14 @@ func (d *Daemon) finisher(ctx context.Context) {
 		return
 	case <-d.running:
 	}
-	for n := 1; ; n++ {
+	b := d.newBackoff("restart completion")
+	for {
 		err := d.finishRestart(ctx)
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
+			b.Succeeded(ctx)
 			return
 		}
-		slotmap.Reload(d.rdb, err)
-		if n == 1 {
-			d.log.Warn("restart not completed yet; retrying", "error", err)
-		}
-		if !d.sleep(ctx, d.backoff(n)) {
+		if ctx.Err() != nil || !d.retryAfter(ctx, b, err, []redis.UniversalClient{d.rdb}) {
 			return
 		}
 	}
