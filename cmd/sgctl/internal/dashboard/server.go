@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/controlops"
@@ -81,6 +82,11 @@ type Server struct {
 
 	svgMu sync.Mutex
 	svg   map[phases.State][]byte
+
+	// The events reader's backoff (Run) waits on clock with jitter from
+	// rand: the real ones when nil. Tests set them before Run.
+	clock clockwork.Clock
+	rand  func() float64
 }
 
 // lifecycleTable is the table the dashboard draws and colours by: the one
@@ -148,7 +154,10 @@ func New(cfg Config) (*Server, error) {
 // Run reads the events stream with blocking XREADs, one at a time, and
 // fans every transition out to the connected browsers, until ctx ends. It
 // returns once the read in flight has returned (at most Config.Block later)
-// and every live stream has been ended.
+// and every live stream has been ended. When Redis fails it retries with the
+// project's backoff (exponential, full jitter, 100ms to 5s) from where it
+// was, logging one warning when the failures begin (then at most one a
+// minute) and one info line when the stream answers again.
 func (s *Server) Run(ctx context.Context) error { return s.hub.run(ctx) }
 
 // ServeHTTP serves the dashboard.
