@@ -33,7 +33,7 @@ type Target interface {
 	// State is the current lifecycle state, e.g. "running".
 	State() string
 	// Do runs op with its JSON args (possibly empty). ctx carries the handling
-	// span and ends at Stop or at the handler timeout. It returns an error
+	// span and ends at Stop or after DefaultHandlerTimeout. It returns an error
 	// matching ErrUnknownOp when the target has no such op, ErrInvalidState
 	// when the op is not valid in the current state (both reported as
 	// rejected), any other error when the op failed. For "restart", Do must only
@@ -108,10 +108,9 @@ type Daemon struct {
 
 // New returns a Daemon for target reading through rdb. Options that apply:
 // WithKeys (WithKey), WithInsecure, WithNotBefore, WithHandOver,
-// WithReplayMemory, WithMaxSkew, WithClock, WithLogger, WithTracerProvider,
-// WithMeterProvider, WithBlock, WithBackoff, WithResultsMaxLen, WithSlotTTL,
-// WithSlotWait, WithHandlerTimeout. Its not-before time defaults to now (on
-// the clock). It touches no network.
+// WithReplayMemory, WithClock, WithLogger, WithTracerProvider,
+// WithMeterProvider, WithBlock, WithBackoff, WithSlotWait, WithCallTimeout.
+// Its not-before time defaults to now (on the clock). It touches no network.
 func New(rdb redis.UniversalClient, t Target, opts ...Option) (*Daemon, error) {
 	if rdb == nil {
 		return nil, errors.New("controlops: New: nil redis client")

@@ -96,7 +96,8 @@
 // slot in sg:control:slots:{<name>} (a Lua script: at most max_unavailable
 // unexpired members), polling until it gets one (WithSlotWait; failed when
 // none came in time). The new process gives the slot back when it reaches
-// running (Daemon.Running), or the slot expires after WithSlotTTL. The new
+// running (Daemon.Running), or the slot expires after DefaultSlotTTL (2
+// minutes: it covers a shutdown and a boot). The new
 // process resumes reading at the restart entry (from the pending hash), so
 // ops sent while it restarted are not lost: it reads them once it is running
 // (Daemon.Running), when it can execute them. It finishes the restart (writes
