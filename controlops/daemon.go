@@ -30,8 +30,14 @@ type Target interface {
 	Service() string
 	// Instance is the instance id that ops may target.
 	Instance() string
-	// State is the current lifecycle state, e.g. "running".
+	// State is the current lifecycle state, e.g. "running": results carry it.
 	State() string
+	// Restartable reports whether a restart may begin now: the instance's
+	// state has role serving or draining (phases.RoleServing,
+	// phases.RoleDraining) and no stop was asked for. The daemon asks it
+	// before it takes a rolling-restart slot and while it waits for one;
+	// what a state means is the instance's table's to say, not the daemon's.
+	Restartable() bool
 	// Do runs op with its JSON args (possibly empty). ctx carries the handling
 	// span and ends at Stop or after DefaultHandlerTimeout. It returns an error
 	// matching ErrUnknownOp when the target has no such op, ErrInvalidState
@@ -41,16 +47,6 @@ type Target interface {
 	// written what the new process needs.
 	Do(ctx context.Context, op string, args json.RawMessage) error
 }
-
-// The states in which a restart may begin: running, and draining (an
-// operator took the instance out of rotation first).
-const (
-	StateRunning  = "running"
-	StateDraining = "draining"
-)
-
-// restartable reports whether a restart may begin in state s.
-func restartable(s string) bool { return s == StateRunning || s == StateDraining }
 
 // Mode is what a Daemon accepts. The registry entry's control field and sgctl
 // ps show it.

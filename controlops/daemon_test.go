@@ -50,7 +50,7 @@ func TestWithKeyForgedEntriesAreRejectedAndASignedOneRuns(t *testing.T) {
 		if rs[i].Status != w.status || !strings.Contains(rs[i].Reason, w.reason) {
 			t.Errorf("result %d: %s %q, want %s containing %q", i, rs[i].Status, rs[i].Reason, w.status, w.reason)
 		}
-		if rs[i].State != StateRunning {
+		if rs[i].State != "running" {
 			t.Errorf("result %d: state %q, want the instance still running", i, rs[i].State)
 		}
 	}
@@ -452,7 +452,7 @@ func TestResumedRestartRunsTheOpsSentMeanwhileOnceRunning(t *testing.T) {
 	if d.LastID() != restart.StreamID {
 		t.Fatalf("resumes at %s, want the restart entry %s", d.LastID(), restart.StreamID)
 	}
-	next.setState(StateRunning)
+	next.setState("running")
 	d.Running()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -477,7 +477,7 @@ func TestRestartBeginsFromRunningOrDrainingOnly(t *testing.T) {
 	if rs[0].Status != StatusRejected || !strings.Contains(rs[0].Reason, `restart in state "starting"`) {
 		t.Errorf("restart while starting: %s %q, want rejected naming the state", rs[0].Status, rs[0].Reason)
 	}
-	target.setState(StateDraining) // an operator drained it first
+	target.setState("draining") // an operator drained it first
 	xadd(t, rdb, "svc", newOp(OpRestart, "*", "nonce-rest002", time.Now()).Values())
 	rs = waitResults(t, rdb, "svc", 2)
 	if rs[1].Status != StatusAccepted {
@@ -485,5 +485,24 @@ func TestRestartBeginsFromRunningOrDrainingOnly(t *testing.T) {
 	}
 	if calls := target.Calls(); len(calls) != 1 || calls[0] != OpRestart {
 		t.Errorf("ops executed: %v, want the one restart from draining", calls)
+	}
+}
+
+func TestARestartIsRejectedWhenTheTargetSaysItMayNotBeginThoughItIsRunning(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	target := newTarget("svc", "i-1")
+	target.mu.Lock()
+	target.stopping = true // a stop was asked for; the state still reads running
+	target.mu.Unlock()
+	startDaemon(t, rdb, target, WithInsecure(), WithBlock(50*time.Millisecond))
+	xadd(t, rdb, "svc", newOp(OpRestart, "*", "nonce-stop0001", time.Now()).Values())
+	rs := waitResults(t, rdb, "svc", 1)
+	if rs[0].Status != StatusRejected || !strings.Contains(rs[0].Reason, `restart in state "running"`) {
+		t.Errorf("restart while stopping: %s %q, want rejected", rs[0].Status, rs[0].Reason)
+	}
+	if calls := target.Calls(); len(calls) != 0 {
+		t.Errorf("ops executed: %v, want none", calls)
 	}
 }

@@ -92,7 +92,10 @@
 // A restart is two results from two processes: the old one writes accepted
 // when its shutdown begins, and the new process (same instance id) writes
 // done once it is back in running, with its own pid; the restart's trace
-// carries both. A restart whose args have max_unavailable > 0 first takes a
+// carries both. A restart begins only when the target says it may
+// (Target.Restartable: its state's role in the instance's table is serving
+// or draining, and no stop was asked for); otherwise it is rejected
+// (ErrInvalidState). A restart whose args have max_unavailable > 0 first takes a
 // slot in sg:control:slots:{<name>} (a Lua script: at most max_unavailable
 // unexpired members), polling until it gets one (WithSlotWait; failed when
 // none came in time). The new process gives the slot back when it reaches
