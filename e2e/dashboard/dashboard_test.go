@@ -270,7 +270,7 @@ func TestDashboardInARealBrowser(t *testing.T) {
 	poll(t, ctx, 30*time.Second, `(document.querySelector('#oplog > li') || {dataset: {}}).dataset.done || ''`,
 		func(s string) bool { return s != "" }, "the op's summary")
 	summary, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#oplog > li').textContent`))
-	if !strings.Contains(summary, "demo-2: done") || !strings.Contains(summary, "every instance done and running") {
+	if !strings.Contains(summary, "demo-2: done") || !strings.Contains(summary, "every instance done and serving") {
 		t.Errorf("the operations panel does not show demo-2's result: %q", summary)
 	}
 	marker, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`window.__noReload || ''`))

@@ -50,8 +50,9 @@
 // and Undrain buttons show only there), restart on both. The response
 // follows the op as sgctl's op commands do with --wait, through the same
 // optrack.Tracker: each instance's results as they arrive, its status
-// changes, and its arrival in the status the op leads to (a restart: running
-// in a new process; a drain: draining).
+// changes, and its arrival in a status of the role the op leads to, read
+// from the lifecycle table (restart, pull, undrain: serving, i.e. running,
+// a restart in a new process; drain: draining).
 //
 // # Security
 //

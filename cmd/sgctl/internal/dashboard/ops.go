@@ -39,8 +39,9 @@ const opPoll = 150 * time.Millisecond
 //	{"type":"summary", "ok", "failed", "missing", "seconds", "error"}
 //
 // instances are those whose status accepts the op (restart: running or
-// draining; pull and drain: running; undrain: draining), until the status
-// each reaches when it is done; a summary's error is Redis failing while
+// draining; pull and drain: running; undrain: draining), until the role
+// (serving, draining) of the status each is in once it is done; a
+// summary's error is Redis failing while
 // the op was followed. The op runs in the fleet whatever happens
 // to the request: closing it only stops the reporting.
 func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {

@@ -142,9 +142,9 @@ func TestDrainThenUndrainFromTheDashboardTakesAnInstanceOutOfRotationAndBack(t *
 	// Undrain the whole service: demo-2, running, is named and left alone.
 	got = opLines(t, r, `{"service":"demo","op":"undrain"}`)
 	sent = got["sent"][0]
-	if fmt.Sprint(sent["instances"]) != "[demo-1]" || sent["until"] != "running" || sent["target"] != "*" ||
+	if fmt.Sprint(sent["instances"]) != "[demo-1]" || sent["until"] != "serving" || sent["target"] != "*" ||
 		fmt.Sprint(sent["warnings"]) != "[demo-2 is running, not draining: it will not run the op]" {
-		t.Errorf("sent %v, want demo-1 until running, and demo-2 named as not draining", sent)
+		t.Errorf("sent %v, want demo-1 until serving, and demo-2 named as not draining", sent)
 	}
 	for _, m := range append(got["result"], got["status"]...) {
 		if m["instance"] != "demo-1" {

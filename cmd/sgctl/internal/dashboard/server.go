@@ -95,7 +95,10 @@ func lifecycleTable() *phases.Table { return phases.Lifecycle() }
 
 // New returns a Server for cfg. Call Run to start the events reader; the
 // handler serves pages without it, but live updates need it.
-func New(cfg Config) (*Server, error) {
+func New(cfg Config) (*Server, error) { return newServer(cfg, lifecycleTable()) }
+
+// newServer is New with the table the pages draw and colour by.
+func newServer(cfg Config, table *phases.Table) (*Server, error) {
 	if cfg.Redis == nil {
 		return nil, fmt.Errorf("dashboard: Config.Redis is nil")
 	}
@@ -118,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:    cfg,
 		reg:    registry.New(cfg.Redis, registry.WithTTL(cfg.TTL), registry.WithLogger(cfg.Logger)),
 		client: controlops.NewClient(cfg.Redis, cfg.ControlKey),
-		table:  lifecycleTable(),
+		table:  table,
 		groups: map[string]string{},
 		svg:    map[phases.State][]byte{},
 	}
