@@ -228,7 +228,7 @@ func (s *Server) group(status string) string {
 func (s *Server) render(w http.ResponseWriter, status int, name string, data any) {
 	var b strings.Builder
 	if err := s.tmpl.ExecuteTemplate(&b, name, data); err != nil {
-		s.cfg.Logger.Error("dashboard: rendering a page", "template", name, "err", err)
+		s.cfg.Logger.Error("dashboard: rendering a page", "template", name, "error", err)
 		http.Error(w, "dashboard: rendering the page failed; see the dashboard's log", http.StatusInternalServerError)
 		return
 	}
