@@ -40,7 +40,7 @@ func BenchmarkOpToResult(b *testing.B) {
 		ctx := context.Background()
 		svc := "floor"
 		res := Result{OpID: "0123456789abcdef01234567", Op: OpPull, Entry: "1-0", Status: StatusDone,
-			State: StateRunning, PID: 4242, At: time.Now(), TraceID: "0af7651916cd43dd8448eb211c80319c", KeyID: "01234567"}
+			State: "running", PID: 4242, At: time.Now(), TraceID: "0af7651916cd43dd8448eb211c80319c", KeyID: "01234567"}
 		lat := make([]time.Duration, 0, b.N)
 		for i := 0; i < b.N; i++ {
 			start := time.Now()

@@ -58,7 +58,7 @@ type Client struct {
 // NewClient returns a client that sends ops through rdb, signed with key (the
 // first key of SG_CONTROL_KEY; nil or empty sends them unsigned, which only
 // instances in insecure mode accept). Options that apply: WithTTL, WithClock,
-// WithTracerProvider, WithStreamMaxLen, WithLogger.
+// WithTracerProvider.
 func NewClient(rdb redis.UniversalClient, key []byte, opts ...Option) *Client {
 	cfg := newConfig(append(append([]Option{}, opts...), WithKey(key)))
 	return &Client{rdb: rdb, cfg: cfg, tracer: cfg.tp.Tracer(ScopeName)}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
@@ -29,10 +30,16 @@ type Target interface {
 	Service() string
 	// Instance is the instance id that ops may target.
 	Instance() string
-	// State is the current lifecycle state, e.g. "running".
+	// State is the current lifecycle state, e.g. "running": results carry it.
 	State() string
+	// Restartable reports whether a restart may begin now: the instance's
+	// state has role serving or draining (phases.RoleServing,
+	// phases.RoleDraining) and no stop was asked for. The daemon asks it
+	// before it takes a rolling-restart slot and while it waits for one;
+	// what a state means is the instance's table's to say, not the daemon's.
+	Restartable() bool
 	// Do runs op with its JSON args (possibly empty). ctx carries the handling
-	// span and ends at Stop or at the handler timeout. It returns an error
+	// span and ends at Stop or after DefaultHandlerTimeout. It returns an error
 	// matching ErrUnknownOp when the target has no such op, ErrInvalidState
 	// when the op is not valid in the current state (both reported as
 	// rejected), any other error when the op failed. For "restart", Do must only
@@ -40,16 +47,6 @@ type Target interface {
 	// written what the new process needs.
 	Do(ctx context.Context, op string, args json.RawMessage) error
 }
-
-// The states in which a restart may begin: running, and draining (an
-// operator took the instance out of rotation first).
-const (
-	StateRunning  = "running"
-	StateDraining = "draining"
-)
-
-// restartable reports whether a restart may begin in state s.
-func restartable(s string) bool { return s == StateRunning || s == StateDraining }
 
 // Mode is what a Daemon accepts. The registry entry's control field and sgctl
 // ps show it.
@@ -86,6 +83,7 @@ type Daemon struct {
 	notBefore time.Time     // ops issued before it, beyond the skew, are stale
 	mem       *replayMemory // nonces this process accepted (signed mode)
 	memFull   metric.Int64Counter
+	writes    *retry.Backoff // result writes; used by the read loop only
 
 	mu          sync.Mutex
 	started     bool
@@ -106,10 +104,9 @@ type Daemon struct {
 
 // New returns a Daemon for target reading through rdb. Options that apply:
 // WithKeys (WithKey), WithInsecure, WithNotBefore, WithHandOver,
-// WithReplayMemory, WithMaxSkew, WithClock, WithLogger, WithTracerProvider,
-// WithMeterProvider, WithBlock, WithBackoff, WithResultsMaxLen, WithSlotTTL,
-// WithSlotWait, WithHandlerTimeout. Its not-before time defaults to now (on
-// the clock). It touches no network.
+// WithReplayMemory, WithClock, WithLogger, WithTracerProvider,
+// WithMeterProvider, WithBlock, WithBackoff, WithSlotWait, WithCallTimeout.
+// Its not-before time defaults to now (on the clock). It touches no network.
 func New(rdb redis.UniversalClient, t Target, opts ...Option) (*Daemon, error) {
 	if rdb == nil {
 		return nil, errors.New("controlops: New: nil redis client")
@@ -139,6 +136,7 @@ func New(rdb redis.UniversalClient, t Target, opts ...Option) (*Daemon, error) {
 		d.notBefore = now
 	}
 	d.mem = newReplayMemory(cfg.replayMemory)
+	d.writes = d.newBackoff("control result writes")
 	d.mem.seed(cfg.handed, now)
 	var err error
 	d.memFull, err = cfg.mp.Meter(ScopeName).Int64Counter(MetricReplayMemoryFull,
@@ -293,13 +291,31 @@ func (d *Daemon) resolve(ctx context.Context) error {
 	return nil
 }
 
-// backoff returns the delay after n consecutive failures (n >= 1).
-func (d *Daemon) backoff(n int) time.Duration {
-	b := d.cfg.backoffMin
-	for i := 1; i < n && b < d.cfg.backoffMax; i++ {
-		b *= 2
+// newBackoff returns the backoff of one of the daemon's retrying loops, doing
+// what: the WithBackoff policy, on the daemon's clock, logging through its
+// logger (a warn line when a run of failures begins, then at most one a
+// minute, and an info line when it ends).
+func (d *Daemon) newBackoff(what string) *retry.Backoff {
+	return retry.New(what, d.cfg.backoff, retry.WithClock(d.cfg.clock), retry.WithRand(d.cfg.rand), retry.WithLogger(d.log))
+}
+
+// retryAfter records err in b and waits the backoff; it reports whether ctx
+// is still live. On Redis Cluster a dead master's slots move to its replica:
+// the clients that failed reload their slot maps, and the wait is then at
+// most a second, so the daemon reaches the promoted replica within about a
+// second of the promotion.
+func (d *Daemon) retryAfter(ctx context.Context, b *retry.Backoff, err error, failed []redis.UniversalClient, args ...any) bool {
+	stale := false
+	for _, c := range failed {
+		if slotmap.Reload(c, err) {
+			stale = true
+		}
 	}
-	return min(b, d.cfg.backoffMax)
+	wait := b.Failed(ctx, err, args...)
+	if stale {
+		wait = min(wait, time.Second)
+	}
+	return b.Wait(ctx, wait)
 }
 
 // sleep waits d on the clock or until ctx ends; false when ctx ended.
@@ -323,20 +339,9 @@ func (d *Daemon) call(ctx context.Context) (context.Context, context.CancelFunc)
 var errRetry = errors.New("controlops: redis unavailable while handling")
 
 func (d *Daemon) loop(ctx context.Context) {
-	fails := 0
+	b := d.newBackoff("control stream reads")
 	fail := func(what string, err error) bool {
-		fails++
-		if fails == 1 {
-			d.log.Warn("control stream unavailable; retrying with backoff", "op", what, "error", err)
-		}
-		wait := d.backoff(fails)
-		// On Redis Cluster, a dead master's slots move to its replica: reload
-		// the map of the client that failed, and retry at least every second
-		// meanwhile, so that reading resumes within a second of the promotion.
-		if stale := slotmap.Reload(d.reader, err); slotmap.Reload(d.rdb, err) || stale {
-			wait = min(wait, time.Second)
-		}
-		return d.sleep(ctx, wait)
+		return d.retryAfter(ctx, b, err, []redis.UniversalClient{d.reader, d.rdb}, "op", what)
 	}
 	for ctx.Err() == nil {
 		if err := d.resolve(ctx); err != nil {
@@ -364,18 +369,15 @@ func (d *Daemon) loop(ctx context.Context) {
 		streams, err := d.reader.XRead(ctx, &redis.XReadArgs{
 			Streams: []string{StreamKey(d.svc), after}, Count: 16, Block: d.cfg.block,
 		}).Result()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
+		if err != nil && !errors.Is(err, redis.Nil) {
 			if ctx.Err() != nil || !fail("XREAD", err) {
 				return
 			}
 			continue
 		}
-		if fails > 0 {
-			d.log.Info("control stream available again", "after_failures", fails, "from", after)
-			fails = 0
+		b.Succeeded(ctx, "from", after)
+		if err != nil {
+			continue // the block ran out: nothing new
 		}
 	entries:
 		for _, s := range streams {
@@ -567,19 +569,16 @@ func (d *Daemon) writeResult(ctx context.Context, res Result) error {
 		res.TraceID = sc.TraceID().String()
 	}
 	args := &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()}
-	for n := 1; ; n++ {
+	for {
 		// Written even while stopping: a restart's accepted must get out.
 		wctx, cancel := d.call(context.WithoutCancel(ctx))
 		err := d.rdb.XAdd(wctx, args).Err()
 		cancel()
 		if err == nil {
+			d.writes.Succeeded(ctx, "op_id", res.OpID)
 			return nil
 		}
-		slotmap.Reload(d.rdb, err)
-		if n == 1 {
-			d.log.Warn("control result not written; retrying", "op_id", res.OpID, "status", string(res.Status), "error", err)
-		}
-		if !d.sleep(ctx, d.backoff(n)) {
+		if !d.retryAfter(ctx, d.writes, err, []redis.UniversalClient{d.rdb}, "op_id", res.OpID, "status", string(res.Status)) {
 			return fmt.Errorf("controlops: result for %s not written: %w", res.Entry, ctx.Err())
 		}
 	}

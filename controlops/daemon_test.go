@@ -3,6 +3,7 @@ package controlops
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -49,7 +50,7 @@ func TestWithKeyForgedEntriesAreRejectedAndASignedOneRuns(t *testing.T) {
 		if rs[i].Status != w.status || !strings.Contains(rs[i].Reason, w.reason) {
 			t.Errorf("result %d: %s %q, want %s containing %q", i, rs[i].Status, rs[i].Reason, w.status, w.reason)
 		}
-		if rs[i].State != StateRunning {
+		if rs[i].State != "running" {
 			t.Errorf("result %d: state %q, want the instance still running", i, rs[i].State)
 		}
 	}
@@ -252,6 +253,58 @@ func TestBackoffUsesTheInjectedClock(t *testing.T) {
 	}
 }
 
+func TestTheDaemonRetriesAfterAJitteredWaitDrawnFromItsBackoffAndWarnsOncePerMinute(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialerRetries: 1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	var logs logBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	// The jitter draws the middle of every interval: waits of 500ms, 1s, 2s.
+	d, err := New(rdb, newTarget("svc", "i-1"), WithLogger(log), WithClock(clock),
+		WithBackoff(time.Second, 4*time.Second), withRand(func() float64 { return 0.5 }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	defer func() { _ = d.Stop(ctx) }()
+	warns := func() []string {
+		var out []string
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "control stream reads failing") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	waiting := func(step string) {
+		t.Helper()
+		if err := clock.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatalf("%s: the daemon is not waiting on the clock: %v", step, err)
+		}
+	}
+
+	waiting("first failure")
+	if w := warns(); len(w) != 1 || !strings.Contains(w[0], "retry_in=500ms") || !strings.Contains(w[0], "level=WARN") || !strings.Contains(w[0], "error=") {
+		t.Fatalf("after the first failure, warn lines %q; want one, retry_in=500ms, with the error", w)
+	}
+	clock.Advance(500 * time.Millisecond)
+	waiting("second failure")
+	if w := warns(); len(w) != 1 {
+		t.Fatalf("the second failure, within the minute, was logged: %q", w)
+	}
+	// A minute on, the third failure (ceiling 4s, drawn at half) is logged,
+	// counting the one left out.
+	clock.Advance(time.Minute)
+	waiting("third failure")
+	if w := warns(); len(w) != 2 || !strings.Contains(w[1], "retry_in=2s") || !strings.Contains(w[1], "suppressed=1") {
+		t.Fatalf("after a minute, warn lines %q; want a second one, retry_in=2s, suppressed=1", w)
+	}
+}
+
 func TestClientWaitReportsEachInstancesResult(t *testing.T) {
 	rdb := redistest.Server(t).Client(t)
 	for _, id := range []string{"a", "b", "c"} {
@@ -399,7 +452,7 @@ func TestResumedRestartRunsTheOpsSentMeanwhileOnceRunning(t *testing.T) {
 	if d.LastID() != restart.StreamID {
 		t.Fatalf("resumes at %s, want the restart entry %s", d.LastID(), restart.StreamID)
 	}
-	next.setState(StateRunning)
+	next.setState("running")
 	d.Running()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -424,7 +477,7 @@ func TestRestartBeginsFromRunningOrDrainingOnly(t *testing.T) {
 	if rs[0].Status != StatusRejected || !strings.Contains(rs[0].Reason, `restart in state "starting"`) {
 		t.Errorf("restart while starting: %s %q, want rejected naming the state", rs[0].Status, rs[0].Reason)
 	}
-	target.setState(StateDraining) // an operator drained it first
+	target.setState("draining") // an operator drained it first
 	xadd(t, rdb, "svc", newOp(OpRestart, "*", "nonce-rest002", time.Now()).Values())
 	rs = waitResults(t, rdb, "svc", 2)
 	if rs[1].Status != StatusAccepted {
@@ -432,5 +485,24 @@ func TestRestartBeginsFromRunningOrDrainingOnly(t *testing.T) {
 	}
 	if calls := target.Calls(); len(calls) != 1 || calls[0] != OpRestart {
 		t.Errorf("ops executed: %v, want the one restart from draining", calls)
+	}
+}
+
+func TestARestartIsRejectedWhenTheTargetSaysItMayNotBeginThoughItIsRunning(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	target := newTarget("svc", "i-1")
+	target.mu.Lock()
+	target.stopping = true // a stop was asked for; the state still reads running
+	target.mu.Unlock()
+	startDaemon(t, rdb, target, WithInsecure(), WithBlock(50*time.Millisecond))
+	xadd(t, rdb, "svc", newOp(OpRestart, "*", "nonce-stop0001", time.Now()).Values())
+	rs := waitResults(t, rdb, "svc", 1)
+	if rs[0].Status != StatusRejected || !strings.Contains(rs[0].Reason, `restart in state "running"`) {
+		t.Errorf("restart while stopping: %s %q, want rejected", rs[0].Status, rs[0].Reason)
+	}
+	if calls := target.Calls(); len(calls) != 0 {
+		t.Errorf("ops executed: %v, want none", calls)
 	}
 }

@@ -92,11 +92,15 @@
 // A restart is two results from two processes: the old one writes accepted
 // when its shutdown begins, and the new process (same instance id) writes
 // done once it is back in running, with its own pid; the restart's trace
-// carries both. A restart whose args have max_unavailable > 0 first takes a
+// carries both. A restart begins only when the target says it may
+// (Target.Restartable: its state's role in the instance's table is serving
+// or draining, and no stop was asked for); otherwise it is rejected
+// (ErrInvalidState). A restart whose args have max_unavailable > 0 first takes a
 // slot in sg:control:slots:{<name>} (a Lua script: at most max_unavailable
 // unexpired members), polling until it gets one (WithSlotWait; failed when
 // none came in time). The new process gives the slot back when it reaches
-// running (Daemon.Running), or the slot expires after WithSlotTTL. The new
+// running (Daemon.Running), or the slot expires after DefaultSlotTTL (2
+// minutes: it covers a shutdown and a boot). The new
 // process resumes reading at the restart entry (from the pending hash), so
 // ops sent while it restarted are not lost: it reads them once it is running
 // (Daemon.Running), when it can execute them. It finishes the restart (writes
@@ -154,11 +158,16 @@
 // # Outages
 //
 // The Daemon keeps the ID of the last entry it handled. When Redis fails it
-// retries with exponential backoff (WithBackoff, on the injected clock) and
-// resumes after that ID, so entries that arrived after Redis came back are
-// handled exactly once; entries lost with Redis's data are not seen. A
-// result that cannot be written is retried the same way before the next entry
-// is read.
+// retries with exponential backoff and full jitter (WithBackoff; the
+// project's one retry policy, on the injected clock: each wait is drawn
+// from [0, the doubling ceiling], so instances that failed together do not
+// retry together) and resumes after that ID, so entries that arrived after
+// Redis came back are handled exactly once; entries lost with Redis's data
+// are not seen. A result that cannot be written is retried the same way
+// before the next entry is read, and so is the new process's completion of
+// a restart. Each of these loops logs one warn line when its failures
+// begin, at most one a minute while they last, and one info line when
+// Redis answers again.
 //
 // An idle Daemon costs Redis one XREAD per block (DefaultBlock, 30s): the
 // read returns as soon as an entry is added, and Stop ends it at once by

@@ -12,6 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+
+	"github.com/stargazer/lifecycle/phases"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -21,15 +23,18 @@ var testKey = []byte("0123456789abcdef0123456789abcdef")
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // fakeTarget records the ops it runs. Its restart moves it out of running.
+// What its states mean it reads from the lifecycle table, as the lifecycle
+// does.
 type fakeTarget struct {
 	svc, inst string
 
-	mu     sync.Mutex
-	state  string
-	strict bool // ops are refused outside running, as the lifecycle does
-	calls  []string
-	fail   map[string]error
-	onDo   func(op string)
+	mu       sync.Mutex
+	state    string
+	stopping bool // a stop was asked for: no restart may begin
+	strict   bool // ops are refused outside running, as the lifecycle does
+	calls    []string
+	fail     map[string]error
+	onDo     func(op string)
 }
 
 func (f *fakeTarget) setState(s string) {
@@ -39,7 +44,7 @@ func (f *fakeTarget) setState(s string) {
 }
 
 func newTarget(svc, inst string) *fakeTarget {
-	return &fakeTarget{svc: svc, inst: inst, state: StateRunning, fail: map[string]error{}}
+	return &fakeTarget{svc: svc, inst: inst, state: string(phases.Running), fail: map[string]error{}}
 }
 
 func (f *fakeTarget) Service() string  { return f.svc }
@@ -50,9 +55,16 @@ func (f *fakeTarget) State() string {
 	return f.state
 }
 
+func (f *fakeTarget) Restartable() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := phases.Lifecycle().Role(phases.State(f.state))
+	return (r == phases.RoleServing || r == phases.RoleDraining) && !f.stopping
+}
+
 func (f *fakeTarget) Do(ctx context.Context, op string, args json.RawMessage) error {
 	f.mu.Lock()
-	if f.strict && f.state != StateRunning {
+	if f.strict && f.state != string(phases.Running) {
 		defer f.mu.Unlock()
 		return fmt.Errorf("%w: %q in state %q", ErrInvalidState, op, f.state)
 	}
@@ -75,6 +87,30 @@ func (f *fakeTarget) Calls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.calls...)
+}
+
+// withRand sets the source of the backoff's jitter, as retry.WithRand.
+func withRand(f func() float64) Option {
+	return optionFunc(func(c *config) { c.rand = f })
+}
+
+// logBuffer is a log destination that tests read while a daemon writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
 }
 
 // startDaemon starts a daemon for target, stopped by t.Cleanup.

@@ -8,9 +8,13 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/internal/retry"
 )
 
-// Defaults.
+// Defaults: of the options, and the fixed values that no option sets
+// (DefaultMaxSkew, DefaultResultsMaxLen, DefaultStreamMaxLen, DefaultSlotTTL,
+// DefaultHandlerTimeout).
 const (
 	DefaultTTL            = 30 * time.Second // Client: ttl_ms of the ops it sends
 	DefaultMaxSkew        = 5 * time.Second  // Daemon: clock disagreement allowed around the window
@@ -18,12 +22,12 @@ const (
 	DefaultSharedBlock    = time.Second      // Daemon: XREAD BLOCK through a client it cannot copy; bounds how long Stop waits
 	DefaultBackoffMin     = 100 * time.Millisecond
 	DefaultBackoffMax     = 5 * time.Second
-	DefaultResultsMaxLen  = 10000 // results stream, MAXLEN ~
-	DefaultStreamMaxLen   = 10000 // op stream, MAXLEN ~ (Client)
-	DefaultSlotTTL        = 2 * time.Minute
+	DefaultResultsMaxLen  = 10000           // results stream, MAXLEN ~
+	DefaultStreamMaxLen   = 10000           // op stream, MAXLEN ~ (Client)
+	DefaultSlotTTL        = 2 * time.Minute // Daemon: a rolling-restart slot and the hand-over last this long unless the new process releases them
 	DefaultSlotPoll       = 200 * time.Millisecond
 	DefaultSlotWait       = 10 * time.Minute
-	DefaultHandlerTimeout = 5 * time.Minute
+	DefaultHandlerTimeout = 5 * time.Minute // Daemon: how long Target.Do may run
 	DefaultCallTimeout    = 2 * time.Second // Daemon: one Redis call made while handling an op
 )
 
@@ -51,8 +55,8 @@ type config struct {
 	ttl            time.Duration
 	skew           time.Duration
 	block          time.Duration
-	backoffMin     time.Duration
-	backoffMax     time.Duration
+	backoff        retry.Policy
+	rand           func() float64 // the backoff's jitter; nil: math/rand/v2 (tests set it)
 	resultsMaxLen  int64
 	streamMaxLen   int64
 	slotTTL        time.Duration
@@ -72,8 +76,7 @@ func newConfig(opts []Option) config {
 		replayMemory:   DefaultReplayMemory,
 		ttl:            DefaultTTL,
 		skew:           DefaultMaxSkew,
-		backoffMin:     DefaultBackoffMin,
-		backoffMax:     DefaultBackoffMax,
+		backoff:        retry.Policy{Min: DefaultBackoffMin, Max: DefaultBackoffMax},
 		resultsMaxLen:  DefaultResultsMaxLen,
 		streamMaxLen:   DefaultStreamMaxLen,
 		slotTTL:        DefaultSlotTTL,
@@ -200,16 +203,6 @@ func WithTTL(d time.Duration) Option {
 	})
 }
 
-// WithMaxSkew sets how far the Daemon lets the sender's clock disagree with its
-// own around an op's window (default 5s). Negative values are ignored.
-func WithMaxSkew(d time.Duration) Option {
-	return optionFunc(func(c *config) {
-		if d >= 0 {
-			c.skew = d
-		}
-	})
-}
-
 // WithBlock sets the Daemon's XREAD BLOCK time. The default is DefaultBlock
 // (30s) when the daemon reads through a client of its own (it copies a
 // *redis.Client, failover clients included, or a *redis.ClusterClient), which
@@ -227,43 +220,15 @@ func WithBlock(d time.Duration) Option {
 	})
 }
 
-// WithBackoff sets the Daemon's retry delays after a Redis error: min, doubling
-// up to max (default 100ms to 5s). Invalid pairs are ignored.
+// WithBackoff sets the Daemon's retry policy after a Redis error, the
+// project's one (exponential backoff with full jitter): the wait after the
+// n-th failure in a row is drawn uniformly from [0, min(max, min·2^(n-1))]
+// (default 100ms to 5s), so instances that failed together do not retry
+// together. Invalid pairs are ignored.
 func WithBackoff(min, max time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if min > 0 && max >= min {
-			c.backoffMin, c.backoffMax = min, max
-		}
-	})
-}
-
-// WithResultsMaxLen caps the results stream (MAXLEN ~, default 10000). Values <=
-// 0 are ignored.
-func WithResultsMaxLen(n int64) Option {
-	return optionFunc(func(c *config) {
-		if n > 0 {
-			c.resultsMaxLen = n
-		}
-	})
-}
-
-// WithStreamMaxLen caps the op stream a Client writes (MAXLEN ~, default 10000).
-// Values <= 0 are ignored.
-func WithStreamMaxLen(n int64) Option {
-	return optionFunc(func(c *config) {
-		if n > 0 {
-			c.streamMaxLen = n
-		}
-	})
-}
-
-// WithSlotTTL sets how long a rolling-restart slot lasts when the new process
-// does not release it (default 2m): it must cover a shutdown and a boot. Values
-// <= 0 are ignored.
-func WithSlotTTL(d time.Duration) Option {
-	return optionFunc(func(c *config) {
-		if d > 0 {
-			c.slotTTL = d
+			c.backoff = retry.Policy{Min: min, Max: max}
 		}
 	})
 }
@@ -278,16 +243,6 @@ func WithSlotWait(wait, poll time.Duration) Option {
 		}
 		if poll > 0 {
 			c.slotPoll = poll
-		}
-	})
-}
-
-// WithHandlerTimeout bounds how long the Daemon lets Target.Do run (default 5m).
-// Values <= 0 are ignored.
-func WithHandlerTimeout(d time.Duration) Option {
-	return optionFunc(func(c *config) {
-		if d > 0 {
-			c.handlerTimeout = d
 		}
 	})
 }

@@ -9,8 +9,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
 // Fields of the pending hash (PendingKey).
@@ -51,8 +49,8 @@ func (d *Daemon) restart(ctx context.Context, op Op, keyID string) (Status, stri
 	if args.MaxUnavailable < 0 {
 		return StatusRejected, fmt.Sprintf("%v: restart args: max_unavailable %d: want >= 0", ErrMalformed, args.MaxUnavailable), nil
 	}
-	if s := d.t.State(); !restartable(s) {
-		return StatusRejected, fmt.Sprintf("%v: restart in state %q", ErrInvalidState, s), nil
+	if !d.t.Restartable() {
+		return StatusRejected, fmt.Sprintf("%v: restart in state %q", ErrInvalidState, d.t.State()), nil
 	}
 	slot := args.MaxUnavailable > 0
 	if slot {
@@ -97,8 +95,8 @@ func (d *Daemon) releaseSlot(ctx context.Context, slot bool) {
 }
 
 // waitSlot polls for a slot until it gets one (returns "", "", nil), the wait
-// runs out (failed), the instance leaves running (rejected) or the daemon
-// stops.
+// runs out (failed), the instance may no longer restart (Target.Restartable:
+// rejected) or the daemon stops.
 func (d *Daemon) waitSlot(ctx context.Context, max int) (Status, string, error) {
 	deadline := d.cfg.clock.Now().Add(d.cfg.slotWait)
 	logged := false
@@ -117,8 +115,8 @@ func (d *Daemon) waitSlot(ctx context.Context, max int) (Status, string, error) 
 		if !d.cfg.clock.Now().Before(deadline) {
 			return StatusFailed, fmt.Sprintf("no restart slot (max_unavailable %d) within %s", max, d.cfg.slotWait), nil
 		}
-		if s := d.t.State(); !restartable(s) {
-			return StatusRejected, fmt.Sprintf("%v: left running (%q) while waiting for a restart slot", ErrInvalidState, s), nil
+		if !d.t.Restartable() {
+			return StatusRejected, fmt.Sprintf("%v: no longer restartable (state %q) while waiting for a restart slot", ErrInvalidState, d.t.State()), nil
 		}
 		if !logged {
 			d.log.Info("waiting for a restart slot", "max_unavailable", max)
@@ -138,16 +136,14 @@ func (d *Daemon) finisher(ctx context.Context) {
 		return
 	case <-d.running:
 	}
-	for n := 1; ; n++ {
+	b := d.newBackoff("restart completion")
+	for {
 		err := d.finishRestart(ctx)
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
+			b.Succeeded(ctx)
 			return
 		}
-		slotmap.Reload(d.rdb, err)
-		if n == 1 {
-			d.log.Warn("restart not completed yet; retrying", "error", err)
-		}
-		if !d.sleep(ctx, d.backoff(n)) {
+		if ctx.Err() != nil || !d.retryAfter(ctx, b, err, []redis.UniversalClient{d.rdb}) {
 			return
 		}
 	}

@@ -32,7 +32,7 @@ go test -run '^$' -bench 'BenchmarkReadyz|BenchmarkBareHandler' -benchmem -count
 # beside a PING and a pipelined write of 1,000 results.
 go test -run '^$' -bench 'BenchmarkOpToResult' -benchtime 200x -count 1 -timeout 30m ./controlops | tee "$out/controlops.txt"
 # The dashboard's page of a service of 1,000 instances, beside sgctl ps --json's registry read and encoding.
-go test -run '^$' -bench 'ServicePage1000|BaselineServiceJSON1000' -benchmem -count "$count" ./internal/dashboard | tee "$out/dashboard.txt"
+go test -run '^$' -bench 'ServicePage1000|BaselineServiceJSON1000' -benchmem -count "$count" ./cmd/sgctl/internal/dashboard | tee "$out/dashboard.txt"
 # The balancer's pick, and a GET through it beside the same GET on a bare net/http client.
 go test -run '^$' -bench 'BenchmarkPick|BenchmarkGet' -benchmem -count "$count" ./balancer | tee "$out/balancer.txt"
 

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/stargazer/lifecycle/internal/dashboard"
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/dashboard"
 	"github.com/stargazer/lifecycle/registry"
 )
 

@@ -38,7 +38,9 @@
 // GUARD PHASE ERROR), or one JSON object per line with --json. It starts with
 // the transitions made after it started (--from 0 replays the capped stream,
 // --from ID resumes after a stream id), keeps retrying from where it was when
-// Redis stops answering, and ends with exit code 0 on Ctrl-C.
+// Redis stops answering (one line on stderr per attempt; the waits grow
+// from 100ms to at most 5s, each drawn at random below its limit, as the
+// services' retries are), and ends with exit code 0 on Ctrl-C.
 //
 // restart, pull, drain and undrain send one op, signed with SG_CONTROL_KEY, to the service's
 // control stream sg:control:{<name>}, addressed to every instance ("*") or to

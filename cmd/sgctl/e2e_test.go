@@ -280,7 +280,7 @@ func TestDrainOfOneDemoInstanceTakesItOutOfRotationAndUndrainOrRestartBringsItBa
 	}
 	// A drain to the whole service skips the drained one and names it.
 	res = sgctl(t, t.Context(), env, nil, "undrain", "demo", "--wait", "--timeout", "20s")
-	if res.code != exitOK || !strings.Contains(res.stderr, "demo/demo-1 is running, not draining") || !strings.Contains(res.stdout, "1/1 instances done and running") {
+	if res.code != exitOK || !strings.Contains(res.stderr, "demo/demo-1 is running, not draining") || !strings.Contains(res.stdout, "1/1 instances done and serving") {
 		t.Fatalf("sgctl undrain: exit %d, want 0 with demo-2 back and the others named as not draining:\n%s\n%s", res.code, res.stdout, res.stderr)
 	}
 	want["demo-2"] = "200 running <nil>"

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/controlops"
@@ -74,6 +75,11 @@ type app struct {
 	stdout, stderr io.Writer
 	now            func() time.Time
 	cmd            *command // the command being run
+
+	// watch's waits after a failed read run on clock, with jitter from
+	// rand: the real ones when nil (tests set them).
+	clock clockwork.Clock
+	rand  func() float64
 }
 
 // run is sgctl with its arguments (without the program name), environment and

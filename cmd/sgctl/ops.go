@@ -14,9 +14,9 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/optrack"
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
-	"github.com/stargazer/lifecycle/internal/optrack"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -259,12 +259,12 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	}
 	for _, in := range res.Missing {
 		if _, ok := res.Results[in]; ok {
-			missing = append(missing, cell(in)+" (done, not yet seen "+plan.Spec.Until+")")
+			missing = append(missing, cell(in)+" (done, not yet seen "+string(plan.Spec.Until)+")")
 		} else {
 			missing = append(missing, cell(in)+" (no result)")
 		}
 	}
-	out.summary(op, plan.Spec.Until, service, len(plan.Instances), failed, missing, time.Since(start), ctx.Err() != nil)
+	out.summary(op, string(plan.Spec.Until), service, len(plan.Instances), failed, missing, time.Since(start), ctx.Err() != nil)
 	if !res.OK() {
 		return exitFailed
 	}

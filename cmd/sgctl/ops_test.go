@@ -177,7 +177,7 @@ func TestPullWaitExitsZeroWhenEveryRunningInstanceIsDone(t *testing.T) {
 	if res.code != exitOK {
 		t.Fatalf("exit code %d, want 0", res.code)
 	}
-	for _, want := range []string{"demo-1  done", "demo-2  done", "2/2 instances done and running"} {
+	for _, want := range []string{"demo-1  done", "demo-2  done", "2/2 instances done and serving"} {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("output lacks %q", want)
 		}
@@ -270,8 +270,8 @@ func TestRestartWaitIsNotDoneUntilTheRegistryShowsANewProcess(t *testing.T) {
 	})
 	env := map[string]string{"REDIS_URL": "redis://" + mr.Addr(), "SG_CONTROL_KEY": testKey}
 	res := sgctl(t, t.Context(), env, nil, "restart", "demo", "--wait", "--timeout", "500ms")
-	if res.code != exitFailed || !strings.Contains(res.stdout, "demo-1 (done, not yet seen running)") {
-		t.Fatalf("got %d, want 1 naming demo-1 as not seen running:\n%s", res.code, res.stdout)
+	if res.code != exitFailed || !strings.Contains(res.stdout, "demo-1 (done, not yet seen serving)") {
+		t.Fatalf("got %d, want 1 naming demo-1 as not seen serving:\n%s", res.code, res.stdout)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -16,9 +17,6 @@ import (
 // cancelled watch does not wait for it: the client is closed, which ends
 // the read at once.
 const watchBlock = 5 * time.Second
-
-// watchRetryMax caps the wait between reads after Redis stopped answering.
-const watchRetryMax = 5 * time.Second
 
 var watchCommand = &command{
 	name:    "watch",
@@ -107,7 +105,9 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 		return a.redisError(cn, err)
 	}
 	p.header()
-	retry := time.Duration(0)
+	// The waits between reads after Redis stopped answering: the project's
+	// policy, as the services' loops (full jitter, 100ms to 5s).
+	b := retry.New("events stream reads", retry.Default, retry.WithClock(a.clock), retry.WithRand(a.rand))
 	for {
 		for _, ev := range events {
 			if service != "" && ev.Service != service || instance != "" && ev.Instance != instance {
@@ -125,18 +125,16 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 		}
 		if err != nil {
 			events = nil
-			retry = min(max(2*retry, 250*time.Millisecond), watchRetryMax)
-			fmt.Fprintf(a.stderr, "sgctl watch: %s; retrying in %v\n", cn.unreachable(err), retry)
-			select {
-			case <-ctx.Done():
+			wait := b.Failed(ctx, err)
+			fmt.Fprintf(a.stderr, "sgctl watch: %s; retrying in %v\n", cn.unreachable(err), wait.Round(time.Millisecond))
+			if !b.Wait(ctx, wait) {
 				return exitOK
-			case <-time.After(retry):
 			}
 			continue
 		}
-		if retry > 0 {
+		if b.Failing() {
 			fmt.Fprintf(a.stderr, "sgctl watch: Redis at %s answers again; resuming after %s\n", cn.addr, last)
-			retry = 0
+			b.Succeeded(ctx)
 		}
 		last = next
 	}

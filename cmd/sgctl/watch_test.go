@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/internal/redistest"
@@ -25,9 +26,18 @@ type watching struct {
 
 func startWatch(t *testing.T, env map[string]string, args ...string) *watching {
 	t.Helper()
+	return startWatchWith(t, env, nil, args...)
+}
+
+// startWatchWith is startWatch with mod applied to the app first (nil: none).
+func startWatchWith(t *testing.T, env map[string]string, mod func(*app), args ...string) *watching {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	w := &watching{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, code: make(chan int, 1)}
 	a := newTestApp(env, nil, w.stdout, w.stderr)
+	if mod != nil {
+		mod(a)
+	}
 	go func() { w.code <- a.main(ctx, append([]string{"watch"}, args...)) }()
 	// Whatever happens, the goroutine is stopped and awaited before goleak looks.
 	t.Cleanup(func() {
@@ -179,4 +189,50 @@ func TestWatchSurvivesARedisRestartAndKeepsPrinting(t *testing.T) {
 	if code := w.stop(); code != exitOK {
 		t.Fatalf("exit code %d, want 0", code)
 	}
+}
+
+func TestWatchWaitsItsBackoffOnItsClockWhileRedisIsDownAndSaysWhenItAnswersAgain(t *testing.T) {
+	srv := redistest.Server(t)
+	reg := publisher(t, srv.Addr())
+	clock := clockwork.NewFakeClock()
+	// The jitter draws the middle of each interval: 50ms, then 100ms.
+	w := startWatchWith(t, map[string]string{"REDIS_URL": srv.URL()}, func(a *app) {
+		a.clock, a.rand = clock, func() float64 { return 0.5 }
+	})
+	w.ready(false)
+
+	srv.Kill()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	waiting := func(wait string) {
+		t.Helper()
+		if err := clock.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatalf("the watch is not waiting on its clock: %v\nstderr:\n%s", err, w.stderr.String())
+		}
+		if l := lastLine(w.stderr.String()); !strings.Contains(l, "cannot reach Redis at "+srv.Addr()) || !strings.HasSuffix(l, "; retrying in "+wait) {
+			t.Fatalf("stderr ends with %q, want the address and \"retrying in %s\"", l, wait)
+		}
+	}
+	waiting("50ms")
+	clock.Advance(50 * time.Millisecond)
+	waiting("100ms")
+
+	srv.Restart()
+	clock.Advance(100 * time.Millisecond)
+	eventually(t, 10*time.Second, func() bool {
+		publish(t, reg, registry.Event{Service: "demo", Instance: "after", Event: "connect", From: "init", To: "connecting"})
+		return strings.Contains(w.stdout.String(), "after")
+	}, func() string { return "nothing printed after Redis came back; stderr: " + w.stderr.String() })
+	if got := w.stderr.String(); strings.Count(got, "answers again; resuming after") != 1 {
+		t.Errorf("stderr:\n%s\nwant one line saying Redis answers again", got)
+	}
+	if code := w.stop(); code != exitOK {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
 }

@@ -270,7 +270,7 @@ func TestDashboardInARealBrowser(t *testing.T) {
 	poll(t, ctx, 30*time.Second, `(document.querySelector('#oplog > li') || {dataset: {}}).dataset.done || ''`,
 		func(s string) bool { return s != "" }, "the op's summary")
 	summary, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#oplog > li').textContent`))
-	if !strings.Contains(summary, "demo-2: done") || !strings.Contains(summary, "every instance done and running") {
+	if !strings.Contains(summary, "demo-2: done") || !strings.Contains(summary, "every instance done and serving") {
 		t.Errorf("the operations panel does not show demo-2's result: %q", summary)
 	}
 	marker, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`window.__noReload || ''`))
@@ -298,9 +298,9 @@ func TestDashboardInARealBrowser(t *testing.T) {
 		  .filter(b => !b.hidden).map(b => b.dataset.op + (b.disabled ? '(off)' : '')).join(' ')`,
 			func(s string) bool { return s == want }, "demo-1's buttons "+want)
 	}
-	for i, step := range []struct{ op, status, buttons string }{
-		{"drain", "draining", "pull(off) restart undrain"},
-		{"undrain", "running", "pull restart drain"},
+	for i, step := range []struct{ op, status, until, buttons string }{
+		{"drain", "draining", "draining", "pull(off) restart undrain"},
+		{"undrain", "running", "serving", "pull restart drain"},
 	} {
 		if i == 0 {
 			buttons("pull restart drain")
@@ -317,7 +317,7 @@ func TestDashboardInARealBrowser(t *testing.T) {
 		poll(t, ctx, 20*time.Second, `document.querySelectorAll('#oplog > li').length === `+strconv.Itoa(i+2)+` && document.querySelector('#oplog > li').dataset.done || ''`,
 			func(s string) bool { return s != "" }, "the "+step.op+"'s summary")
 		summary, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#oplog > li').textContent`))
-		if !strings.Contains(summary, "demo-1: done") || !strings.Contains(summary, "every instance done and "+step.status) {
+		if !strings.Contains(summary, "demo-1: done") || !strings.Contains(summary, "every instance done and "+step.until) {
 			t.Errorf("the operations panel does not show the %s of demo-1 done: %q", step.op, summary)
 		}
 	}

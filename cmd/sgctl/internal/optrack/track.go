@@ -45,7 +45,8 @@ type Outcome struct {
 	// (failed or rejected), in plan order.
 	Failed []string
 	// Missing are the planned instances with no final result, or done but
-	// not seen back in Spec.Until, in plan order. Results tells which.
+	// not seen back (in a status of role Spec.Until), in plan order.
+	// Results tells which.
 	Missing []string
 }
 
@@ -54,11 +55,12 @@ func (o Outcome) OK() bool { return len(o.Failed) == 0 && len(o.Missing) == 0 }
 
 // Follow follows op sent for plan p until every planned instance reported
 // a final result and, when all were done, the registry shows each one back
-// in p.Spec.Until; or until ctx ends. It returns the Outcome and Wait's
-// error: nil, a Redis error, or one wrapping ctx.Err(). Redis failing stops
-// Follow at once; registry reads that fail are retried. Follow starts one
-// goroutine, the registry poller, and stops and awaits it before returning.
-// A plan without Instances has nothing to follow: Follow returns at once.
+// in a status whose role is p.Spec.Until; or until ctx ends. It returns the
+// Outcome and Wait's error: nil, a Redis error, or one wrapping ctx.Err().
+// Redis failing stops Follow at once; registry reads that fail are retried.
+// Follow starts one goroutine, the registry poller, and stops and awaits it
+// before returning. A plan without Instances has nothing to follow: Follow
+// returns at once.
 func (t *Tracker) Follow(ctx context.Context, p *Plan, op controlops.Op) (Outcome, error) {
 	if len(p.Instances) == 0 {
 		return Outcome{Results: map[string]controlops.Result{}}, nil
@@ -117,7 +119,7 @@ type watch struct {
 
 	mu   sync.Mutex        // also serialises the callbacks
 	last map[string]string // instance -> last status reported (+"/new" for a new process)
-	back map[string]bool   // instance -> seen in Spec.Until (restart: in a new process)
+	back map[string]bool   // instance -> seen in a status of role Spec.Until (restart: in a new process)
 }
 
 // poll reads the registry every tick until ctx ends.
@@ -158,7 +160,7 @@ func (w *watch) check(ctx context.Context) {
 				w.t.OnStatus(e, fresh)
 			}
 		}
-		if e.Status == w.p.Spec.Until && (fresh || !w.p.Spec.Fresh) {
+		if w.p.back(e, fresh) {
 			w.back[e.Instance] = true
 		}
 	}

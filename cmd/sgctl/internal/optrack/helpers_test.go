@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -115,6 +116,13 @@ func (m *member) State() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.e.Status
+}
+
+// Restartable reads the entry's status in the lifecycle table, as the
+// lifecycle reads its state.
+func (m *member) Restartable() bool {
+	r := phases.Lifecycle().Role(phases.State(m.State()))
+	return r == phases.RoleServing || r == phases.RoleDraining
 }
 
 func (m *member) Do(ctx context.Context, op string, _ json.RawMessage) error {

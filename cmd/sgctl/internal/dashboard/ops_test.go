@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -32,6 +33,13 @@ func (m *member) State() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.e.Status
+}
+
+// Restartable reads the entry's status in the lifecycle table, as the
+// lifecycle reads its state.
+func (m *member) Restartable() bool {
+	r := phases.Lifecycle().Role(phases.State(m.State()))
+	return r == phases.RoleServing || r == phases.RoleDraining
 }
 
 func (m *member) Do(ctx context.Context, op string, _ json.RawMessage) error {
@@ -134,9 +142,9 @@ func TestDrainThenUndrainFromTheDashboardTakesAnInstanceOutOfRotationAndBack(t *
 	// Undrain the whole service: demo-2, running, is named and left alone.
 	got = opLines(t, r, `{"service":"demo","op":"undrain"}`)
 	sent = got["sent"][0]
-	if fmt.Sprint(sent["instances"]) != "[demo-1]" || sent["until"] != "running" || sent["target"] != "*" ||
+	if fmt.Sprint(sent["instances"]) != "[demo-1]" || sent["until"] != "serving" || sent["target"] != "*" ||
 		fmt.Sprint(sent["warnings"]) != "[demo-2 is running, not draining: it will not run the op]" {
-		t.Errorf("sent %v, want demo-1 until running, and demo-2 named as not draining", sent)
+		t.Errorf("sent %v, want demo-1 until serving, and demo-2 named as not draining", sent)
 	}
 	for _, m := range append(got["result"], got["status"]...) {
 		if m["instance"] != "demo-1" {

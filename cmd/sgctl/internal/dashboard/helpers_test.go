@@ -116,6 +116,24 @@ func (r *rig) post(t testing.TB, path, ctype, body string, hdr ...string) resp {
 	return do(t, req)
 }
 
+// logBuffer is a log destination that tests read while the server writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // eventually polls cond until it holds or timeout passes.
 func eventually(t testing.TB, timeout time.Duration, cond func() bool, what func() string) {
 	t.Helper()

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/controlops"
@@ -81,6 +82,11 @@ type Server struct {
 
 	svgMu sync.Mutex
 	svg   map[phases.State][]byte
+
+	// The events reader's backoff (Run) waits on clock with jitter from
+	// rand: the real ones when nil. Tests set them before Run.
+	clock clockwork.Clock
+	rand  func() float64
 }
 
 // lifecycleTable is the table the dashboard draws and colours by: the one
@@ -89,7 +95,10 @@ func lifecycleTable() *phases.Table { return phases.Lifecycle() }
 
 // New returns a Server for cfg. Call Run to start the events reader; the
 // handler serves pages without it, but live updates need it.
-func New(cfg Config) (*Server, error) {
+func New(cfg Config) (*Server, error) { return newServer(cfg, lifecycleTable()) }
+
+// newServer is New with the table the pages draw and colour by.
+func newServer(cfg Config, table *phases.Table) (*Server, error) {
 	if cfg.Redis == nil {
 		return nil, fmt.Errorf("dashboard: Config.Redis is nil")
 	}
@@ -112,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:    cfg,
 		reg:    registry.New(cfg.Redis, registry.WithTTL(cfg.TTL), registry.WithLogger(cfg.Logger)),
 		client: controlops.NewClient(cfg.Redis, cfg.ControlKey),
-		table:  lifecycleTable(),
+		table:  table,
 		groups: map[string]string{},
 		svg:    map[phases.State][]byte{},
 	}
@@ -148,7 +157,10 @@ func New(cfg Config) (*Server, error) {
 // Run reads the events stream with blocking XREADs, one at a time, and
 // fans every transition out to the connected browsers, until ctx ends. It
 // returns once the read in flight has returned (at most Config.Block later)
-// and every live stream has been ended.
+// and every live stream has been ended. When Redis fails it retries with the
+// project's backoff (exponential, full jitter, 100ms to 5s) from where it
+// was, logging one warning when the failures begin (then at most one a
+// minute) and one info line when the stream answers again.
 func (s *Server) Run(ctx context.Context) error { return s.hub.run(ctx) }
 
 // ServeHTTP serves the dashboard.
@@ -216,7 +228,7 @@ func (s *Server) group(status string) string {
 func (s *Server) render(w http.ResponseWriter, status int, name string, data any) {
 	var b strings.Builder
 	if err := s.tmpl.ExecuteTemplate(&b, name, data); err != nil {
-		s.cfg.Logger.Error("dashboard: rendering a page", "template", name, "err", err)
+		s.cfg.Logger.Error("dashboard: rendering a page", "template", name, "error", err)
 		http.Error(w, "dashboard: rendering the page failed; see the dashboard's log", http.StatusInternalServerError)
 		return
 	}

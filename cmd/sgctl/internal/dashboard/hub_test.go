@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/internal/redistest"
@@ -214,4 +217,45 @@ func TestABrowserBehindTheMemoryResumesFromTheStream(t *testing.T) {
 		t.Errorf("resumed after %s: got %v, want only %s", old, got, missed)
 	}
 	st.res.Body.Close()
+}
+
+func TestTheReaderRetriesAFailingEventsStreamOnItsBackoffAndSaysWhenItAnswersAgain(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	var logs logBuffer
+	s, err := New(Config{Redis: rdb, Block: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := clockwork.NewFakeClock()
+	s.clock, s.rand = clock, func() float64 { return 0.5 } // half of each interval
+	mr.SetError("ERR injected failure")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+
+	// The first read fails: one warning, and a wait of half the first 100ms
+	// on the reader's clock.
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if err := clock.BlockUntilContext(wctx, 1); err != nil {
+		t.Fatalf("the reader does not wait on its clock: %v\n%s", err, logs.String())
+	}
+	if l := logs.String(); strings.Count(l, "events stream reads failing") != 1 || !strings.Contains(l, "retry_in=50ms") ||
+		!strings.Contains(l, "error=") || !strings.Contains(l, "injected failure") {
+		t.Fatalf("log after the first failure:\n%s\nwant one warning with retry_in=50ms and the error", l)
+	}
+	mr.SetError("")
+	clock.Advance(50 * time.Millisecond)
+	eventually(t, 5*time.Second, func() bool {
+		s.hub.mu.Lock()
+		defer s.hub.mu.Unlock()
+		return s.hub.ready && strings.Contains(logs.String(), "events stream reads recovered")
+	}, func() string { return "the reader did not resume:\n" + logs.String() })
+	if l := logs.String(); !strings.Contains(l, "level=INFO") || !strings.Contains(l, "failures=1") {
+		t.Errorf("recovery line:\n%s\nwant an info line counting one failure", l)
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -91,9 +92,9 @@ func (h *hub) run(ctx context.Context) error {
 		h.mu.Unlock()
 		close(h.done)
 	}()
-	log := h.s.cfg.Logger
+	b := retry.New("dashboard: events stream reads", retry.Default, retry.WithClock(h.s.clock),
+		retry.WithRand(h.s.rand), retry.WithLogger(h.s.cfg.Logger))
 	last := "$"
-	retry := time.Duration(0)
 	for ctx.Err() == nil {
 		block := h.s.cfg.Block
 		if last == "$" {
@@ -104,22 +105,10 @@ func (h *hub) run(ctx context.Context) error {
 			break
 		}
 		if err != nil {
-			if retry == 0 {
-				log.Warn("dashboard: reading the events stream; retrying", "key", registry.EventsKey, "err", err)
-			}
-			retry = min(max(2*retry, 250*time.Millisecond), 5*time.Second)
-			t := time.NewTimer(retry)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-			case <-t.C:
-			}
+			b.Retry(ctx, err, "key", registry.EventsKey)
 			continue
 		}
-		if retry > 0 {
-			log.Info("dashboard: the events stream answers again", "after", next)
-			retry = 0
-		}
+		b.Succeeded(ctx, "key", registry.EventsKey, "after", next)
 		if last == "$" {
 			h.mu.Lock()
 			h.from, h.last, h.ready = next, next, true

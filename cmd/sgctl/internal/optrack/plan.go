@@ -1,25 +1,33 @@
 // Package optrack plans a control op from the registry and follows it to
 // its end: the one way sgctl's op commands and the dashboard decide which
 // instances run an op, warn about those that will reject it, and wait for
-// every instance's result and its arrival in the status the op leads to.
+// every instance's result and its arrival in the role the op leads to.
 //
 // # Plan, send, follow
 //
 // NewPlan takes the live registry entries of a service and returns a Plan:
 // the instances the op addresses, those whose status accepts it (Spec.From,
-// read from the lifecycle table: restart from running or draining, pull and
-// drain from running, undrain from draining), and Warnings, as data, about
-// the others and about those whose control mode will reject it. The caller
-// words the warnings, sends the op with controlops.Client.Send, and hands
-// the sent op to Tracker.Follow.
+// read from the lifecycle table's edges: restart from running or draining,
+// pull and drain from running, undrain from draining), and Warnings, as
+// data, about the others and about those whose control mode will reject it.
+// The caller words the warnings, sends the op with controlops.Client.Send,
+// and hands the sent op to Tracker.Follow.
 //
 // Follow reads the results stream with controlops.Client.Wait and, at the
 // same time, the registry every Tracker.Every, reporting each planned
 // instance's status changes. An instance is back once the registry shows it
-// in Spec.Until (a restart: in a new process, with a new started_at or pid).
-// It returns when every planned instance reported a final result and, if all
-// were done, is back, or when its context ends; the Outcome names the
+// in a status whose role in the lifecycle table (phases.Table.Role) is
+// Spec.Until: serving after a restart, a pull or an undrain, draining after
+// a drain; a restart counts only in a new process (a new started_at or
+// pid). It returns when every planned instance reported a final result and,
+// if all were done, is back, or when its context ends; the Outcome names the
 // instances that failed and those missing.
+//
+// What a status means is read from the table, never from a list of state
+// names here: a state added to the table (a new control state, say) is
+// planned and followed by its edges and its role with no edit to this
+// package. A status the table does not have has no role: it never counts as
+// back.
 //
 // # What is consistent when
 //
@@ -53,8 +61,9 @@ type Spec struct {
 	// From are the statuses in which an instance runs the op: the sources
 	// of the op's event in the lifecycle table, in the table's order.
 	From []string
-	// Until is the status an instance is in once the op is done.
-	Until string
+	// Until is the role (phases.RoleServing, phases.RoleDraining) of the
+	// status an instance is in once the op is done for it.
+	Until phases.Role
 	// Fresh: Until counts only when a new process reached it (a restart).
 	Fresh bool
 }
@@ -62,35 +71,41 @@ type Spec struct {
 // Accepts reports whether an instance in status runs the op.
 func (s Spec) Accepts(status string) bool { return slices.Contains(s.From, status) }
 
-// ends is where each op leads; the statuses it starts from are the
+// ends is the role each op leads to; the statuses it starts from are the
 // lifecycle table's.
 var ends = []struct {
 	op    string
-	until phases.State
+	until phases.Role
 	fresh bool
 }{
-	{controlops.OpRestart, phases.Running, true},
-	{controlops.OpPull, phases.Running, false},
-	{controlops.OpDrain, phases.Draining, false},
-	{controlops.OpUndrain, phases.Running, false},
+	{controlops.OpRestart, phases.RoleServing, true},
+	{controlops.OpPull, phases.RoleServing, false},
+	{controlops.OpDrain, phases.RoleDraining, false},
+	{controlops.OpUndrain, phases.RoleServing, false},
 }
 
-var specs = func() map[string]Spec {
-	table := phases.Lifecycle()
+// specsOf returns the Spec of each op in table: From read off the table's
+// edges for the op's event, in the order of the table's states.
+func specsOf(table *phases.Table) map[string]Spec {
 	m := map[string]Spec{}
 	for _, e := range ends {
-		s := Spec{Until: string(e.until), Fresh: e.fresh}
+		s := Spec{Until: e.until, Fresh: e.fresh}
 		for _, st := range table.States {
-			for _, tr := range table.Transitions {
-				if tr.Event == phases.Event(e.op) && slices.Contains(tr.From, st.Name) && !s.Accepts(string(st.Name)) {
-					s.From = append(s.From, string(st.Name))
-				}
+			if len(table.Alternatives(phases.Event(e.op), st.Name)) > 0 {
+				s.From = append(s.From, string(st.Name))
 			}
 		}
 		m[e.op] = s
 	}
 	return m
-}()
+}
+
+// lifecycle is the table every service runs, which NewPlan plans by; specs
+// are its Specs. Neither is changed after init.
+var (
+	lifecycle = phases.Lifecycle()
+	specs     = specsOf(lifecycle)
+)
 
 // Ops returns the ops that have a Spec: restart, pull, drain, undrain.
 func Ops() []string {
@@ -101,9 +116,12 @@ func Ops() []string {
 	return out
 }
 
-// SpecOf returns the Spec of op, and false when op is not one of Ops.
-func SpecOf(op string) (Spec, bool) {
-	s, ok := specs[op]
+// SpecOf returns the Spec of op in the lifecycle table, and false when op
+// is not one of Ops.
+func SpecOf(op string) (Spec, bool) { return specIn(specs, op) }
+
+func specIn(m map[string]Spec, op string) (Spec, bool) {
+	s, ok := m[op]
 	s.From = slices.Clone(s.From)
 	return s, ok
 }
@@ -152,6 +170,18 @@ type Plan struct {
 	Warnings []Warning
 
 	before map[string]registry.Entry // instance -> entry when planned
+	table  *phases.Table             // what each status means (its role); the lifecycle's
+}
+
+// role returns the role of status in the table the plan was made by (the
+// lifecycle's): "" for a status the table does not have.
+func (p *Plan) role(status string) phases.Role { return p.table.Role(phases.State(status)) }
+
+// back reports whether an instance whose entry is now e is where the op
+// leads: its status has the role Spec.Until, in a new process (fresh) when
+// Spec.Fresh.
+func (p *Plan) back(e registry.Entry, fresh bool) bool {
+	return p.Spec.Until != "" && p.role(e.Status) == p.Spec.Until && (fresh || !p.Spec.Fresh)
 }
 
 // NewPlan plans op for service from its live entries (registry.Instances).
@@ -160,11 +190,16 @@ type Plan struct {
 // that is not one of Ops. A plan with no Instances is not an error: the
 // caller decides whether sending it is.
 func NewPlan(op, service, instance string, live []registry.Entry, signed bool) (*Plan, error) {
-	spec, ok := SpecOf(op)
+	return newPlan(lifecycle, specs, op, service, instance, live, signed)
+}
+
+// newPlan is NewPlan by table, whose Specs are specs (specsOf(table)).
+func newPlan(table *phases.Table, specs map[string]Spec, op, service, instance string, live []registry.Entry, signed bool) (*Plan, error) {
+	spec, ok := specIn(specs, op)
 	if !ok {
 		return nil, fmt.Errorf("%w %q: want one of %v", ErrUnknownOp, op, Ops())
 	}
-	p := &Plan{Op: op, Service: service, Target: controlops.TargetAll, Spec: spec, before: map[string]registry.Entry{}}
+	p := &Plan{Op: op, Service: service, Target: controlops.TargetAll, Spec: spec, before: map[string]registry.Entry{}, table: table}
 	if instance != "" {
 		p.Target = instance
 	}

@@ -2,12 +2,18 @@ package dashboard
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -40,6 +46,42 @@ func TestFleetPageListsEachInstanceColouredByItsStateGroup(t *testing.T) {
 	}
 	if one := r.get(t, "/service?name=demo"); one.code != 200 || !strings.Contains(one.body, `class="rolling" data-service="demo"`) {
 		t.Errorf("GET /service?name=demo = %d without the rolling restart form", one.code)
+	}
+}
+
+func TestAControlStateAddedToTheTableIsColouredByItsGroupAndCountedApart(t *testing.T) {
+	table := phases.Lifecycle()
+	table.States = append(table.States, phases.StateInfo{Name: "pausing", Group: phases.GroupControl, Doc: "a pause op in progress"})
+	table.Transitions = append(table.Transitions,
+		phases.Transition{Event: "pause", From: []phases.State{phases.Running}, To: "pausing"},
+		phases.Transition{Event: "resume", From: []phases.State{"pausing"}, To: phases.Running})
+	if err := table.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	s, err := newServer(Config{Redis: rdb, Logger: slog.New(slog.DiscardHandler)}, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s)
+	t.Cleanup(hs.Close)
+	put(t, rdb, entry("demo", "demo-1", "running"))
+	put(t, rdb, entry("demo", "demo-2", "pausing"))
+	res := (&rig{srv: s, http: hs, rdb: rdb}).get(t, "/")
+	if res.code != http.StatusOK {
+		t.Fatalf("GET / = %d: %s", res.code, res.body)
+	}
+	for _, want := range []string{
+		`<span class="st g-control s-pausing">pausing</span>`,
+		`<span class="chip g-control s-pausing">pausing <b>1</b></span>`,
+		`<span class="chip g-run s-running">running <b>1</b></span>`,
+		`"pausing":"control"`, // app.js colours live updates from the page's groups
+	} {
+		if !strings.Contains(res.body, want) {
+			t.Errorf("the fleet page lacks %s", want)
+		}
 	}
 }
 

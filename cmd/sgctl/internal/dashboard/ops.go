@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/optrack"
 	"github.com/stargazer/lifecycle/controlops"
-	"github.com/stargazer/lifecycle/internal/optrack"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -30,7 +30,7 @@ const opPoll = 150 * time.Millisecond
 
 // postOp sends one op through the signed controlops client and follows it
 // as sgctl's op commands do with --wait (both plan and follow it with
-// internal/optrack), streaming its progress as NDJSON, one object per line
+// package optrack), streaming its progress as NDJSON, one object per line
 // as it happens:
 //
 //	{"type":"sent", "op_id", "op", "target", "instances", "until", "signed", "warnings"}
@@ -39,8 +39,9 @@ const opPoll = 150 * time.Millisecond
 //	{"type":"summary", "ok", "failed", "missing", "seconds", "error"}
 //
 // instances are those whose status accepts the op (restart: running or
-// draining; pull and drain: running; undrain: draining), until the status
-// each reaches when it is done; a summary's error is Redis failing while
+// draining; pull and drain: running; undrain: draining), until the role
+// (serving, draining) of the status each is in once it is done; a
+// summary's error is Redis failing while
 // the op was followed. The op runs in the fleet whatever happens
 // to the request: closing it only stops the reporting.
 func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {

@@ -17,10 +17,10 @@ import (
 
 func TestEachOpRunsFromTheStatusesItsEventLeavesInTheLifecycleTable(t *testing.T) {
 	want := map[string]Spec{
-		"restart": {From: []string{"running", "draining"}, Until: "running", Fresh: true},
-		"pull":    {From: []string{"running"}, Until: "running"},
-		"drain":   {From: []string{"running"}, Until: "draining"},
-		"undrain": {From: []string{"draining"}, Until: "running"},
+		"restart": {From: []string{"running", "draining"}, Until: phases.RoleServing, Fresh: true},
+		"pull":    {From: []string{"running"}, Until: phases.RoleServing},
+		"drain":   {From: []string{"running"}, Until: phases.RoleDraining},
+		"undrain": {From: []string{"draining"}, Until: phases.RoleServing},
 	}
 	if got := Ops(); !slices.Equal(got, []string{"restart", "pull", "drain", "undrain"}) {
 		t.Errorf("Ops() = %v", got)
@@ -258,5 +258,91 @@ func TestAPlanWithNothingToFollowReturnsAtOnce(t *testing.T) {
 	out, err := (&Tracker{Registry: f.reg, Client: f.client}).Follow(ctx, p, f.send(t, p))
 	if err != nil || !out.OK() || ctx.Err() != nil {
 		t.Errorf("Follow = %+v, %v (ctx %v), want an empty outcome at once", out, err, ctx.Err())
+	}
+}
+
+// withPausing is the lifecycle table with one more control state, as a
+// later version might add: pause takes a running instance out of rotation,
+// resume puts it back. Its role comes from its group (control: draining).
+func withPausing(t *testing.T) *phases.Table {
+	t.Helper()
+	table := phases.Lifecycle()
+	i := slices.IndexFunc(table.States, func(s phases.StateInfo) bool { return s.Name == phases.Draining })
+	table.States = slices.Insert(table.States, i+1, phases.StateInfo{Name: "pausing", Group: phases.GroupControl, Doc: "a pause op in progress"})
+	table.Transitions = append(table.Transitions,
+		phases.Transition{Event: "pause", From: []phases.State{phases.Running}, To: "pausing"},
+		phases.Transition{Event: "resume", From: []phases.State{"pausing"}, To: phases.Running})
+	if err := table.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if r := table.Role("pausing"); r != phases.RoleDraining {
+		t.Fatalf("pausing has role %q, want its group's, draining", r)
+	}
+	return table
+}
+
+func TestAControlStateAddedToTheTableIsNeverTakenForRunning(t *testing.T) {
+	table := withPausing(t)
+	specs := specsOf(table)
+
+	// Planning: no lifecycle op leaves pausing, so an instance in it runs
+	// none of them and is warned about.
+	live := []registry.Entry{entry("demo-1", "running", "signed", 1), entry("demo-2", "pausing", "signed", 2)}
+	for _, op := range Ops() {
+		p, err := newPlan(table, specs, op, "demo", "", live, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Runs("demo-2") || !slices.ContainsFunc(p.Warnings, func(w Warning) bool { return w.Entry.Instance == "demo-2" && w.Reason == WrongStatus }) {
+			t.Errorf("%s: demo-2 in pausing is planned %v, warnings %+v; want it skipped with WrongStatus", op, p.Instances, p.Warnings)
+		}
+	}
+
+	// Following: a pull done by an instance that the registry then shows in
+	// pausing is not back in running: pausing is out of rotation.
+	f := miniFleet(t)
+	one, two := entry("demo-1", "running", "signed", 1), entry("demo-2", "running", "signed", 2)
+	f.register(t, one, two)
+	p, err := newPlan(table, specs, "pull", "demo", "", f.live(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := f.send(t, p)
+	paused := two
+	paused.Status = "pausing"
+	f.register(t, paused)
+	f.result(t, o, "demo-1", controlops.StatusDone, 1)
+	f.result(t, o, "demo-2", controlops.StatusDone, 2)
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	out, err := (&Tracker{Registry: f.reg, Client: f.client, Every: 20 * time.Millisecond}).Follow(ctx, p, o)
+	cancel()
+	if err != nil || out.OK() || !slices.Equal(out.Missing, []string{"demo-2"}) || len(out.Failed) != 0 {
+		t.Errorf("pull: Follow = %+v, %v; want demo-1 back and demo-2, in pausing, missing", out, err)
+	}
+
+	// A drain leads out of rotation: by the table that has it, pausing is
+	// there (role draining). By the lifecycle table, which does not have
+	// it, a status without a role is nowhere.
+	for _, c := range []struct {
+		name  string
+		table *phases.Table
+		ok    bool
+	}{{"with pausing", table, true}, {"lifecycle", phases.Lifecycle(), false}} {
+		f.register(t, one)
+		p, err := newPlan(c.table, specsOf(c.table), "drain", "demo", "demo-1", f.live(t), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := f.send(t, p)
+		moved := one
+		moved.Status = "pausing"
+		f.register(t, moved)
+		f.result(t, o, "demo-1", controlops.StatusDone, 1)
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		out, _ := (&Tracker{Registry: f.reg, Client: f.client, Every: 20 * time.Millisecond}).Follow(ctx, p, o)
+		cancel()
+		if out.OK() != c.ok {
+			t.Errorf("drain by the %s table, instance in pausing: outcome %+v, want OK %v", c.name, out, c.ok)
+		}
 	}
 }

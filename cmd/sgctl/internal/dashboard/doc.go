@@ -31,7 +31,11 @@
 // reconnect, or ?after=, the stream id a page was rendered at) without a
 // Redis read; an older id is read from the stream once (XRANGE), and when
 // more than 2048 were missed the page is told to reload ("reset").
-// A hundred browsers cost one XREAD, not a hundred.
+// A hundred browsers cost one XREAD, not a hundred. When Redis fails, Run
+// retries from the last id it read with the project's backoff (exponential
+// with full jitter, 100ms to 5s; package internal/retry): one warning when
+// the failures begin, at most one a minute while they last, one info line
+// when the stream answers again. The browsers stay connected meanwhile.
 //
 // # Actions
 //
@@ -46,8 +50,9 @@
 // and Undrain buttons show only there), restart on both. The response
 // follows the op as sgctl's op commands do with --wait, through the same
 // optrack.Tracker: each instance's results as they arrive, its status
-// changes, and its arrival in the status the op leads to (a restart: running
-// in a new process; a drain: draining).
+// changes, and its arrival in a status of the role the op leads to, read
+// from the lifecycle table (restart, pull, undrain: serving, i.e. running,
+// a restart in a new process; drain: draining).
 //
 // # Security
 //

@@ -29,8 +29,9 @@ type bootStep struct {
 func (b bootStep) Ms() int64 { return b.Dur.Milliseconds() }
 
 // boot is an instance's last boot, read from sg:events: from the
-// transition out of init (connect) to running, or to a terminal state when
-// it failed, or to now when it is still booting.
+// transition out of init (connect) to running (the first state of role
+// serving in the table), or to a terminal state when it failed, or to now
+// when it is still booting.
 type boot struct {
 	Found   bool
 	At      time.Time
@@ -92,7 +93,7 @@ func (s *Server) bootSteps(evs []registry.Event, startedAt, now time.Time) boot 
 	for i, ev := range evs {
 		st := s.step(ev.To, ev.Time.Sub(b.At), 0)
 		info, _ := s.table.State(phases.State(ev.To))
-		if ev.To == string(phases.Running) || info.Terminal {
+		if info.Role == phases.RoleServing || info.Terminal {
 			b.Outcome, b.Done = ev.To, true
 			b.Total = ev.Time.Sub(b.At)
 			break

@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/optrack"
 	"github.com/stargazer/lifecycle/controlops"
-	"github.com/stargazer/lifecycle/internal/optrack"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -215,7 +215,7 @@ func (s *Server) fleetOrService(w http.ResponseWriter, r *http.Request, names []
 }
 
 func (s *Server) redisFailed(w http.ResponseWriter, err error) {
-	s.cfg.Logger.Warn("dashboard: reading Redis", "err", err)
+	s.cfg.Logger.Warn("dashboard: reading Redis", "error", err)
 	http.Error(w, "dashboard: reading Redis: "+clean(err.Error()), http.StatusBadGateway)
 }
 

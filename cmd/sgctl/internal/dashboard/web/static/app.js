@@ -332,7 +332,7 @@
     li.append(head, list);
     oplog.prepend(li);
     const line = (text, cls) => list.append(el('li', cls || '', text));
-    let until = 'running';
+    let until = 'serving';
     let res;
     try {
       res = await fetch('/api/op', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(req) });

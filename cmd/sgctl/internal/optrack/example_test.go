@@ -3,7 +3,7 @@ package optrack_test
 import (
 	"fmt"
 
-	"github.com/stargazer/lifecycle/internal/optrack"
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/optrack"
 	"github.com/stargazer/lifecycle/registry"
 )
 
