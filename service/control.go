@@ -171,11 +171,6 @@ type controlTarget struct{ in *Instance }
 func (t controlTarget) Service() string  { return t.in.cfg.name }
 func (t controlTarget) Instance() string { return t.in.cfg.instance }
 func (t controlTarget) State() string    { return string(t.in.m.Current()) }
-func (t controlTarget) Restartable() bool {
-	r := t.in.table.Role(t.in.m.Current())
-	return r == phases.RoleServing || r == phases.RoleDraining
-}
-
 func (t controlTarget) Do(ctx context.Context, op string, args json.RawMessage) error {
 	in := t.in
 	switch op {
