@@ -1,0 +1,120 @@
+// A Registry's options and their defaults.
+
+package registry
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// Defaults applied by New.
+const (
+	DefaultTTL          = 30 * time.Second
+	DefaultEventsMaxLen = 10000
+	DefaultQueueSize    = 4096
+)
+
+type config struct {
+	ttl          time.Duration
+	clock        clockwork.Clock
+	log          *slog.Logger
+	eventsMaxLen int64
+	queueSize    int
+	backoffMin   time.Duration
+	backoffMax   time.Duration
+	writeTimeout time.Duration
+	scriptText   bool // send scripts with their text (EVAL), not by SHA1: tests compare the two
+}
+
+// Option configures a Registry.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithTTL sets the entry TTL (default 30s). Values <= 0 are ignored.
+func WithTTL(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.ttl = d
+		}
+	})
+}
+
+// WithClock sets the clock used for index scores, timestamps, heartbeat
+// ticks and retry backoff (default the real clock). Nil is ignored.
+func WithClock(clk clockwork.Clock) Option {
+	return optionFunc(func(c *config) {
+		if clk != nil {
+			c.clock = clk
+		}
+	})
+}
+
+// WithLogger sets the logger (default slog.Default()). Nil is ignored.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) {
+		if l != nil {
+			c.log = l
+		}
+	})
+}
+
+// WithEventsMaxLen caps the events stream at about n entries (XADD MAXLEN ~ n;
+// default 10000). Redis trims whole stream nodes, so the stream may hold
+// somewhat more than n. Values <= 0 are ignored.
+func WithEventsMaxLen(n int64) Option {
+	return optionFunc(func(c *config) {
+		if n > 0 {
+			c.eventsMaxLen = n
+		}
+	})
+}
+
+// WithQueueSize bounds each Member's queue of undelivered events (default
+// 4096). When the queue is full the oldest event is dropped and counted.
+// Values <= 0 are ignored.
+func WithQueueSize(n int) Option {
+	return optionFunc(func(c *config) {
+		if n > 0 {
+			c.queueSize = n
+		}
+	})
+}
+
+// WithRetryBackoff sets how long a Member's writer waits after a failed
+// write: min after the first failure, doubling up to max (defaults 100ms and
+// 5s). Values <= 0 are ignored; max is raised to min if lower.
+func WithRetryBackoff(min, max time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if min > 0 {
+			c.backoffMin = min
+		}
+		if max > 0 {
+			c.backoffMax = max
+		}
+		if c.backoffMax < c.backoffMin {
+			c.backoffMax = c.backoffMin
+		}
+	})
+}
+
+// WithWriteTimeout bounds each write a Member's own goroutines make (a
+// status batch, a heartbeat, a re-registration; default 2s), so a Redis that
+// accepts connections but answers nothing never holds them, nor Close and
+// Deregister waiting for them, longer than that. The client must honour
+// context deadlines (redis.Options.ContextTimeoutEnabled); otherwise its
+// read timeout bounds them. Values <= 0 are ignored.
+func WithWriteTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.writeTimeout = d
+		}
+	})
+}
+
+// DefaultWriteTimeout bounds a Member's background writes (WithWriteTimeout).
+const DefaultWriteTimeout = 2 * time.Second
