@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/stargazer/lifecycle/internal/ratelog"
+	"github.com/stargazer/lifecycle/internal/retry"
 )
 
 // ErrUndelivered: Close returned before every queued event and the latest
@@ -27,8 +28,10 @@ const maxBatch = 256
 //     delivers them in one pipeline per batch (the entry script: SET entry
 //     PX TTL and ZADD index; XADD events MAXLEN ~; on a Cluster, where the
 //     two are on different nodes, the entry first and its events after it,
-//     so no event is read before the entry it announces), retrying with capped,
-//     clock-driven backoff until Redis answers. The entry therefore exists
+//     so no event is read before the entry it announces), retrying until
+//     Redis answers with exponential backoff and full jitter on the
+//     registry's clock (WithRetryBackoff), so a fleet that lost Redis at one
+//     instant does not come back in lockstep. The entry therefore exists
 //     from the first Update that reaches Redis, and converges to the latest
 //     status (latest wins); queued events are delivered in order, at least
 //     once.
@@ -97,6 +100,9 @@ type Member struct {
 	hbCancel context.CancelFunc
 	hbDone   chan struct{}
 
+	// Used by the writer goroutine only.
+	backoff *retry.Backoff
+
 	// Used by the heartbeat goroutine only.
 	hbLog     *ratelog.Logger
 	hbFailing bool
@@ -140,6 +146,7 @@ func (r *Registry) Member(e Entry) (*Member, error) {
 		owner:    e.Owner,
 		latest:   e,
 		hbLog:    ratelog.New(r.cfg.log, r.cfg.clock, ratelog.DefaultInterval),
+		backoff:  r.newBackoff("registry: writes", r.cfg.retry, r.cfg.log),
 		writeSem: make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		closing:  make(chan struct{}),

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
+	"github.com/stargazer/lifecycle/internal/retry"
 )
 
 // Defaults applied by New.
@@ -22,8 +24,8 @@ type config struct {
 	log          *slog.Logger
 	eventsMaxLen int64
 	queueSize    int
-	backoffMin   time.Duration
-	backoffMax   time.Duration
+	retry        retry.Policy   // a Member's writer's
+	rand         func() float64 // the jitter's source; nil: math/rand/v2's
 	writeTimeout time.Duration
 	scriptText   bool // send scripts with their text (EVAL), not by SHA1: tests compare the two
 }
@@ -45,7 +47,8 @@ func WithTTL(d time.Duration) Option {
 }
 
 // WithClock sets the clock used for index scores, timestamps, heartbeat
-// ticks and retry backoff (default the real clock). Nil is ignored.
+// ticks and the waits of the retry backoff (default the real clock). Nil is
+// ignored.
 func WithClock(clk clockwork.Clock) Option {
 	return optionFunc(func(c *config) {
 		if clk != nil {
@@ -86,18 +89,22 @@ func WithQueueSize(n int) Option {
 }
 
 // WithRetryBackoff sets how long a Member's writer waits after a failed
-// write: min after the first failure, doubling up to max (defaults 100ms and
-// 5s). Values <= 0 are ignored; max is raised to min if lower.
+// write: exponential backoff with full jitter (the project's one retry
+// policy, internal/retry). After the n-th failure in a row the wait is drawn
+// uniformly from [0, min(max, min·2^(n-1))], so a fleet whose writes all
+// failed at one instant (a Redis restart) retries spread over the interval,
+// not in lockstep. Defaults 100ms and 5s. Values <= 0 are ignored; max is
+// raised to min if lower.
 func WithRetryBackoff(min, max time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if min > 0 {
-			c.backoffMin = min
+			c.retry.Min = min
 		}
 		if max > 0 {
-			c.backoffMax = max
+			c.retry.Max = max
 		}
-		if c.backoffMax < c.backoffMin {
-			c.backoffMax = c.backoffMin
+		if c.retry.Max < c.retry.Min {
+			c.retry.Max = c.retry.Min
 		}
 	})
 }

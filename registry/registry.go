@@ -12,6 +12,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/retry"
 )
 
 // Registry reads and writes the registry. It is safe for concurrent use and
@@ -35,8 +37,7 @@ func New(c redis.UniversalClient, opts ...Option) *Registry {
 		log:          slog.Default(),
 		eventsMaxLen: DefaultEventsMaxLen,
 		queueSize:    DefaultQueueSize,
-		backoffMin:   100 * time.Millisecond,
-		backoffMax:   5 * time.Second,
+		retry:        retry.Default,
 		writeTimeout: DefaultWriteTimeout,
 	}
 	for _, o := range opts {
@@ -103,4 +104,10 @@ func (r *Registry) Deregister(ctx context.Context, service, instance string) err
 		return fmt.Errorf("registry: deregistering %s: %w", EntryKey(service, instance), r.failed(err))
 	}
 	return nil
+}
+
+// newBackoff returns the backoff of one retrying loop doing what, with
+// policy p, on the registry's clock and jitter source, logging to log.
+func (r *Registry) newBackoff(what string, p retry.Policy, log *slog.Logger) *retry.Backoff {
+	return retry.New(what, p, retry.WithClock(r.cfg.clock), retry.WithRand(r.cfg.rand), retry.WithLogger(log))
 }

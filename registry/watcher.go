@@ -15,6 +15,7 @@ import (
 
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
@@ -84,8 +85,8 @@ type Watcher struct {
 	pos       string              // the events stream id read up to
 	running   map[string]Instance // by instance id
 	connected bool
-	failing   bool // an outage was logged
-	vanished  bool // the last resync kept instances it did not find (see resync)
+	vanished  bool           // the last resync kept instances it did not find (see resync)
+	backoff   *retry.Backoff // the waits after failed reads and resyncs, and their log lines
 }
 
 // WatchOption configures a Watcher.
@@ -125,6 +126,7 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 		synced: make(chan struct{}), cancel: cancel, done: make(chan struct{}),
 		running: map[string]Instance{},
 	}
+	w.backoff = r.newBackoff("registry: watcher reads", retry.Default, r.cfg.log)
 	for _, o := range opts {
 		if o != nil {
 			o.applyWatch(w)
@@ -231,7 +233,6 @@ func (w *Watcher) Close() error {
 // failure, until Close.
 func (w *Watcher) run(ctx context.Context) {
 	defer close(w.done)
-	var backoff time.Duration
 	needSync := true
 	var nextSync time.Time
 	for ctx.Err() == nil {
@@ -240,10 +241,11 @@ func (w *Watcher) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				backoff, needSync = w.retry(ctx, err, backoff), true
+				w.retry(ctx, err)
+				needSync = true
 				continue
 			}
-			backoff, needSync = 0, false
+			needSync = false
 			nextSync = w.nextSync()
 		}
 		block := max(min(w.block, w.r.cfg.clock.Until(nextSync)), 10*time.Millisecond)
@@ -252,7 +254,8 @@ func (w *Watcher) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			backoff, needSync = w.retry(ctx, err, backoff), true
+			w.retry(ctx, err)
+			needSync = true
 			continue
 		}
 		if len(events) == 0 {
@@ -345,10 +348,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 		}
 	}
 	w.running, w.connected = running, true
-	if w.failing {
-		w.failing = false
-		w.r.cfg.log.Info("registry: watcher reaches Redis again; resynced", "service", w.service, "running", len(running))
-	}
+	w.backoff.Succeeded(ctx, "service", w.service, "running", len(running))
 	if changed {
 		w.publish()
 	}
@@ -489,25 +489,20 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 	return out, nil
 }
 
-// retry handles a failed read or resync: the wait before the next attempt
-// doubles the last one (backoff), from 100ms up to 5s; the view is marked
-// lost (see lost), and the goroutine sleeps the wait (see sleep). It returns
-// the wait, the next call's backoff.
-func (w *Watcher) retry(ctx context.Context, err error, backoff time.Duration) time.Duration {
-	backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-	w.lost(err, backoff)
-	w.sleep(ctx, backoff)
-	return backoff
+// retry handles a failed read or resync: the view is marked lost (see
+// lost); the backoff (retry.Default: 100ms doubling to 5s, full jitter) says
+// how long to wait and logs the outage, at warn when it begins, and the
+// goroutine sleeps the wait (see sleep). The next successful resync ends the
+// outage (resync logs the recovery).
+func (w *Watcher) retry(ctx context.Context, err error) {
+	w.lost()
+	w.sleep(ctx, w.backoff.Failed(ctx, err, "service", w.service, "running", len(w.running)))
 }
 
 // lost records a failed read or resync: the view is no longer connected,
-// and drops the instances whose known expiry has passed.
-func (w *Watcher) lost(err error, retry time.Duration) {
-	if !w.failing {
-		w.failing = true
-		w.r.cfg.log.Warn("registry: watcher lost Redis; the view keeps each running instance until its entry's known expiry, and resyncs when Redis answers",
-			"service", w.service, "err", err, "retry", retry)
-	}
+// and drops the instances whose known expiry has passed; it keeps the
+// others until their expiry.
+func (w *Watcher) lost() {
 	now := w.r.cfg.clock.Now()
 	changed := w.connected
 	w.connected = false
@@ -522,8 +517,9 @@ func (w *Watcher) lost(err error, retry time.Duration) {
 	}
 }
 
-// sleep waits d on the registry's clock, or until ctx ends; it wakes early
-// when a running instance's known expiry comes first, to drop it.
+// sleep waits d on the registry's clock (the backoff's Wait), or until ctx
+// ends; it wakes early when a running instance's known expiry comes first,
+// to drop it.
 func (w *Watcher) sleep(ctx context.Context, d time.Duration) {
 	now := w.r.cfg.clock.Now()
 	for _, in := range w.running {
@@ -531,12 +527,7 @@ func (w *Watcher) sleep(ctx context.Context, d time.Duration) {
 			d = max(until, time.Millisecond)
 		}
 	}
-	t := w.r.cfg.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.Chan():
-	case <-ctx.Done():
-	}
+	w.backoff.Wait(ctx, d)
 }
 
 // publish makes the running set the current view and wakes those waiting on

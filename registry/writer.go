@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -66,11 +65,12 @@ func (m *Member) afterEntryWrite(w entryWrite, seq uint64, cas bool) {
 }
 
 // run is the writer: it delivers work until Close asks it to drain and
-// nothing is left, or until its ctx is cancelled.
+// nothing is left, or until its ctx is cancelled. After a failed write it
+// waits the backoff's jittered wait (WithRetryBackoff) on the registry's
+// clock; the backoff logs the first failure of an outage at warn (then at
+// most one a minute, counting the rest) and the recovery at info.
 func (m *Member) run() {
 	defer close(m.done)
-	var backoff time.Duration
-	failing := false
 	for {
 		if !m.hasWork() {
 			select {
@@ -91,23 +91,10 @@ func (m *Member) run() {
 			return
 		}
 		if err == nil {
-			if failing {
-				m.r.cfg.log.Info("registry: writes recovered", "service", m.service, "instance", m.instance)
-			}
-			backoff, failing = 0, false
+			m.backoff.Succeeded(m.ctx, "service", m.service, "instance", m.instance)
 			continue
 		}
-		if !failing {
-			// Once per outage: the retries below would repeat it every few seconds.
-			m.r.cfg.log.Warn("registry: write failed, retrying", "service", m.service, "instance", m.instance, "err", err)
-			failing = true
-		}
-		backoff = min(max(2*backoff, m.r.cfg.backoffMin), m.r.cfg.backoffMax)
-		t := m.r.cfg.clock.NewTimer(backoff)
-		select {
-		case <-t.Chan():
-		case <-m.ctx.Done():
-			t.Stop()
+		if !m.backoff.Retry(m.ctx, err, "service", m.service, "instance", m.instance) {
 			return
 		}
 	}
