@@ -74,6 +74,10 @@
 // Instances skips (and logs, naming the key) entries that are not JSON or not
 // strings.
 //
+// Log lines name each attribute once: a Member's lines carry service and
+// instance, a Watcher's carry service, added by the registry; the logger
+// given to WithLogger must not carry them already.
+//
 // # Listing and watching a service
 //
 // List is the one listing of a service: its live entries with their expiry

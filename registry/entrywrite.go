@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -136,10 +137,10 @@ func (r *Registry) queueEntry(ctx context.Context, pipe redis.Pipeliner, e Entry
 	return w
 }
 
-// reportFixes logs, at warn, the keys of the wrong type that write w replaced
-// and an entry it rewrote because it was not JSON: data that someone or
-// something else put under the registry's keys.
-func (r *Registry) reportFixes(w entryWrite, service, instance string) {
+// reportFixes logs to log, at warn, the keys of the wrong type that write w
+// replaced and an entry it rewrote because it was not JSON: data that
+// someone or something else put under the registry's keys.
+func reportFixes(log *slog.Logger, w entryWrite, service, instance string) {
 	res, err := w.result()
 	if err != nil || !res.written {
 		return
@@ -148,17 +149,17 @@ func (r *Registry) reportFixes(w entryWrite, service, instance string) {
 	switch res.prevState {
 	case "none", "entry":
 	case "unparsable":
-		r.cfg.log.Warn("registry: rewrote an entry that was not a JSON object", "key", key, "was", abbreviate(res.prev))
+		log.Warn("registry: rewrote an entry that was not a JSON object", "key", key, "was", abbreviate(res.prev))
 	default:
-		r.cfg.log.Warn("registry: replaced a registry key of the wrong type", "key", key, "type", res.prevState)
+		log.Warn("registry: replaced a registry key of the wrong type", "key", key, "type", res.prevState)
 	}
 	if res.indexType != "" {
-		r.cfg.log.Warn("registry: replaced a registry key of the wrong type", "key", IndexKey(service), "type", res.indexType)
+		log.Warn("registry: replaced a registry key of the wrong type", "key", IndexKey(service), "type", res.indexType)
 	}
 	if w.services != nil {
 		if vals, err := w.services.cmd.Slice(); err == nil && len(vals) > 1 {
 			t, _ := vals[1].(string)
-			r.cfg.log.Warn("registry: replaced a registry key of the wrong type", "key", ServicesKey, "type", t)
+			log.Warn("registry: replaced a registry key of the wrong type", "key", ServicesKey, "type", t)
 		}
 	}
 }

@@ -160,7 +160,7 @@ func (m *Member) beatOnce(ctx context.Context) error {
 		return errNoBeat
 	}
 	if len(found) > 0 && found[0] == "none" {
-		m.r.cfg.log.Info("registry: entry had vanished; re-registered", "service", m.service, "instance", m.instance)
+		m.log.Info("registry: entry had vanished; re-registered")
 	}
 	return nil
 }
@@ -175,7 +175,7 @@ func (m *Member) beatFailed(ctx context.Context, err error) {
 	m.beatFailures++
 	m.mu.Unlock()
 	m.hbFailing = true
-	m.hbLog.Log(ctx, slog.LevelWarn, "registry: heartbeat failed", "service", m.service, "instance", m.instance, "err", err)
+	m.hbLog.Log(ctx, slog.LevelWarn, "registry: heartbeat failed", "err", err)
 }
 
 func (m *Member) beatOK(ctx context.Context) {
@@ -183,8 +183,7 @@ func (m *Member) beatOK(ctx context.Context) {
 		return
 	}
 	m.hbFailing = false
-	m.r.cfg.log.InfoContext(ctx, "registry: heartbeat recovered", "service", m.service, "instance", m.instance,
-		ratelog.SuppressedKey, m.hbLog.Reset())
+	m.log.InfoContext(ctx, "registry: heartbeat recovered", ratelog.SuppressedKey, m.hbLog.Reset())
 }
 
 // StopHeartbeat stops the heartbeat goroutine and waits for it to exit; a

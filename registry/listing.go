@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +38,12 @@ type Instance struct {
 // service has no instances and no error; an index key of the wrong type is
 // an error naming it.
 func (r *Registry) List(ctx context.Context, service string) ([]Instance, error) {
+	return r.list(ctx, service, r.cfg.log)
+}
+
+// list is List, logging the entries it skips to log (a Watcher's carries
+// the service).
+func (r *Registry) list(ctx context.Context, service string, log *slog.Logger) ([]Instance, error) {
 	if err := fleetenv.ValidateService(service); err != nil {
 		return nil, fmt.Errorf("%w: service %q: %v", ErrInvalidName, service, err)
 	}
@@ -76,12 +83,12 @@ func (r *Registry) List(ctx context.Context, service string) ([]Instance, error)
 		}
 		var e Entry
 		if err := json.Unmarshal([]byte(s), &e); err != nil {
-			r.cfg.log.Warn("registry: skipping unreadable entry", "key", keys[i], "err", err)
+			log.Warn("registry: skipping unreadable entry", "key", keys[i], "err", err)
 			continue
 		}
 		out = append(out, Instance{Entry: e, Expires: expires[i]})
 	}
-	r.reportWrongTypes(ctx, missing)
+	r.reportWrongTypes(ctx, log, missing)
 	slices.SortFunc(out, func(a, b Instance) int { return strings.Compare(a.Instance, b.Instance) })
 	return out, nil
 }
@@ -100,11 +107,11 @@ func (r *Registry) Instances(ctx context.Context, service string) ([]Entry, erro
 	return out, nil
 }
 
-// reportWrongTypes logs the keys among keys (entries MGET found no string
-// for) that exist with another type, so that an entry someone replaced with
-// a hash is named rather than silently missing. It costs a round trip only
+// reportWrongTypes logs to log the keys among keys (entries MGET found no
+// string for) that exist with another type, so that an entry someone
+// replaced with a hash is named rather than silently missing. It costs a round trip only
 // when MGET came back with gaps; a failure of that read is not reported.
-func (r *Registry) reportWrongTypes(ctx context.Context, keys []string) {
+func (r *Registry) reportWrongTypes(ctx context.Context, log *slog.Logger, keys []string) {
 	if len(keys) == 0 {
 		return
 	}
@@ -118,7 +125,7 @@ func (r *Registry) reportWrongTypes(ctx context.Context, keys []string) {
 	}
 	for i, t := range types {
 		if v := t.Val(); v != "none" && v != "string" {
-			r.cfg.log.Warn("registry: skipping an entry key of the wrong type", "key", keys[i], "type", v)
+			log.Warn("registry: skipping an entry key of the wrong type", "key", keys[i], "type", v)
 		}
 	}
 }

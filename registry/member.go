@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/stargazer/lifecycle/internal/ratelog"
@@ -65,6 +66,9 @@ type Member struct {
 	service  string
 	instance string
 	owner    string
+	// log is the registry's logger with service and instance: every line
+	// the member writes names them once.
+	log *slog.Logger
 
 	mu           sync.Mutex
 	latest       Entry
@@ -139,14 +143,16 @@ func (r *Registry) Member(e Entry) (*Member, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.Owner = newOwnerToken()
+	log := r.cfg.log.With("service", e.Service, "instance", e.Instance)
 	m := &Member{
 		r:        r,
 		service:  e.Service,
 		instance: e.Instance,
 		owner:    e.Owner,
 		latest:   e,
-		hbLog:    ratelog.New(r.cfg.log, r.cfg.clock, ratelog.DefaultInterval),
-		backoff:  r.newBackoff("registry: writes", r.cfg.retry, r.cfg.log),
+		log:      log,
+		hbLog:    ratelog.New(log, r.cfg.clock, ratelog.DefaultInterval),
+		backoff:  r.newBackoff("registry: writes", r.cfg.retry, log),
 		writeSem: make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		closing:  make(chan struct{}),

@@ -58,6 +58,14 @@ func WithClock(clk clockwork.Clock) Option {
 }
 
 // WithLogger sets the logger (default slog.Default()). Nil is ignored.
+//
+// Pass a logger without service or instance attributes: the registry adds
+// them, once per line. A Member's lines carry service and instance, added
+// with Logger.With when Registry.Member creates it; a Watcher's carry
+// service, added when Registry.Watch starts it; the Registry's own lines
+// (Register, List) name the key concerned. A logger that already carries
+// them prints them twice. The lifecycle passes its logger as it got it,
+// before it adds the instance's attributes.
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) {
 		if l != nil {

@@ -138,7 +138,7 @@ func (m *Member) lose(other string) {
 	c := &OwnerConflictError{Key: EntryKey(m.service, m.instance), Host: m.latest.Host, PID: m.latest.PID, OtherHost: host, OtherPID: pid}
 	m.conflict = c
 	m.mu.Unlock()
-	m.r.cfg.log.Error("registry: another process owns this instance's entry; this process stops writing it (give each process its own instance id)",
-		"service", m.service, "instance", m.instance, "key", c.Key,
+	m.log.Error("registry: another process owns this instance's entry; this process stops writing it (give each process its own instance id)",
+		"key", c.Key,
 		"host", c.Host, "pid", c.PID, "owner_host", c.OtherHost, "owner_pid", c.OtherPID)
 }

@@ -74,7 +74,7 @@ func (r *Registry) Register(ctx context.Context, e Entry) error {
 	if cmds, err := r.exec(ctx, pipe, w.calls()...); err != nil {
 		return fmt.Errorf("registry: registering %s: %w", EntryKey(e.Service, e.Instance), cmdError(cmds, err))
 	}
-	r.reportFixes(w, e.Service, e.Instance)
+	reportFixes(r.cfg.log, w, e.Service, e.Instance)
 	return nil
 }
 

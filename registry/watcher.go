@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -71,6 +72,7 @@ type Watcher struct {
 	r       *Registry
 	service string
 	block   time.Duration
+	log     *slog.Logger // the registry's, with service: every line names it once
 
 	reader    redis.UniversalClient // blocking reads only; ours to close when own
 	ownReader bool
@@ -122,11 +124,11 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{
-		r: r, service: service, block: DefaultWatchBlock,
+		r: r, service: service, block: DefaultWatchBlock, log: r.cfg.log.With("service", service),
 		synced: make(chan struct{}), cancel: cancel, done: make(chan struct{}),
 		running: map[string]Instance{},
 	}
-	w.backoff = r.newBackoff("registry: watcher reads", retry.Default, r.cfg.log)
+	w.backoff = r.newBackoff("registry: watcher reads", retry.Default, w.log)
 	for _, o := range opts {
 		if o != nil {
 			o.applyWatch(w)
@@ -266,8 +268,7 @@ func (w *Watcher) run(ctx context.Context) {
 				return
 			}
 			// The events are read, their entries are not: a resync covers them.
-			w.r.cfg.log.Warn("registry: watcher could not read the entries of new running instances; resyncing",
-				"service", w.service, "err", err)
+			w.log.Warn("registry: watcher could not read the entries of new running instances; resyncing", "err", err)
 			needSync = true
 			continue
 		}
@@ -313,7 +314,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, w.r.failed(err))
 	}
-	ins, err := w.r.List(ctx, w.service)
+	ins, err := w.r.list(ctx, w.service, w.log)
 	if err != nil {
 		return err
 	}
@@ -348,7 +349,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 		}
 	}
 	w.running, w.connected = running, true
-	w.backoff.Succeeded(ctx, "service", w.service, "running", len(running))
+	w.backoff.Succeeded(ctx, "running", len(running))
 	if changed {
 		w.publish()
 	}
@@ -478,7 +479,7 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 		}
 		var e Entry
 		if err := json.Unmarshal([]byte(raw), &e); err != nil {
-			w.r.cfg.log.Warn("registry: skipping unreadable entry", "key", EntryKey(w.service, id), "err", err)
+			w.log.Warn("registry: skipping unreadable entry", "key", EntryKey(w.service, id), "err", err)
 			continue
 		}
 		in := Instance{Entry: e, Expires: time.UnixMilli(int64(score))}
@@ -496,7 +497,7 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 // outage (resync logs the recovery).
 func (w *Watcher) retry(ctx context.Context, err error) {
 	w.lost()
-	w.sleep(ctx, w.backoff.Failed(ctx, err, "service", w.service, "running", len(w.running)))
+	w.sleep(ctx, w.backoff.Failed(ctx, err, "running", len(w.running)))
 }
 
 // lost records a failed read or resync: the view is no longer connected,

@@ -54,12 +54,12 @@ func (m *Member) afterEntryWrite(w entryWrite, seq uint64, cas bool) {
 		m.written = seq
 	}
 	m.mu.Unlock()
-	m.r.reportFixes(w, m.service, m.instance)
+	reportFixes(m.log, w, m.service, m.instance)
 	if !cas && res.prevState == "entry" {
 		var prev Entry
 		if json.Unmarshal([]byte(res.prev), &prev) == nil && prev.Owner != m.owner {
-			m.r.cfg.log.Info("registry: took the entry over from a previous process",
-				"service", m.service, "instance", m.instance, "previous_host", prev.Host, "previous_pid", prev.PID)
+			m.log.Info("registry: took the entry over from a previous process",
+				"previous_host", prev.Host, "previous_pid", prev.PID)
 		}
 	}
 }
@@ -91,10 +91,10 @@ func (m *Member) run() {
 			return
 		}
 		if err == nil {
-			m.backoff.Succeeded(m.ctx, "service", m.service, "instance", m.instance)
+			m.backoff.Succeeded(m.ctx)
 			continue
 		}
-		if !m.backoff.Retry(m.ctx, err, "service", m.service, "instance", m.instance) {
+		if !m.backoff.Retry(m.ctx, err) {
 			return
 		}
 	}
