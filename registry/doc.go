@@ -76,7 +76,8 @@
 //
 // Log lines name each attribute once: a Member's lines carry service and
 // instance, a Watcher's carry service, added by the registry; the logger
-// given to WithLogger must not carry them already.
+// given to WithLogger must not carry them already. An error goes under the
+// key "error".
 //
 // # Listing and watching a service
 //

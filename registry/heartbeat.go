@@ -175,7 +175,7 @@ func (m *Member) beatFailed(ctx context.Context, err error) {
 	m.beatFailures++
 	m.mu.Unlock()
 	m.hbFailing = true
-	m.hbLog.Log(ctx, slog.LevelWarn, "registry: heartbeat failed", "err", err)
+	m.hbLog.Log(ctx, slog.LevelWarn, "registry: heartbeat failed", "error", err)
 }
 
 func (m *Member) beatOK(ctx context.Context) {

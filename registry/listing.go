@@ -83,7 +83,7 @@ func (r *Registry) list(ctx context.Context, service string, log *slog.Logger) (
 		}
 		var e Entry
 		if err := json.Unmarshal([]byte(s), &e); err != nil {
-			log.Warn("registry: skipping unreadable entry", "key", keys[i], "err", err)
+			log.Warn("registry: skipping unreadable entry", "key", keys[i], "error", err)
 			continue
 		}
 		out = append(out, Instance{Entry: e, Expires: expires[i]})

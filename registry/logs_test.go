@@ -42,8 +42,9 @@ func lineKeys(line string) ([]string, error) {
 	return keys, nil
 }
 
-// checkLines fails the test for every line of logs that names a key twice
-// or lacks one of want, and for every message of expect that no line has.
+// checkLines fails the test for every line of logs that names a key twice,
+// lacks one of want or puts an error under "err" (the project's key is
+// "error"), and for every message of expect that no line has.
 func checkLines(t *testing.T, who string, logs *logBuffer, want []string, expect []string) {
 	t.Helper()
 	lines := logs.lines()
@@ -59,6 +60,9 @@ func checkLines(t *testing.T, who string, logs *logBuffer, want []string, expect
 		}
 		if k := repeated(keys); k != "" {
 			t.Errorf("%s: key %q repeated in %s", who, k, line)
+		}
+		if slices.Contains(keys, "err") {
+			t.Errorf(`%s: an error under "err", not "error": %s`, who, line)
 		}
 		for _, k := range want {
 			if !slices.Contains(keys, k) {
@@ -93,7 +97,8 @@ func repeated(keys []string) string {
 // foreign data replaced, a vanished entry, an outage of writes, heartbeats
 // and reads and its end, an unreadable entry, a conflict with a second
 // process. No line names an attribute twice; every member line names its
-// service and instance, every watcher line its service.
+// service and instance, every watcher line its service; errors go under
+// "error".
 func TestEveryLineAMemberAndAWatcherLogNamesEachAttributeOnce(t *testing.T) {
 	mr := miniredis.RunT(t)
 	clk := clockwork.NewFakeClockAt(time.Now())

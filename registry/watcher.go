@@ -268,7 +268,7 @@ func (w *Watcher) run(ctx context.Context) {
 				return
 			}
 			// The events are read, their entries are not: a resync covers them.
-			w.log.Warn("registry: watcher could not read the entries of new running instances; resyncing", "err", err)
+			w.log.Warn("registry: watcher could not read the entries of new running instances; resyncing", "error", err)
 			needSync = true
 			continue
 		}
@@ -479,7 +479,7 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 		}
 		var e Entry
 		if err := json.Unmarshal([]byte(raw), &e); err != nil {
-			w.log.Warn("registry: skipping unreadable entry", "key", EntryKey(w.service, id), "err", err)
+			w.log.Warn("registry: skipping unreadable entry", "key", EntryKey(w.service, id), "error", err)
 			continue
 		}
 		in := Instance{Entry: e, Expires: time.UnixMilli(int64(score))}
