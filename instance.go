@@ -589,6 +589,8 @@ func (s instanceSource) Snapshot() health.Snapshot {
 		Instance:      in.cfg.instance,
 		Version:       in.cfg.version,
 		State:         string(state),
+		Role:          info.Role,
+		Doc:           info.Doc,
 		Phase:         info.Label,
 		Since:         in.m.Since(),
 		Degraded:      in.degraded.Load(),

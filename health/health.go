@@ -2,17 +2,26 @@
 // and /healthz, in the application/health+json shape of
 // draft-inadarei-api-health-check.
 //
-//   - /livez answers 200 unless the instance is in state failed or is wedged:
-//     stuck in one state that is neither terminal nor a working state
-//     (running, pulling, draining) for longer than WithStuckAfter (default
-//     5m). A supervisor restarts on 503. An instance kept draining by an
-//     operator is alive however long it drains.
-//   - /readyz answers 200 only in state running, when no shutdown has begun and
-//     every required check passes (Redis, when it is required); 503 otherwise,
-//     in particular in draining (out of rotation) and from the first shutdown
-//     state on.
+// What a state means is read from its role (Snapshot.Role), which the
+// state machine's table gives every state (phases.Role), never from the
+// state's name: a state added to the table, such as a new control op's,
+// needs no edit here.
+//
+//   - /livez answers 200 unless the instance is in a failed state
+//     (phases.RoleFailed: failed) or is wedged: in one working state
+//     (phases.RoleWorking: a boot phase or a shutdown step) for longer than
+//     WithStuckAfter (default 5m). A supervisor restarts on 503. A serving
+//     state (running), a draining one (pulling, draining) and a stopped one
+//     are never wedged: an instance kept draining by an operator is alive
+//     however long it drains.
+//   - /readyz answers 200 only in a serving state (phases.RoleServing:
+//     running), when no shutdown has begun and every required check passes
+//     (Redis, when it is required); 503 otherwise, in particular while
+//     draining (out of rotation) and from the first shutdown state on.
 //   - /healthz is the whole picture: status pass, warn or fail; 200 for pass and
-//     warn, 503 for fail.
+//     warn, 503 for fail. A draining state warns, naming the state and its
+//     one-line doc (Snapshot.Doc); a working or stopped one warns that it is
+//     not running.
 //
 // Every body carries status, state, phase, serviceId (the instance),
 // description (the service), version, output (why, when not pass) and checks:
@@ -40,12 +49,15 @@
 // mounted with WithHandler may stream for as long as it needs.
 //
 // The package does not import the lifecycle root package: the root implements
-// StateSource, and states are plain strings (see the phases package).
+// StateSource, states are plain strings, and their roles and docs come from
+// the phases package, a leaf data package.
 package health
 
 import (
 	"errors"
 	"time"
+
+	"github.com/stargazer/lifecycle/phases"
 )
 
 // ContentType is the media type of every body.
@@ -70,16 +82,6 @@ const (
 // the body's checks.
 const LifecycleCheck = "lifecycle:state"
 
-// The lifecycle states this package gives a meaning to; every other state is a
-// transitional (boot or shutdown) one.
-const (
-	stateRunning  = "running"
-	statePulling  = "pulling"
-	stateDraining = "draining"
-	stateStopped  = "stopped"
-	stateFailed   = "failed"
-)
-
 // Errors callers branch on.
 var (
 	// ErrInvalidAddr is wrapped by New when the listen address is not
@@ -98,6 +100,14 @@ type Snapshot struct {
 	Version  string
 	// State is a lifecycle state name ("init" ... "running" ... "failed").
 	State string
+	// Role is what State means to the outside, as the state machine's table
+	// says (phases.Table.Role): the endpoints decide from it, not from the
+	// state's name. Empty counts as phases.RoleWorking (not ready, wedged
+	// past WithStuckAfter).
+	Role phases.Role
+	// Doc is the state's one-line doc from the table (phases.StateInfo.Doc),
+	// quoted in outputs; "" if none.
+	Doc string
 	// Phase is the state's phase label ("1".."9", "S1".."S4"), "" if none.
 	Phase string
 	// Since is when State was entered; the zero time disables wedge detection.
@@ -106,7 +116,7 @@ type Snapshot struct {
 	Degraded bool
 	// RedisRequired makes the "redis:ping" check required whatever WithRedis said.
 	RedisRequired bool
-	// ShuttingDown makes /readyz answer 503 even while State is still running.
+	// ShuttingDown makes /readyz answer 503 even while State is still serving.
 	ShuttingDown bool
 }
 

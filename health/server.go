@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/stargazer/lifecycle/phases"
 )
 
 type serverState int
@@ -240,7 +242,7 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	v := s.evaluate()
 	var status, out string
 	switch {
-	case v.snap.State != stateRunning:
+	case v.role != phases.RoleServing:
 		status, out = StatusFail, fmt.Sprintf("state %q is not running", v.snap.State)
 	case v.snap.ShuttingDown:
 		status, out = StatusFail, "shutting down"

@@ -7,11 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/stargazer/lifecycle/phases"
 )
 
 // verdict is everything the three endpoints decide from.
 type verdict struct {
-	snap   Snapshot
+	snap Snapshot
+	// role is the snapshot's role, RoleWorking when it has none.
+	role   phases.Role
 	checks map[string][]CheckResult
 	// lifecycle is the "lifecycle:state" check; wedged is set by it.
 	lifecycle CheckResult
@@ -29,27 +33,33 @@ type verdict struct {
 func (s *Server) evaluate() verdict {
 	snap := s.src.Snapshot()
 	now := s.cfg.clock.Now()
-	v := verdict{snap: snap, requiredOK: true, worst: StatusPass,
+	v := verdict{snap: snap, role: roleOf(snap), requiredOK: true, worst: StatusPass,
 		checks: make(map[string][]CheckResult, len(s.cfg.checks)+1)}
 
 	lc := CheckResult{Status: StatusPass, ComponentType: "system", ObservedUnit: "s", Time: snap.Since}
 	if !snap.Since.IsZero() {
 		lc.ObservedValue = now.Sub(snap.Since).Seconds()
 	}
-	switch snap.State {
-	case stateFailed:
-		lc.Status, lc.Output = StatusFail, `state "failed": boot or run failed`
-	case stateRunning, statePulling, stateDraining:
-		// Working states: never wedged, however long they last.
-		switch snap.State {
-		case statePulling:
-			lc.Status, lc.Output = StatusWarn, `state "pulling": a pull control op is in progress`
-		case stateDraining:
-			lc.Status, lc.Output = StatusWarn, `state "draining": out of rotation (readiness 503), still working`
+	// What the state means comes from its role in the machine's table, not
+	// from its name: a state added to the table needs no edit here.
+	switch v.role {
+	case phases.RoleFailed:
+		lc.Status, lc.Output = StatusFail, fmt.Sprintf("state %q: boot or run failed", snap.State)
+	case phases.RoleServing:
+		// Never wedged, however long it lasts.
+	case phases.RoleDraining:
+		// Out of rotation and still working (an operator may keep an
+		// instance drained for days): never wedged.
+		doc := snap.Doc
+		if doc == "" {
+			doc = "out of rotation, still working"
 		}
-	default:
+		lc.Status, lc.Output = StatusWarn, fmt.Sprintf("state %q: %s", snap.State, doc)
+	case phases.RoleStopped:
+		lc.Status, lc.Output = StatusWarn, fmt.Sprintf("state %q is not running", snap.State)
+	default: // RoleWorking: on the way to another state, wedged if it never gets there
 		in := now.Sub(snap.Since)
-		if s.cfg.stuckAfter > 0 && snap.State != stateStopped && !snap.Since.IsZero() && in > s.cfg.stuckAfter {
+		if s.cfg.stuckAfter > 0 && !snap.Since.IsZero() && in > s.cfg.stuckAfter {
 			v.wedged = true
 			lc.Status = StatusFail
 			lc.Output = fmt.Sprintf("wedged: state %q unchanged for %v (limit %v)", snap.State, in.Round(time.Second), s.cfg.stuckAfter)
@@ -95,6 +105,16 @@ func (s *Server) evaluate() verdict {
 		v.worsen(cr.Status, c.name+": "+cr.Output)
 	}
 	return v
+}
+
+// roleOf returns the role of the snapshot's state: RoleWorking when it
+// names none, or one this package does not know.
+func roleOf(snap Snapshot) phases.Role {
+	switch snap.Role {
+	case phases.RoleServing, phases.RoleDraining, phases.RoleStopped, phases.RoleFailed:
+		return snap.Role
+	}
+	return phases.RoleWorking
 }
 
 func (v *verdict) worsen(status, reason string) {
