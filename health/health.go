@@ -5,7 +5,7 @@
 // What a state means is read from its role (Snapshot.Role), which the
 // state machine's table gives every state (phases.Role), never from the
 // state's name: a state added to the table, such as a new control op's,
-// needs no edit here.
+// needs no edit here. A Snapshot without a Role counts as a working state.
 //
 //   - /livez answers 200 unless the instance is in a failed state
 //     (phases.RoleFailed: failed) or is wedged: in one working state
@@ -40,7 +40,9 @@
 // a PING every 5s would be most of an idle instance's load on Redis (a fleet
 // of 10,000 sends 2,000 a second). A Redis that stops answering shows within
 // 30s, a Redis that is back within one round. Any check can have such an
-// interval (Every).
+// interval (Every). A failing check never fails /livez: an outage of a
+// dependency turns /readyz 503 (when the check is required) and /healthz
+// warn or fail, and is no reason to restart the instance.
 //
 // The endpoints answer GET and HEAD (405 otherwise) with Cache-Control:
 // no-store. The server closes a connection that takes longer than 10s to

@@ -62,9 +62,9 @@
 // doubling to 5s): the wait after the n-th failure in a row is drawn
 // uniformly from [0, min(5s, 100ms·2^(n-1))], so when Redis comes back after
 // an outage the fleet's writes arrive spread over the interval, not all at
-// once. The writer logs an outage at warn when it begins (then at most one
-// line a minute, with the count left out) and its end at info ("registry:
-// writes recovered"). Heartbeat failures are logged at warn, the first at
+// once. The writer logs an outage at warn when it begins ("registry: writes
+// failing; retrying with backoff", then at most one line a minute, with the
+// count left out) and its end at info ("registry: writes recovered"). Heartbeat failures are logged at warn, the first at
 // once and then at most one a minute with the count left out. A heartbeat
 // that finds the entry gone (restart, FLUSHALL, eviction), not a JSON object,
 // or under a key of the wrong type rewrites it. The registry's keys are the
@@ -114,9 +114,11 @@
 // live instance has written its entry again.
 //
 // Outages: a failed read or resync makes the view not Connected (View.At
-// says since when); the Watcher retries with the same jittered backoff
-// (100ms doubling to 5s, whatever WithRetryBackoff says), logged the same
-// way, and resyncs once Redis answers. Meanwhile the view keeps each running
+// says since when); the Watcher retries with the same jittered backoff,
+// always 100ms doubling to 5s (WithRetryBackoff sets the writers' only), logs
+// the outage the same way ("registry: watcher reads failing; retrying with
+// backoff", then "registry: watcher reads recovered"), and resyncs once Redis
+// answers. Meanwhile the view keeps each running
 // instance until its known expiry, and no longer: an outage longer than the
 // TTL empties it, because the registry can no longer vouch for any
 // instance. Reads of the view are an atomic load of an immutable View and
