@@ -9,13 +9,18 @@ import (
 	"time"
 
 	"github.com/stargazer/lifecycle/health"
+	"github.com/stargazer/lifecycle/phases"
 )
 
 // state is a StateSource; in a service the lifecycle root package is one.
+// What the state means (its role) and its doc come from the machine's table.
 type state string
 
+var table = phases.Lifecycle()
+
 func (s state) Snapshot() health.Snapshot {
-	return health.Snapshot{Service: "billing", Instance: "billing-1", State: string(s), Since: time.Now()}
+	info, _ := table.State(phases.State(s))
+	return health.Snapshot{Service: "billing", Instance: "billing-1", State: string(s), Role: info.Role, Doc: info.Doc, Since: time.Now()}
 }
 
 func ExampleNew() {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,8 +43,25 @@ func (f *fakeSource) set(fn func(*Snapshot)) {
 	fn(&f.snap)
 }
 
+// lifecycleTable is the table the tests' sources read a state's role and doc
+// from, as the root package's source does.
+var lifecycleTable = phases.Lifecycle()
+
+// inState puts sn in state, with the role and the doc tbl gives it.
+func inState(sn *Snapshot, tbl *phases.Table, state string) {
+	info, _ := tbl.State(phases.State(state))
+	sn.State, sn.Role, sn.Doc = state, info.Role, info.Doc
+}
+
+// setState moves the source to a lifecycle state.
+func (f *fakeSource) setState(state string) {
+	f.set(func(sn *Snapshot) { inState(sn, lifecycleTable, state) })
+}
+
 func newSource(state string, since time.Time) *fakeSource {
-	return &fakeSource{snap: Snapshot{Service: "billing", Instance: "billing-1", Version: "1.4.2", State: state, Since: since}}
+	f := &fakeSource{snap: Snapshot{Service: "billing", Instance: "billing-1", Version: "1.4.2", Since: since}}
+	inState(&f.snap, lifecycleTable, state)
+	return f
 }
 
 func newServer(t *testing.T, src StateSource, opts ...Option) *Server {
@@ -75,68 +93,132 @@ func probe(t *testing.T, h http.Handler, path string) (int, Response) {
 	return rec.Code, r
 }
 
-func TestProbeStatusCodesInEveryLifecycleState(t *testing.T) {
+// Every state of the lifecycle, probed as it begins and an hour later: what
+// each probe answers follows from the state's role alone.
+func TestProbesInEveryLifecycleStateFollowItsRole(t *testing.T) {
 	const ok, no = http.StatusOK, http.StatusServiceUnavailable
-	cases := []struct {
-		state               string
-		livez, readyz, hlth int
-		healthzStatus       string
-	}{
-		{"init", ok, no, ok, StatusWarn},
-		{"connecting", ok, no, ok, StatusWarn},
-		{"configuring", ok, no, ok, StatusWarn},
-		{"instrumenting", ok, no, ok, StatusWarn},
-		{"loading_modules", ok, no, ok, StatusWarn},
-		{"building_adapters", ok, no, ok, StatusWarn},
-		{"starting", ok, no, ok, StatusWarn},
-		{"registering", ok, no, ok, StatusWarn},
-		{"serving_health", ok, no, ok, StatusWarn},
-		{"running", ok, ok, ok, StatusPass},
-		{"pulling", ok, no, ok, StatusWarn},
-		{"draining", ok, no, ok, StatusWarn},
-		{"stopping_daemons", ok, no, ok, StatusWarn},
-		{"stopping_health", ok, no, ok, StatusWarn},
-		{"deregistering", ok, no, ok, StatusWarn},
-		{"cleaning_up", ok, no, ok, StatusWarn},
-		{"stopped", ok, no, ok, StatusWarn},
-		{"failed", no, no, no, StatusFail},
+	type want struct {
+		livez, readyz, healthz int
+		status                 string // of /healthz
+		livezLater             int    // /livez an hour later, past StuckAfter
 	}
-	// The table must cover the contract exactly: every state of the lifecycle.
-	covered := map[string]bool{}
-	for _, c := range cases {
-		covered[c.state] = true
+	byRole := map[phases.Role]want{
+		phases.RoleWorking:  {ok, no, ok, StatusWarn, no}, // wedged when it lasts
+		phases.RoleServing:  {ok, ok, ok, StatusPass, ok},
+		phases.RoleDraining: {ok, no, ok, StatusWarn, ok},
+		phases.RoleStopped:  {ok, no, ok, StatusWarn, ok},
+		phases.RoleFailed:   {no, no, no, StatusFail, no},
 	}
-	for _, si := range phases.Lifecycle().States {
-		if !covered[string(si.Name)] {
-			t.Errorf("state %q of phases.Lifecycle has no row", si.Name)
+	seen := map[phases.Role]bool{}
+	for _, si := range phases.Lifecycle().AllStates() {
+		w, known := byRole[si.Role]
+		if !known {
+			t.Errorf("state %q has role %q, which this test has no row for", si.Name, si.Role)
+			continue
 		}
-	}
-	if len(cases) != len(phases.Lifecycle().States) {
-		t.Errorf("%d rows for %d lifecycle states", len(cases), len(phases.Lifecycle().States))
-	}
-
-	clock := clockwork.NewFakeClock()
-	for _, c := range cases {
-		t.Run(c.state, func(t *testing.T) {
-			src := newSource(c.state, clock.Now())
-			s := newServer(t, src, WithClock(clock), WithCheck("db:ping", func(context.Context) error { return nil }, Required()))
+		seen[si.Role] = true
+		t.Run(string(si.Name), func(t *testing.T) {
+			clock := clockwork.NewFakeClock()
+			src := newSource(string(si.Name), clock.Now())
+			s := newServer(t, src, WithClock(clock), WithStuckAfter(time.Minute),
+				WithCheck("db:ping", func(context.Context) error { return nil }, Required()))
 			s.Refresh(context.Background())
 			for _, p := range []struct {
 				path string
 				want int
-			}{{"/livez", c.livez}, {"/readyz", c.readyz}, {"/healthz", c.hlth}} {
+			}{{PathLive, w.livez}, {PathReady, w.readyz}, {PathHealth, w.healthz}} {
 				code, body := probe(t, s.Handler(), p.path)
 				if code != p.want {
-					t.Errorf("GET %s in %q = %d (%q), want %d", p.path, c.state, code, body.Output, p.want)
+					t.Errorf("GET %s in %q (role %s) = %d (%q), want %d", p.path, si.Name, si.Role, code, body.Output, p.want)
 				}
-				if body.State != c.state {
-					t.Errorf("GET %s: state %q, want %q", p.path, body.State, c.state)
+				if body.State != string(si.Name) {
+					t.Errorf("GET %s: state %q, want %q", p.path, body.State, si.Name)
 				}
 			}
-			if _, body := probe(t, s.Handler(), "/healthz"); body.Status != c.healthzStatus {
-				t.Errorf("healthz status in %q = %q, want %q", c.state, body.Status, c.healthzStatus)
+			_, body := probe(t, s.Handler(), PathHealth)
+			if body.Status != w.status {
+				t.Errorf("healthz status in %q (role %s) = %q, want %q", si.Name, si.Role, body.Status, w.status)
+			}
+			if si.Role == phases.RoleDraining && (!strings.Contains(body.Output, string(si.Name)) || !strings.Contains(body.Output, si.Doc)) {
+				t.Errorf("healthz output in %q = %q, want the state and its doc %q", si.Name, body.Output, si.Doc)
+			}
+
+			clock.Advance(time.Hour)
+			code, body := probe(t, s.Handler(), PathLive)
+			if code != w.livezLater {
+				t.Errorf("livez an hour into %q (role %s) = %d (%q), want %d", si.Name, si.Role, code, body.Output, w.livezLater)
+			}
+			if alive := s.Alive() == nil; alive != (w.livezLater == ok) {
+				t.Errorf("Alive() an hour into %q = %v, want it to agree with livez %d", si.Name, s.Alive(), w.livezLater)
+			}
+			if si.Role == phases.RoleWorking && !strings.Contains(body.Output, "wedged") {
+				t.Errorf("livez output an hour into %q = %q, want it to say wedged", si.Name, body.Output)
 			}
 		})
+	}
+	for role := range byRole {
+		if !seen[role] {
+			t.Errorf("no state of phases.Lifecycle has role %q: its row is not exercised", role)
+		}
+	}
+}
+
+// A control state added to a copy of the lifecycle table (pausing, for a
+// pause op) takes its group's role, and health reads it right with no edit
+// of its own: not ready, alive, never wedged.
+func TestANewControlStateIsNotReadyAliveAndNeverWedged(t *testing.T) {
+	const pausing phases.State = "pausing"
+	const doc = "a pause control op in progress"
+	tbl := phases.Lifecycle()
+	at := slices.IndexFunc(tbl.States, func(s phases.StateInfo) bool { return s.Name == phases.Draining }) + 1
+	tbl.States = slices.Insert(tbl.States, at, phases.StateInfo{Name: pausing, Group: phases.GroupControl, Hook: "the registered pause handler", Doc: doc})
+	for i, tr := range tbl.Transitions {
+		if (tr.Event == phases.Stop || tr.Event == phases.Fail) && slices.Contains(tr.From, phases.Draining) {
+			tbl.Transitions[i].From = append(tr.From, pausing)
+		}
+	}
+	tbl.Transitions = append(tbl.Transitions,
+		phases.Transition{Event: "pause", From: []phases.State{phases.Running}, To: pausing},
+		phases.Transition{Event: "resume", From: []phases.State{pausing}, To: phases.Running})
+	if err := tbl.Validate(); err != nil {
+		t.Fatal(err)
+	}
+
+	clock := clockwork.NewFakeClock()
+	src := newSource("running", clock.Now())
+	s := newServer(t, src, WithClock(clock), WithStuckAfter(time.Minute))
+	src.set(func(sn *Snapshot) { inState(sn, tbl, string(pausing)) })
+	if code, body := probe(t, s.Handler(), PathReady); code != http.StatusServiceUnavailable {
+		t.Errorf("readyz in pausing = %d (%q), want 503", code, body.Output)
+	}
+	code, body := probe(t, s.Handler(), PathHealth)
+	if code != http.StatusOK || body.Status != StatusWarn || !strings.Contains(body.Output, `"pausing"`) || !strings.Contains(body.Output, doc) {
+		t.Errorf("healthz in pausing = %d %q (%q), want 200 warn naming the state and its doc", code, body.Status, body.Output)
+	}
+	clock.Advance(24 * time.Hour)
+	if code, body := probe(t, s.Handler(), PathLive); code != http.StatusOK {
+		t.Errorf("livez a day into pausing = %d (%q), want 200: never wedged", code, body.Output)
+	}
+	if err := s.Alive(); err != nil {
+		t.Errorf("Alive() a day into pausing = %v, want nil", err)
+	}
+}
+
+// A source that gives no role (one written before roles) is read as in a
+// working state: not ready, and wedged when it lasts.
+func TestASnapshotWithoutARoleIsAWorkingState(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	src := &fakeSource{snap: Snapshot{State: "running", Since: clock.Now()}}
+	s := newServer(t, src, WithClock(clock), WithStuckAfter(time.Minute))
+	if code, _ := probe(t, s.Handler(), PathReady); code != http.StatusServiceUnavailable {
+		t.Errorf("readyz without a role = %d, want 503", code)
+	}
+	if code, _ := probe(t, s.Handler(), PathLive); code != http.StatusOK {
+		t.Errorf("livez without a role = %d, want 200", code)
+	}
+	clock.Advance(time.Hour)
+	if code, body := probe(t, s.Handler(), PathLive); code != http.StatusServiceUnavailable || !strings.Contains(body.Output, "wedged") {
+		t.Errorf("livez an hour later without a role = %d (%q), want 503 wedged", code, body.Output)
 	}
 }
 
@@ -152,7 +234,7 @@ func TestReadinessIs503FromFirstShutdownStateOn(t *testing.T) {
 		t.Fatalf("readyz in running = %d (%q), want 200", code, body.Output)
 	}
 	for _, st := range states {
-		src.set(func(sn *Snapshot) { sn.State = string(st) })
+		src.setState(string(st))
 		if code, _ := probe(t, s.Handler(), "/readyz"); code != http.StatusServiceUnavailable {
 			t.Errorf("readyz in %q = %d, want 503", st, code)
 		}
@@ -391,7 +473,7 @@ func TestLivenessFailsWhenStateIsWedged(t *testing.T) {
 	// running, pulling and draining (an operator may keep an instance out of
 	// rotation for days) may last forever.
 	for _, st := range []string{"running", "pulling", "draining"} {
-		src.set(func(sn *Snapshot) { sn.State = st })
+		src.setState(st)
 		if code, _ := probe(t, s.Handler(), "/livez"); code != http.StatusOK {
 			t.Errorf("livez in %s after long time = %d, want 200", st, code)
 		}
@@ -408,7 +490,7 @@ func TestAliveReportsAFailedInstance(t *testing.T) {
 	if err := s.Alive(); err != nil {
 		t.Fatalf("Alive() in running = %v, want nil", err)
 	}
-	src.set(func(sn *Snapshot) { sn.State = "failed" })
+	src.setState("failed")
 	if err := s.Alive(); err == nil || !strings.Contains(err.Error(), "failed") {
 		t.Errorf("Alive() in failed = %v, want an error saying failed", err)
 	}

@@ -22,9 +22,9 @@ const (
 	DefaultRedisInterval = 30 * time.Second
 	// DefaultCheckTimeout bounds one run of one check.
 	DefaultCheckTimeout = time.Second
-	// DefaultStuckAfter is how long an instance may stay in one non-terminal
-	// state other than running, pulling or draining before /livez calls it
-	// wedged.
+	// DefaultStuckAfter is how long an instance may stay in one working
+	// state (phases.RoleWorking: a boot phase or a shutdown step) before
+	// /livez calls it wedged.
 	DefaultStuckAfter = 5 * time.Minute
 	// DefaultReadTimeout bounds reading one request, headers included (the
 	// headers alone get at most 5s).
@@ -126,8 +126,9 @@ func WithCheckTimeout(d time.Duration) Option {
 }
 
 // WithStuckAfter sets when an instance counts as wedged: it has stayed longer
-// than d in one state that is neither terminal (stopped, failed) nor a working
-// state (running, pulling, draining). A wedged instance fails /livez so that its
+// than d in one working state (phases.RoleWorking, or a Snapshot without a
+// Role: a boot phase or a shutdown step). Serving, draining, stopped and
+// failed states are never wedged. A wedged instance fails /livez so that its
 // supervisor restarts it. d <= 0 turns wedge detection off. Default 5m.
 func WithStuckAfter(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.stuckAfter = d })

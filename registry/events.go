@@ -13,6 +13,25 @@ import (
 // DefaultEventsCount is the batch size of Events when count <= 0.
 const DefaultEventsCount = 100
 
+// Event is one lifecycle transition, as an entry of the EventsKey stream.
+// In the stream its fields are service, instance, event, from, to, phase,
+// degraded ("true"/"false"), time (RFC 3339 nanoseconds, UTC) and, when
+// not empty, guard, error and trace_id.
+type Event struct {
+	// ID is the stream entry id, set when the event was read from Redis.
+	ID       string
+	Service  string
+	Instance string
+	Event    string // the event name, e.g. "ping_failed"
+	From, To string // state names
+	Guard    string // the guard that chose this transition, if any
+	Phase    string // the destination's phase label, if any
+	Degraded bool
+	Time     time.Time
+	Error    string // the error that caused the transition, if any
+	TraceID  string // W3C trace id of the transition's span, if any
+}
+
 // normalizeEvent sets a zero Time to now and moves it to UTC.
 func (r *Registry) normalizeEvent(ev Event) Event {
 	if ev.Time.IsZero() {

@@ -3,7 +3,9 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +38,12 @@ type Instance struct {
 // service has no instances and no error; an index key of the wrong type is
 // an error naming it.
 func (r *Registry) List(ctx context.Context, service string) ([]Instance, error) {
+	return r.list(ctx, service, r.cfg.log)
+}
+
+// list is List, logging the entries it skips to log (a Watcher's carries
+// the service).
+func (r *Registry) list(ctx context.Context, service string, log *slog.Logger) ([]Instance, error) {
 	if err := fleetenv.ValidateService(service); err != nil {
 		return nil, fmt.Errorf("%w: service %q: %v", ErrInvalidName, service, err)
 	}
@@ -75,12 +83,79 @@ func (r *Registry) List(ctx context.Context, service string) ([]Instance, error)
 		}
 		var e Entry
 		if err := json.Unmarshal([]byte(s), &e); err != nil {
-			r.cfg.log.Warn("registry: skipping unreadable entry", "key", keys[i], "err", err)
+			log.Warn("registry: skipping unreadable entry", "key", keys[i], "error", err)
 			continue
 		}
 		out = append(out, Instance{Entry: e, Expires: expires[i]})
 	}
-	r.reportWrongTypes(ctx, missing)
+	r.reportWrongTypes(ctx, log, missing)
 	slices.SortFunc(out, func(a, b Instance) int { return strings.Compare(a.Instance, b.Instance) })
 	return out, nil
+}
+
+// Instances returns the live entries of service, sorted by instance id:
+// List without the expiry times.
+func (r *Registry) Instances(ctx context.Context, service string) ([]Entry, error) {
+	ins, err := r.List(ctx, service)
+	if err != nil || ins == nil {
+		return nil, err
+	}
+	out := make([]Entry, len(ins))
+	for i, in := range ins {
+		out[i] = in.Entry
+	}
+	return out, nil
+}
+
+// reportWrongTypes logs to log the keys among keys (entries MGET found no
+// string for) that exist with another type, so that an entry someone
+// replaced with a hash is named rather than silently missing. It costs a round trip only
+// when MGET came back with gaps; a failure of that read is not reported.
+func (r *Registry) reportWrongTypes(ctx context.Context, log *slog.Logger, keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	pipe := r.c.Pipeline()
+	types := make([]*redis.StatusCmd, len(keys))
+	for i, k := range keys {
+		types[i] = pipe.Type(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return
+	}
+	for i, t := range types {
+		if v := t.Val(); v != "none" && v != "string" {
+			log.Warn("registry: skipping an entry key of the wrong type", "key", keys[i], "type", v)
+		}
+	}
+}
+
+// Services returns the names of all services that ever registered, sorted.
+func (r *Registry) Services(ctx context.Context) ([]string, error) {
+	names, err := r.c.SMembers(ctx, ServicesKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("registry: reading %s: %w", ServicesKey, r.failed(err))
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Entry returns one instance's entry, or an error wrapping ErrNotFound.
+func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, error) {
+	if err := ValidateNames(service, instance); err != nil {
+		return Entry{}, err
+	}
+	key := EntryKey(service, instance)
+	s, err := r.c.Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		return Entry{}, fmt.Errorf("registry: %s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, r.failed(err))
+	}
+	var e Entry
+	if err := json.Unmarshal([]byte(s), &e); err != nil {
+		return Entry{}, fmt.Errorf("registry: decoding %s: %w", key, err)
+	}
+	return e, nil
 }

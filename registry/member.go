@@ -2,17 +2,13 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/internal/ratelog"
-	"github.com/stargazer/lifecycle/internal/slotmap"
+	"github.com/stargazer/lifecycle/internal/retry"
 )
 
 // ErrUndelivered: Close returned before every queued event and the latest
@@ -33,8 +29,10 @@ const maxBatch = 256
 //     delivers them in one pipeline per batch (the entry script: SET entry
 //     PX TTL and ZADD index; XADD events MAXLEN ~; on a Cluster, where the
 //     two are on different nodes, the entry first and its events after it,
-//     so no event is read before the entry it announces), retrying with capped,
-//     clock-driven backoff until Redis answers. The entry therefore exists
+//     so no event is read before the entry it announces), retrying until
+//     Redis answers with exponential backoff and full jitter on the
+//     registry's clock (WithRetryBackoff), so a fleet that lost Redis at one
+//     instant does not come back in lockstep. The entry therefore exists
 //     from the first Update that reaches Redis, and converges to the latest
 //     status (latest wins); queued events are delivered in order, at least
 //     once.
@@ -68,6 +66,9 @@ type Member struct {
 	service  string
 	instance string
 	owner    string
+	// log is the registry's logger with service and instance: every line
+	// the member writes names them once.
+	log *slog.Logger
 
 	mu           sync.Mutex
 	latest       Entry
@@ -102,6 +103,9 @@ type Member struct {
 	hbMu     sync.Mutex
 	hbCancel context.CancelFunc
 	hbDone   chan struct{}
+
+	// Used by the writer goroutine only.
+	backoff *retry.Backoff
 
 	// Used by the heartbeat goroutine only.
 	hbLog     *ratelog.Logger
@@ -139,13 +143,16 @@ func (r *Registry) Member(e Entry) (*Member, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.Owner = newOwnerToken()
+	log := r.cfg.log.With("service", e.Service, "instance", e.Instance)
 	m := &Member{
 		r:        r,
 		service:  e.Service,
 		instance: e.Instance,
 		owner:    e.Owner,
 		latest:   e,
-		hbLog:    ratelog.New(r.cfg.log, r.cfg.clock, ratelog.DefaultInterval),
+		log:      log,
+		hbLog:    ratelog.New(log, r.cfg.clock, ratelog.DefaultInterval),
+		backoff:  r.newBackoff("registry: writes", r.cfg.retry, log),
 		writeSem: make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		closing:  make(chan struct{}),
@@ -233,76 +240,6 @@ func (m *Member) RegisterAsync(e Entry) {
 	m.signal()
 }
 
-// writeLatest writes the latest entry with the services set, unless the
-// member is deregistered, holding writeSem.
-func (m *Member) writeLatest(ctx context.Context) error {
-	select {
-	case m.writeSem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("registry: registering %s: %w", EntryKey(m.service, m.instance), ctx.Err())
-	}
-	defer func() { <-m.writeSem }()
-	m.mu.Lock()
-	if m.deregistered || !m.hasEntry || m.conflict != nil {
-		m.mu.Unlock()
-		return nil
-	}
-	e, seq, cas := m.latest, m.seq, m.claimed
-	m.mu.Unlock()
-	pipe := m.r.c.Pipeline()
-	w := m.r.queueEntry(ctx, pipe, e, true, cas)
-	cmds, err := m.r.exec(ctx, pipe, w.calls()...)
-	m.afterEntryWrite(w, seq, cas)
-	if err != nil {
-		return fmt.Errorf("registry: registering %s: %w", EntryKey(m.service, m.instance), cmdError(cmds, err))
-	}
-	return nil
-}
-
-// afterEntryWrite records the outcome of entry write w of version seq: the
-// entry is written (and from now on owned), or another process owns it.
-func (m *Member) afterEntryWrite(w entryWrite, seq uint64, cas bool) {
-	res, err := w.result()
-	if err != nil {
-		return // not written; the caller reports the error
-	}
-	if !res.written {
-		m.lose(res.prev)
-		return
-	}
-	m.mu.Lock()
-	m.claimed = true
-	if seq > m.written {
-		m.written = seq
-	}
-	m.mu.Unlock()
-	m.r.reportFixes(w, m.service, m.instance)
-	if !cas && res.prevState == "entry" {
-		var prev Entry
-		if json.Unmarshal([]byte(res.prev), &prev) == nil && prev.Owner != m.owner {
-			m.r.cfg.log.Info("registry: took the entry over from a previous process",
-				"service", m.service, "instance", m.instance, "previous_host", prev.Host, "previous_pid", prev.PID)
-		}
-	}
-}
-
-// lose records that another process owns the entry (other is its text) and
-// logs it, once: from then on the member writes no entry.
-func (m *Member) lose(other string) {
-	host, pid := ownerOf(other)
-	m.mu.Lock()
-	if m.conflict != nil {
-		m.mu.Unlock()
-		return
-	}
-	c := &OwnerConflictError{Key: EntryKey(m.service, m.instance), Host: m.latest.Host, PID: m.latest.PID, OtherHost: host, OtherPID: pid}
-	m.conflict = c
-	m.mu.Unlock()
-	m.r.cfg.log.Error("registry: another process owns this instance's entry; this process stops writing it (give each process its own instance id)",
-		"service", m.service, "instance", m.instance, "key", c.Key,
-		"host", c.Host, "pid", c.PID, "owner_host", c.OtherHost, "owner_pid", c.OtherPID)
-}
-
 // Owner returns the member's owner token, written in the entry's owner field.
 func (m *Member) Owner() string { return m.owner }
 
@@ -316,306 +253,6 @@ func (m *Member) Conflict() error {
 		return nil
 	}
 	return m.conflict
-}
-
-// run is the writer: it delivers work until Close asks it to drain and
-// nothing is left, or until its ctx is cancelled.
-func (m *Member) run() {
-	defer close(m.done)
-	var backoff time.Duration
-	failing := false
-	for {
-		if !m.hasWork() {
-			select {
-			case <-m.closing:
-				return
-			default:
-			}
-			select {
-			case <-m.wake:
-			case <-m.closing:
-			case <-m.ctx.Done():
-				return
-			}
-			continue
-		}
-		err := m.flush(m.ctx)
-		if m.ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			if failing {
-				m.r.cfg.log.Info("registry: writes recovered", "service", m.service, "instance", m.instance)
-			}
-			backoff, failing = 0, false
-			continue
-		}
-		if !failing {
-			// Once per outage: the retries below would repeat it every few seconds.
-			m.r.cfg.log.Warn("registry: write failed, retrying", "service", m.service, "instance", m.instance, "err", err)
-			failing = true
-		}
-		backoff = min(max(2*backoff, m.r.cfg.backoffMin), m.r.cfg.backoffMax)
-		t := m.r.cfg.clock.NewTimer(backoff)
-		select {
-		case <-t.Chan():
-		case <-m.ctx.Done():
-			t.Stop()
-			return
-		}
-	}
-}
-
-func (m *Member) hasWork() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.entryPendingLocked() || len(m.queue) > 0
-}
-
-func (m *Member) entryPendingLocked() bool {
-	return m.hasEntry && !m.deregistered && m.conflict == nil && m.written < m.seq
-}
-
-// flush writes the latest entry (if pending and not deregistered) and a batch
-// of queued events in one pipeline, holding writeSem. Delivered events leave
-// the queue; on a partial failure only the delivered prefix does, keeping
-// order.
-func (m *Member) flush(ctx context.Context) error {
-	select {
-	case m.writeSem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-m.writeSem }()
-	ctx, cancel := context.WithTimeout(ctx, m.r.cfg.writeTimeout)
-	defer cancel()
-
-	m.mu.Lock()
-	pending := m.entryPendingLocked()
-	e, seq, registered, cas := m.latest, m.seq, m.registered, m.claimed
-	batch := make([]queued, min(len(m.queue), maxBatch))
-	copy(batch, m.queue)
-	m.mu.Unlock()
-
-	pipe := m.r.c.Pipeline()
-	var w entryWrite
-	if pending {
-		w = m.r.queueEntry(ctx, pipe, e, registered, cas)
-	}
-	var cmds []redis.Cmder
-	var err error
-	if pending && len(batch) > 0 && m.r.cluster {
-		// A cluster pipeline runs each node's commands concurrently, and the
-		// events stream is on another node than the entry: a reader that
-		// takes an event's word and reads the entry (a Watcher) could find
-		// the entry of before. The entry goes first, its events after it.
-		cmds, err = m.r.exec(ctx, pipe, w.calls()...)
-		m.afterEntryWrite(w, seq, cas)
-		if err != nil {
-			return m.writeFailed(len(batch), cmds, err)
-		}
-		pipe = m.r.c.Pipeline()
-		pending = false
-	}
-	// The events stream is in another slot: XADD stays a command of its own.
-	xadds := make([]*redis.StringCmd, len(batch))
-	for i, q := range batch {
-		xadds[i] = pipe.XAdd(ctx, m.r.xaddArgs(q.ev))
-	}
-	if len(xadds) > 0 || pending {
-		cmds, err = m.r.exec(ctx, pipe, w.calls()...)
-	}
-	if pending {
-		m.afterEntryWrite(w, seq, cas)
-	}
-
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var upTo uint64
-	for i, c := range xadds {
-		if c.Err() != nil {
-			break
-		}
-		upTo = batch[i].seq
-		m.delivered++
-	}
-	// Events dropped while the write was in flight are already gone.
-	for len(m.queue) > 0 && m.queue[0].seq <= upTo {
-		m.queue[0] = queued{}
-		m.queue = m.queue[1:]
-	}
-	if err != nil {
-		return m.failedLocked(len(batch), cmds, err)
-	}
-	m.lastErr = nil
-	return nil
-}
-
-// writeFailed records a failed write of the entry and n events.
-func (m *Member) writeFailed(n int, cmds []redis.Cmder, err error) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.failedLocked(n, cmds, err)
-}
-
-func (m *Member) failedLocked(n int, cmds []redis.Cmder, err error) error {
-	m.failures++
-	m.lastErr = fmt.Errorf("registry: writing %s and %d events: %w", EntryKey(m.service, m.instance), n, cmdError(cmds, err))
-	return m.lastErr
-}
-
-// StartHeartbeat starts the heartbeat goroutine: every HeartbeatInterval (on
-// the registry's clock) it extends the entry's TTL and index score while the
-// entry is still this member's, in one round trip. When the entry has
-// vanished, no longer holds a JSON object, or its key (or the index key) has
-// the wrong type, it rewrites the latest entry (services set included),
-// logging a rewrite of foreign data at warn, naming the key and the type
-// found; the registry's keys are the registry's, so it replaces what it finds
-// there. When another process owns the entry it stops (see Conflict).
-// Failures are logged at warn, the first at once and then at most one a
-// minute with the count left out, and retried at the next tick (on Redis
-// Cluster, a failure that says the slot map is stale is retried once more,
-// half a second later, by the reloaded map: see "Failover" in the package
-// documentation); the first success after them is logged at info. Calling
-// StartHeartbeat while it runs, or after Close, does nothing.
-func (m *Member) StartHeartbeat() {
-	m.hbMu.Lock()
-	defer m.hbMu.Unlock()
-	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
-	if m.hbDone != nil || closed {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	// Created here, not in the goroutine, so that a fake clock sees the
-	// ticker as soon as StartHeartbeat returns.
-	ticker := m.r.cfg.clock.NewTicker(m.r.HeartbeatInterval())
-	m.hbCancel, m.hbDone = cancel, done
-	go func() {
-		defer close(done)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-ticker.Chan():
-				m.beat(ctx)
-			}
-		}
-	}()
-}
-
-func (m *Member) beat(ctx context.Context) {
-	defer func() {
-		m.mu.Lock()
-		m.beats++
-		m.mu.Unlock()
-	}()
-	err := m.beatOnce(ctx)
-	if err != nil && !errors.Is(err, errNoBeat) && slotmap.Reload(m.r.c, err) {
-		// A cluster whose slot map was stale (a master died, a replica took
-		// its slots over): the client reloads it now; one retry once the new
-		// map is in keeps the entry alive instead of waiting a whole interval
-		// with the old one.
-		t := m.r.cfg.clock.NewTimer(slotmap.MinInterval)
-		select {
-		case <-t.Chan():
-			err = m.beatOnce(ctx)
-		case <-ctx.Done():
-			t.Stop()
-		}
-	}
-	switch {
-	case errors.Is(err, errNoBeat):
-	case err != nil:
-		m.beatFailed(ctx, err)
-	default:
-		m.beatOK(ctx)
-	}
-}
-
-// errNoBeat: the member writes no entry (deregistered, nothing to write yet,
-// or another process owns it): nothing was refreshed, nothing failed.
-var errNoBeat = errors.New("registry: no entry to refresh")
-
-// beatOnce runs one heartbeat: the script, and the rewrite of an entry that
-// vanished or holds foreign data. It returns nil when the entry is refreshed
-// or rewritten, errNoBeat when the member writes no entry (it may have just
-// found another process's token in it), and the error that failed it
-// otherwise.
-func (m *Member) beatOnce(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, m.r.cfg.writeTimeout)
-	defer cancel()
-	m.mu.Lock()
-	skip := m.deregistered || !m.hasEntry || m.conflict != nil
-	m.mu.Unlock()
-	if skip {
-		return errNoBeat
-	}
-	key := EntryKey(m.service, m.instance)
-	score := m.r.cfg.clock.Now().Add(m.r.cfg.ttl).UnixMilli()
-	vals, err := memberHeartbeatScript.Run(ctx, m.r.c, []string{key, IndexKey(m.service)},
-		m.r.cfg.ttl.Milliseconds(), score, m.instance, m.owner).Slice()
-	if err != nil {
-		return fmt.Errorf("registry: heartbeat of %s: %w", key, err)
-	}
-	n, found := scriptReply(vals)
-	if n == 1 {
-		return nil
-	}
-	if len(found) > 1 && found[0] == "other" {
-		m.lose(found[1])
-		return errNoBeat
-	}
-	// Vanished, not JSON, or a key of the wrong type: write the entry again
-	// (the write reports what it replaced).
-	if err := m.writeLatest(ctx); err != nil {
-		return fmt.Errorf("registry: rewriting %s: %w", key, err)
-	}
-	if m.Conflict() != nil {
-		return errNoBeat
-	}
-	if len(found) > 0 && found[0] == "none" {
-		m.r.cfg.log.Info("registry: entry had vanished; re-registered", "service", m.service, "instance", m.instance)
-	}
-	return nil
-}
-
-// beatFailed logs a heartbeat failure at warn, rate-limited; a failure caused
-// by StopHeartbeat is not one.
-func (m *Member) beatFailed(ctx context.Context, err error) {
-	if ctx.Err() != nil {
-		return
-	}
-	m.mu.Lock()
-	m.beatFailures++
-	m.mu.Unlock()
-	m.hbFailing = true
-	m.hbLog.Log(ctx, slog.LevelWarn, "registry: heartbeat failed", "service", m.service, "instance", m.instance, "err", err)
-}
-
-func (m *Member) beatOK(ctx context.Context) {
-	if !m.hbFailing {
-		return
-	}
-	m.hbFailing = false
-	m.r.cfg.log.InfoContext(ctx, "registry: heartbeat recovered", "service", m.service, "instance", m.instance,
-		ratelog.SuppressedKey, m.hbLog.Reset())
-}
-
-// StopHeartbeat stops the heartbeat goroutine and waits for it to exit; a
-// heartbeat in flight is cancelled. It does nothing if none runs.
-func (m *Member) StopHeartbeat() {
-	m.hbMu.Lock()
-	defer m.hbMu.Unlock()
-	if m.hbDone == nil {
-		return
-	}
-	m.hbCancel()
-	<-m.hbDone
-	m.hbCancel, m.hbDone = nil, nil
 }
 
 // Deregister removes the instance from the registry. In order: it stops

@@ -125,3 +125,20 @@ func ownerOf(raw string) (host string, pid int) {
 	_ = json.Unmarshal([]byte(raw), &e)
 	return e.Host, e.PID
 }
+
+// lose records that another process owns the entry (other is its text) and
+// logs it, once: from then on the member writes no entry.
+func (m *Member) lose(other string) {
+	host, pid := ownerOf(other)
+	m.mu.Lock()
+	if m.conflict != nil {
+		m.mu.Unlock()
+		return
+	}
+	c := &OwnerConflictError{Key: EntryKey(m.service, m.instance), Host: m.latest.Host, PID: m.latest.PID, OtherHost: host, OtherPID: pid}
+	m.conflict = c
+	m.mu.Unlock()
+	m.log.Error("registry: another process owns this instance's entry; this process stops writing it (give each process its own instance id)",
+		"key", c.Key,
+		"host", c.Host, "pid", c.PID, "owner_host", c.OtherHost, "owner_pid", c.OtherPID)
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
@@ -70,6 +72,7 @@ type Watcher struct {
 	r       *Registry
 	service string
 	block   time.Duration
+	log     *slog.Logger // the registry's, with service: every line names it once
 
 	reader    redis.UniversalClient // blocking reads only; ours to close when own
 	ownReader bool
@@ -84,8 +87,8 @@ type Watcher struct {
 	pos       string              // the events stream id read up to
 	running   map[string]Instance // by instance id
 	connected bool
-	failing   bool // an outage was logged
-	vanished  bool // the last resync kept instances it did not find (see resync)
+	vanished  bool           // the last resync kept instances it did not find (see resync)
+	backoff   *retry.Backoff // the waits after failed reads and resyncs, and their log lines
 }
 
 // WatchOption configures a Watcher.
@@ -121,10 +124,11 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{
-		r: r, service: service, block: DefaultWatchBlock,
+		r: r, service: service, block: DefaultWatchBlock, log: r.cfg.log.With("service", service),
 		synced: make(chan struct{}), cancel: cancel, done: make(chan struct{}),
 		running: map[string]Instance{},
 	}
+	w.backoff = r.newBackoff("registry: watcher reads", retry.Default, w.log)
 	for _, o := range opts {
 		if o != nil {
 			o.applyWatch(w)
@@ -231,7 +235,6 @@ func (w *Watcher) Close() error {
 // failure, until Close.
 func (w *Watcher) run(ctx context.Context) {
 	defer close(w.done)
-	var backoff time.Duration
 	needSync := true
 	var nextSync time.Time
 	for ctx.Err() == nil {
@@ -240,10 +243,11 @@ func (w *Watcher) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				backoff, needSync = w.retry(ctx, err, backoff), true
+				w.retry(ctx, err)
+				needSync = true
 				continue
 			}
-			backoff, needSync = 0, false
+			needSync = false
 			nextSync = w.nextSync()
 		}
 		block := max(min(w.block, w.r.cfg.clock.Until(nextSync)), 10*time.Millisecond)
@@ -252,7 +256,8 @@ func (w *Watcher) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			backoff, needSync = w.retry(ctx, err, backoff), true
+			w.retry(ctx, err)
+			needSync = true
 			continue
 		}
 		if len(events) == 0 {
@@ -263,8 +268,7 @@ func (w *Watcher) run(ctx context.Context) {
 				return
 			}
 			// The events are read, their entries are not: a resync covers them.
-			w.r.cfg.log.Warn("registry: watcher could not read the entries of new running instances; resyncing",
-				"service", w.service, "err", err)
+			w.log.Warn("registry: watcher could not read the entries of new running instances; resyncing", "error", err)
 			needSync = true
 			continue
 		}
@@ -310,7 +314,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, w.r.failed(err))
 	}
-	ins, err := w.r.List(ctx, w.service)
+	ins, err := w.r.list(ctx, w.service, w.log)
 	if err != nil {
 		return err
 	}
@@ -345,10 +349,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 		}
 	}
 	w.running, w.connected = running, true
-	if w.failing {
-		w.failing = false
-		w.r.cfg.log.Info("registry: watcher reaches Redis again; resynced", "service", w.service, "running", len(running))
-	}
+	w.backoff.Succeeded(ctx, "running", len(running))
 	if changed {
 		w.publish()
 	}
@@ -478,7 +479,7 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 		}
 		var e Entry
 		if err := json.Unmarshal([]byte(raw), &e); err != nil {
-			w.r.cfg.log.Warn("registry: skipping unreadable entry", "key", EntryKey(w.service, id), "err", err)
+			w.log.Warn("registry: skipping unreadable entry", "key", EntryKey(w.service, id), "error", err)
 			continue
 		}
 		in := Instance{Entry: e, Expires: time.UnixMilli(int64(score))}
@@ -489,25 +490,20 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 	return out, nil
 }
 
-// retry handles a failed read or resync: the wait before the next attempt
-// doubles the last one (backoff), from 100ms up to 5s; the view is marked
-// lost (see lost), and the goroutine sleeps the wait (see sleep). It returns
-// the wait, the next call's backoff.
-func (w *Watcher) retry(ctx context.Context, err error, backoff time.Duration) time.Duration {
-	backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-	w.lost(err, backoff)
-	w.sleep(ctx, backoff)
-	return backoff
+// retry handles a failed read or resync: the view is marked lost (see
+// lost); the backoff (retry.Default: 100ms doubling to 5s, full jitter) says
+// how long to wait and logs the outage, at warn when it begins, and the
+// goroutine sleeps the wait (see sleep). The next successful resync ends the
+// outage (resync logs the recovery).
+func (w *Watcher) retry(ctx context.Context, err error) {
+	w.lost()
+	w.sleep(ctx, w.backoff.Failed(ctx, err, "running", len(w.running)))
 }
 
 // lost records a failed read or resync: the view is no longer connected,
-// and drops the instances whose known expiry has passed.
-func (w *Watcher) lost(err error, retry time.Duration) {
-	if !w.failing {
-		w.failing = true
-		w.r.cfg.log.Warn("registry: watcher lost Redis; the view keeps each running instance until its entry's known expiry, and resyncs when Redis answers",
-			"service", w.service, "err", err, "retry", retry)
-	}
+// and drops the instances whose known expiry has passed; it keeps the
+// others until their expiry.
+func (w *Watcher) lost() {
 	now := w.r.cfg.clock.Now()
 	changed := w.connected
 	w.connected = false
@@ -522,8 +518,9 @@ func (w *Watcher) lost(err error, retry time.Duration) {
 	}
 }
 
-// sleep waits d on the registry's clock, or until ctx ends; it wakes early
-// when a running instance's known expiry comes first, to drop it.
+// sleep waits d on the registry's clock (the backoff's Wait), or until ctx
+// ends; it wakes early when a running instance's known expiry comes first,
+// to drop it.
 func (w *Watcher) sleep(ctx context.Context, d time.Duration) {
 	now := w.r.cfg.clock.Now()
 	for _, in := range w.running {
@@ -531,12 +528,7 @@ func (w *Watcher) sleep(ctx context.Context, d time.Duration) {
 			d = max(until, time.Millisecond)
 		}
 	}
-	t := w.r.cfg.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.Chan():
-	case <-ctx.Done():
-	}
+	w.backoff.Wait(ctx, d)
 }
 
 // publish makes the running set the current view and wakes those waiting on

@@ -63,6 +63,8 @@ func (s instanceSource) Snapshot() health.Snapshot {
 		Version:       in.cfg.version,
 		State:         string(state),
 		Phase:         info.Label,
+		Role:          info.Role,
+		Doc:           info.Doc,
 		Since:         since,
 		Degraded:      in.degraded.Load(),
 		RedisRequired: in.cfg.redisRequired,

@@ -1,0 +1,140 @@
+// Package registry is the fleet's Redis service registry: every instance of
+// every service keeps one entry saying which lifecycle state it is in, and
+// every lifecycle transition is appended to one fleet-wide event stream.
+//
+// # What it stores
+//
+//	sg:registry:service:{<name>}:<instance>  string, JSON Entry, TTL = service TTL (default 30s)
+//	sg:registry:index:{<name>}               sorted set: instance ids scored by expiry (unix ms)
+//	sg:registry:services                     set of service names
+//	sg:events                                stream, MAXLEN ~ capped (default 10000), one Event per transition
+//
+// The {<name>} braces are a Redis Cluster hash tag: one service's entries and
+// its index share a slot, so listing a service is one multi-key read on one
+// node. The services set and the events stream live in other slots; writes
+// that touch them use non-transactional pipelines (a ClusterClient splits a
+// pipeline per node), never MULTI. Everything works with a
+// redis.UniversalClient: a single server, a failover client or a cluster.
+//
+// # Consistency
+//
+// The registry is a soft-state view, not a source of truth:
+//   - An entry lives for TTL after its last write or heartbeat. An instance
+//     that dies without deregistering disappears within TTL.
+//   - Listing never uses SCAN or KEYS: Instances reads the index for
+//     members whose expiry is in the future, then MGETs their entries.
+//     Index members whose entry vanished (eviction, flush) are skipped, and
+//     expired members are trimmed opportunistically by writes and reads.
+//   - Index scores are computed from the writer's clock (Option WithClock) and
+//     compared with the reader's: the fleet's clocks are assumed to agree to
+//     well within the TTL.
+//   - Status updates through a Member are asynchronous and coalescing: the
+//     entry in Redis converges to the latest status written, intermediate
+//     states may never appear in the entry, but every transition is appended
+//     to the events stream, in order per instance, at least once (a write
+//     retried after a lost reply may duplicate an event).
+//   - The services set only grows: it names every service that ever
+//     registered; a service without live instances lists no Instances.
+//
+// # Ownership
+//
+// Every entry carries an owner token: random, one per process (per Member).
+// A Member's first entry write that reaches Redis takes the entry over,
+// whatever it held: the entry of a crashed predecessor, or of the process
+// this one replaced by exec (a restart keeps the pid and the instance id), is
+// normal. Every later write, heartbeat and delete of that Member is a
+// compare-and-set on the token: a Lua script on the service's slot (the
+// entry and the index share the hash tag, so it runs on Redis Cluster), one
+// round trip per write; the events XADD and the services SADD live in other
+// slots and stay separate commands of the same pipeline. A Member that finds
+// another token has met a second process running with its instance id: it
+// logs one error naming both processes (host, pid), reports it by
+// Member.Conflict (the lifecycle shows it as the registry:identity check,
+// warn, on /healthz), and never writes or deletes the entry again, so
+// stopping either process never removes the other's entry. Its events still
+// reach the stream. Registry.Register, Heartbeat and Deregister are
+// unconditional: they are for tools and tests.
+//
+// # Outages and foreign data
+//
+// Status updates are retried by the Member's writer until Redis answers,
+// with exponential backoff and full jitter (WithRetryBackoff; default 100ms
+// doubling to 5s): the wait after the n-th failure in a row is drawn
+// uniformly from [0, min(5s, 100ms·2^(n-1))], so when Redis comes back after
+// an outage the fleet's writes arrive spread over the interval, not all at
+// once. The writer logs an outage at warn when it begins ("registry: writes
+// failing; retrying with backoff", then at most one line a minute, with the
+// count left out) and its end at info ("registry: writes recovered"). Heartbeat failures are logged at warn, the first at
+// once and then at most one a minute with the count left out. A heartbeat
+// that finds the entry gone (restart, FLUSHALL, eviction), not a JSON object,
+// or under a key of the wrong type rewrites it. The registry's keys are the
+// registry's by contract: a write that finds an entry, index or services key
+// of the wrong type deletes it and writes its own, logging the key and the
+// type it found at warn. Readers never fail a listing for one bad entry:
+// Instances skips (and logs, naming the key) entries that are not JSON or not
+// strings.
+//
+// Log lines name each attribute once: a Member's lines carry service and
+// instance, a Watcher's carry service, added by the registry; the logger
+// given to WithLogger must not carry them already. An error goes under the
+// key "error".
+//
+// # Listing and watching a service
+//
+// List is the one listing of a service: its live entries with their expiry
+// times (the index scores). Instances, sgctl ps and the dashboard read
+// through it, and so does a Watcher's resync.
+//
+// A Watcher (Registry.Watch) is a live view of one service's instances whose
+// status is running, the one status consumers route to; package balancer
+// sends HTTP requests to them. It keeps the view from two sources:
+//   - the sg:events stream, through one blocking XREAD at a time resuming
+//     from the last id read: an event to running adds the instance once one
+//     pipelined GET of its entry and ZSCORE of its index member confirm it
+//     (the entry says where to call it, Entry.Addr); an event to any other
+//     state (pulling, draining, stopping_daemons, ...) removes it. A change
+//     reaches the view within one event's delivery: a few milliseconds.
+//   - resyncs from List: at start, after a failed read or resync (a
+//     reconnect), every TTL, and a quarter TTL before the known expiry of a
+//     running instance, so that its heartbeats are seen before the expiry.
+//     A resync first reads the stream's last id, then the listing: every
+//     event up to that id is in the listing (a Member writes an entry before
+//     its event, in one pipeline), so the reads go on after it. A resync
+//     repairs what events cannot tell: a missed event, a FLUSHALL, a Redis
+//     restart or failover (the new stream's ids need not follow the old
+//     ones), an entry that left running without one.
+//
+// Consistency: the view never holds an instance past its entry's known
+// expiry. Watcher.Running leaves out instances whose Expires has passed even
+// before the goroutine publishes the pruned view; an instance that stops
+// heartbeating leaves at its expiry, within one TTL of its last heartbeat.
+// An instance the listing lacks although its expiry has not passed (its
+// entry was flushed or evicted, or Redis restarted empty) stays until that
+// expiry, and the next resync comes within a heartbeat interval, by when a
+// live instance has written its entry again.
+//
+// Outages: a failed read or resync makes the view not Connected (View.At
+// says since when); the Watcher retries with the same jittered backoff,
+// always 100ms doubling to 5s (WithRetryBackoff sets the writers' only), logs
+// the outage the same way ("registry: watcher reads failing; retrying with
+// backoff", then "registry: watcher reads recovered"), and resyncs once Redis
+// answers. Meanwhile the view keeps each running
+// instance until its known expiry, and no longer: an outage longer than the
+// TTL empties it, because the registry can no longer vouch for any
+// instance. Reads of the view are an atomic load of an immutable View and
+// never wait on Redis.
+//
+// # Failover
+//
+// Behind a Sentinel (a go-redis failover client) a write after the promotion
+// reaches the new master: the client asks the Sentinel where it is. On Redis
+// Cluster, go-redis would keep sending a dead master's slots to its address
+// until its periodic slot-map reload, a minute later; so every write,
+// heartbeat and read that fails with a network error, MOVED, CLUSTERDOWN or
+// READONLY asks the client to reload its map at once (at most twice a second
+// per client), and a heartbeat that failed so is retried once, half a second
+// later, by the new map. An instance is back on the promoted replica within
+// one heartbeat of the promotion. Scripts go by SHA1 (EVALSHA); a promoted
+// replica, like a restarted Redis, does not have them: the first write sends
+// their text again.
+package registry
