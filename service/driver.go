@@ -94,13 +94,14 @@ type request uint8
 const (
 	reqBoot        request = iota // Boot
 	reqRun                        // Run
-	reqBootOver                   // the boot walked every phase and the machine is in running
+	reqBootOver                   // the boot is over: it walked every phase, or a stop cut it short
 	reqBootEnded                  // the boot ended in a terminal state: nothing to unwind
 	reqPhaseFailed                // a boot phase failed
 	reqStop                       // RequestStop, a signal, the context of Boot or Run ending
 	reqShutdown                   // Shutdown: a stop that also carries out an instance nobody drives
 	reqRestart                    // RequestRestart, a restart op
-	reqDrain                      // Drain or Undrain (the machine checks the edge)
+	reqDrain                      // Drain (the machine checks the edge)
+	reqUndrain                    // Undrain (the machine checks the edge)
 	reqRunReturned                // Service.Run returned nil, or its context's error after a stop
 	reqRunFailed                  // Service.Run returned another error
 	reqDelayOver                  // the drain delay after Boot ended
@@ -108,7 +109,7 @@ const (
 )
 
 var requestNames = [...]string{"Boot", "Run", "boot over", "boot ended", "phase failed", "stop", "Shutdown",
-	"restart", "drain", "Run returned", "Run failed", "delay over", "unwound"}
+	"restart", "drain", "undrain", "Run returned", "Run failed", "delay over", "unwound"}
 
 func (r request) String() string { return requestNames[r] }
 
@@ -222,7 +223,9 @@ func decide(s stage, r reason, req request, c conditions) (stage, reason, action
 			return s, next, actInterrupt, nil
 		}
 		return s, next, 0, nil // delaying, unwinding, done: underway already
-	case reqDrain:
+	case reqDrain, reqUndrain:
+		// An operator's drain is not a stop: it needs an instance at work
+		// that nothing asked to stop.
 		if r == noStop && (s == booted || s == serving) {
 			return s, r, 0, nil
 		}
@@ -413,7 +416,7 @@ func (in *Instance) Drain(ctx context.Context) error {
 // *lifecycle.InvalidEventError unless the instance is draining and no stop
 // was asked for (a stop waiting out its drain delay cannot be undone).
 func (in *Instance) Undrain(ctx context.Context) error {
-	if err := in.request(reqDrain, nil); err != nil {
+	if err := in.request(reqUndrain, nil); err != nil {
 		return &lifecycle.InvalidEventError{Event: phases.Undrain, State: in.m.Current()}
 	}
 	if err := in.m.Fire(ctx, phases.Undrain); err != nil {
