@@ -223,7 +223,8 @@ func (t controlTarget) Restartable() bool {
 	in := t.in
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	_, _, _, err := decide(in.stage, in.reason, reqRestart, conditions{role: in.table.Role(in.m.Current())})
+	cur := in.m.Current()
+	_, _, _, err := decide(in.stage, in.reason, reqRestart, conditions{role: in.table.Role(cur), restart: len(in.table.Alternatives(phases.Restart, cur)) > 0})
 	return err == nil
 }
 

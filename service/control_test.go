@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/phases"
@@ -306,5 +307,41 @@ func TestWithoutControlKeyUnsignedRestartAndPullAreRejectedSayingHowToEnableThem
 	_ = in.Shutdown(context.Background())
 	if err := wait(t, done); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A restart asked while a pull runs is refused: the table has no restart
+// edge from pulling, so the instance would have no way into the shutdown
+// steps. The pull ends and the instance runs on.
+func TestARestartDuringAPullIsRefusedAndThePullEndsInRunning(t *testing.T) {
+	f := newFixture(t)
+	inPull, release := make(chan struct{}), make(chan struct{})
+	in, err := New(newTestService(), f.options(WithControlInsecure(true), WithPullHandler(func(context.Context, json.RawMessage) error {
+		close(inPull)
+		<-release
+		return nil
+	}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := startRun(t, in)
+	waitState(t, in, phases.Running)
+	pulled := make(chan controlops.Result, 1)
+	go func() { pulled <- sendAndWait(t, f, controlops.OpPull, nil) }()
+	<-inPull
+	if err := in.RequestRestart(); !errors.Is(err, lifecycle.ErrInvalidEvent) {
+		t.Errorf("RequestRestart while pulling = %v, want an invalid event", err)
+	}
+	if (controlTarget{in}).Restartable() {
+		t.Error("the control target says a restart may begin while pulling")
+	}
+	close(release)
+	if r := <-pulled; r.Status != controlops.StatusDone {
+		t.Fatalf("pull: %s %q", r.Status, r.Reason)
+	}
+	waitState(t, in, phases.Running)
+	in.RequestStop()
+	if err := wait(t, done); err != nil {
+		t.Fatalf("Run = %v, want a clean stop", err)
 	}
 }

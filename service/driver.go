@@ -137,6 +137,7 @@ const (
 type conditions struct {
 	drainDelay bool        // a drain delay is set
 	role       phases.Role // the role of the machine's current state
+	restart    bool        // the table has a restart edge from the machine's current state
 	byRun      bool        // the boot is Run's (reqBootOver): Run goes on to Service.Run
 	bootRan    bool        // a boot began (reqRun)
 }
@@ -189,9 +190,10 @@ func decide(s stage, r reason, req request, c conditions) (stage, reason, action
 	case reqStop, reqShutdown, reqRestart:
 		next := r
 		if req == reqRestart {
-			// A restart needs an instance at work, in rotation or drained by
-			// an operator, that nothing asked to stop.
-			if r != noStop || (s != booted && s != serving) || (c.role != phases.RoleServing && c.role != phases.RoleDraining) {
+			// A restart needs an instance at work that nothing asked to stop,
+			// in a state the table lets a restart leave (running, draining;
+			// not pulling).
+			if r != noStop || (s != booted && s != serving) || !c.restart {
 				return refuse()
 			}
 			next = restartAsked
@@ -255,9 +257,9 @@ func decide(s stage, r reason, req request, c conditions) (stage, reason, action
 // a refusal changes nothing.
 func (in *Instance) step(req request, c conditions, accepted func()) (from stage, act action, err error) {
 	c.drainDelay = in.cfg.drainDelay > 0
-	if c.role == "" {
-		c.role = in.table.Role(in.m.Current())
-	}
+	cur := in.m.Current()
+	c.role = in.table.Role(cur)
+	c.restart = len(in.table.Alternatives(phases.Restart, cur)) > 0
 	s, r, act, err := decide(in.stage, in.reason, req, c)
 	if err != nil {
 		return in.stage, 0, err

@@ -22,30 +22,37 @@ import (
 //	                     (after the delay, with d), u unwind on the caller's
 //	                     goroutine, w wait for the end
 //
-// A driver state is a stage, a stop reason, and the role of the machine's
-// state at that moment: a booted or serving instance may be in rotation or
-// drained by an operator.
+// A driver state is a stage, a stop reason, and the machine's state at that
+// moment: a booted or serving instance may be in rotation, drained by an
+// operator, or pulling.
 var driverStates = []struct {
-	name   string
-	stage  stage
-	reason reason
-	role   phases.Role
+	name    string
+	stage   stage
+	reason  reason
+	machine phases.State // the machine's state
 }{
-	{"created", created, noStop, phases.RoleWorking},
-	{"created, stop asked", created, stopAsked, phases.RoleWorking},
-	{"booting", booting, noStop, phases.RoleWorking},
-	{"booting, stop asked", booting, stopAsked, phases.RoleWorking},
-	{"booted", booted, noStop, phases.RoleServing},
-	{"booted, drained", booted, noStop, phases.RoleDraining},
-	{"serving", serving, noStop, phases.RoleServing},
-	{"serving, drained", serving, noStop, phases.RoleDraining},
-	{"delaying in Run", delayingRun, stopAsked, phases.RoleDraining},
-	{"delaying in Run, restart", delayingRun, restartAsked, phases.RoleDraining},
-	{"delaying after Boot", delayingBooted, stopAsked, phases.RoleDraining},
-	{"unwinding", unwinding, stopAsked, phases.RoleWorking},
-	{"unwinding, failed", unwinding, failure, phases.RoleWorking},
-	{"done", done, stopAsked, phases.RoleStopped},
-	{"done, failed", done, failure, phases.RoleFailed},
+	{"created", created, noStop, phases.Init},
+	{"created, stop asked", created, stopAsked, phases.Init},
+	{"booting", booting, noStop, phases.Configuring},
+	{"booting, stop asked", booting, stopAsked, phases.Configuring},
+	{"booted", booted, noStop, phases.Running},
+	{"booted, drained", booted, noStop, phases.Draining},
+	{"serving", serving, noStop, phases.Running},
+	{"serving, drained", serving, noStop, phases.Draining},
+	{"serving, pulling", serving, noStop, phases.Pulling},
+	{"delaying in Run", delayingRun, stopAsked, phases.Draining},
+	{"delaying in Run, restart", delayingRun, restartAsked, phases.Draining},
+	{"delaying after Boot", delayingBooted, stopAsked, phases.Draining},
+	{"unwinding", unwinding, stopAsked, phases.StoppingHealth},
+	{"unwinding, failed", unwinding, failure, phases.StoppingHealth},
+	{"done", done, stopAsked, phases.Stopped},
+	{"done, failed", done, failure, phases.Failed},
+}
+
+// conditionsOf are the conditions of a driver state in the lifecycle table.
+func conditionsOf(machine phases.State, delay, byRun, bootRan bool) conditions {
+	t := phases.Lifecycle()
+	return conditions{drainDelay: delay, role: t.Role(machine), restart: len(t.Alternatives(phases.Restart, machine)) > 0, byRun: byRun, bootRan: bootRan}
 }
 
 // driverRequests are the requests, with the conditions that change what
@@ -89,6 +96,7 @@ var driverTable = map[string][]string{
 	"booted, drained":          {"unwinding stop a", "unwinding stop a", "unwinding stop a", "unwinding restart a", "unwinding restart a", "=", "=", "-", "-", "-", "-", "serving none", "-", "-", "-", "-", "-"},
 	"serving":                  {"serving stop i", "delayingRun stop d", "serving stop i", "serving restart i", "delayingRun restart d", "=", "=", "unwinding none u", "unwinding failure u", "-", "-", "-", "-", "-", "-", "-", "-"},
 	"serving, drained":         {"serving stop i", "serving stop i", "serving stop i", "serving restart i", "serving restart i", "=", "=", "unwinding none u", "unwinding failure u", "-", "-", "-", "-", "-", "-", "-", "-"},
+	"serving, pulling":         {"serving stop i", "serving stop i", "serving stop i", "-", "-", "=", "=", "unwinding none u", "unwinding failure u", "-", "-", "-", "-", "-", "-", "-", "-"},
 	"delaying in Run":          {"=", "=", "=", "-", "-", "-", "-", "unwinding stop u", "unwinding failure u", "-", "-", "-", "-", "-", "-", "-", "-"},
 	"delaying in Run, restart": {"=", "=", "=", "-", "-", "-", "-", "unwinding restart u", "unwinding failure u", "-", "-", "-", "-", "-", "-", "-", "-"},
 	"delaying after Boot":      {"=", "=", "=", "-", "-", "-", "-", "-", "-", "-", "-", "= w", "-", "-", "-", "unwinding stop u", "-"},
@@ -134,7 +142,7 @@ func TestTheDriverDecidesEveryRequestInEveryState(t *testing.T) {
 			t.Fatalf("%s: %d cells, want one per request (%d)", st.name, len(row), len(driverRequests))
 		}
 		for i, rq := range driverRequests {
-			c := conditions{drainDelay: rq.delay, role: st.role, byRun: rq.byRun, bootRan: st.stage != created}
+			c := conditionsOf(st.machine, rq.delay, rq.byRun, st.stage != created)
 			s, r, act, err := decide(st.stage, st.reason, rq.req, c)
 			if err != nil && !errors.Is(err, errRefused) {
 				t.Errorf("%s, %s: error %v does not wrap errRefused", st.name, rq.name, err)
@@ -160,7 +168,7 @@ func TestEveryDeclaredDriverMoveIsMadeBySomeRequest(t *testing.T) {
 	made := map[string]bool{}
 	for _, st := range driverStates {
 		for _, rq := range driverRequests {
-			s, r, _, err := decide(st.stage, st.reason, rq.req, conditions{drainDelay: rq.delay, role: st.role, byRun: rq.byRun, bootRan: st.stage != created})
+			s, r, _, err := decide(st.stage, st.reason, rq.req, conditionsOf(st.machine, rq.delay, rq.byRun, st.stage != created))
 			if err == nil {
 				made[st.stage.String()+">"+s.String()] = true
 				made["reason "+st.reason.String()+">"+r.String()] = true
