@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stargazer/lifecycle/internal/tabletest"
 	"github.com/stargazer/lifecycle/phases"
 )
 
@@ -472,5 +473,34 @@ func TestStatesOfATableWithoutGroupsAreDrawnAtTheTopLevel(t *testing.T) {
 	}
 	if dot := string(DOT(&tab)); strings.Contains(dot, "subgraph") || strings.Contains(dot, `"end"`) {
 		t.Errorf("DOT draws a cluster or an end marker it should not:\n%s", dot)
+	}
+}
+
+// The diagrams follow a table grown by the recipe of docs/architecture.md
+// with no edit: a boot phase takes its number and renumbers the ones after
+// it, stays inside the boot group's fold of stop and fail, and a control
+// state sits in its group, left by the control group's stop and fail.
+func TestAGrownTableIsDrawnWithNoEdit(t *testing.T) {
+	g := tabletest.Grown()
+	mmd, dot, md := string(Mermaid(g)), string(DOT(g)), string(Markdown(g))
+	for _, want := range []string{
+		`state "7 warming_up" as s_warming_up`, `state "8 starting" as s_starting`, `state "10 serving_health" as s_serving_health`,
+		`state "pausing" as s_pausing`,
+		"s_building_adapters --> s_warming_up : adapters_built", "s_warming_up --> s_starting : warmed",
+		"s_running --> s_pausing : pause", "s_pausing --> s_running : resume",
+		"g_boot --> s_stopping_daemons : stop, fail", "g_control --> s_stopping_daemons : stop, fail",
+	} {
+		if !strings.Contains(mmd, want) {
+			t.Errorf("Mermaid lacks %q", want)
+		}
+	}
+	if strings.Contains(mmd, "s_warming_up --> s_stopping_daemons") || strings.Contains(mmd, "s_pausing --> s_stopping_daemons") {
+		t.Error("a new state's stop and fail are drawn on their own, not folded into its group's")
+	}
+	if !strings.Contains(dot, `"s_warming_up" [label="7 warming_up"`) {
+		t.Error("DOT lacks warming_up as phase 7")
+	}
+	if !strings.Contains(md, "| 7 | `warming_up` | boot | working |") || !strings.Contains(md, "|  | `pausing` | control | draining |") {
+		t.Errorf("the legend lacks the new states with their labels and roles:\n%s", md)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/stargazer/lifecycle/internal/tabletest"
 	"github.com/stargazer/lifecycle/phases"
 )
 
@@ -163,26 +163,14 @@ func TestProbesInEveryLifecycleStateFollowItsRole(t *testing.T) {
 	}
 }
 
-// A control state added to a copy of the lifecycle table (pausing, for a
-// pause op) takes its group's role, and health reads it right with no edit
-// of its own: not ready, alive, never wedged.
+// A control state added to a copy of the lifecycle table by the recipe of
+// docs/architecture.md (pausing) takes its group's role, and health reads
+// it right with no edit of its own: not ready, alive, never wedged.
 func TestANewControlStateIsNotReadyAliveAndNeverWedged(t *testing.T) {
-	const pausing phases.State = "pausing"
-	const doc = "a pause control op in progress"
-	tbl := phases.Lifecycle()
-	at := slices.IndexFunc(tbl.States, func(s phases.StateInfo) bool { return s.Name == phases.Draining }) + 1
-	tbl.States = slices.Insert(tbl.States, at, phases.StateInfo{Name: pausing, Group: phases.GroupControl, Hook: "the registered pause handler", Doc: doc})
-	for i, tr := range tbl.Transitions {
-		if (tr.Event == phases.Stop || tr.Event == phases.Fail) && slices.Contains(tr.From, phases.Draining) {
-			tbl.Transitions[i].From = append(tr.From, pausing)
-		}
-	}
-	tbl.Transitions = append(tbl.Transitions,
-		phases.Transition{Event: "pause", From: []phases.State{phases.Running}, To: pausing},
-		phases.Transition{Event: "resume", From: []phases.State{pausing}, To: phases.Running})
-	if err := tbl.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	pausing := tabletest.Pausing
+	tbl := tabletest.Grown()
+	info, _ := tbl.State(pausing)
+	doc := info.Doc
 
 	clock := clockwork.NewFakeClock()
 	src := newSource("running", clock.Now())

@@ -14,7 +14,6 @@ import (
 
 	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/phases"
-	"github.com/stargazer/lifecycle/service"
 )
 
 // The process tells systemd what the instance does (sd_notify(3)), through
@@ -35,7 +34,7 @@ type notifier struct {
 	wdErr    error         // WATCHDOG_USEC or WATCHDOG_PID unreadable
 
 	mu      sync.Mutex
-	in      *service.Instance // set by start, before the first transition
+	in      instance // set by start, before the first transition
 	log     *slog.Logger
 	queue   []string
 	ready   bool // READY=1 went out
@@ -48,6 +47,13 @@ type notifier struct {
 	done    chan struct{}
 	close1  sync.Once
 	ticks   atomic.Int64 // ticks handled, for tests that step the clock
+}
+
+// instance is what the notifier asks the instance (a *service.Instance).
+type instance interface {
+	Restarting() bool
+	Stopping() bool
+	Alive() error
 }
 
 // newNotifier returns the process's notifier, or nil when NOTIFY_SOCKET is
@@ -112,7 +118,7 @@ func statusText(s phases.StateInfo) string {
 
 // start starts the notifier's goroutine for instance in; close stops it.
 // Both may be called on a nil notifier.
-func (n *notifier) start(in *service.Instance, log *slog.Logger) {
+func (n *notifier) start(in instance, log *slog.Logger) {
 	if n == nil {
 		return
 	}

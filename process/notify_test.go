@@ -5,14 +5,18 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/stargazer/lifecycle"
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/internal/sdnotifytest"
+	"github.com/stargazer/lifecycle/internal/tabletest"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/service"
 )
@@ -241,5 +245,64 @@ func TestRunNotifiesSystemdFromBootToStop(t *testing.T) {
 	}
 	if count(all, "STOPPING=1") != 1 {
 		t.Errorf("notifications %q, want one STOPPING=1", all)
+	}
+}
+
+// stub is the instance as the notifier sees it: told when a stop began.
+type stub struct{ stopping atomic.Bool }
+
+func (s *stub) Restarting() bool { return false }
+func (s *stub) Stopping() bool   { return s.stopping.Load() }
+func (s *stub) Alive() error     { return nil }
+
+// The notifier follows a table grown by the recipe of docs/architecture.md
+// with no edit: the new boot phase's STATUS= names its number, READY=1 comes
+// once the boot is over, and the new control state is not a stop.
+func TestSystemdNotificationsFollowAGrownTable(t *testing.T) {
+	sock := listenNotify(t)
+	n := newNotifier(true, clockwork.NewFakeClock())
+	in := &stub{}
+	n.start(in, slog.New(slog.DiscardHandler))
+	g := tabletest.Grown()
+	m, err := lifecycle.NewMachine(g,
+		lifecycle.WithGuard(phases.GuardRedisRequired, func() bool { return true }),
+		lifecycle.WithGuard(phases.GuardFailing, func() bool { return false }),
+		lifecycle.WithGuard(phases.GuardDrainDelay, func() bool { return false }),
+		lifecycle.WithMachineObserver(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	for _, ev := range []phases.Event{phases.Connect, phases.PingOK, phases.Configured, phases.Instrumented, phases.ModulesLoaded,
+		phases.AdaptersBuilt, tabletest.Warmed, phases.Started, phases.Registered, phases.HealthServing, tabletest.Pause, tabletest.Resume} {
+		if err := m.Fire(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.stopping.Store(true)
+	for _, ev := range []phases.Event{phases.Stop, phases.DaemonsStopped, phases.HealthStopped, phases.Deregistered, phases.CleanedUp} {
+		if err := m.Fire(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.close()
+	sock.Sync(t)
+	msgs := sock.Messages()
+	if i := slices.IndexFunc(msgs, func(m string) bool { return strings.Contains(m, "STATUS=warming_up (phase 7): the caches are filled") }); i < 0 {
+		t.Errorf("no STATUS= for warming_up as phase 7 in %q", msgs)
+	}
+	if !slices.Contains(msgs, "STATUS=starting (phase 8): the service starts its machinery") {
+		t.Errorf("starting is not phase 8 in %q", msgs)
+	}
+	if c := count(msgs, "READY=1"); c != 1 {
+		t.Errorf("%d READY=1 (resume goes back to running too), want 1: %q", c, msgs)
+	}
+	i := slices.IndexFunc(msgs, func(m string) bool { return strings.Contains(m, "STATUS=pausing") })
+	if i < 0 || strings.Contains(msgs[i], "STOPPING=1") {
+		t.Errorf("pausing: %q, want a STATUS= without STOPPING=1", msgs)
+	}
+	if j := slices.IndexFunc(msgs, func(m string) bool { return strings.Contains(m, "STOPPING=1") }); j < 0 || !strings.Contains(msgs[j], "stopping_daemons") {
+		t.Errorf("STOPPING=1 not with the first shutdown step: %q", msgs)
 	}
 }

@@ -38,9 +38,9 @@ func (a *app) diagram(ctx context.Context, args []string, format, highlight stri
 	}
 	var opts []diagrams.Option
 	if highlight != "" {
-		if _, ok := phases.Lifecycle().State(phases.State(highlight)); !ok {
-			names := make([]string, len(phases.Lifecycle().States))
-			for i, s := range phases.Lifecycle().States {
+		if _, ok := a.table.State(phases.State(highlight)); !ok {
+			names := make([]string, len(a.table.States))
+			for i, s := range a.table.States {
 				names[i] = string(s.Name)
 			}
 			return a.usageError("invalid value %q for flag --highlight: want one of %s", highlight, strings.Join(names, ", "))
@@ -50,12 +50,12 @@ func (a *app) diagram(ctx context.Context, args []string, format, highlight stri
 	var out []byte
 	switch format {
 	case "mermaid", "mmd":
-		out = diagrams.Mermaid(phases.Lifecycle(), opts...)
+		out = diagrams.Mermaid(a.table, opts...)
 	case "dot", "graphviz":
-		out = diagrams.DOT(phases.Lifecycle(), opts...)
+		out = diagrams.DOT(a.table, opts...)
 	case "svg":
 		var err error
-		out, err = diagrams.SVG(ctx, diagrams.DOT(phases.Lifecycle(), opts...))
+		out, err = diagrams.SVG(ctx, diagrams.DOT(a.table, opts...))
 		if err != nil {
 			// ErrNoGraphviz's message says how to install dot.
 			fmt.Fprintf(a.stderr, "sgctl diagram: %v\n", err)

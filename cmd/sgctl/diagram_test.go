@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stargazer/lifecycle/diagrams"
+	"github.com/stargazer/lifecycle/internal/tabletest"
 	"github.com/stargazer/lifecycle/phases"
 )
 
@@ -48,5 +49,21 @@ func TestDiagramSVGIsRenderedByGraphviz(t *testing.T) {
 	}
 	if r.code != exitOK || !strings.Contains(r.stdout, "<svg") || r.stdout != string(want) {
 		t.Fatalf("exit %d, output is not the package's SVG (%d bytes, want %d)", r.code, len(r.stdout), len(want))
+	}
+}
+
+// sgctl draws a table grown by the recipe of docs/architecture.md with no
+// edit: the new states are drawn, and accepted as the state to highlight.
+func TestDiagramFollowsAGrownTable(t *testing.T) {
+	var stdout, stderr syncBuffer
+	a := newTestApp(nil, nil, &stdout, &stderr)
+	a.table = tabletest.Grown()
+	if code := a.main(t.Context(), []string{"diagram", "--highlight", string(tabletest.Pausing)}); code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, want := range []string{`state "7 warming_up" as s_warming_up`, `state "8 starting" as s_starting`, `state "pausing" as s_pausing`, "s_running --> s_pausing : pause"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("the diagram lacks %q:\n%s", want, stdout.String())
+		}
 	}
 }

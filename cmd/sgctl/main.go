@@ -19,6 +19,7 @@ import (
 
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/phases"
 )
 
 // Exit codes (see the package documentation).
@@ -80,13 +81,17 @@ type app struct {
 	// rand: the real ones when nil (tests set them).
 	clock clockwork.Clock
 	rand  func() float64
+
+	// table is the lifecycle table sgctl draws: phases.Lifecycle() (tests
+	// grow a copy).
+	table *phases.Table
 }
 
 // run is sgctl with its arguments (without the program name), environment and
 // output streams; it returns the exit code. Cancelling ctx ends a watch or a
 // wait (exit 0 for watch).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	a := &app{getenv: getenv, stdout: stdout, stderr: stderr, now: time.Now}
+	a := &app{getenv: getenv, stdout: stdout, stderr: stderr, now: time.Now, table: phases.Lifecycle()}
 	return a.main(ctx, args)
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stargazer/lifecycle/phases"
 	"go.uber.org/goleak"
 )
 
@@ -55,7 +56,7 @@ func newTestApp(env map[string]string, now func() time.Time, stdout, stderr *syn
 	if now == nil {
 		now = time.Now
 	}
-	return &app{getenv: func(k string) string { return env[k] }, stdout: stdout, stderr: stderr, now: now}
+	return &app{getenv: func(k string) string { return env[k] }, stdout: stdout, stderr: stderr, now: now, table: phases.Lifecycle()}
 }
 
 // eventually polls cond every few milliseconds until it holds or timeout

@@ -13,7 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stargazer/lifecycle/phases"
+	"github.com/stargazer/lifecycle/internal/tabletest"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -37,6 +37,7 @@ func TestFleetPageListsEachInstanceColouredByItsStateGroup(t *testing.T) {
 		`<td class="degraded">degraded</td>`,
 		`<td class="control c-insecure">insecure</td>`,
 		`<span class="chip g-run s-running">running <b>1</b></span>`,
+		`<span class="st g-boot s-warming_up">warming_up</span>`,
 		`1 of 3 instances accept unsigned control ops`,
 		`<td class="host">h1</td>`, `<td class="pid">42</td>`, `<td class="version">v1</td>`, `<td class="uptime">1m0s</td>`,
 	} {
@@ -50,14 +51,8 @@ func TestFleetPageListsEachInstanceColouredByItsStateGroup(t *testing.T) {
 }
 
 func TestAControlStateAddedToTheTableIsColouredByItsGroupAndCountedApart(t *testing.T) {
-	table := phases.Lifecycle()
-	table.States = append(table.States, phases.StateInfo{Name: "pausing", Group: phases.GroupControl, Doc: "a pause op in progress"})
-	table.Transitions = append(table.Transitions,
-		phases.Transition{Event: "pause", From: []phases.State{phases.Running}, To: "pausing"},
-		phases.Transition{Event: "resume", From: []phases.State{"pausing"}, To: phases.Running})
-	if err := table.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	// The lifecycle table grown by the recipe of docs/architecture.md.
+	table := tabletest.Grown()
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })
@@ -69,6 +64,7 @@ func TestAControlStateAddedToTheTableIsColouredByItsGroupAndCountedApart(t *test
 	t.Cleanup(hs.Close)
 	put(t, rdb, entry("demo", "demo-1", "running"))
 	put(t, rdb, entry("demo", "demo-2", "pausing"))
+	put(t, rdb, entry("demo", "demo-3", "warming_up"))
 	res := (&rig{srv: s, http: hs, rdb: rdb}).get(t, "/")
 	if res.code != http.StatusOK {
 		t.Fatalf("GET / = %d: %s", res.code, res.body)
@@ -77,6 +73,7 @@ func TestAControlStateAddedToTheTableIsColouredByItsGroupAndCountedApart(t *test
 		`<span class="st g-control s-pausing">pausing</span>`,
 		`<span class="chip g-control s-pausing">pausing <b>1</b></span>`,
 		`<span class="chip g-run s-running">running <b>1</b></span>`,
+		`<span class="st g-boot s-warming_up">warming_up</span>`,
 		`"pausing":"control"`, // app.js colours live updates from the page's groups
 	} {
 		if !strings.Contains(res.body, want) {

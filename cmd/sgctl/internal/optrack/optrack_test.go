@@ -11,6 +11,7 @@ import (
 
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/internal/redistest"
+	"github.com/stargazer/lifecycle/internal/tabletest"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -261,21 +262,14 @@ func TestAPlanWithNothingToFollowReturnsAtOnce(t *testing.T) {
 	}
 }
 
-// withPausing is the lifecycle table with one more control state, as a
-// later version might add: pause takes a running instance out of rotation,
-// resume puts it back. Its role comes from its group (control: draining).
+// withPausing is the lifecycle table grown by the recipe of
+// docs/architecture.md: a control state, pausing, that pause takes a
+// running instance to and resume takes back. Its role comes from its group
+// (control: draining).
 func withPausing(t *testing.T) *phases.Table {
 	t.Helper()
-	table := phases.Lifecycle()
-	i := slices.IndexFunc(table.States, func(s phases.StateInfo) bool { return s.Name == phases.Draining })
-	table.States = slices.Insert(table.States, i+1, phases.StateInfo{Name: "pausing", Group: phases.GroupControl, Doc: "a pause op in progress"})
-	table.Transitions = append(table.Transitions,
-		phases.Transition{Event: "pause", From: []phases.State{phases.Running}, To: "pausing"},
-		phases.Transition{Event: "resume", From: []phases.State{"pausing"}, To: phases.Running})
-	if err := table.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if r := table.Role("pausing"); r != phases.RoleDraining {
+	table := tabletest.Grown()
+	if r := table.Role(tabletest.Pausing); r != phases.RoleDraining {
 		t.Fatalf("pausing has role %q, want its group's, draining", r)
 	}
 	return table
