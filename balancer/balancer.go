@@ -1,7 +1,7 @@
 // Package balancer sends each request of a client to one of the running
 // instances of a service, as a registry.Watcher sees them: round-robin over
 // the instances that advertise an address (the registry entry's addr; see
-// lifecycle.WithAdvertiseAddr and lifecycle.Advertiser).
+// service.WithAdvertiseAddr and service.Advertiser).
 //
 //	w, _ := reg.Watch("checkout")
 //	defer w.Close()

@@ -77,7 +77,7 @@ type Entry struct {
 	Degraded   bool      `json:"degraded"`
 	HealthAddr string    `json:"health_addr"`
 	// Addr is where clients call the instance, "host:port", when it
-	// advertises one (lifecycle.WithAdvertiseAddr, SG_ADVERTISE_ADDR, or
+	// advertises one (service.WithAdvertiseAddr, SG_ADVERTISE_ADDR, or
 	// the address its Service bound); empty, and left out of the JSON,
 	// otherwise. A Watcher's balancer routes to it.
 	Addr string `json:"addr,omitempty"`

@@ -23,7 +23,7 @@ for _ in $(seq "${TRANSITION_ROUNDS:-10}"); do
   "$out/lifecycle.test" -test.run '^$' -test.bench 'BenchmarkTransition' -test.benchmem
 done | tee "$out/transition.txt"
 # A boot to running against a real redis-server, beside a go-redis PING round trip.
-go test -run '^$' -bench 'BenchmarkBootToRunning|BenchmarkRedisPing' -benchmem -count "$count" . | tee "$out/boot.txt"
+go test -run '^$' -bench 'BenchmarkBootToRunning|BenchmarkRedisPing' -benchmem -count "$count" ./service | tee "$out/boot.txt"
 # A registry status update, beside a PING round trip to the same server.
 go test -run '^$' -bench 'BenchmarkMemberUpdate|BenchmarkRedisPingRoundTrip' -benchmem -count "$count" ./registry | tee "$out/registry.txt"
 # A /readyz probe, beside a bare net/http handler writing a similar body.

@@ -182,7 +182,7 @@ func (t controlTarget) Do(ctx context.Context, op string, args json.RawMessage) 
 	case controlops.OpPull:
 		h := in.cfg.pullHandler
 		if h == nil {
-			return fmt.Errorf("%w: pull: no pull handler registered (lifecycle.WithPullHandler)", controlops.ErrUnknownOp)
+			return fmt.Errorf("%w: pull: no pull handler registered (service.WithPullHandler)", controlops.ErrUnknownOp)
 		}
 		if err := in.m.Fire(ctx, phases.Pull); err != nil {
 			return fmt.Errorf("%w: %w", controlops.ErrInvalidState, err)
