@@ -72,6 +72,6 @@ ratio() {
 }
 echo "== transition budgets"
 status=0
-ratio "no-op tracer over raw looplab" BenchmarkTransitionMachineNoopTracer BenchmarkTransitionRawLooplab 1.3 || status=1
-ratio "recording tracer over raw looplab with a span" BenchmarkTransitionMachineRecordingTracer BenchmarkTransitionRawLooplabWithSpan 1.3 || status=1
+ratio "no-op tracer over raw looplab" BenchmarkTransitionMachineNoopTracer BenchmarkTransitionRawLooplab 1.2 || status=1
+ratio "recording tracer over raw looplab with a span" BenchmarkTransitionMachineRecordingTracer BenchmarkTransitionRawLooplabWithSpan 1.2 || status=1
 exit $status
