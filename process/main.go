@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
@@ -29,6 +30,10 @@ const (
 	ExitRestart = 3
 )
 
+// SignalWindow is how long after a signal another one counts as the same
+// request (see Main).
+const SignalWindow = 500 * time.Millisecond
+
 // Main runs svc as the process: it reads the environment (see ParseEnv), sets up
 // OpenTelemetry from the standard OTEL_* variables, boots, runs, and shuts down on
 // SIGINT or SIGTERM, then exits with ExitOK, ExitFailed or ExitConfig. It never
@@ -39,7 +44,10 @@ const (
 // (SG_DRAIN_DELAY) when it is running. A signal during the drain delay ends
 // the delay: the shutdown steps begin at once, and the stop is still clean. A
 // signal while the shutdown steps run (a third one, or a second one without a
-// delay to skip) exits at once with code 1.
+// delay to skip) exits at once with code 1. A signal that comes less than
+// SignalWindow after the one before is that one again, not a second request:
+// coreutils timeout and some supervisors signal both the process and its
+// group, so one stop arrives as two signals a millisecond apart.
 //
 // Under systemd (NOTIFY_SOCKET set) Main tells the service manager what the
 // instance does: see the package doc.
@@ -139,15 +147,17 @@ func (c Config) run(ctx context.Context, svc service.Service, opts ...service.Op
 	log = in.Logger()
 	redisLog.setLogger(log)
 
+	// Signals are handled until everything below is over, the flush of the
+	// telemetry included: a late signal is then the same request again (see
+	// SignalWindow) or a request to exit at once, never the default action.
+	stopSignals := handleSignals(in, log, c.clock)
+	defer stopSignals()
 	shutdownOTel, err := setupOTel(ctx, in, c.Getenv)
 	if err != nil {
 		log.Error("configuration error", "error", err)
 		return ExitConfig, nil
 	}
 	defer shutdownOTel()
-
-	stopSignals := handleSignals(in, log)
-	defer stopSignals()
 	notify.start(in, log)
 	result := in.Run(ctx)
 	// The last STATUS= goes out before the process exits.
@@ -174,17 +184,19 @@ func (c Config) restartExit() (int, error) {
 }
 
 // handleSignals asks the instance to stop on the first SIGINT or SIGTERM; a
-// later one ends the drain delay if the stop is waiting it out, and exits the
-// process at once otherwise. The returned func stops listening and waits for
-// the listener goroutine.
-func handleSignals(in *service.Instance, log *slog.Logger) func() {
-	ch := make(chan os.Signal, 3)
+// later one (SignalWindow or more after the one before) ends the drain delay
+// if the stop is waiting it out, and exits the process at once otherwise.
+// The returned func stops listening and waits for the listener goroutine.
+func handleSignals(in *service.Instance, log *slog.Logger, clock clockwork.Clock) func() {
+	ch := make(chan os.Signal, 8)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		var last time.Time
 		select {
 		case sig := <-ch:
+			last = clock.Now()
 			in.RequestStop()
 			hint := "send it again to exit at once"
 			if phases.Lifecycle().Role(in.State()) == phases.RoleDraining {
@@ -197,6 +209,14 @@ func handleSignals(in *service.Instance, log *slog.Logger) func() {
 		for {
 			select {
 			case sig := <-ch:
+				now := clock.Now()
+				if now.Sub(last) < SignalWindow {
+					// The same request, sent to the process and its group.
+					log.Info("signal received again within the signal window: the same stop request", "signal", sig.String(), "window", SignalWindow)
+					last = now
+					continue
+				}
+				last = now
 				if in.SkipDrainDelay() {
 					log.Info("signal received during the drain delay: shutting down now (send it again to exit at once)", "signal", sig.String())
 					continue

@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net"
+	"os"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -396,4 +401,92 @@ func TestMainRoutesGoRedisLogLinesThroughItsLoggerOnceAMinute(t *testing.T) {
 func goroutineIn(fn string) bool {
 	buf := make([]byte, 1<<20)
 	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
+}
+
+// coreutils timeout and some supervisors signal the process and its group:
+// one stop request arrives as two SIGTERMs a millisecond apart. The second
+// is the first again, not a request to exit at once: the shutdown is clean
+// and the entry is removed. At 1ms apart the Go runtime may merge the two
+// (a signal still pending is not queued twice); at 50ms both surely arrive,
+// and the service's OnStop waits until the second was handled, so that it
+// lands during the shutdown steps, where a second request would exit at
+// once.
+func TestTwoSIGTERMsAMillisecondApartAreOneCleanStop(t *testing.T) {
+	for _, tc := range []struct {
+		gap      time.Duration
+		delivery bool // both signals surely arrive: OnStop waits for the second
+	}{{time.Millisecond, false}, {50 * time.Millisecond, true}} {
+		t.Run(tc.gap.String(), func(t *testing.T) {
+			f := newFixture(t)
+			seen := make(chan struct{})
+			logs := &watchWriter{w: f.logs, want: "the same stop request", seen: seen}
+			svc := &stopAfter{testService: newTestService()}
+			if tc.delivery {
+				svc.release = seen
+			}
+			code := make(chan int, 1)
+			go func() {
+				code <- f.config(nil).Run(context.Background(), svc, f.options(
+					service.WithShutdownTimeout(10*time.Second), service.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))...)
+			}()
+			poll(t, func() bool { return strings.Contains(f.rec.path(), "running") }, "running")
+			if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(tc.gap) // the gap between the two signals: what the test is about
+			if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case c := <-code:
+				if c != ExitOK {
+					t.Fatalf("Run = %d, want %d", c, ExitOK)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("Run did not return after two SIGTERMs")
+			}
+			if tc.delivery && !svc.released {
+				t.Errorf("the second signal was not handled during the shutdown:\n%s", f.logs.String())
+			}
+			if f.mr.Exists("sg:registry:service:{svc}:i-1") {
+				t.Error("the registry entry is still there: the stop was not carried out")
+			}
+		})
+	}
+}
+
+// stopAfter is a service whose OnStop waits until release is closed (at most
+// 10s), when it is not nil.
+type stopAfter struct {
+	*testService
+	release  chan struct{}
+	released bool
+}
+
+func (s *stopAfter) OnStop(context.Context) error {
+	if s.release == nil {
+		return nil
+	}
+	select {
+	case <-s.release:
+		s.released = true
+	case <-time.After(10 * time.Second):
+	}
+	return nil
+}
+
+// watchWriter writes to w and closes seen the first time a write contains
+// want.
+type watchWriter struct {
+	w    io.Writer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return w.w.Write(p)
 }
