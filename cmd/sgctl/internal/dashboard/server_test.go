@@ -37,7 +37,6 @@ func TestFleetPageListsEachInstanceColouredByItsStateGroup(t *testing.T) {
 		`<td class="degraded">degraded</td>`,
 		`<td class="control c-insecure">insecure</td>`,
 		`<span class="chip g-run s-running">running <b>1</b></span>`,
-		`<span class="st g-boot s-warming_up">warming_up</span>`,
 		`1 of 3 instances accept unsigned control ops`,
 		`<td class="host">h1</td>`, `<td class="pid">42</td>`, `<td class="version">v1</td>`, `<td class="uptime">1m0s</td>`,
 	} {
