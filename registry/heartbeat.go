@@ -53,7 +53,10 @@ func (r *Registry) Heartbeat(ctx context.Context, service, instance string) (fou
 // the wrong type, it rewrites the latest entry (services set included),
 // logging a rewrite of foreign data at warn, naming the key and the type
 // found; the registry's keys are the registry's, so it replaces what it finds
-// there. When another process owns the entry it stops (see Conflict).
+// there. When another process owns the entry the member writes nothing (see
+// Conflict), and the heartbeat only watches the entry: once that process's
+// entry is gone (deregistered, or expired) it takes the entry back, within
+// one interval.
 // Failures are logged at warn, the first at once and then at most one a
 // minute with the count left out, and retried at the next tick (on Redis
 // Cluster, a failure that says the slot map is stale is retried once more,
@@ -131,7 +134,8 @@ func (m *Member) beatOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.r.cfg.writeTimeout)
 	defer cancel()
 	m.mu.Lock()
-	skip := m.deregistered || !m.hasEntry || m.conflict != nil
+	skip := m.deregistered || !m.hasEntry
+	conflicted := m.conflict != nil
 	m.mu.Unlock()
 	if skip {
 		return errNoBeat
@@ -148,8 +152,13 @@ func (m *Member) beatOnce(ctx context.Context) error {
 		return nil
 	}
 	if len(found) > 1 && found[0] == "other" {
-		m.lose(found[1])
+		m.lose(found[1]) // logs once: a member that lost the entry already knows
 		return errNoBeat
+	}
+	if conflicted {
+		// The process that took the entry over is gone (it deregistered, or
+		// its entry expired): the entry is this member's again.
+		m.reclaim()
 	}
 	// Vanished, not JSON, or a key of the wrong type: write the entry again
 	// (the write reports what it replaced).

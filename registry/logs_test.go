@@ -172,17 +172,19 @@ func TestEveryLineAMemberAndAWatcherLogNamesEachAttributeOnce(t *testing.T) {
 	_ = w.Close()
 
 	checkLines(t, "the member", memberLogs, []string{"service", "instance"}, []string{
-		"registry: took the entry over from a previous process",
+		"registry: took over an entry that had not expired, written by another process; if it still runs, two processes share this instance id (it stops writing the entry until this one's is gone)",
 		"registry: replaced a registry key of the wrong type",
 		"registry: entry had vanished; re-registered",
 		"registry: writes failing; retrying with backoff",
 		"registry: writes recovered",
 		"registry: heartbeat failed",
 		"registry: heartbeat recovered",
-		"registry: another process owns this instance's entry; this process stops writing it (give each process its own instance id)",
+		"registry: another process took this instance's entry over; this process stops writing it, and takes it back once that process's entry is gone (give each process its own instance id)",
 	})
 	checkLines(t, "the other process's member", otherLogs, []string{"service", "instance"},
-		[]string{"registry: took the entry over from a previous process"})
+		// Both members' entries say host-1, pid 4242: to the other one it is
+		// the image its process replaced.
+		[]string{"registry: took the entry over from the process image this one replaced"})
 	checkLines(t, "the watcher", watcherLogs, []string{"service"}, []string{
 		"registry: skipping unreadable entry",
 		"registry: watcher reads failing; retrying with backoff",

@@ -52,13 +52,18 @@ const maxBatch = 256
 // Ownership: a Member has a random owner token (Owner), written in every
 // entry it writes. Its first entry write that reaches Redis takes the entry
 // over, whoever wrote it before (a crashed predecessor; the process this one
-// replaced by exec, which keeps the pid and the instance id). Every later
-// write (status, Register, heartbeat) and the delete of Deregister is a
-// compare-and-set on the token, in a script on the service's slot. When one
-// finds another owner's token, another process runs with the same instance
-// id: the Member logs it once at error, naming both processes' host and pid,
-// reports it by Conflict, and never writes or deletes the entry again; its
-// events still reach the stream (they are true, and sgctl watch shows them).
+// replaced by exec, which keeps the pid and the instance id; a process still
+// running with the same instance id): taking over an entry that had not
+// expired from another pid is logged at warn. Every later write (status,
+// Register, heartbeat) and the delete of Deregister is a compare-and-set on
+// the token, in a script on the service's slot. When one finds another
+// owner's token, another process runs with the same instance id: the Member
+// logs it at warn, naming both processes' host and pid, reports it by
+// Conflict, and writes and deletes no entry while that process's entry is
+// there; its heartbeat watches the entry, and takes it back within one
+// interval once it is gone (that process deregistered, or its entry
+// expired), logging that at warn too. Its events still reach the stream
+// (they are true, and sgctl watch shows them).
 //
 // All methods are safe for concurrent use.
 type Member struct {
@@ -66,6 +71,10 @@ type Member struct {
 	service  string
 	instance string
 	owner    string
+	// host and pid are the process's, from the initial entry: a take-over
+	// of an entry of the same host and pid is of the image exec replaced.
+	host string
+	pid  int
 	// log is the registry's logger with service and instance: every line
 	// the member writes names them once.
 	log *slog.Logger
@@ -149,6 +158,8 @@ func (r *Registry) Member(e Entry) (*Member, error) {
 		service:  e.Service,
 		instance: e.Instance,
 		owner:    e.Owner,
+		host:     e.Host,
+		pid:      e.PID,
 		latest:   e,
 		log:      log,
 		hbLog:    ratelog.New(log, r.cfg.clock, ratelog.DefaultInterval),

@@ -28,7 +28,7 @@ type OwnerConflictError struct {
 
 func (e *OwnerConflictError) Error() string {
 	return fmt.Sprintf("registry: %s is owned by another process (host %q, pid %d), not by this one (host %q, pid %d): "+
-		"two processes run with one instance id; this one stopped writing the entry", e.Key, e.OtherHost, e.OtherPID, e.Host, e.PID)
+		"two processes run with one instance id; this one stopped writing the entry until the other's is gone", e.Key, e.OtherHost, e.OtherPID, e.Host, e.PID)
 }
 
 // Unwrap returns ErrOwnerConflict.
@@ -127,7 +127,8 @@ func ownerOf(raw string) (host string, pid int) {
 }
 
 // lose records that another process owns the entry (other is its text) and
-// logs it, once: from then on the member writes no entry.
+// logs it at warn, once per loss: until that process's entry is gone the
+// member writes no entry (the heartbeat watches for it: see reclaim).
 func (m *Member) lose(other string) {
 	host, pid := ownerOf(other)
 	m.mu.Lock()
@@ -138,7 +139,20 @@ func (m *Member) lose(other string) {
 	c := &OwnerConflictError{Key: EntryKey(m.service, m.instance), Host: m.latest.Host, PID: m.latest.PID, OtherHost: host, OtherPID: pid}
 	m.conflict = c
 	m.mu.Unlock()
-	m.log.Error("registry: another process owns this instance's entry; this process stops writing it (give each process its own instance id)",
+	m.log.Warn("registry: another process took this instance's entry over; this process stops writing it, and takes it back once that process's entry is gone (give each process its own instance id)",
 		"key", c.Key,
 		"host", c.Host, "pid", c.PID, "owner_host", c.OtherHost, "owner_pid", c.OtherPID)
+}
+
+// reclaim ends a loss: the other process's entry is gone, so the member's
+// next entry write takes the entry over again. The caller then writes it.
+func (m *Member) reclaim() {
+	m.mu.Lock()
+	c := m.conflict
+	m.conflict, m.claimed = nil, false
+	m.mu.Unlock()
+	if c != nil {
+		m.log.Warn("registry: the process that took this instance's entry over is gone; this process takes the entry back",
+			"key", c.Key, "owner_host", c.OtherHost, "owner_pid", c.OtherPID)
+	}
 }

@@ -121,8 +121,11 @@ func TestOneProcessNeverRemovesAnothersEntry(t *testing.T) {
 				if ce.Host != "host-a" || ce.PID != 101 || ce.OtherHost != "host-b" || ce.OtherPID != 202 || ce.Key != key {
 					t.Errorf("conflict = %+v, want this process host-a/101 and the owner host-b/202", ce)
 				}
-				if got := older.logs.lines("level=ERROR", "another process owns", "host=host-a", "pid=101", "owner_host=host-b", "owner_pid=202"); len(got) != 1 {
-					t.Errorf("%d error lines naming both processes, want 1:\n%s", len(got), older.logs.String())
+				if got := older.logs.lines("level=WARN", "another process took", "host=host-a", "pid=101", "owner_host=host-b", "owner_pid=202"); len(got) != 1 {
+					t.Errorf("%d warn lines naming both processes, want 1:\n%s", len(got), older.logs.String())
+				}
+				if got := newer.logs.lines("level=WARN", "took over an entry that had not expired", "previous_host=host-a", "previous_pid=101"); len(got) != 1 {
+					t.Errorf("%d warn lines from the process that took the entry over, want 1:\n%s", len(got), newer.logs.String())
 				}
 				if newer.m.Conflict() != nil {
 					t.Errorf("the newer process reports a conflict: %v", newer.m.Conflict())
@@ -162,8 +165,8 @@ func TestOneProcessNeverRemovesAnothersEntry(t *testing.T) {
 				if _, err := newer.r.Entry(ctx, "api", "i1"); !errors.Is(err, registry.ErrNotFound) {
 					t.Errorf("entry after both deregistered: %v, want ErrNotFound (the owner deleted it)", err)
 				}
-				if n := len(older.logs.lines("level=ERROR")); n != 1 {
-					t.Errorf("%d error lines from the older process, want the one conflict line:\n%s", n, older.logs.String())
+				if n := len(older.logs.lines("another process took")); n != 1 {
+					t.Errorf("%d conflict lines from the older process, want one:\n%s", n, older.logs.String())
 				}
 			})
 		}
@@ -208,7 +211,7 @@ func TestHeartbeatFindsAnotherOwnerAndStopsWritingTheEntry(t *testing.T) {
 
 	eventually(t, 5*time.Second, func() { clk.Advance(older.r.HeartbeatInterval()) },
 		func() bool { return older.m.Conflict() != nil }, "the older process's heartbeat sees the other owner")
-	if got := older.logs.lines("level=ERROR", "owner_host=host-b", "owner_pid=202", "host=host-a", "pid=101"); len(got) != 1 {
+	if got := older.logs.lines("level=WARN", "owner_host=host-b", "owner_pid=202", "host=host-a", "pid=101"); len(got) != 1 {
 		t.Errorf("conflict not logged once naming both processes:\n%s", older.logs.String())
 	}
 	if e, _ := newer.r.Entry(ctx, "api", "i1"); e.Owner != newer.m.Owner() {
@@ -368,5 +371,62 @@ func TestInstancesSkipsAnEntryKeyOfTheWrongTypeNamingIt(t *testing.T) {
 	}
 	if got := logs.lines("level=WARN", "unreadable", "i3"); len(got) != 1 {
 		t.Errorf("unreadable entry not reported:\n%s", logs.String())
+	}
+}
+
+// A second process with the same instance id takes the entry over and goes
+// away, by a stop (its entry deleted) or a crash (its entry expires): the
+// first one takes the entry back at its next heartbeat, and keeps it.
+func TestTheOriginalTakesItsEntryBackWithinOneHeartbeatOnceTheOtherIsGone(t *testing.T) {
+	for _, gone := range []string{"deregistered", "expired"} {
+		t.Run(gone, func(t *testing.T) {
+			mr := miniredis.RunT(t)
+			c := newClient(t, mr.Addr())
+			clk := clockwork.NewFakeClock()
+			ctx := context.Background()
+			a := newProcess(t, c, "host-a", 101, registry.WithClock(clk))
+			register(t, a, "host-a", 101)
+			a.m.StartHeartbeat()
+			b := newProcess(t, c, "host-b", 202, registry.WithClock(clk))
+			register(t, b, "host-b", 202)
+			beat := func() {
+				want := a.m.Stats().Heartbeats + 1
+				clk.Advance(a.r.HeartbeatInterval())
+				eventually(t, 5*time.Second, nil, func() bool { return a.m.Stats().Heartbeats >= want }, "one heartbeat of a")
+			}
+			beat()
+			if a.m.Conflict() == nil {
+				t.Fatal("a's heartbeat did not see b's entry")
+			}
+			beat() // b still runs: a keeps off its entry
+			if e, _ := a.r.Entry(ctx, "api", "i1"); e.Owner != b.m.Owner() {
+				t.Fatalf("entry %+v while b runs, want b's", e)
+			}
+			switch gone {
+			case "deregistered":
+				if err := b.m.Deregister(ctx); err != nil {
+					t.Fatal(err)
+				}
+			case "expired":
+				mr.FastForward(a.r.TTL() + time.Second) // b crashed: its entry expires
+			}
+			beat()
+			e, err := a.r.Entry(ctx, "api", "i1")
+			if err != nil || e.Owner != a.m.Owner() || e.Host != "host-a" {
+				t.Fatalf("entry %+v, %v one heartbeat after b's was %s: want a's", e, err, gone)
+			}
+			if err := a.m.Conflict(); err != nil {
+				t.Errorf("a still reports a conflict: %v", err)
+			}
+			for range 3 { // and it stays a's
+				beat()
+			}
+			if e, _ := a.r.Entry(ctx, "api", "i1"); e.Owner != a.m.Owner() {
+				t.Errorf("entry %+v three heartbeats later, want a's", e)
+			}
+			if got := a.logs.lines("level=WARN", "takes the entry back", "owner_host=host-b", "owner_pid=202"); len(got) != 1 {
+				t.Errorf("%d warn lines saying a takes the entry back, want 1:\n%s", len(got), a.logs.String())
+			}
+		})
 	}
 }

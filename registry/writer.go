@@ -58,8 +58,15 @@ func (m *Member) afterEntryWrite(w entryWrite, seq uint64, cas bool) {
 	if !cas && res.prevState == "entry" {
 		var prev Entry
 		if json.Unmarshal([]byte(res.prev), &prev) == nil && prev.Owner != m.owner {
-			m.log.Info("registry: took the entry over from a previous process",
-				"previous_host", prev.Host, "previous_pid", prev.PID)
+			if prev.Host == m.host && prev.PID == m.pid {
+				// The process this one replaced by exec: same pid, new token.
+				m.log.Info("registry: took the entry over from the process image this one replaced",
+					"previous_host", prev.Host, "previous_pid", prev.PID)
+			} else {
+				// The entry had not expired: its writer may still run.
+				m.log.Warn("registry: took over an entry that had not expired, written by another process; if it still runs, two processes share this instance id (it stops writing the entry until this one's is gone)",
+					"previous_host", prev.Host, "previous_pid", prev.PID)
+			}
 		}
 	}
 }
