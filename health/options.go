@@ -201,6 +201,13 @@ func Required() CheckOption {
 	return func(c *check) { c.required = true }
 }
 
+// FollowsRedisRequired makes a check required exactly when Redis is (the
+// StateSource reports RedisRequired), as the redis:ping check of WithRedis
+// is: for a check of something the instance does in Redis.
+func FollowsRedisRequired() CheckOption {
+	return func(c *check) { c.redis = true }
+}
+
 // ComponentType sets the check's componentType in the body ("datastore",
 // "component", "system", ...). Default "component".
 func ComponentType(t string) CheckOption {

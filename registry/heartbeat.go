@@ -182,12 +182,16 @@ func (m *Member) beatFailed(ctx context.Context, err error) {
 	}
 	m.mu.Lock()
 	m.beatFailures++
+	m.beatErr = err
 	m.mu.Unlock()
 	m.hbFailing = true
 	m.hbLog.Log(ctx, slog.LevelWarn, "registry: heartbeat failed", "error", err)
 }
 
 func (m *Member) beatOK(ctx context.Context) {
+	m.mu.Lock()
+	m.beatErr = nil
+	m.mu.Unlock()
 	if !m.hbFailing {
 		return
 	}

@@ -97,6 +97,7 @@ type Member struct {
 	lastErr      error
 	beats        uint64 // heartbeats run to the end, whatever their outcome
 	beatFailures uint64
+	beatErr      error // error of the last heartbeat; nil after a success
 
 	// writeSem is held while an entry write is in flight, so Deregister can
 	// wait for it. Taken before mu, never while holding mu.
@@ -336,6 +337,20 @@ func (m *Member) Close(ctx context.Context) error {
 			EntryKey(m.service, m.instance), st.QueuedEvents, st.EntryPending, ErrUndelivered, ctxErr)
 	}
 	return nil
+}
+
+// Failing returns what failed the member's last write or its last
+// heartbeat, while either failed; nil once both last succeeded (or never
+// ran). Redis refusing writes (OOM, READONLY, MISCONF, NOPERM, LOADING)
+// shows here within one heartbeat, even on an instance with nothing to
+// write; the lifecycle reports it as its registry:writes health check.
+func (m *Member) Failing() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lastErr != nil {
+		return m.lastErr
+	}
+	return m.beatErr
 }
 
 // Stats returns a snapshot of the member's delivery state.

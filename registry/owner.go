@@ -53,7 +53,9 @@ func newOwnerToken() string {
 //
 // It runs on every idle instance every TTL/3, so its usual path is three
 // commands (GET, ZADD, PEXPIRE): keys of the wrong type are found by the
-// errors of GET and ZADD (redis.pcall), not by a TYPE before each.
+// errors of GET and ZADD (redis.pcall), not by a TYPE before each. Any other
+// error of ZADD (Redis refusing writes: OOM, READONLY, MISCONF) is the
+// script's error, so that the heartbeat reports it as it is.
 var memberHeartbeatScript = redis.NewScript(`
 local v = redis.pcall('GET', KEYS[1])
 if type(v) == 'table' then
@@ -72,6 +74,9 @@ if e['owner'] ~= ARGV[4] then
 end
 local z = redis.pcall('ZADD', KEYS[2], ARGV[2], ARGV[3])
 if type(z) == 'table' then
+  if not string.find(z['err'], 'WRONGTYPE', 1, true) then
+    return redis.error_reply(z['err'])
+  end
   return {0, 'index:' .. redis.call('TYPE', KEYS[2])['ok']}
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])

@@ -8,10 +8,18 @@ import (
 	"github.com/stargazer/lifecycle/phases"
 )
 
-// IdentityCheck is the /healthz check that warns when another process writes
-// this instance's registry entry: two processes run with one instance id
-// (see "Ownership" in package registry).
-const IdentityCheck = "registry:identity"
+// The /healthz checks of an instance with Redis, besides health.RedisCheck.
+const (
+	// IdentityCheck warns when another process writes this instance's
+	// registry entry: two processes run with one instance id (see
+	// "Ownership" in package registry).
+	IdentityCheck = "registry:identity"
+	// WritesCheck fails while the registry's last write or heartbeat failed,
+	// naming Redis's error (OOM, READONLY, MISCONF, NOPERM, LOADING): a
+	// Redis that answers PING may still refuse writes. It is required, for
+	// readiness, when Redis is (SG_REDIS_REQUIRED).
+	WritesCheck = "registry:writes"
+)
 
 // setupHealth builds the health server, unless WithoutHealthServer: phase 9
 // starts it, step S2 stops it.
@@ -32,6 +40,12 @@ func (in *Instance) setupHealth() error {
 			}
 			return nil
 		}))
+		hopts = append(hopts, health.WithCheck(WritesCheck, func(context.Context) error {
+			if m, ok := in.link.member(); ok {
+				return m.Failing()
+			}
+			return nil
+		}, health.ComponentType("datastore"), health.FollowsRedisRequired()))
 	}
 	// The live state diagram: where is this instance, on the same picture as
 	// the docs. in.m is set before any request can arrive (Start is phase 9).

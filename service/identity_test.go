@@ -73,7 +73,7 @@ func TestOlderInstanceWithTheSameIDWarnsOnHealthzAndKeepsTheOthersEntry(t *testi
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if !strings.Contains(olderLogs.String(), "another process owns this instance's entry") {
+	if !strings.Contains(olderLogs.String(), "another process took this instance's entry over") {
 		t.Errorf("the older instance did not log the conflict:\n%s", olderLogs.String())
 	}
 	newer.health.Refresh(ctx)
@@ -83,6 +83,7 @@ func TestOlderInstanceWithTheSameIDWarnsOnHealthzAndKeepsTheOthersEntry(t *testi
 	if strings.Contains(newerLogs.String(), "level=ERROR") {
 		t.Errorf("the newer instance logged an error:\n%s", newerLogs.String())
 	}
+
 
 	_ = older.Shutdown(ctx)
 	if err := wait(t, olderDone); err != nil {

@@ -80,6 +80,9 @@ type Srv struct {
 	exited chan struct{} // closed when cmd has been awaited
 	logf   *os.File
 	frozen bool // stopped with SIGSTOP by Freeze
+	// loadingOK: the next start is ready when the server answers PING with
+	// its LOADING error (RestartLoading).
+	loadingOK bool
 }
 
 // Server starts a standalone redis-server on a free loopback port and waits
@@ -256,6 +259,29 @@ func (s *Srv) Restart() {
 	}
 }
 
+// RestartLoading is Restart for a server with a data set to load (an RDB
+// file in its directory, written by SAVE): it returns as soon as the server
+// answers PING, with PONG or with its LOADING error, so that a test sees the
+// load, not its end.
+func (s *Srv) RestartLoading() {
+	if s.tb == nil {
+		panic("redistest: RestartLoading of a server from Start")
+	}
+	s.tb.Helper()
+	s.mu.Lock()
+	s.killLocked()
+	s.loadingOK = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.loadingOK = false
+		s.mu.Unlock()
+	}()
+	if err := s.start(); err != nil {
+		s.tb.Fatalf("redistest: restarting redis-server on %s: %v", s.Addr(), err)
+	}
+}
+
 // Log returns the server's log so far.
 func (s *Srv) Log() string {
 	b, _ := os.ReadFile(s.logPath)
@@ -303,7 +329,10 @@ func (s *Srv) start() error {
 	s.cmd, s.exited, s.logf = cmd, exited, logf
 	s.mu.Unlock()
 
-	if err := waitReady(s.Addr(), exited); err != nil {
+	s.mu.Lock()
+	loadingOK := s.loadingOK
+	s.mu.Unlock()
+	if err := waitReady(s.Addr(), exited, loadingOK); err != nil {
 		s.Kill()
 		tail := logTail(s.logPath, 20)
 		if strings.Contains(tail, "Address already in use") {
@@ -314,9 +343,9 @@ func (s *Srv) start() error {
 	return nil
 }
 
-// waitReady polls PING until the server answers +PONG, the process exits or
-// StartTimeout passes.
-func waitReady(addr string, exited <-chan struct{}) error {
+// waitReady polls PING until the server answers +PONG (or, with loadingOK,
+// its LOADING error), the process exits or StartTimeout passes.
+func waitReady(addr string, exited <-chan struct{}, loadingOK bool) error {
 	deadline := time.Now().Add(StartTimeout)
 	var lastErr error
 	for time.Now().Before(deadline) {
@@ -325,7 +354,7 @@ func waitReady(addr string, exited <-chan struct{}) error {
 			return errors.New("redis-server exited before answering PING")
 		default:
 		}
-		if lastErr = ping(addr); lastErr == nil {
+		if lastErr = ping(addr); lastErr == nil || loadingOK && strings.Contains(lastErr.Error(), "LOADING") {
 			return nil
 		}
 		// Polling interval, not synchronisation: the deadline bounds the wait.
