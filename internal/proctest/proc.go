@@ -98,6 +98,9 @@ func Start(t testing.TB, c Cmd) *Proc {
 	return p
 }
 
+// Name returns what messages call the process (Cmd.Name).
+func (p *Proc) Name() string { return p.name }
+
 // PID returns the process id. A restart by exec keeps it.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
 

@@ -242,6 +242,9 @@ func TestOutputKeepsTheStreamsApartAndTogetherWithWholeLines(t *testing.T) {
 func TestWaitForSignalAndWait(t *testing.T) {
 	p := Start(t, Cmd{Bin: child(t), Args: []string{"pid", "err:listening on 127.0.0.1:4242", "wait", "exit:3"}})
 	p.WaitFor(t, fmt.Sprintf("pid %d\n", p.PID()))
+	if p.Name() != "child" {
+		t.Errorf("Name() = %q, want the program's base name", p.Name())
+	}
 	if m := p.WaitForMatch(t, regexp.MustCompile(`listening on (\S+)`)); len(m) != 2 || m[1] != "127.0.0.1:4242" {
 		t.Fatalf("WaitForMatch = %q, want the address as the first submatch", m)
 	}
@@ -297,6 +300,9 @@ func TestWaitForFailsAsSoonAsTheProcessExitsWithoutWritingIt(t *testing.T) {
 func TestWaitsFailAtTheDeadlineShowingTheOutput(t *testing.T) {
 	p := Start(t, Cmd{Bin: child(t), Args: []string{"ignore", "out:stubborn", "hang"}, Name: "mule", Timeout: 100 * time.Millisecond})
 	p.WaitFor(t, "stubborn")
+	if p.Name() != "mule" {
+		t.Errorf("Name() = %q, want Cmd.Name", p.Name())
+	}
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
