@@ -298,7 +298,8 @@ func TestWaitForFailsAsSoonAsTheProcessExitsWithoutWritingIt(t *testing.T) {
 }
 
 func TestWaitsFailAtTheDeadlineShowingTheOutput(t *testing.T) {
-	p := Start(t, Cmd{Bin: child(t), Args: []string{"ignore", "out:stubborn", "hang"}, Name: "mule", Timeout: 100 * time.Millisecond})
+	// Long enough for the first wait to see the line on a loaded machine.
+	p := Start(t, Cmd{Bin: child(t), Args: []string{"ignore", "out:stubborn", "hang"}, Name: "mule", Timeout: time.Second})
 	p.WaitFor(t, "stubborn")
 	if p.Name() != "mule" {
 		t.Errorf("Name() = %q, want Cmd.Name", p.Name())
@@ -307,11 +308,11 @@ func TestWaitsFailAtTheDeadlineShowingTheOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFakeT(t)
-	if msg := f.run(func() { p.WaitFor(f, "never") }); !strings.Contains(msg, `mule (pid `) || !strings.Contains(msg, `did not write "never" within 100ms`) || !strings.Contains(msg, "stubborn") {
+	if msg := f.run(func() { p.WaitFor(f, "never") }); !strings.Contains(msg, `mule (pid `) || !strings.Contains(msg, `did not write "never" within 1s`) || !strings.Contains(msg, "stubborn") {
 		t.Errorf("WaitFor's failure: %q", msg)
 	}
 	f = newFakeT(t)
-	if msg := f.run(func() { p.Wait(f) }); !strings.Contains(msg, "did not exit within 100ms") || !strings.Contains(msg, "stubborn") {
+	if msg := f.run(func() { p.Wait(f) }); !strings.Contains(msg, "did not exit within 1s") || !strings.Contains(msg, "stubborn") {
 		t.Errorf("Wait's failure: %q", msg)
 	}
 	if p.Exited() {
