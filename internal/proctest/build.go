@@ -12,8 +12,8 @@
 //		if code := p.Wait(t); code != 0 { ... }
 //	}
 //
-// Binaries: Build runs `go build` the first time a test of the binary asks for
-// a package and hands every later caller the same file. The files live in one
+// Binaries: Build runs `go build` the first time a test asks for a package and
+// hands every later test of the same test binary the same file. The files live in one
 // temporary directory that Main removes once every test has run, so a test
 // binary that builds runs its tests through Main; Build fails the test
 // otherwise. (A test's t.TempDir would be removed when that test ends, while
@@ -35,9 +35,10 @@
 // tail of the output. Done and Exited answer without waiting.
 //
 // The end: t.Cleanup kills the process if it still runs, reaps it, and, when
-// the test failed, logs the tail of its output. No process, goroutine or
-// directory of this package outlives the test binary (unless the binary
-// itself is killed, as by -timeout).
+// the test failed, logs the tail of its output (Kill does the first two
+// earlier). No process or goroutine of this package outlives its test, and
+// no directory the test binary (unless the binary itself is killed, as by
+// -timeout).
 package proctest
 
 import (
