@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stargazer/lifecycle"
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/process"
@@ -40,51 +40,48 @@ func TestDemoLifecycleIsReadableInJaeger(t *testing.T) {
 	// First, so a machine without redis-server skips (or, with CI=true, fails)
 	// before building anything.
 	r := redistest.Server(t)
-	dir := t.TempDir()
 
 	jaegerBin := os.Getenv("E2E_JAEGER_BIN")
 	if jaegerBin == "" {
-		jaegerBin = filepath.Join(dir, "jaeger")
 		// In its own module (jaeger/go.mod), so Jaeger builds with exactly the
 		// dependencies of its release: merged with the library's newer OTel it does
 		// not compile.
-		buildGo(t, "jaeger", jaegerBin, "github.com/jaegertracing/jaeger/cmd/jaeger")
+		jaegerBin = proctest.BuildIn(t, "jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger")
 	}
-	demoBin := filepath.Join(dir, "demo")
 	// In the library's module: the demo as shipped, with the library's go.sum.
-	buildGo(t, "..", demoBin, "./cmd/demo")
+	demoBin := proctest.Build(t, proctest.Module+"/cmd/demo")
 
-	j := startJaeger(t, jaegerBin, dir)
+	j := startJaeger(t, jaegerBin)
 	run := strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + strconv.Itoa(os.Getpid()%1000)
 	t.Logf("jaeger UI and query API on http://%s (while the test runs); redis on %s", j.queryHTTP, r.Addr())
 
 	t.Run("CleanStopGivesABootTraceAndALinkedShutdownTrace", func(t *testing.T) {
 		service, instance := "e2e-clean-"+run, "e2e-clean-1"
-		demo := startProc(t, dir, service, demoEnv(j, r, service, instance,
+		demo := startDemo(t, demoBin, service, demoEnv(j, r, service, instance,
 			"DEMO_PHASE_DELAY="+string(slowPhase)+"="+slowDelay.String(),
 			// Export metrics while running, not only at exit: the state gauge is
 			// checked in running (the export at exit no longer has it, see README.md).
 			"OTEL_METRIC_EXPORT_INTERVAL=500",
-		), demoBin)
+		))
 		waitRunning(t, demo)
 
 		eventually(t, 15*time.Second, "the running instance's metrics in Jaeger's log (OTLP, debug exporter)", func() error {
-			exports := exportedMetrics(j.Log(), service)
+			exports := exportedMetrics(j.Output(), service)
 			if len(exports) == 0 {
 				return fmt.Errorf("no metrics export of service %s yet", service)
 			}
 			return checkRunningMetrics(exports[len(exports)-1])
 		}, func() string { return j.Tail(40) })
 
-		if err := demo.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatalf("SIGTERM to the demo (pid %d): %v", demo.cmd.Process.Pid, err)
+		if err := demo.Signal(syscall.SIGTERM); err != nil {
+			t.Fatalf("SIGTERM to the demo (pid %d): %v", demo.PID(), err)
 		}
-		if code := demo.Wait(t, exitTimeout); code != process.ExitOK {
+		if code := demo.Wait(t); code != process.ExitOK {
 			t.Fatalf("demo exited %d after SIGTERM, want %d\n%s", code, process.ExitOK, demo.Tail(40))
 		}
 
 		eventually(t, 15*time.Second, "the stopped instance's last metrics in Jaeger's log", func() error {
-			exports := exportedMetrics(j.Log(), service)
+			exports := exportedMetrics(j.Output(), service)
 			if len(exports) == 0 {
 				return fmt.Errorf("no metrics export of service %s", service)
 			}
@@ -115,10 +112,10 @@ func TestDemoLifecycleIsReadableInJaeger(t *testing.T) {
 
 	t.Run("FailingPhaseGivesOneTraceThatEndsInFailed", func(t *testing.T) {
 		service, instance := "e2e-fail-"+run, "e2e-fail-1"
-		demo := startProc(t, dir, service, demoEnv(j, r, service, instance,
+		demo := startDemo(t, demoBin, service, demoEnv(j, r, service, instance,
 			"DEMO_FAIL_PHASE="+string(phases.BuildingAdapters),
-		), demoBin)
-		if code := demo.Wait(t, exitTimeout); code != process.ExitFailed {
+		))
+		if code := demo.Wait(t); code != process.ExitFailed {
 			t.Fatalf("demo with DEMO_FAIL_PHASE=%s exited %d, want %d\n%s", phases.BuildingAdapters, code, process.ExitFailed, demo.Tail(40))
 		}
 
@@ -138,27 +135,27 @@ func TestDemoLifecycleIsReadableInJaeger(t *testing.T) {
 	})
 }
 
-// demoEnv is the demo's environment: the test's, without any variable the demo or
-// the library reads, plus the given ones.
+// startDemo starts the demo of service with env; its waits last exitTimeout.
+func startDemo(t *testing.T, bin, service string, env []string) *proctest.Proc {
+	t.Helper()
+	return proctest.Start(t, proctest.Cmd{Bin: bin, Name: service, Env: env, Timeout: exitTimeout})
+}
+
+// demoEnv is the demo's environment: the given variables and the ones that
+// tie it to r and j. Nothing else of the test's reaches it (proctest adds
+// PATH, HOME, TMPDIR and GOCOVERDIR), so no OTEL_*, SG_*, DEMO_* or REDIS_URL
+// of the developer's.
 func demoEnv(j *jaegerServer, r *redistest.Srv, service, instance string, extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "OTEL_") || strings.HasPrefix(k, "SG_") || strings.HasPrefix(k, "DEMO_") || k == "REDIS_URL" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	env = append(env,
-		"REDIS_URL="+r.URL(),
+	env := []string{
+		"REDIS_URL=" + r.URL(),
 		"SG_HEALTH_PORT=0",
 		"SG_HEALTH_HOST=127.0.0.1",
 		"SG_BOOT_JITTER=0",
-		"SG_SERVICE_NAME="+service,
-		"SG_INSTANCE_ID="+instance,
-		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+j.otlpHTTP,
+		"SG_SERVICE_NAME=" + service,
+		"SG_INSTANCE_ID=" + instance,
+		"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + j.otlpHTTP,
 		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-	)
+	}
 	return append(env, extra...)
 }
 
@@ -166,12 +163,12 @@ var bootCompleted = regexp.MustCompile(`msg="boot completed".* health_addr=(\S+)
 
 // waitRunning waits until the demo logged the end of its boot and its /readyz
 // answers 200 (only in running).
-func waitRunning(t *testing.T, demo *proc) {
+func waitRunning(t *testing.T, demo *proctest.Proc) {
 	t.Helper()
 	var health string
 	err := poll(bootTimeout, demo.Exited, func() error {
 		if health == "" {
-			m := bootCompleted.FindStringSubmatch(demo.Log())
+			m := bootCompleted.FindStringSubmatch(demo.Output())
 			if m == nil {
 				return errors.New(`no "boot completed" line with health_addr in the demo's log`)
 			}

@@ -2,7 +2,10 @@ module github.com/stargazer/lifecycle/e2e
 
 go 1.26.8
 
-require github.com/stargazer/lifecycle v0.0.0
+require (
+	github.com/stargazer/lifecycle v0.0.0
+	go.uber.org/goleak v1.3.0
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect

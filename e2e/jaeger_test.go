@@ -12,12 +12,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stargazer/lifecycle/internal/proctest"
 )
 
 // jaegerServer is Jaeger all-in-one (v2) with in-memory storage, configured by
 // testdata/jaeger.yaml: OTLP receivers and the query API, all on loopback.
 type jaegerServer struct {
-	*proc
+	*proctest.Proc
 	otlpHTTP  string // host:port of the OTLP/HTTP receiver
 	otlpGRPC  string // host:port of the OTLP/gRPC receiver
 	queryHTTP string // host:port of the query API and UI
@@ -30,7 +32,7 @@ const jaegerStartTimeout = 60 * time.Second
 // waits until the query API answers and the OTLP/HTTP receiver accepts
 // connections. It retries with new ports when one was taken meanwhile. A failing
 // test prints the tail of Jaeger's log.
-func startJaeger(t *testing.T, bin, dir string) *jaegerServer {
+func startJaeger(t *testing.T, bin string) *jaegerServer {
 	t.Helper()
 	config, err := filepath.Abs(filepath.Join("testdata", "jaeger.yaml"))
 	if err != nil {
@@ -40,13 +42,13 @@ func startJaeger(t *testing.T, bin, dir string) *jaegerServer {
 	for attempt := 1; attempt <= 3; attempt++ {
 		addr := func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))) }
 		j := &jaegerServer{otlpHTTP: addr(), otlpGRPC: addr(), queryHTTP: addr()}
-		env := append(os.Environ(),
-			"E2E_OTLP_HTTP="+j.otlpHTTP,
-			"E2E_OTLP_GRPC="+j.otlpGRPC,
-			"E2E_JAEGER_QUERY_HTTP="+j.queryHTTP,
-			"E2E_JAEGER_QUERY_GRPC="+addr(),
-		)
-		j.proc = startProc(t, dir, fmt.Sprintf("jaeger-%d", attempt), env, bin, "--config=file:"+config)
+		env := []string{
+			"E2E_OTLP_HTTP=" + j.otlpHTTP,
+			"E2E_OTLP_GRPC=" + j.otlpGRPC,
+			"E2E_JAEGER_QUERY_HTTP=" + j.queryHTTP,
+			"E2E_JAEGER_QUERY_GRPC=" + addr(),
+		}
+		j.Proc = proctest.Start(t, proctest.Cmd{Bin: bin, Name: fmt.Sprintf("jaeger-%d", attempt), Args: []string{"--config=file:" + config}, Env: env})
 		err := poll(jaegerStartTimeout, j.Exited, func() error {
 			if err := dialable(j.otlpHTTP); err != nil {
 				return fmt.Errorf("OTLP/HTTP receiver: %w", err)
@@ -61,15 +63,10 @@ func startJaeger(t *testing.T, bin, dir string) *jaegerServer {
 			return nil
 		})
 		if err == nil {
-			t.Cleanup(func() {
-				if t.Failed() {
-					t.Log(j.Tail(60))
-				}
-			})
-			return j
+			return j // its cleanup logs the tail of its output when the test failed
 		}
 		last = fmt.Sprintf("%v\n%s", err, j.Tail(60))
-		j.Stop(t)
+		j.Kill()
 		if !strings.Contains(last, "address already in use") {
 			break
 		}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -296,30 +295,22 @@ func memoryOf(b *testing.B, c *redis.Client, service string, n int) (entries, in
 	return entries, index
 }
 
-// buildSgctl builds ./cmd/sgctl into a temporary directory.
+// buildSgctl builds ./cmd/sgctl, once per test binary.
 func buildSgctl(b *testing.B) string {
 	b.Helper()
 	benchClient(b) // skips without a server
-	bin := filepath.Join(b.TempDir(), "sgctl")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sgctl")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build ./cmd/sgctl: %v\n%s", err, out)
-	}
-	return bin
+	return proctest.Build(b, proctest.Module+"/cmd/sgctl")
 }
 
 // runPs runs `sgctl ps <service> --json` and checks it lists want instances
 // (none for "empty").
 func runPs(b *testing.B, sgctl, service string, want int) {
-	cmd := exec.Command(sgctl, "ps", service, "--json")
-	cmd.Env = append(os.Environ(), "REDIS_URL="+benchSrv.URL())
-	out, err := cmd.Output()
-	if err != nil {
-		b.Fatalf("sgctl ps %s --json: %v", service, err)
+	p := proctest.Start(b, proctest.Cmd{Bin: sgctl, Args: []string{"ps", service, "--json"}, Env: []string{"REDIS_URL=" + benchSrv.URL()}})
+	if code := p.Wait(b); code != 0 {
+		b.Fatalf("sgctl ps %s --json: exit code %d", service, code)
 	}
 	var rows []json.RawMessage
-	if err := json.Unmarshal(out, &rows); err != nil {
+	if err := json.Unmarshal([]byte(p.Stdout()), &rows); err != nil {
 		b.Fatalf("sgctl ps --json output: %v", err)
 	}
 	if service == "empty" {

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -22,7 +23,7 @@ import (
 var benchSrv *redistest.Srv // shared by the benchmarks, started by TestMain when -bench is set
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(benchMain{m})
+	goleak.VerifyTestMain(proctest.Main(benchMain{m}))
 }
 
 // benchMain starts one real Redis for all benchmarks, so Member.Update and a

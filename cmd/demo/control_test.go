@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -30,7 +31,7 @@ var (
 )
 
 // startService starts a demo process as instance id of service demo on srv.
-func startService(t *testing.T, srv *redistest.Srv, id string, env ...string) *proc {
+func startService(t *testing.T, srv *redistest.Srv, id string, env ...string) *proctest.Proc {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs cmd/demo processes against a real redis-server")
@@ -39,7 +40,7 @@ func startService(t *testing.T, srv *redistest.Srv, id string, env ...string) *p
 }
 
 // runningEntry polls the registry until id is running, and returns its entry.
-func runningEntry(t *testing.T, p *proc, reg *registry.Registry, id string) registry.Entry {
+func runningEntry(t *testing.T, p *proctest.Proc, reg *registry.Registry, id string) registry.Entry {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -48,8 +49,8 @@ func runningEntry(t *testing.T, p *proc, reg *registry.Registry, id string) regi
 			return e
 		}
 		select {
-		case <-p.done:
-			t.Fatalf("demo %s exited (%v) before running", id, p.err)
+		case <-p.Done():
+			t.Fatalf("demo %s exited (exit code %d) before running", id, p.Wait(t))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -139,10 +140,10 @@ func TestDemoWithRedisURLAndNoKeyRejectsUnsignedRestartAndPull(t *testing.T) {
 	if status, out := controlCheck(t, after.HealthAddr); status != "pass" || !strings.Contains(out, "control ops disabled") {
 		t.Errorf("/healthz control:auth %s %q, want pass saying ops are disabled", status, out)
 	}
-	if strings.Contains(p.output(), "demo: settings re-read") {
+	if strings.Contains(p.Output(), "demo: settings re-read") {
 		t.Error("the pull handler ran")
 	}
-	if !strings.Contains(p.output(), "control ops are disabled") {
+	if !strings.Contains(p.Output(), "control ops are disabled") {
 		t.Error("the log does not say control ops are disabled")
 	}
 }
@@ -162,7 +163,7 @@ func TestDemoWithInsecureOptInRunsAnUnsignedPullAndHealthzWarns(t *testing.T) {
 	if status, out := controlCheck(t, e.HealthAddr); status != "warn" || !strings.Contains(out, "unsigned control ops accepted") {
 		t.Errorf("/healthz control:auth %s %q, want warn", status, out)
 	}
-	if !strings.Contains(p.output(), "SG_CONTROL_INSECURE=true: unsigned control ops are accepted") {
+	if !strings.Contains(p.Output(), "SG_CONTROL_INSECURE=true: unsigned control ops are accepted") {
 		t.Error("no warning at boot")
 	}
 }
@@ -170,10 +171,10 @@ func TestDemoWithInsecureOptInRunsAnUnsignedPullAndHealthzWarns(t *testing.T) {
 func TestDemoBadControlInsecureValueExitsTwoNamingIt(t *testing.T) {
 	srv := redistest.Server(t)
 	p := startService(t, srv, "demo-1", "SG_CONTROL_INSECURE=yes please")
-	if code := p.exitCode(t); code != 2 {
+	if code := p.Wait(t); code != 2 {
 		t.Fatalf("exit code %d, want 2", code)
 	}
-	if out := p.output(); !strings.Contains(out, `SG_CONTROL_INSECURE=\"yes please\"`) {
+	if out := p.Output(); !strings.Contains(out, `SG_CONTROL_INSECURE=\"yes please\"`) {
 		t.Errorf("output does not name the variable and its value:\n%s", out)
 	}
 }
@@ -200,7 +201,7 @@ func TestDemoHoldingTwoKeysAcceptsEitherRejectsAThirdAndNamesTheKey(t *testing.T
 			t.Errorf("pull signed with %s: %s (key id %q, %q), want %s with key id %q", controlops.KeyID([]byte(tc.key)), r.Status, r.KeyID, r.Reason, tc.status, tc.id)
 		}
 	}
-	if out := p.output(); strings.Contains(out, newKey) || strings.Contains(out, oldKey) {
+	if out := p.Output(); strings.Contains(out, newKey) || strings.Contains(out, oldKey) {
 		t.Error("a key reached the log")
 	}
 }
@@ -228,13 +229,13 @@ func TestDemoRejectsASignedOpReplayedAfterFlushallARedisRestartAndToALaterProces
 	if r := send(t, rdb, captured, "demo-1"); r.Status != controlops.StatusRejected || !strings.Contains(r.Reason, "replay") {
 		t.Errorf("replayed after a redis-server restart: %s %q, want rejected as a replay", r.Status, r.Reason)
 	}
-	if n := strings.Count(first.output(), `msg="demo: settings re-read"`); n != 1 {
+	if n := strings.Count(first.Output(), `msg="demo: settings re-read"`); n != 1 {
 		t.Errorf("the pull handler ran %d times, want once", n)
 	}
 
 	// The instance's next process, started by hand (no hand-over).
-	_ = first.cmd.Process.Signal(syscall.SIGTERM)
-	if code := first.exitCode(t); code != 0 {
+	_ = first.Signal(syscall.SIGTERM)
+	if code := first.Wait(t); code != 0 {
 		t.Fatalf("first process exited %d", code)
 	}
 	for time.Now().Before(started.Add(600 * time.Millisecond)) {
@@ -248,7 +249,7 @@ func TestDemoRejectsASignedOpReplayedAfterFlushallARedisRestartAndToALaterProces
 	if r := send(t, rdb, captured, "demo-1"); r.Status != controlops.StatusRejected || !strings.Contains(r.Reason, "stale") {
 		t.Errorf("replayed to a process started after it was issued: %s %q, want rejected as stale", r.Status, r.Reason)
 	}
-	if strings.Contains(second.output(), `msg="demo: settings re-read"`) {
+	if strings.Contains(second.Output(), `msg="demo: settings re-read"`) {
 		t.Error("the second process ran the pull")
 	}
 }
@@ -295,7 +296,7 @@ func TestDemoRestartByExecRunsOpsSentMeanwhileAndRejectsReplaysOfWhatItHandled(t
 			t.Errorf("replayed %s: %s %q, want rejected as a replay", op.Name, r.Status, r.Reason)
 		}
 	}
-	if n := strings.Count(p.output(), "restarting: replacing the process"); n != 1 {
+	if n := strings.Count(p.Output(), "restarting: replacing the process"); n != 1 {
 		t.Errorf("the process restarted %d times, want once: the replayed restart ran", n)
 	}
 }
@@ -304,8 +305,8 @@ var embeddedAddr = regexp.MustCompile(`msg="embedded redis \(miniredis\) started
 
 func TestDemoOnEmbeddedRedisAcceptsUnsignedOpsAndSaysSo(t *testing.T) {
 	p := startDemo(t)
-	p.waitFor(t, "boot completed")
-	out := p.output()
+	p.WaitFor(t, "boot completed")
+	out := p.Output()
 	if !strings.Contains(out, "insecure control mode on the embedded redis") {
 		t.Errorf("the demo does not say it runs in insecure mode:\n%s", out)
 	}

@@ -1,17 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,137 +13,33 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/stargazer/lifecycle/health"
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		if binary != "" {
-			os.RemoveAll(filepath.Dir(binary))
-		}
-		os.Exit(code)
-	}))
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(proctest.Main(m)) }
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
+const demoPkg = proctest.Module + "/cmd/demo"
 
-// demoBinary builds the demo once per test run.
-func demoBinary(t *testing.T) string {
+// startDemo runs the demo with env beside a free health port and no boot
+// jitter.
+func startDemo(t *testing.T, env ...string) *proctest.Proc {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "demo-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "demo")
-		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("go build: %v", buildErr)
-	}
-	return binary
-}
-
-// proc is a running demo process whose stderr is collected.
-type proc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
-	done chan struct{}
-	err  error
-}
-
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.Write(b)
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
-
-func startDemo(t *testing.T, env ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(demoBinary(t)), done: make(chan struct{})}
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SG_HEALTH_PORT=0", "SG_BOOT_JITTER=0"}, env...)
-	p.cmd.Stderr = p
-	p.cmd.Stdout = p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("demo output:\n%s", p.output())
-		}
-	})
-	return p
-}
-
-// waitFor polls the output until it contains s, or fails at the deadline.
-func (p *proc) waitFor(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(p.output(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("demo never logged %q", s)
-		}
-		select {
-		case <-p.done:
-			if !strings.Contains(p.output(), s) {
-				t.Fatalf("demo exited (%v) without logging %q", p.err, s)
-			}
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-// exitCode waits for the process to exit and returns its code.
-func (p *proc) exitCode(t *testing.T) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("demo did not exit before the deadline")
-	}
-	var ee *exec.ExitError
-	if errors.As(p.err, &ee) {
-		return ee.ExitCode()
-	}
-	if p.err != nil {
-		t.Fatal(p.err)
-	}
-	return 0
+	return proctest.Start(t, proctest.Cmd{Bin: proctest.Build(t, demoPkg), Env: append([]string{"SG_HEALTH_PORT=0", "SG_BOOT_JITTER=0"}, env...)})
 }
 
 func TestDemoBootsWithEmbeddedRedisAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	p := startDemo(t)
-	p.waitFor(t, "embedded redis (miniredis) started")
-	p.waitFor(t, "boot completed")
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	p.WaitFor(t, "embedded redis (miniredis) started")
+	p.WaitFor(t, "boot completed")
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := p.exitCode(t); code != 0 {
+	if code := p.Wait(t); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
 	}
-	out := p.output()
+	out := p.Output()
 	// One line per transition, with from, to, event, phase and duration.
 	for _, want := range []string{
 		"msg=transition", "from=init to=connecting event=connect phase=2 duration=",
@@ -166,24 +56,24 @@ func TestDemoBootsWithEmbeddedRedisAndStopsCleanlyOnSIGTERM(t *testing.T) {
 
 func TestDemoSecondSignalExitsAtOnce(t *testing.T) {
 	p := startDemo(t, "DEMO_PHASE_DELAY=cleaning_up=1h")
-	p.waitFor(t, "boot completed")
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	p.waitFor(t, "demo: slow phase")
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if code := p.exitCode(t); code != 1 {
+	p.WaitFor(t, "boot completed")
+	_ = p.Signal(syscall.SIGTERM)
+	p.WaitFor(t, "demo: slow phase")
+	_ = p.Signal(syscall.SIGTERM)
+	if code := p.Wait(t); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
 	}
-	if !strings.Contains(p.output(), "signal received during the shutdown: exiting at once") {
+	if !strings.Contains(p.Output(), "signal received during the shutdown: exiting at once") {
 		t.Error("log does not say why it exited")
 	}
 }
 
 func TestDemoFailPhaseExitsOneAfterUnwinding(t *testing.T) {
 	p := startDemo(t, "DEMO_FAIL_PHASE=building_adapters")
-	if code := p.exitCode(t); code != 1 {
+	if code := p.Wait(t); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
 	}
-	out := p.output()
+	out := p.Output()
 	for _, want := range []string{"failed on purpose", "to=stopping_daemons event=fail", "to=failed event=cleaned_up"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q", want)
@@ -193,12 +83,12 @@ func TestDemoFailPhaseExitsOneAfterUnwinding(t *testing.T) {
 
 func TestDemoSlowPhaseIsVisible(t *testing.T) {
 	p := startDemo(t, "DEMO_PHASE_DELAY=loading_modules=300ms")
-	p.waitFor(t, "boot completed")
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if code := p.exitCode(t); code != 0 {
+	p.WaitFor(t, "boot completed")
+	_ = p.Signal(syscall.SIGTERM)
+	if code := p.Wait(t); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	if !strings.Contains(p.output(), `msg="demo: slow phase" state=loading_modules delay=300ms`) {
+	if !strings.Contains(p.Output(), `msg="demo: slow phase" state=loading_modules delay=300ms`) {
 		t.Errorf("the slow phase is not logged")
 	}
 }
@@ -216,10 +106,10 @@ func TestDemoBadKnobsExitTwoNamingThem(t *testing.T) {
 	} {
 		t.Run(tc.env, func(t *testing.T) {
 			p := startDemo(t, tc.env)
-			if code := p.exitCode(t); code != 2 {
+			if code := p.Wait(t); code != 2 {
 				t.Fatalf("exit code %d, want 2", code)
 			}
-			if out := p.output(); !strings.Contains(out, tc.want) || strings.Contains(out, "embedded redis") {
+			if out := p.Output(); !strings.Contains(out, tc.want) || strings.Contains(out, "embedded redis") {
 				t.Errorf("output lacks %q or started Redis:\n%s", tc.want, out)
 			}
 		})
@@ -229,10 +119,10 @@ func TestDemoBadKnobsExitTwoNamingThem(t *testing.T) {
 // A '%' in the password makes the URL unparsable; it used to be printed whole.
 func TestDemoReportsAnUnparsableRedisURLWithoutItsPassword(t *testing.T) {
 	p := startDemo(t, "REDIS_URL=redis://user:p%ss@host:6379")
-	if code := p.exitCode(t); code != 2 {
+	if code := p.Wait(t); code != 2 {
 		t.Fatalf("exit code %d, want 2", code)
 	}
-	out := p.output()
+	out := p.Output()
 	if !strings.Contains(out, `REDIS_URL=\"redis://xxxxx@host:6379\"`) {
 		t.Errorf("output does not name REDIS_URL with its userinfo masked:\n%s", out)
 	}
@@ -242,10 +132,10 @@ func TestDemoReportsAnUnparsableRedisURLWithoutItsPassword(t *testing.T) {
 }
 
 // healthAddr returns the address the demo's health server logged.
-func (p *proc) healthAddr(t *testing.T) string {
+func healthAddr(t *testing.T, p *proctest.Proc) string {
 	t.Helper()
-	p.waitFor(t, "health server listening")
-	m := regexp.MustCompile(`msg="health server listening".* addr=(\S+)`).FindStringSubmatch(p.output())
+	p.WaitFor(t, "health server listening")
+	m := regexp.MustCompile(`msg="health server listening".* addr=(\S+)`).FindStringSubmatch(p.Output())
 	if m == nil {
 		t.Fatalf("no health address in the log")
 	}
@@ -292,30 +182,30 @@ func TestTwoDemosWithOneInstanceIDNeverRemoveEachOthersEntry(t *testing.T) {
 			}
 
 			older := startDemo(t, env...)
-			older.waitFor(t, "boot completed")
+			older.WaitFor(t, "boot completed")
 			newer := startDemo(t, env...)
-			newer.waitFor(t, "boot completed")
+			newer.WaitFor(t, "boot completed")
 			booted := time.Now()
-			olderPID, newerPID := older.cmd.Process.Pid, newer.cmd.Process.Pid
+			olderPID, newerPID := older.PID(), newer.PID()
 			if e, ok := entry(); !ok || e.PID != newerPID {
 				t.Fatalf("entry %+v after the second boot, want the newer process's (pid %d)", e, newerPID)
 			}
 
-			older.waitFor(t, "another process owns this instance's entry")
+			older.WaitFor(t, "another process owns this instance's entry")
 			t.Logf("conflict logged by the older process %v after the newer one booted (heartbeat every 1s)", time.Since(booted).Round(10*time.Millisecond))
-			conflict := regexp.MustCompile(`level=ERROR msg="registry: another process owns[^\n]*`).FindString(older.output())
+			conflict := regexp.MustCompile(`level=ERROR msg="registry: another process owns[^\n]*`).FindString(older.Output())
 			for _, want := range []string{fmt.Sprintf(" pid=%d ", olderPID), fmt.Sprintf(" owner_pid=%d", newerPID), " host=", " owner_host="} {
 				if !strings.Contains(conflict, want) {
 					t.Errorf("conflict line lacks %q: %s", want, conflict)
 				}
 			}
-			if n := strings.Count(older.output(), "another process owns this instance's entry"); n != 1 {
+			if n := strings.Count(older.Output(), "another process owns this instance's entry"); n != 1 {
 				t.Errorf("conflict logged %d times, want once", n)
 			}
-			if strings.Contains(newer.output(), "level=ERROR") {
-				t.Errorf("the newer process logged an error:\n%s", newer.output())
+			if strings.Contains(newer.Output(), "level=ERROR") {
+				t.Errorf("the newer process logged an error:\n%s", newer.Output())
 			}
-			addr := older.healthAddr(t)
+			addr := healthAddr(t, older)
 			deadline := time.Now().Add(20 * time.Second) // checks refresh every 5s
 			for {
 				body := healthz(t, addr)
@@ -332,12 +222,12 @@ func TestTwoDemosWithOneInstanceIDNeverRemoveEachOthersEntry(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 
-			stop := func(p *proc) {
+			stop := func(p *proctest.Proc) {
 				t.Helper()
-				if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				if err := p.Signal(syscall.SIGTERM); err != nil {
 					t.Fatal(err)
 				}
-				if code := p.exitCode(t); code != 0 {
+				if code := p.Wait(t); code != 0 {
 					t.Fatalf("exit code %d, want 0", code)
 				}
 			}

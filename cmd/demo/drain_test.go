@@ -37,11 +37,11 @@ const runCancelled = "demo: run context cancelled"
 func TestDemoDrainDelayKeepsRunGoingOutOfRotationAfterSIGTERM(t *testing.T) {
 	const delay = 2 * time.Second
 	p := startDemo(t, "SG_DRAIN_DELAY=2s")
-	addr := p.healthAddr(t)
+	addr := healthAddr(t, p)
 	pollCode(t, addr, "/readyz", http.StatusOK)
 
 	sent := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	took := pollCode(t, addr, "/readyz", http.StatusServiceUnavailable)
@@ -52,17 +52,17 @@ func TestDemoDrainDelayKeepsRunGoingOutOfRotationAfterSIGTERM(t *testing.T) {
 	if c := code(addr, "/livez"); c != http.StatusOK {
 		t.Errorf("/livez while draining = %d, want 200", c)
 	}
-	if strings.Contains(p.output(), runCancelled) {
+	if strings.Contains(p.Output(), runCancelled) {
 		t.Fatal("Run's context was cancelled at once, not after the drain delay")
 	}
-	p.waitFor(t, runCancelled)
+	p.WaitFor(t, runCancelled)
 	if since := time.Since(sent); since < delay {
 		t.Errorf("Run's context cancelled %v after SIGTERM, want after the %v drain delay", since, delay)
 	}
-	if c := p.exitCode(t); c != 0 {
+	if c := p.Wait(t); c != 0 {
 		t.Fatalf("exit code %d, want 0", c)
 	}
-	out := p.output()
+	out := p.Output()
 	for _, want := range []string{"from=running to=draining event=stop phase=\"\" duration=", "guard=drain_delay",
 		"from=draining to=stopping_daemons event=stop", "to=stopped event=cleaned_up"} {
 		if !strings.Contains(out, want) {
@@ -73,43 +73,43 @@ func TestDemoDrainDelayKeepsRunGoingOutOfRotationAfterSIGTERM(t *testing.T) {
 
 func TestDemoSecondSignalDuringTheDrainDelayStopsCleanlyAtOnce(t *testing.T) {
 	p := startDemo(t, "SG_DRAIN_DELAY=25s")
-	addr := p.healthAddr(t)
+	addr := healthAddr(t, p)
 	pollCode(t, addr, "/readyz", http.StatusOK)
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	p.waitFor(t, "to=draining event=stop")
+	_ = p.Signal(syscall.SIGTERM)
+	p.WaitFor(t, "to=draining event=stop")
 	sent := time.Now()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if c := p.exitCode(t); c != 0 {
+	_ = p.Signal(syscall.SIGTERM)
+	if c := p.Wait(t); c != 0 {
 		t.Fatalf("exit code %d, want 0: the second signal ends the delay, the stop stays clean", c)
 	}
 	t.Logf("exited %v after the second signal (drain delay 25s)", time.Since(sent))
-	if !strings.Contains(p.output(), "signal received during the drain delay: shutting down now") {
+	if !strings.Contains(p.Output(), "signal received during the drain delay: shutting down now") {
 		t.Error("the log does not say the second signal ended the delay")
 	}
 }
 
 func TestDemoThirdSignalExitsAtOnce(t *testing.T) {
 	p := startDemo(t, "SG_DRAIN_DELAY=25s", "DEMO_PHASE_DELAY=cleaning_up=1h")
-	p.waitFor(t, "boot completed")
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	p.waitFor(t, "to=draining event=stop")
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	p.waitFor(t, "demo: slow phase")
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if c := p.exitCode(t); c != 1 {
+	p.WaitFor(t, "boot completed")
+	_ = p.Signal(syscall.SIGTERM)
+	p.WaitFor(t, "to=draining event=stop")
+	_ = p.Signal(syscall.SIGTERM)
+	p.WaitFor(t, "demo: slow phase")
+	_ = p.Signal(syscall.SIGTERM)
+	if c := p.Wait(t); c != 1 {
 		t.Fatalf("exit code %d, want 1", c)
 	}
-	if !strings.Contains(p.output(), "signal received during the shutdown: exiting at once") {
+	if !strings.Contains(p.Output(), "signal received during the shutdown: exiting at once") {
 		t.Error("log does not say why it exited")
 	}
 }
 
 func TestDemoDrainDelayNotShorterThanTheShutdownTimeoutExitsTwoNamingIt(t *testing.T) {
 	p := startDemo(t, "SG_DRAIN_DELAY=30s")
-	if c := p.exitCode(t); c != 2 {
+	if c := p.Wait(t); c != 2 {
 		t.Fatalf("exit code %d, want 2", c)
 	}
-	if out := p.output(); !strings.Contains(out, `SG_DRAIN_DELAY=\"30s\"`) || !strings.Contains(out, "shutdown timeout (30s)") {
+	if out := p.Output(); !strings.Contains(out, `SG_DRAIN_DELAY=\"30s\"`) || !strings.Contains(out, "shutdown timeout (30s)") {
 		t.Errorf("output does not name SG_DRAIN_DELAY and the shutdown timeout:\n%s", out)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -24,22 +25,15 @@ import (
 // exitWithin waits for the process to exit and returns its code and how long
 // it took from since; it fails the test after limit plus a margin for a
 // process that never exits.
-func (p *proc) exitWithin(t *testing.T, since time.Time, limit time.Duration) (int, time.Duration) {
+func exitWithin(t *testing.T, p *proctest.Proc, since time.Time, limit time.Duration) (int, time.Duration) {
 	t.Helper()
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(limit + 10*time.Second):
 		t.Fatalf("demo did not exit within %v", limit+10*time.Second)
 	}
 	took := time.Since(since)
-	code := 0
-	var ee interface{ ExitCode() int }
-	if errors.As(p.err, &ee) {
-		code = ee.ExitCode()
-	} else if p.err != nil {
-		t.Fatal(p.err)
-	}
-	return code, took
+	return p.Wait(t), took
 }
 
 func entryOf(c *redis.Client, service, instance string) (registry.Entry, error) {
@@ -58,11 +52,11 @@ func TestDemoRedisFrozenBeforeBootRequiredExitsOneWithinTwoRedisTimeouts(t *test
 	srv := redistest.Server(t)
 	srv.Freeze()
 	const timeout = time.Second
-	demoBinary(t) // built before the clock starts
+	proctest.Build(t, demoPkg) // built before the clock starts
 	start := time.Now()
 	p := startDemo(t, "REDIS_URL="+srv.URL(), "SG_REDIS_TIMEOUT=1s")
 	limit := 2*timeout + time.Second
-	code, took := p.exitWithin(t, start, limit)
+	code, took := exitWithin(t, p, start, limit)
 	t.Logf("Redis frozen before boot, required: exit %d after %v (bound %v)", code, took, limit)
 	if code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
@@ -70,7 +64,7 @@ func TestDemoRedisFrozenBeforeBootRequiredExitsOneWithinTwoRedisTimeouts(t *test
 	if took > limit {
 		t.Fatalf("exited after %v, want within %v", took, limit)
 	}
-	out := p.output()
+	out := p.Output()
 	if !strings.Contains(out, "hard-fail gate") || !strings.Contains(out, "redis at "+srv.Addr()+" did not answer within 1s") {
 		t.Errorf("the log does not say Redis at %s did not answer", srv.Addr())
 	}
@@ -80,13 +74,13 @@ func TestDemoRedisFrozenMidBootRequiredExitsOneNamingRedis(t *testing.T) {
 	srv := redistest.Server(t)
 	const timeout, delay = time.Second, 500 * time.Millisecond
 	p := startDemo(t, "REDIS_URL="+srv.URL(), "SG_REDIS_TIMEOUT=1s", "DEMO_PHASE_DELAY=configuring=500ms")
-	p.waitFor(t, "redis connection verified")
+	p.WaitFor(t, "redis connection verified")
 	srv.Freeze() // after the ping gate, while the service configures itself
 	start := time.Now()
 	// The rest of configuring, the registration's deadline, the
 	// deregistration's, and the unwind.
 	limit := delay + 2*timeout + time.Second
-	code, took := p.exitWithin(t, start, limit)
+	code, took := exitWithin(t, p, start, limit)
 	t.Logf("Redis frozen after the ping gate, required: exit %d %v after the freeze (bound %v)", code, took, limit)
 	if code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
@@ -94,7 +88,7 @@ func TestDemoRedisFrozenMidBootRequiredExitsOneNamingRedis(t *testing.T) {
 	if took > limit {
 		t.Fatalf("exited %v after the freeze, want within %v", took, limit)
 	}
-	if out := p.output(); !strings.Contains(out, "phase registering: registry: redis at "+srv.Addr()+" did not answer within 1s") {
+	if out := p.Output(); !strings.Contains(out, "phase registering: registry: redis at "+srv.Addr()+" did not answer within 1s") {
 		t.Errorf("the failure does not name the phase, Redis and its address")
 	}
 }
@@ -106,7 +100,7 @@ func TestDemoRedisFrozenWhileRunningSIGTERMExitsZeroAndTheEntryExpiresByTTL(t *t
 	// entry's expiry shows quickly, and an OnStop that takes 300ms.
 	const timeout, hooks, ttl = 2 * time.Second, 300 * time.Millisecond, 6 * time.Second
 	p := startDemo(t, "REDIS_URL="+srv.URL(), "SG_SERVICE_TTL=6s", "SG_INSTANCE_ID=frozen-1", "DEMO_PHASE_DELAY=cleaning_up=300ms")
-	p.waitFor(t, "boot completed")
+	p.WaitFor(t, "boot completed")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if e, err := entryOf(reader, "demo", "frozen-1"); err == nil && e.Status == "running" {
@@ -120,11 +114,11 @@ func TestDemoRedisFrozenWhileRunningSIGTERMExitsZeroAndTheEntryExpiresByTTL(t *t
 
 	srv.Freeze()
 	start := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	limit := 2*timeout + hooks
-	code, took := p.exitWithin(t, start, limit)
+	code, took := exitWithin(t, p, start, limit)
 	t.Logf("Redis frozen while running, SIGTERM: exit %d after %v (bound 2 x SG_REDIS_TIMEOUT + hooks = %v)", code, took, limit)
 	if code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
@@ -132,7 +126,7 @@ func TestDemoRedisFrozenWhileRunningSIGTERMExitsZeroAndTheEntryExpiresByTTL(t *t
 	if took > limit {
 		t.Fatalf("exited %v after SIGTERM, want within %v", took, limit)
 	}
-	if out := p.output(); !strings.Contains(out, "the entry expires by its TTL") {
+	if out := p.Output(); !strings.Contains(out, "the entry expires by its TTL") {
 		t.Errorf("the log does not say the entry is left to its TTL")
 	}
 
@@ -154,11 +148,11 @@ func TestDemoRedisFrozenWhileRunningSIGTERMExitsZeroAndTheEntryExpiresByTTL(t *t
 
 func TestDemoHungPhaseFailsTheBootAtTheBootTimeoutPlusTheGrace(t *testing.T) {
 	const bootTimeout, grace = time.Second, time.Second // grace: lifecycle.PhaseGrace
-	demoBinary(t)                                       // built before the clock starts
+	proctest.Build(t, demoPkg)                          // built before the clock starts
 	start := time.Now()
 	p := startDemo(t, "DEMO_HANG_PHASE=starting", "SG_BOOT_TIMEOUT=1s")
 	limit := bootTimeout + grace + time.Second
-	code, took := p.exitWithin(t, start, limit)
+	code, took := exitWithin(t, p, start, limit)
 	t.Logf("phase starting hung: exit %d after %v (boot timeout %v + grace %v)", code, took, bootTimeout, grace)
 	if code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
@@ -166,7 +160,7 @@ func TestDemoHungPhaseFailsTheBootAtTheBootTimeoutPlusTheGrace(t *testing.T) {
 	if took < bootTimeout+grace || took > limit {
 		t.Fatalf("exited after %v, want at the boot timeout plus the grace (%v), within %v", took, bootTimeout+grace, limit)
 	}
-	out := p.output()
+	out := p.Output()
 	for _, want := range []string{"boot timeout of 1s reached in phase starting", "abandoned", "to=failed event=cleaned_up"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q", want)

@@ -71,7 +71,7 @@ func TestDemoServesTheLifecycleMetricsToPrometheus(t *testing.T) {
 	port := freePort(t)
 	p := startDemo(t, "OTEL_METRICS_EXPORTER=prometheus", "OTEL_EXPORTER_PROMETHEUS_HOST=127.0.0.1",
 		"OTEL_EXPORTER_PROMETHEUS_PORT="+strconv.Itoa(port), "DEMO_PHASE_DELAY=loading_modules=300ms")
-	p.waitFor(t, "boot completed")
+	p.WaitFor(t, "boot completed")
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	var fams map[string]*dto.MetricFamily
 	deadline := time.Now().Add(20 * time.Second)
@@ -130,10 +130,10 @@ func TestDemoServesTheLifecycleMetricsToPrometheus(t *testing.T) {
 		t.Errorf("target_info lacks service_name=demo and service_instance_id: %v", fams["target_info"])
 	}
 
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if c := p.exitCode(t); c != 0 {
+	if c := p.Wait(t); c != 0 {
 		t.Fatalf("exit code %d, want 0", c)
 	}
 }

@@ -51,7 +51,7 @@ func TestDemoCountsItsTicksOnTheRedisOfEachURLForm(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
 			}
-			if out := p.output(); strings.Contains(out, "tick not counted") {
+			if out := p.Output(); strings.Contains(out, "tick not counted") {
 				t.Errorf("the demo failed to count a tick:\n%s", out)
 			}
 		})

@@ -21,7 +21,7 @@ func TestDemoUnderSystemdNotifiesReadyPingsTheWatchdogAndSaysStopping(t *testing
 	// for the line, then compare the times.
 	var ranAt time.Time
 	for deadline := time.Now().Add(10 * time.Second); ranAt.IsZero(); {
-		ranAt = logTime(p.output(), "to=running event=health_serving")
+		ranAt = logTime(p.Output(), "to=running event=health_serving")
 		if ranAt.IsZero() {
 			if time.Now().After(deadline) {
 				t.Fatal("the demo never logged the transition to running")
@@ -66,10 +66,10 @@ func TestDemoUnderSystemdNotifiesReadyPingsTheWatchdogAndSaysStopping(t *testing
 		}
 	}
 
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if c := p.exitCode(t); c != 0 {
+	if c := p.Wait(t); c != 0 {
 		t.Fatalf("exit code %d, want 0", c)
 	}
 	all := sock.All()
@@ -86,7 +86,7 @@ func TestDemoUnderSystemdStopsPingingOnceFailed(t *testing.T) {
 	sock := sdnotifytest.Listen(t)
 	// Run fails at once; the unwind's OnStop takes 1.5s, ticks every 0.25s.
 	p := startDemo(t, "NOTIFY_SOCKET="+sock.Path(), "WATCHDOG_USEC=500000", "DEMO_FAIL_PHASE=running", "DEMO_PHASE_DELAY=cleaning_up=1500ms")
-	if c := p.exitCode(t); c != 1 {
+	if c := p.Wait(t); c != 1 {
 		t.Fatalf("exit code %d, want 1", c)
 	}
 	failed := sock.Index("STATUS=failed")
@@ -115,12 +115,12 @@ func TestDemoUnderSystemdStopsPingingOnceFailed(t *testing.T) {
 func TestDemoWithoutNotifySocketSendsNothing(t *testing.T) {
 	sock := sdnotifytest.Listen(t)
 	p := startDemo(t, "WATCHDOG_USEC=500000")
-	p.waitFor(t, "boot completed")
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if c := p.exitCode(t); c != 0 {
+	p.WaitFor(t, "boot completed")
+	_ = p.Signal(syscall.SIGTERM)
+	if c := p.Wait(t); c != 0 {
 		t.Fatalf("exit code %d", c)
 	}
-	if n := sock.All(); len(n) != 0 || strings.Contains(p.output(), "systemd notifications on") {
+	if n := sock.All(); len(n) != 0 || strings.Contains(p.Output(), "systemd notifications on") {
 		t.Errorf("notifications without NOTIFY_SOCKET: %v", n)
 	}
 }

@@ -4,79 +4,32 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
 
-// demoProc is one cmd/demo process. A restart replaces the process image
-// with exec, so the pid (and cmd) stay the same across restarts.
-type demoProc struct {
-	id      string
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
-}
-
-// buildDemo builds cmd/demo into dir and returns the binary's path.
-func buildDemo(t *testing.T, dir string) string {
+// startDemo starts cmd/demo as instance id against redisURL, with env's extra
+// variables. A restart replaces the process image with exec, so the process
+// (and its pid) stay the same across restarts.
+func startDemo(t *testing.T, id, redisURL string, env ...string) *proctest.Proc {
 	t.Helper()
-	bin := filepath.Join(dir, "demo")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/stargazer/lifecycle/cmd/demo").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build ./cmd/demo: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// startDemo starts one demo instance against redisURL, with env's extra
-// variables. The process is killed by its pid and awaited by t.Cleanup, and
-// its log printed when the test failed.
-func startDemo(t *testing.T, bin, dir, id, redisURL string, env ...string) *demoProc {
-	t.Helper()
-	logPath := filepath.Join(dir, id+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(),
-		"REDIS_URL="+redisURL,
+	return proctest.Start(t, proctest.Cmd{Bin: proctest.Build(t, proctest.Module+"/cmd/demo"), Name: id, Env: append([]string{
+		"REDIS_URL=" + redisURL,
 		"SG_SERVICE_NAME=demo",
-		"SG_INSTANCE_ID="+id,
+		"SG_INSTANCE_ID=" + id,
 		"SG_HEALTH_PORT=0",
 		"SG_HEALTH_HOST=127.0.0.1",
 		"SG_BOOT_JITTER=0",
-		"SG_CONTROL_KEY="+testKey,
+		"SG_CONTROL_KEY=" + testKey,
 		"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none",
-	)
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("starting %s: %v", id, err)
-	}
-	logf.Close() // the child has its own copy
-	p := &demoProc{id: id, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-		<-p.exited
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("log of %s (pid %d):\n%s", id, cmd.Process.Pid, b)
-		}
-	})
-	return p
+	}, env...)})
 }
 
 // demoFleet is three demo instances on a real redis-server.
@@ -84,7 +37,7 @@ type demoFleet struct {
 	srv     *redistest.Srv
 	reg     *registry.Registry
 	ids     []string // demo-1, demo-2, demo-3
-	procs   map[string]*demoProc
+	procs   map[string]*proctest.Proc
 	running map[string]registry.Entry // by id: the entry first seen running
 }
 
@@ -93,12 +46,10 @@ type demoFleet struct {
 func startThreeDemos(t *testing.T) *demoFleet {
 	t.Helper()
 	srv := redistest.Server(t)
-	dir := t.TempDir()
-	bin := buildDemo(t, dir)
 	f := &demoFleet{srv: srv, reg: registry.New(srv.Client(t)), ids: []string{"demo-1", "demo-2", "demo-3"},
-		procs: map[string]*demoProc{}, running: map[string]registry.Entry{}}
+		procs: map[string]*proctest.Proc{}, running: map[string]registry.Entry{}}
 	for _, id := range f.ids {
-		f.procs[id] = startDemo(t, bin, dir, id, srv.URL())
+		f.procs[id] = startDemo(t, id, srv.URL())
 	}
 	eventually(t, 30*time.Second, func() bool {
 		entries, err := f.reg.Instances(t.Context(), "demo")
@@ -192,11 +143,11 @@ func TestRollingRestartOfThreeDemoInstancesKeepsAtMostOneOutOfRunning(t *testing
 			t.Errorf("%s: started_at %v not after %v: not a fresh process image", id, e.StartedAt, b.StartedAt)
 		}
 		// exec keeps the process: the same pid, a new image.
-		if e.PID != b.PID || e.PID != procs[id].cmd.Process.Pid {
-			t.Errorf("%s: pid %d, was %d, process %d: the restart should exec in place", id, e.PID, b.PID, procs[id].cmd.Process.Pid)
+		if e.PID != b.PID || e.PID != procs[id].PID() {
+			t.Errorf("%s: pid %d, was %d, process %d: the restart should exec in place", id, e.PID, b.PID, procs[id].PID())
 		}
 		select {
-		case <-procs[id].exited:
+		case <-procs[id].Done():
 			t.Errorf("%s: the process exited instead of replacing itself", id)
 		default:
 		}
@@ -217,10 +168,8 @@ func TestPullOfADemoInstanceIsRejectedWithTheWrongKeyAndRunsWithTheRightOne(t *t
 		t.Skip("builds and runs cmd/demo processes")
 	}
 	srv := redistest.Server(t)
-	dir := t.TempDir()
-	bin := buildDemo(t, dir)
 	reg := registry.New(srv.Client(t))
-	startDemo(t, bin, dir, "demo-1", srv.URL())
+	startDemo(t, "demo-1", srv.URL())
 	eventually(t, 30*time.Second, func() bool {
 		e, err := reg.Entry(t.Context(), "demo", "demo-1")
 		return err == nil && e.Status == "running"

@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/phases"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(proctest.Main(m))
 }
 
 // syncBuffer is a bytes.Buffer safe to write from run's goroutine while the

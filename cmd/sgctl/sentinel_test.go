@@ -29,9 +29,7 @@ func TestDemoAndSgctlThroughASentinelURLOutliveAKillOfTheMaster(t *testing.T) {
 	}
 	set := redistest.Sentinel(t)
 	url := set.URL()
-	dir := t.TempDir()
-	bin := buildDemo(t, dir)
-	p := startDemo(t, bin, dir, "demo-1", url, "SG_SERVICE_TTL="+sentinelTTL.String())
+	p := startDemo(t, "demo-1", url, "SG_SERVICE_TTL="+sentinelTTL.String())
 	ctx := t.Context()
 
 	master := set.Master()
@@ -80,7 +78,7 @@ func TestDemoAndSgctlThroughASentinelURLOutliveAKillOfTheMaster(t *testing.T) {
 		t.Errorf("the entry came back %v after the promotion, want within %v (one heartbeat + 2s)", back.Sub(at), bound)
 	}
 	select {
-	case <-p.exited:
+	case <-p.Done():
 		t.Fatal("the demo exited after the failover")
 	default:
 	}

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,70 +20,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(proctest.Main(m))
 }
 
 const controlKey = "browser-test-key-0123456789"
-
-// proc is a child process whose output goes to a log file; t.Cleanup kills
-// it by pid and awaits it.
-type proc struct {
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
-}
-
-func start(t *testing.T, dir, name string, env []string, bin string, args ...string) *proc {
-	t.Helper()
-	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	logf.Close()
-	p := &proc{cmd: cmd, logPath: logPath, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-			<-p.exited
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("log of %s:\n%s", name, b)
-		}
-	})
-	return p
-}
-
-func (p *proc) log() string {
-	b, _ := os.ReadFile(p.logPath)
-	return string(b)
-}
-
-func build(t *testing.T, dir, pkg string) string {
-	t.Helper()
-	bin := filepath.Join(dir, filepath.Base(pkg))
-	out, err := exec.Command("go", "build", "-C", "../..", "-o", bin, pkg).CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-	}
-	return bin
-}
 
 func chromium(t *testing.T) string {
 	t.Helper()
@@ -143,29 +87,17 @@ func rowsByID(rs []row) map[string]row {
 func TestDashboardInARealBrowser(t *testing.T) {
 	chrome := chromium(t)
 	srv := redistest.Server(t)
-	dir := t.TempDir()
-	demo := build(t, dir, "./cmd/demo")
-	sgctl := build(t, dir, "./cmd/sgctl")
+	demo := proctest.Build(t, proctest.Module+"/cmd/demo")
+	sgctl := proctest.Build(t, proctest.Module+"/cmd/sgctl")
 	common := []string{"REDIS_URL=" + srv.URL(), "SG_CONTROL_KEY=" + controlKey,
 		"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none"}
 	ids := []string{"demo-1", "demo-2", "demo-3"}
 	for _, id := range ids {
-		start(t, dir, id, append(common, "SG_SERVICE_NAME=demo", "SG_INSTANCE_ID="+id, "SG_HEALTH_PORT=0",
-			"SG_HEALTH_HOST=127.0.0.1", "SG_BOOT_JITTER=0", "DEMO_PHASE_DELAY=loading_modules=300ms,starting=500ms"), demo)
+		proctest.Start(t, proctest.Cmd{Bin: demo, Name: id, Env: append(common, "SG_SERVICE_NAME=demo", "SG_INSTANCE_ID="+id, "SG_HEALTH_PORT=0",
+			"SG_HEALTH_HOST=127.0.0.1", "SG_BOOT_JITTER=0", "DEMO_PHASE_DELAY=loading_modules=300ms,starting=500ms")})
 	}
-	dash := start(t, dir, "dashboard", common, sgctl, "dashboard", "--listen", "127.0.0.1:0")
-	var base string
-	re := regexp.MustCompile(`serving (http://127\.0\.0\.1:\d+/)`)
-	deadline := time.Now().Add(20 * time.Second)
-	for base == "" {
-		if m := re.FindStringSubmatch(dash.log()); m != nil {
-			base = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("the dashboard never said where it serves:\n%s", dash.log())
-		} else {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	dash := proctest.Start(t, proctest.Cmd{Bin: sgctl, Name: "dashboard", Args: []string{"dashboard", "--listen", "127.0.0.1:0"}, Env: common})
+	base := dash.WaitForMatch(t, regexp.MustCompile(`serving (http://127\.0\.0\.1:\d+/)`))[1]
 
 	// The browser, with every error it reports collected.
 	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), append(chromedp.DefaultExecAllocatorOptions[:],

@@ -1,156 +1,38 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
-		if binDir != "" {
-			os.RemoveAll(binDir)
-		}
-	}))
-}
-
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binaries builds httpservice and sgctl once per test run and returns the
-// directory that holds them.
-func binaries(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "httpservice-bin"); buildErr != nil {
-			return
-		}
-		for _, pkg := range []string{".", "github.com/stargazer/lifecycle/cmd/sgctl"} {
-			out, err := exec.Command("go", "build", "-o", binDir, pkg).CombinedOutput()
-			if err != nil {
-				buildErr = errors.New(string(out))
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("go build: %v", buildErr)
-	}
-	return binDir
-}
-
-// proc is a running httpservice process whose output is collected. A restart
-// by exec keeps the process: the same proc follows it.
-type proc struct {
-	id   string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
-	done chan struct{}
-	err  error
-}
-
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.Write(b)
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(proctest.Main(m)) }
 
 // start runs httpservice with env added to a minimal environment: loopback,
-// free ports, no jitter, no exporters. The process is killed and awaited at
-// cleanup, its output logged when the test failed.
-func start(t *testing.T, env ...string) *proc {
+// free ports, no jitter, no exporters. The process is named by its
+// SG_INSTANCE_ID, when env gives one. A restart by exec keeps the process.
+func start(t *testing.T, env ...string) *proctest.Proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(filepath.Join(binaries(t), "httpservice")), done: make(chan struct{})}
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HTTP_ADDR=127.0.0.1:0", "SG_HEALTH_PORT=0", "SG_BOOT_JITTER=0",
-		"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none"}, env...)
+	name := "httpservice"
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "SG_INSTANCE_ID="); ok {
-			p.id = v
+			name = v
 		}
 	}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("output of httpservice %s:\n%s", p.id, p.output())
-		}
-	})
-	return p
-}
-
-// waitFor polls the output until it matches re, and returns the first match's
-// first group (or the whole match).
-func (p *proc) waitFor(t *testing.T, re *regexp.Regexp) string {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if m := re.FindStringSubmatch(p.output()); m != nil {
-			return m[len(m)-1]
-		}
-		select {
-		case <-p.done:
-			if m := re.FindStringSubmatch(p.output()); m != nil {
-				return m[len(m)-1]
-			}
-			t.Fatalf("httpservice exited (%v) without logging %s", p.err, re)
-		case <-time.After(10 * time.Millisecond): // polling interval, bounded by the deadline
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("httpservice never logged %s", re)
-		}
-	}
-}
-
-// exitCode waits for the process to exit and returns its code.
-func (p *proc) exitCode(t *testing.T) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("httpservice did not exit before the deadline")
-	}
-	var ee *exec.ExitError
-	if errors.As(p.err, &ee) {
-		return ee.ExitCode()
-	}
-	if p.err != nil {
-		t.Fatal(p.err)
-	}
-	return 0
+	return proctest.Start(t, proctest.Cmd{Bin: proctest.Build(t, proctest.Module+"/examples/httpservice"), Name: name,
+		Env: append([]string{"HTTP_ADDR=127.0.0.1:0", "SG_HEALTH_PORT=0", "SG_BOOT_JITTER=0",
+			"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none"}, env...)})
 }
 
 var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
@@ -170,19 +52,19 @@ func get(t *testing.T, url string) (int, string) {
 
 func TestServesItsInstanceIDWithoutRedisAndStopsCleanly(t *testing.T) {
 	p := start(t, "SG_INSTANCE_ID=hs-1")
-	addr := p.waitFor(t, listening)
-	p.waitFor(t, regexp.MustCompile(`msg="boot completed"`))
+	addr := p.WaitForMatch(t, listening)[1]
+	p.WaitFor(t, `msg="boot completed"`)
 	if code, body := get(t, "http://"+addr+"/"); code != http.StatusOK || body != "hs-1\n" {
 		t.Fatalf("GET /: %d %q, want 200 and the instance id", code, body)
 	}
 	if code, _ := get(t, "http://"+addr+"/nothing"); code != http.StatusNotFound {
 		t.Errorf("GET /nothing: %d, want 404", code)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if c := p.exitCode(t); c != 0 {
+	_ = p.Signal(syscall.SIGTERM)
+	if c := p.Wait(t); c != 0 {
 		t.Fatalf("exit code %d, want 0", c)
 	}
-	if out := p.output(); !strings.Contains(out, "REDIS_URL is unset") || !strings.Contains(out, `msg="HTTP drained"`) {
+	if out := p.Output(); !strings.Contains(out, "REDIS_URL is unset") || !strings.Contains(out, `msg="HTTP drained"`) {
 		t.Errorf("output lacks the no-Redis notice or the drain:\n%s", out)
 	}
 }
@@ -195,10 +77,10 @@ func TestATakenPortFailsPhaseSevenNamingTheAddress(t *testing.T) {
 	defer l.Close()
 	taken := l.Addr().String()
 	p := start(t, "HTTP_ADDR="+taken)
-	if c := p.exitCode(t); c != 1 {
+	if c := p.Wait(t); c != 1 {
 		t.Fatalf("exit code %d, want 1", c)
 	}
-	out := p.output()
+	out := p.Output()
 	for _, want := range []string{
 		"from=starting to=stopping_daemons event=fail",
 		"phase starting: Service.OnStart: listening on " + taken + " (HTTP_ADDR)",
@@ -217,10 +99,10 @@ func TestATakenPortFailsPhaseSevenNamingTheAddress(t *testing.T) {
 func TestABadHTTPAddrExitsTwoNamingIt(t *testing.T) {
 	for _, bad := range []string{"8080", "127.0.0.1:99999", "localhost:http"} {
 		p := start(t, "HTTP_ADDR="+bad)
-		if c := p.exitCode(t); c != 2 {
+		if c := p.Wait(t); c != 2 {
 			t.Fatalf("HTTP_ADDR=%s: exit code %d, want 2", bad, c)
 		}
-		if out := p.output(); !strings.Contains(out, `HTTP_ADDR=\"`+bad+`\"`) {
+		if out := p.Output(); !strings.Contains(out, `HTTP_ADDR=\"`+bad+`\"`) {
 			t.Errorf("HTTP_ADDR=%s: output does not name it:\n%s", bad, out)
 		}
 	}
@@ -228,10 +110,10 @@ func TestABadHTTPAddrExitsTwoNamingIt(t *testing.T) {
 
 func TestABadAdvertiseAddrExitsTwoBeforeRedis(t *testing.T) {
 	p := start(t, "SG_ADVERTISE_ADDR=0.0.0.0:8080", "REDIS_URL=redis://127.0.0.1:1/0")
-	if c := p.exitCode(t); c != 2 {
+	if c := p.Wait(t); c != 2 {
 		t.Fatalf("exit code %d, want 2", c)
 	}
-	if out := p.output(); !strings.Contains(out, `SG_ADVERTISE_ADDR=\"0.0.0.0:8080\"`) || strings.Contains(out, "boot started") {
+	if out := p.Output(); !strings.Contains(out, `SG_ADVERTISE_ADDR=\"0.0.0.0:8080\"`) || strings.Contains(out, "boot started") {
 		t.Errorf("output does not name SG_ADVERTISE_ADDR, or the boot began:\n%s", out)
 	}
 }
@@ -242,7 +124,7 @@ func TestWithRedisItAdvertisesThePortItBound(t *testing.T) {
 	}
 	srv := redistest.Server(t)
 	p := start(t, "REDIS_URL="+srv.URL(), "SG_INSTANCE_ID=hs-1")
-	addr := p.waitFor(t, listening)
+	addr := p.WaitForMatch(t, listening)[1]
 	reg := registry.New(srv.Client(t))
 	var e registry.Entry
 	deadline := time.Now().Add(20 * time.Second)
@@ -259,7 +141,7 @@ func TestWithRedisItAdvertisesThePortItBound(t *testing.T) {
 
 	// SG_ADVERTISE_ADDR wins.
 	q := start(t, "REDIS_URL="+srv.URL(), "SG_INSTANCE_ID=hs-2", "SG_ADVERTISE_ADDR=api-2.internal:8443")
-	q.waitFor(t, regexp.MustCompile(`msg="boot completed"`))
+	q.WaitFor(t, `msg="boot completed"`)
 	if e, err := reg.Entry(t.Context(), "httpservice", "hs-2"); err != nil || e.Addr != "api-2.internal:8443" {
 		t.Errorf("entry %+v, %v: want addr api-2.internal:8443", e, err)
 	}

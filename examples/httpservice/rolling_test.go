@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/balancer"
+	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -204,12 +203,12 @@ func (r *refusals) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // rollingFleet starts three httpservice processes on srv, with drainDelay
 // ("" for none), and waits until a watcher sees them running.
-func rollingFleet(t *testing.T, srv *redistest.Srv, drainDelay string) (*registry.Watcher, []*proc) {
+func rollingFleet(t *testing.T, srv *redistest.Srv, drainDelay string) (*registry.Watcher, []*proctest.Proc) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs three httpservice processes against a real redis-server")
 	}
-	var procs []*proc
+	var procs []*proctest.Proc
 	for i := 1; i <= 3; i++ {
 		env := []string{"REDIS_URL=" + srv.URL(), "SG_INSTANCE_ID=httpservice-" + strconv.Itoa(i), "SG_HEALTH_HOST=127.0.0.1",
 			"SG_CONTROL_KEY=" + rollingKey}
@@ -269,29 +268,32 @@ func rollingRestart(t *testing.T, srv *redistest.Srv, w *registry.Watcher, rate 
 		wg      sync.WaitGroup
 		r       round
 	)
-	restartDone := make(chan struct{})
+	// The restart runs on the test's goroutine, from this loop: a Fatal
+	// from proctest must not happen on another.
+	sgctl := proctest.Build(t, proctest.Module+"/cmd/sgctl")
 	began := time.Now()
-	go func() {
-		defer close(restartDone)
-		time.Sleep(lead) // the load before the restart: the scenario's timing
-		r.restartAt = time.Since(began)
-		cmd := exec.Command(filepath.Join(binaries(t), "sgctl"), "restart", "httpservice", "--max-unavailable", "1", "--wait", "--timeout", "90s")
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "REDIS_URL=" + srv.URL(), "SG_CONTROL_KEY=" + rollingKey}
-		out, err := cmd.CombinedOutput()
-		r.restart = time.Since(began) - r.restartAt
-		if err != nil {
-			t.Errorf("sgctl restart: %v\n%s", err, out)
-		}
-	}()
+	startRestart := time.After(lead) // the load before the restart: the scenario's timing
+	var restart *proctest.Proc
+	var restarting <-chan struct{} // the restart's Done, once it began
 
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
 	var over <-chan time.Time // set once the restart is done: the tail
-	restarting := restartDone
 	for {
 		select {
+		case <-startRestart:
+			r.restartAt = time.Since(began)
+			restart = proctest.Start(t, proctest.Cmd{Bin: sgctl, Name: "sgctl restart",
+				Args: []string{"restart", "httpservice", "--max-unavailable", "1", "--wait", "--timeout", "90s"},
+				Env:  []string{"REDIS_URL=" + srv.URL(), "SG_CONTROL_KEY=" + rollingKey}})
+			restarting = restart.Done()
+			continue
 		case <-restarting:
+			r.restart = time.Since(began) - r.restartAt
 			restarting = nil
+			if code := restart.Wait(t); code != 0 {
+				t.Errorf("sgctl restart: exit code %d\n%s", code, restart.Output())
+			}
 			tail := time.Second
 			if load > 0 {
 				tail = max(load-time.Since(began), time.Second)
@@ -344,13 +346,13 @@ func send(c *http.Client, at time.Duration) sample {
 }
 
 // restarted checks that every process replaced itself: one more boot each.
-func restarted(t *testing.T, procs []*proc, boots int) {
+func restarted(t *testing.T, procs []*proctest.Proc, boots int) {
 	t.Helper()
 	for _, p := range procs {
 		deadline := time.Now().Add(30 * time.Second)
-		for strings.Count(p.output(), `msg="boot completed"`) < boots {
+		for strings.Count(p.Output(), `msg="boot completed"`) < boots {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s completed %d boots, want %d", p.id, strings.Count(p.output(), `msg="boot completed"`), boots)
+				t.Fatalf("%s completed %d boots, want %d", p.Name(), strings.Count(p.Output(), `msg="boot completed"`), boots)
 			}
 			time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
 		}
