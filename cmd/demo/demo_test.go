@@ -15,6 +15,7 @@ import (
 	"github.com/stargazer/lifecycle/health"
 	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redistest"
+	"github.com/stargazer/lifecycle/process"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -57,8 +58,10 @@ func TestDemoBootsWithEmbeddedRedisAndStopsCleanlyOnSIGTERM(t *testing.T) {
 func TestDemoSecondSignalExitsAtOnce(t *testing.T) {
 	p := startDemo(t, "DEMO_PHASE_DELAY=cleaning_up=1h")
 	p.WaitFor(t, "boot completed")
+	first := time.Now()
 	_ = p.Signal(syscall.SIGTERM)
 	p.WaitFor(t, "demo: slow phase")
+	afterSignalWindow(first)
 	_ = p.Signal(syscall.SIGTERM)
 	if code := p.Wait(t); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
@@ -256,5 +259,35 @@ func TestTwoDemosWithOneInstanceIDNeverRemoveEachOthersEntry(t *testing.T) {
 				t.Error("entry left after both processes stopped")
 			}
 		})
+	}
+}
+
+// afterSignalWindow returns once process.SignalWindow has passed since the
+// signal sent at sent: a signal within the window is the same request, and
+// these tests are about a second one. The window is a time rule of the
+// process under test, so the wait is real time.
+func afterSignalWindow(sent time.Time) {
+	time.Sleep(time.Until(sent.Add(process.SignalWindow + 50*time.Millisecond)))
+}
+
+// Two SIGTERMs a millisecond apart, as coreutils timeout sends them to the
+// process and its group, are one stop request: the demo stops cleanly and
+// its entry is removed. Its OnStop is made slow, so the second signal lands
+// during the shutdown steps, where a second request would exit at once.
+func TestDemoTwoSIGTERMsAMillisecondApartStopItCleanly(t *testing.T) {
+	srv := redistest.Server(t)
+	p := startDemo(t, "REDIS_URL="+srv.URL(), "SG_INSTANCE_ID=demo-1", "DEMO_PHASE_DELAY=cleaning_up=300ms")
+	p.WaitFor(t, "boot completed")
+	_ = p.Signal(syscall.SIGTERM)
+	time.Sleep(time.Millisecond) // the gap between the two signals: what the test is about
+	_ = p.Signal(syscall.SIGTERM)
+	if code := p.Wait(t); code != 0 {
+		t.Fatalf("exit code %d, want 0: one stop request, a clean stop", code)
+	}
+	if strings.Contains(p.Output(), "exiting at once") {
+		t.Error("the second signal was taken for a second request")
+	}
+	if n, err := srv.Client(t).Exists(t.Context(), registry.EntryKey("demo", "demo-1")).Result(); err != nil || n != 0 {
+		t.Errorf("the entry is still there (%d, %v): the stop was not carried out", n, err)
 	}
 }

@@ -75,8 +75,10 @@ func TestDemoSecondSignalDuringTheDrainDelayStopsCleanlyAtOnce(t *testing.T) {
 	p := startDemo(t, "SG_DRAIN_DELAY=25s")
 	addr := healthAddr(t, p)
 	pollCode(t, addr, "/readyz", http.StatusOK)
+	first := time.Now()
 	_ = p.Signal(syscall.SIGTERM)
 	p.WaitFor(t, "to=draining event=stop")
+	afterSignalWindow(first)
 	sent := time.Now()
 	_ = p.Signal(syscall.SIGTERM)
 	if c := p.Wait(t); c != 0 {
@@ -91,10 +93,14 @@ func TestDemoSecondSignalDuringTheDrainDelayStopsCleanlyAtOnce(t *testing.T) {
 func TestDemoThirdSignalExitsAtOnce(t *testing.T) {
 	p := startDemo(t, "SG_DRAIN_DELAY=25s", "DEMO_PHASE_DELAY=cleaning_up=1h")
 	p.WaitFor(t, "boot completed")
+	first := time.Now()
 	_ = p.Signal(syscall.SIGTERM)
 	p.WaitFor(t, "to=draining event=stop")
+	afterSignalWindow(first)
+	second := time.Now()
 	_ = p.Signal(syscall.SIGTERM)
 	p.WaitFor(t, "demo: slow phase")
+	afterSignalWindow(second)
 	_ = p.Signal(syscall.SIGTERM)
 	if c := p.Wait(t); c != 1 {
 		t.Fatalf("exit code %d, want 1", c)
