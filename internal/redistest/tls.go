@@ -119,7 +119,10 @@ func (p *Pair) Write(tb testing.TB, certFile, keyFile string) {
 // server.key in the CA's directory.
 func (ca *CA) Server(tb testing.TB) *Pair {
 	tb.Helper()
+	now := time.Now()
 	p := ca.issue(tb, &x509.Certificate{
+		NotBefore:   now.Add(-time.Minute),
+		NotAfter:    now.Add(CertValidity),
 		Subject:     pkix.Name{CommonName: "redistest server"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 		DNSNames:    []string{"localhost"},
@@ -133,9 +136,19 @@ func (ca *CA) Server(tb testing.TB) *Pair {
 // CertValidity. It writes no file: Pair.Write does.
 func (ca *CA) Client(tb testing.TB, cn string) *Pair {
 	tb.Helper()
+	now := time.Now()
+	return ca.ClientValid(tb, cn, now.Add(-time.Minute), now.Add(CertValidity))
+}
+
+// ClientValid issues a client certificate with common name cn, valid from
+// notBefore to notAfter (an expired one, say). It writes no file.
+func (ca *CA) ClientValid(tb testing.TB, cn string, notBefore, notAfter time.Time) *Pair {
+	tb.Helper()
 	return ca.issue(tb, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: cn},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotBefore:   notBefore,
+		NotAfter:    notAfter,
 	})
 }
 
@@ -145,9 +158,7 @@ func (ca *CA) issue(tb testing.TB, tmpl *x509.Certificate) *Pair {
 	if err != nil {
 		tb.Fatalf("redistest: key: %v", err)
 	}
-	now := time.Now()
 	tmpl.SerialNumber = serial(tb)
-	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Minute), now.Add(CertValidity)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
