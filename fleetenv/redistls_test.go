@@ -370,3 +370,47 @@ func TestARotatedCertificateIsPresentedAtTheNextConnectionWithoutARestart(t *tes
 	}
 	t.Logf("the client's log:\n%s", log.String())
 }
+
+// The server's CA rotated: the server now presents a certificate from a CA
+// that SG_REDIS_TLS_CA does not hold. The CA bundle is read once, at start:
+// connections already open go on; every new one fails verification at
+// once, naming the cause, until the process starts again with a bundle
+// that holds the new CA.
+func TestAServerCertificateFromANewCAFailsNewConnectionsUntilARestartWithTheNewBundle(t *testing.T) {
+	s := redistest.TLSServer(t)
+	files := s.TLS()
+	ctx := context.Background()
+	admin := s.Client(t)
+	c, _ := tlsClient(t, s.URL(), tlsEnv(files.Client, files.CA), nil)
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ca2 := redistest.NewCA(t, "new server CA")
+	srv2 := ca2.Server(t)
+	if err := admin.Do(ctx, "CONFIG", "SET", "tls-cert-file", srv2.CertFile, "tls-key-file", srv2.KeyFile).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING on the connection open before the server's new certificate: %v", err)
+	}
+	if err := admin.ClientKillByFilter(ctx, "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := c.Ping(ctx).Err()
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Fatalf("PING on a new connection: %v, want the server's certificate refused", err)
+	}
+	// A restart with both CAs in the bundle (the usual way through a CA
+	// rotation) trusts the server again.
+	bundle := filepath.Join(t.TempDir(), "bundle.pem")
+	redistest.WriteFile(t, bundle, append(files.CA.PEM(), ca2.PEM()...))
+	env := tlsEnv(files.Client, files.CA)
+	env[fleetenv.RedisTLSCA] = bundle
+	restarted, _ := tlsClient(t, s.URL(), env, nil)
+	if err := restarted.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING after a restart with both CAs: %v", err)
+	}
+	t.Logf("after the server's CA changed, a PING on a new connection failed in %v (%v); a client started with both CAs in %s talks to it", took, err, fleetenv.RedisTLSCA)
+}
