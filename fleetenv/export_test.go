@@ -9,3 +9,11 @@ func FailoverNames() int {
 	failovers.Range(func(any, any) bool { n++; return true })
 	return n
 }
+
+// PairLoads counts the times t's certificate and key were read and loaded
+// as a pair (ParseRedisTLS's load included).
+func PairLoads(t *RedisTLS) int {
+	t.pair.mu.Lock()
+	defer t.pair.mu.Unlock()
+	return t.pair.loads
+}

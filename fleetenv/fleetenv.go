@@ -13,7 +13,9 @@
 //     ValidateAdvertiseAddr.
 //   - Redis: NewRedisClient builds a client from a REDIS_URL (one server, a
 //     Redis Cluster, or a master behind Sentinels) with the deadline settings
-//     every program of the fleet needs; RedactURL and RedisAddr print a URL
+//     every program of the fleet needs, and, with WithTLS, the client
+//     certificate and server CA of SG_REDIS_TLS_CERT, SG_REDIS_TLS_KEY and
+//     SG_REDIS_TLS_CA (ParseRedisTLS); RedactURL and RedisAddr print a URL
 //     or a client's servers without credentials.
 //
 // The package imports nothing of the module and no OpenTelemetry, so a small
@@ -49,6 +51,13 @@ const (
 	AdvertiseAddr = "SG_ADVERTISE_ADDR"
 	// ControlInsecure=true accepts unsigned control ops when no key is set.
 	ControlInsecure = "SG_CONTROL_INSECURE"
+	// RedisTLSCert and RedisTLSKey are the PEM files of the client
+	// certificate, and its key, presented to a Redis that requires one;
+	// RedisTLSCA is the PEM file of the CA certificates that verify the
+	// server (unset: the system's roots). See RedisTLS.
+	RedisTLSCert = "SG_REDIS_TLS_CERT"
+	RedisTLSKey  = "SG_REDIS_TLS_KEY"
+	RedisTLSCA   = "SG_REDIS_TLS_CA"
 )
 
 // Limits of the identifiers.

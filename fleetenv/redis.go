@@ -36,8 +36,22 @@ import (
 // attempts, makes a refused connection cost 1.7s instead of milliseconds. A
 // Sentinel client asks the Sentinels with the same settings.
 //
+// TLS: rediss:// makes every connection TLS. WithTLS adds a client
+// certificate and a CA bundle (RedisTLS); the URL must then be rediss://:
+// redis:// or unix:// is an error, never silently upgraded. go-redis v9
+// gives one TLS configuration to every connection of a client: in the
+// Cluster form to every node, seeds and discovered ones alike; in the
+// Sentinel form to the Sentinels and to the master (and replicas) they name.
+// Its ServerName is the URL's host (the first Sentinel's, in the Sentinel
+// form), so every server's certificate must be valid for that name or IP
+// address (skip_verify=true checks nothing: do not use it).
+//
 // Its errors never quote the URL: a password cannot leak through them.
-func NewRedisClient(raw string) (redis.UniversalClient, error) {
+func NewRedisClient(raw string, opts ...ClientOption) (redis.UniversalClient, error) {
+	var cfg clientConfig
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
 	// Not url.Parse: its error quotes the URL, password included; and a URL
 	// whose password holds an unescaped '#' or '/' would parse with part of
 	// the password as the host.
@@ -48,6 +62,9 @@ func NewRedisClient(raw string) (redis.UniversalClient, error) {
 	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
 		return nil, fmt.Errorf("scheme %q: want redis://, rediss:// or unix://", u.Scheme)
 	}
+	if cfg.tls != nil && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("%s set: use rediss:// (a %s:// URL is not encrypted, and is not upgraded to TLS)", cfg.tls.vars(), u.Scheme)
+	}
 	q := u.Query()
 	switch {
 	case q.Has("master_name"):
@@ -55,6 +72,7 @@ func NewRedisClient(raw string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
+		opt.TLSConfig = cfg.tls.TLSConfig(opt.TLSConfig)
 		c := redis.NewFailoverClient(opt)
 		remember(c, fmt.Sprintf("sentinel master %s via %s", opt.MasterName, strings.Join(opt.SentinelAddrs, ",")))
 		return c, nil
@@ -67,6 +85,7 @@ func NewRedisClient(raw string) (redis.UniversalClient, error) {
 		if !q.Has("dialer_retries") {
 			opt.DialerRetries = 1
 		}
+		opt.TLSConfig = cfg.tls.TLSConfig(opt.TLSConfig)
 		return redis.NewClusterClient(opt), nil
 	}
 	opt, err := parseOptions(raw, redis.ParseURL)
@@ -75,7 +94,31 @@ func NewRedisClient(raw string) (redis.UniversalClient, error) {
 	}
 	opt.ContextTimeoutEnabled = true
 	opt.DialerRetries = 1
+	opt.TLSConfig = cfg.tls.TLSConfig(opt.TLSConfig)
 	return redis.NewClient(opt), nil
+}
+
+// A ClientOption configures NewRedisClient.
+type ClientOption interface{ apply(*clientConfig) }
+
+type clientConfig struct {
+	tls *RedisTLS
+}
+
+type optionFunc func(*clientConfig)
+
+func (f optionFunc) apply(c *clientConfig) { f(c) }
+
+// WithTLS makes the client verify servers with t's CA and present t's client
+// certificate, on every connection (see NewRedisClient and RedisTLS); the
+// URL must be rediss://. A nil t (ParseRedisTLS's when none of its
+// variables is set) is ignored.
+func WithTLS(t *RedisTLS) ClientOption {
+	return optionFunc(func(c *clientConfig) {
+		if t != nil {
+			c.tls = t
+		}
+	})
 }
 
 // parseOptions runs parse, one of go-redis's URL parsers, on raw, which has

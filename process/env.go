@@ -22,15 +22,54 @@ import (
 // the Redis client from REDIS_URL (fleetenv.NewRedisClient: one server, a
 // Redis Cluster with addr=, or a master behind Sentinels with master_name=) but
 // does not connect.
+//
+// With SG_REDIS_TLS_CERT and SG_REDIS_TLS_KEY (a client certificate) or
+// SG_REDIS_TLS_CA (the CA that verifies the server) set, the client speaks
+// mutual TLS (fleetenv.ParseRedisTLS, fleetenv.WithTLS): the files are
+// loaded here, and one that does not load is a *ConfigError naming the
+// variable and the path; REDIS_URL must then be rediss:// (redis://,
+// unix:// or unset is a *ConfigError naming REDIS_URL). The certificate is
+// read again at the next connection after it changed on disk; the CA only
+// here.
 func ParseEnv(getenv func(string) string) (service.Env, error) {
+	env, _, err := parseEnv(getenv)
+	return env, err
+}
+
+// parseEnv is ParseEnv, also returning the TLS settings of the client (nil
+// without them), for Run to give them its logger.
+func parseEnv(getenv func(string) string) (service.Env, *fleetenv.RedisTLS, error) {
 	var env service.Env
-	var err error
+	rt, err := fleetenv.ParseRedisTLS(getenv)
+	if err != nil {
+		var ve *fleetenv.VarError
+		if errors.As(err, &ve) {
+			return service.Env{}, nil, &service.ConfigError{Name: ve.Name, Value: ve.Value, Err: ve.Err}
+		}
+		return service.Env{}, nil, err
+	}
 	if v := getenv(fleetenv.RedisURL); v != "" {
 		env.RedisURL = v
-		if env.Redis, err = fleetenv.NewRedisClient(v); err != nil {
-			return service.Env{}, &service.ConfigError{Name: fleetenv.RedisURL, Value: fleetenv.RedactURL(v), Err: err}
+		if env.Redis, err = fleetenv.NewRedisClient(v, fleetenv.WithTLS(rt)); err != nil {
+			return service.Env{}, nil, &service.ConfigError{Name: fleetenv.RedisURL, Value: fleetenv.RedactURL(v), Err: err}
 		}
+	} else if rt != nil {
+		var set []string
+		for _, name := range []string{fleetenv.RedisTLSCert, fleetenv.RedisTLSKey, fleetenv.RedisTLSCA} {
+			if getenv(name) != "" {
+				set = append(set, name)
+			}
+		}
+		return service.Env{}, nil, &service.ConfigError{Name: fleetenv.RedisURL, Value: "",
+			Err: fmt.Errorf("unset, while %s set: set a rediss:// REDIS_URL, or unset them", strings.Join(set, ", "))}
 	}
+	env, err = parseRest(getenv, env)
+	return env, rt, err
+}
+
+// parseRest reads the variables after REDIS_URL into env.
+func parseRest(getenv func(string) string, env service.Env) (service.Env, error) {
+	var err error
 	if v := getenv(fleetenv.RedisRequired); v != "" {
 		if env.RedisRequired, err = strconv.ParseBool(v); err != nil {
 			return service.Env{}, closing(&env, &service.ConfigError{Name: fleetenv.RedisRequired, Value: v, Err: errors.New("want true or false")})

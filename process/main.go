@@ -117,7 +117,7 @@ func (c Config) run(ctx context.Context, svc service.Service, opts ...service.Op
 	redisLog := newRedisLogger(log, c.clock)
 	redis.SetLogger(redisLog)
 
-	env, err := ParseEnv(c.Getenv)
+	env, redisTLS, err := parseEnv(c.Getenv)
 	if err != nil {
 		log.Error("configuration error", "error", err)
 		return ExitConfig, nil
@@ -146,6 +146,9 @@ func (c Config) run(ctx context.Context, svc service.Service, opts ...service.Op
 	}
 	log = in.Logger()
 	redisLog.setLogger(log)
+	// A rotated client certificate that does not load is logged as the
+	// instance's.
+	redisTLS.SetLogger(log)
 
 	// Signals are handled until everything below is over, the flush of the
 	// telemetry included: a late signal is then the same request again (see

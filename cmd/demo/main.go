@@ -63,8 +63,9 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 		service.WithVersion("demo-1"),
 		service.WithHealthAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(service.DefaultHealthPort))),
 	}
-	// The service's own client, for its work: built from REDIS_URL by the
-	// same code as the lifecycle's (one server, a cluster or a Sentinel), which
+	// The service's own client, for its work: built from REDIS_URL (and the
+	// SG_REDIS_TLS_* variables) by the same code as the lifecycle's (one
+	// server, a cluster or a Sentinel; TLS client certificates), which
 	// process.Config.Run builds again for itself.
 	client := env.Redis
 	if client == nil {

@@ -211,6 +211,10 @@ Environment:
   REDIS_URL       redis://, rediss:// or unix:// URL of the registry's Redis;
                   ?addr=host:port... for a cluster, ?master_name=NAME for a master
                   behind Sentinels (default `+defaultRedisURL+`)
+  SG_REDIS_TLS_CERT, SG_REDIS_TLS_KEY  client certificate and key (PEM files)
+                  for a Redis that requires one; REDIS_URL must be rediss://
+  SG_REDIS_TLS_CA  CA certificates (PEM file) that verify Redis (default: the
+                  system's roots)
   SG_CONTROL_KEY  HMAC key that signs the control ops (at least 16 bytes;
                   of a comma-separated list, the first signs)
   SG_SERVICE_TTL  the fleet's registry TTL, used by ps to date heartbeats (default 30s,
@@ -268,14 +272,15 @@ type conn struct {
 
 func (c *conn) Close() error { return c.client.Close() }
 
-// connect reads REDIS_URL and, for the commands that sign ops,
-// SG_CONTROL_KEY (with the services' own rules: fleetenv.NewRedisClient,
+// connect reads REDIS_URL, SG_REDIS_TLS_CERT, SG_REDIS_TLS_KEY,
+// SG_REDIS_TLS_CA and, for the commands that sign ops, SG_CONTROL_KEY (with
+// the services' own rules: fleetenv.ParseRedisTLS, fleetenv.NewRedisClient,
 // controlops.ParseKeys) and PINGs Redis. It prints the problem and returns a
 // non-zero exit code when a variable is invalid (exitUsage) or Redis does
 // not answer (exitUnreachable).
 func (a *app) connect(ctx context.Context) (*conn, int) {
 	c := a.cmd
-	// Only these two variables concern sgctl: an operator's shell may hold
+	// Only these variables concern sgctl: an operator's shell may hold
 	// other SG_* values meant for a service, which must not fail a command.
 	rawURL := a.getenv(fleetenv.RedisURL)
 	if rawURL == "" {
@@ -289,7 +294,18 @@ func (a *app) connect(ctx context.Context) (*conn, int) {
 			return nil, a.configError(fleetenv.ControlKey, "(redacted)", err)
 		}
 	}
-	client, err := fleetenv.NewRedisClient(rawURL)
+	redisTLS, err := fleetenv.ParseRedisTLS(a.getenv)
+	if err != nil {
+		var ve *fleetenv.VarError
+		if errors.As(err, &ve) {
+			return nil, a.configError(ve.Name, ve.Value, ve.Err)
+		}
+		return nil, a.configError("SG_REDIS_TLS_*", "", err)
+	}
+	// A rotated certificate that does not load is a warning line (watch and
+	// the dashboard run long enough to see one).
+	redisTLS.SetLogger(a.warner())
+	client, err := fleetenv.NewRedisClient(rawURL, fleetenv.WithTLS(redisTLS))
 	if err != nil {
 		return nil, a.configError(fleetenv.RedisURL, fleetenv.RedactURL(rawURL), err)
 	}

@@ -7,6 +7,13 @@
 // restarts on the same port, eviction under maxmemory, approximate stream
 // trimming, cluster slots and redirections.
 //
+// TLS: TLSServer makes a CA for the test (NewCA: crypto/x509, ECDSA P-256,
+// valid for CertValidity), a server certificate for 127.0.0.1 and a client
+// certificate, written to PEM files in a t.TempDir(); its readiness check and
+// its Client present the client certificate. A CA issues more client pairs
+// (CA.Client), and Pair.Write replaces a pair's files atomically, as a
+// certificate rotation does.
+//
 // Freeze and Thaw stop and resume a server (SIGSTOP, SIGCONT) to show what a
 // Redis that accepts connections but answers nothing does to its clients.
 //
@@ -37,6 +44,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -74,6 +82,10 @@ type Srv struct {
 	args    []string
 	conf    string // a config file given first on the command line (Sentinel's); "" for none
 	ownDir  bool   // created by Start: removed by Kill
+	// tls, for a server from TLSServer, holds its certificates; clientTLS is
+	// what its readiness check and Client present.
+	tls       *TLSFiles
+	clientTLS *tls.Config
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -93,7 +105,17 @@ type Srv struct {
 // the server does not answer within StartTimeout, printing the tail of its log.
 func Server(tb testing.TB, extraArgs ...string) *Srv {
 	tb.Helper()
+	return server(tb, nil, extraArgs)
+}
+
+// server starts a standalone server, speaking TLS when files is not nil.
+func server(tb testing.TB, files *TLSFiles, extraArgs []string) *Srv {
+	tb.Helper()
 	bin := requireBinary(tb, "redis-server")
+	var clientTLS *tls.Config
+	if files != nil {
+		clientTLS = files.ClientConfig(tb)
+	}
 	dir := tb.TempDir()
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -102,7 +124,7 @@ func Server(tb testing.TB, extraArgs ...string) *Srv {
 			tb.Fatalf("redistest: finding a free port: %v", err)
 		}
 		s := &Srv{tb: tb, bin: bin, dir: dir, port: port, args: extraArgs,
-			logPath: filepath.Join(dir, "redis.log")}
+			logPath: filepath.Join(dir, "redis.log"), tls: files, clientTLS: clientTLS}
 		_ = os.Remove(s.logPath) // a lost port race must not leave its log behind
 		if lastErr = s.start(); lastErr == nil {
 			tb.Cleanup(s.Kill)
@@ -155,16 +177,24 @@ func (s *Srv) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(
 // Port returns the server's TCP port.
 func (s *Srv) Port() int { return s.port }
 
-// URL returns "redis://127.0.0.1:port/0", suitable for redis.ParseURL and REDIS_URL.
-func (s *Srv) URL() string { return "redis://" + s.Addr() + "/0" }
+// URL returns "redis://127.0.0.1:port/0", suitable for redis.ParseURL and
+// REDIS_URL; "rediss://..." for a server from TLSServer.
+func (s *Srv) URL() string {
+	if s.tls != nil {
+		return "rediss://" + s.Addr() + "/0"
+	}
+	return "redis://" + s.Addr() + "/0"
+}
 
 // Dir returns the server's working directory (a t.TempDir()).
 func (s *Srv) Dir() string { return s.dir }
 
-// Client returns a client for the server, closed by t.Cleanup.
+// Client returns a client for the server, closed by t.Cleanup. For a server
+// from TLSServer it speaks TLS, verifies the server with the test's CA and
+// presents the client certificate of TLS().
 func (s *Srv) Client(tb testing.TB) *redis.Client {
 	tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), TLSConfig: s.clientTLS})
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -297,8 +327,12 @@ func (s *Srv) start() error {
 		// learns there.
 		args = append(args, s.conf, "--sentinel")
 	}
+	if s.tls != nil {
+		args = append(args, s.tls.args(strconv.Itoa(s.port))...)
+	} else {
+		args = append(args, "--port", strconv.Itoa(s.port))
+	}
 	args = append(args,
-		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
@@ -332,7 +366,7 @@ func (s *Srv) start() error {
 	s.mu.Lock()
 	loadingOK := s.loadingOK
 	s.mu.Unlock()
-	if err := waitReady(s.Addr(), exited, loadingOK); err != nil {
+	if err := waitReady(s.Addr(), s.clientTLS, exited, loadingOK); err != nil {
 		s.Kill()
 		tail := logTail(s.logPath, 20)
 		if strings.Contains(tail, "Address already in use") {
@@ -343,9 +377,10 @@ func (s *Srv) start() error {
 	return nil
 }
 
-// waitReady polls PING until the server answers +PONG (or, with loadingOK,
-// its LOADING error), the process exits or StartTimeout passes.
-func waitReady(addr string, exited <-chan struct{}, loadingOK bool) error {
+// waitReady polls PING (over TLS with cfg, when not nil) until the server
+// answers +PONG (or, with loadingOK, its LOADING error), the process exits
+// or StartTimeout passes.
+func waitReady(addr string, cfg *tls.Config, exited <-chan struct{}, loadingOK bool) error {
 	deadline := time.Now().Add(StartTimeout)
 	var lastErr error
 	for time.Now().Before(deadline) {
@@ -354,7 +389,12 @@ func waitReady(addr string, exited <-chan struct{}, loadingOK bool) error {
 			return errors.New("redis-server exited before answering PING")
 		default:
 		}
-		if lastErr = ping(addr); lastErr == nil || loadingOK && strings.Contains(lastErr.Error(), "LOADING") {
+		if cfg != nil {
+			lastErr = pingTLS(addr, cfg)
+		} else {
+			lastErr = ping(addr)
+		}
+		if lastErr == nil || loadingOK && strings.Contains(lastErr.Error(), "LOADING") {
 			return nil
 		}
 		// Polling interval, not synchronisation: the deadline bounds the wait.

@@ -3,9 +3,11 @@ package redistest_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -250,5 +252,56 @@ func TestReadStatsCountsCommandsAndCPUSinceAnEarlierRead(t *testing.T) {
 	}
 	if d.CPU < 0 || after.UsedMemory <= 0 || d.NetInput <= 0 || after.Clients < 1 || !after.Time.After(before.Time) {
 		t.Fatalf("stats since = %+v", d)
+	}
+}
+
+func TestTLSServerAnswersAClientWithACertificateAndRefusesOneWithout(t *testing.T) {
+	s := redistest.TLSServer(t)
+	ctx := context.Background()
+	if !strings.HasPrefix(s.URL(), "rediss://127.0.0.1:") {
+		t.Errorf("URL %s, want rediss://127.0.0.1:port", s.URL())
+	}
+	if err := s.Client(t).Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING %s with the client certificate: %v", s.Addr(), err)
+	}
+	// Plain TCP: nothing listens on a port that speaks Redis in clear.
+	plain := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
+	defer plain.Close()
+	if err := plain.Ping(ctx).Err(); err == nil {
+		t.Error("PING in clear answered")
+	}
+	cfg := s.TLS().ClientConfig(t)
+	cfg.Certificates = nil
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), TLSConfig: cfg, MaxRetries: -1})
+	defer c.Close()
+	if err := c.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Fatalf("PING without a client certificate: %v, want the server's certificate_required alert", err)
+	}
+}
+
+// A CA file set at run time (CONFIG SET tls-ca-cert-file) verifies the
+// next connections: the rotation tests make the server trust another CA so.
+func TestTLSServerTakesANewClientCAAtRunTime(t *testing.T) {
+	s := redistest.TLSServer(t)
+	ctx := context.Background()
+	admin := s.Client(t)
+	ca2 := redistest.NewCA(t, "second CA")
+	if err := admin.ConfigSet(ctx, "tls-ca-cert-file", ca2.File()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Ping(ctx).Err(); err != nil {
+		t.Fatalf("the admin connection, open before: %v", err)
+	}
+	old := redis.NewClient(&redis.Options{Addr: s.Addr(), TLSConfig: s.TLS().ClientConfig(t), MaxRetries: -1})
+	defer old.Close()
+	if err := old.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
+		t.Fatalf("a new connection with the first CA's certificate: %v, want unknown certificate authority", err)
+	}
+	cfg := s.TLS().ClientConfig(t)
+	cfg.Certificates = []tls.Certificate{ca2.Client(t, "second").TLSCertificate(t)}
+	next := redis.NewClient(&redis.Options{Addr: s.Addr(), TLSConfig: cfg, MaxRetries: -1})
+	defer next.Close()
+	if err := next.Ping(ctx).Err(); err != nil {
+		t.Fatalf("a new connection with the second CA's certificate: %v", err)
 	}
 }
