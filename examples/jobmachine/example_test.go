@@ -212,7 +212,7 @@ func printSpans(spans []sdktrace.ReadOnlySpan) {
 func attrs(kvs []attribute.KeyValue) string {
 	out := make([]string, len(kvs))
 	for i, kv := range kvs {
-		out[i] = fmt.Sprintf("%s=%s", kv.Key, kv.Value.Emit())
+		out[i] = fmt.Sprintf("%s=%s", kv.Key, kv.Value.String())
 	}
 	sort.Strings(out)
 	return strings.Join(out, " ")

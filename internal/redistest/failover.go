@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -345,18 +346,33 @@ func (c *ClusterSrv) MasterOf(tb testing.TB, key string) *Srv {
 	return nil
 }
 
-// slotMaster returns the master address of slot in cl's CLUSTER SLOTS.
+// slotMaster returns the master address of slot in cl's CLUSTER SHARDS.
 func slotMaster(ctx context.Context, cl *redis.Client, slot int) (string, error) {
-	slots, err := cl.ClusterSlots(ctx).Result()
+	shards, err := cl.ClusterShards(ctx).Result()
 	if err != nil {
 		return "", err
 	}
-	for _, s := range slots {
-		if int(s.Start) <= slot && slot <= int(s.End) && len(s.Nodes) > 0 {
-			return s.Nodes[0].Addr, nil
+	for _, sh := range shards {
+		if !shardServes(sh, slot) {
+			continue
+		}
+		for _, n := range sh.Nodes {
+			if n.Role == "master" {
+				return net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10)), nil
+			}
 		}
 	}
 	return "", fmt.Errorf("slot %d not served", slot)
+}
+
+// shardServes reports whether one of sh's slot ranges holds slot.
+func shardServes(sh redis.ClusterShard, slot int) bool {
+	for _, r := range sh.Slots {
+		if int(r.Start) <= slot && slot <= int(r.End) {
+			return true
+		}
+	}
+	return false
 }
 
 // WaitPromoted waits until a node other than old claims key's slot as its

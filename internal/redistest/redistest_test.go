@@ -81,15 +81,21 @@ func TestClusterSplitsSlotsOverThreeMasters(t *testing.T) {
 	cl := redistest.Cluster(t)
 	c := cl.Client(t)
 	ctx := context.Background()
-	shards, err := c.ClusterSlots(ctx).Result()
+	shards, err := c.ClusterShards(ctx).Result()
 	if err != nil {
-		t.Fatalf("CLUSTER SLOTS: %v", err)
+		t.Fatalf("CLUSTER SHARDS: %v", err)
 	}
 	masters := map[string]bool{}
 	covered := 0
-	for _, s := range shards {
-		covered += int(s.End-s.Start) + 1
-		masters[s.Nodes[0].Addr] = true
+	for _, sh := range shards {
+		for _, r := range sh.Slots {
+			covered += int(r.End-r.Start) + 1
+		}
+		for _, n := range sh.Nodes {
+			if n.Role == "master" {
+				masters[n.ID] = true
+			}
+		}
 	}
 	if covered != 16384 || len(masters) != 3 {
 		t.Fatalf("slots covered %d by %d masters, want 16384 by 3", covered, len(masters))
