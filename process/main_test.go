@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -417,10 +418,18 @@ func TestTwoSIGTERMsAMillisecondApartAreOneCleanStop(t *testing.T) {
 		delivery bool // both signals surely arrive: OnStop waits for the second
 	}{{time.Millisecond, false}, {50 * time.Millisecond, true}} {
 		t.Run(tc.gap.String(), func(t *testing.T) {
+			// The test's own listener keeps SIGTERM from killing the test
+			// binary should a signal land after Run stopped listening.
+			guard := make(chan os.Signal, 8)
+			signal.Notify(guard, syscall.SIGTERM)
+			defer signal.Stop(guard)
 			f := newFixture(t)
 			seen := make(chan struct{})
+			sent := make(chan struct{})
 			logs := &watchWriter{w: f.logs, want: "the same stop request", seen: seen}
-			svc := &stopAfter{testService: newTestService()}
+			// OnStop waits until the second signal was sent, at least, so
+			// that it lands while Run listens however slow the machine.
+			svc := &stopAfter{testService: newTestService(), release: sent}
 			if tc.delivery {
 				svc.release = seen
 			}
@@ -437,6 +446,7 @@ func TestTwoSIGTERMsAMillisecondApartAreOneCleanStop(t *testing.T) {
 			if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
+			close(sent)
 			select {
 			case c := <-code:
 				if c != ExitOK {
