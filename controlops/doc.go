@@ -20,8 +20,11 @@
 // (JSON, may be empty), issued_at (unix ms), ttl_ms (at most 5 minutes,
 // MaxTTL), nonce, traceparent (W3C, may be empty) and sig: hex HMAC-SHA256,
 // under the first key of SG_CONTROL_KEY, of Op.Canonical (the other fields
-// plus the service name, length-prefixed, in a fixed order). Parse, Sign,
-// Verify, VerifyAny, Op.Fresh and Op.Stale are pure functions.
+// plus the service name, length-prefixed, in a fixed order). Sign also sets
+// key_id, the KeyID of the signing key: it is not signed (whoever can write
+// the stream can change it) and serves only to name the sender's key when a
+// signature is rejected. Parse, Sign, Verify, VerifyAny, Op.Fresh and
+// Op.Stale are pure functions.
 //
 // A result entry has op_id, op, entry (the op's stream ID), instance, status,
 // reason, at (unix ms), state (the instance's state when writing), pid,
@@ -57,7 +60,10 @@
 //  4. outside its window [issued_at - skew, issued_at + ttl_ms + skew] (skew
 //     5s by default): rejected as expired. Issued before the daemon's
 //     not-before time by more than the skew: rejected as stale (see below).
-//  5. signed mode: unsigned, or signed with no listed key, rejected. Then the
+//  5. signed mode: unsigned, or signed with no listed key, rejected; the
+//     reason names the key id the entry says it was signed with and the key
+//     ids the instance accepts ("bad signature: signed with key 1a2b3c4d;
+//     this instance accepts key ids 5e6f7a8b, 9c0d1e2f"). Then the
 //     nonce: rejected when this process already used it (replay memory),
 //     when the memory is full, or when this instance claimed it in Redis
 //     for another entry.

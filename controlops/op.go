@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/stargazer/lifecycle/fleetenv"
@@ -27,6 +28,10 @@ const (
 	FieldNonce       = "nonce"
 	FieldTraceparent = "traceparent"
 	FieldSig         = "sig"
+	// FieldKeyID names the key that signed the entry, by its KeyID. It is a
+	// hint for the reason of a rejection, not signed: whoever can write the
+	// stream can change it, and the signature is what is checked.
+	FieldKeyID = "key_id"
 )
 
 // Well-known operations.
@@ -145,6 +150,10 @@ type Op struct {
 	// Sig is hex HMAC-SHA256 of the canonical form (see Sign), or "" when
 	// unsigned. Field "sig".
 	Sig string
+	// KeyID is the KeyID of the key that signed it (set by Sign), so that an
+	// instance that rejects the signature can say which key it was signed
+	// with; not signed. Field "key_id".
+	KeyID string
 
 	// StreamID is the entry's Redis stream ID: set by Client.Send and by the
 	// daemon, never signed nor stored in the entry.
@@ -155,6 +164,7 @@ var (
 	idRE    = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 	nonceRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	sigRE   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	keyIDRE = regexp.MustCompile(`^[0-9a-f]{8}$`)
 )
 
 // Parse reads an entry's fields (as go-redis returns them in XMessage.Values)
@@ -252,6 +262,12 @@ func Parse(values map[string]any) (Op, error) {
 	if op.Sig != "" && !sigRE.MatchString(op.Sig) {
 		return op, fieldErr(FieldSig, op.Sig, "want 64 lower-case hex digits (HMAC-SHA256)")
 	}
+	if op.KeyID, err = get(FieldKeyID, false); err != nil {
+		return op, err
+	}
+	if op.KeyID != "" && !keyIDRE.MatchString(op.KeyID) {
+		return op, fieldErr(FieldKeyID, op.KeyID, "want 8 lower-case hex digits (a KeyID)")
+	}
 	return op, nil
 }
 
@@ -269,6 +285,9 @@ func (o Op) Values() map[string]any {
 	}
 	if o.Sig != "" {
 		v[FieldSig] = o.Sig
+	}
+	if o.KeyID != "" {
+		v[FieldKeyID] = o.KeyID
 	}
 	return v
 }
@@ -297,9 +316,11 @@ func (o Op) Canonical(service string) []byte {
 	return b.Bytes()
 }
 
-// Sign returns o with Sig set to hex(HMAC-SHA256(key, o.Canonical(service))).
+// Sign returns o with Sig set to hex(HMAC-SHA256(key, o.Canonical(service)))
+// and KeyID to the key's KeyID.
 func Sign(key []byte, service string, o Op) Op {
 	o.Sig = signature(key, service, o)
+	o.KeyID = KeyID(key)
 	return o
 }
 
@@ -348,7 +369,12 @@ func VerifyAny(keys [][]byte, service string, o Op) (string, error) {
 			return KeyID(k), nil
 		}
 	}
-	return "", ErrBadSignature
+	signer := "a key the entry does not name"
+	if o.KeyID != "" {
+		signer = "key " + o.KeyID
+	}
+	return "", fmt.Errorf("%w: signed with %s; this instance accepts key ids %s (set SG_CONTROL_KEY alike on the senders and the instances)",
+		ErrBadSignature, signer, strings.Join(KeyIDs(keys), ", "))
 }
 
 // Stale reports whether o was issued too long before notBefore (when the

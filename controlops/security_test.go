@@ -435,3 +435,29 @@ func TestHandedNoncesRoundTripAndBadFormsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// A rejected signature names the key the entry was signed with and the keys
+// the instance accepts, so that an operator sees which side holds the wrong
+// SG_CONTROL_KEY; an entry without a key id (an older sender) says so.
+func TestABadSignatureNamesTheSignersKeyIDAndTheAcceptedOnes(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	startDaemon(t, rdb, newTarget("svc", "i-1"), WithKeys(newKey, oldKey), WithBlock(50*time.Millisecond))
+
+	if _, err := NewClient(rdb, thirdKey).Send(context.Background(), "svc", OpPull, "*", nil); err != nil {
+		t.Fatal(err)
+	}
+	anonymous := Sign(thirdKey, "svc", newOp(OpPull, "*", "nonce-anon0001", time.Now()))
+	anonymous.KeyID = ""
+	xadd(t, rdb, "svc", anonymous.Values())
+	rs := waitResults(t, rdb, "svc", 2)
+	for i, want := range []string{
+		"bad signature: signed with key " + KeyID(thirdKey) + "; this instance accepts key ids " + KeyID(newKey) + ", " + KeyID(oldKey),
+		"bad signature: signed with a key the entry does not name; this instance accepts key ids " + KeyID(newKey) + ", " + KeyID(oldKey),
+	} {
+		if rs[i].Status != StatusRejected || !strings.Contains(rs[i].Reason, want) {
+			t.Errorf("result %d: %s %q, want rejected containing %q", i, rs[i].Status, rs[i].Reason, want)
+		}
+	}
+}
