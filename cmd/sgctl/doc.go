@@ -50,9 +50,10 @@
 // its return to running (for a restart: a new process, with a new started_at
 // and pid); they exit 0 when every instance that was running when the op was
 // sent reported done and runs again, and 1 when one failed, was rejected, or
-// --timeout passed first. --max-unavailable N (restart) makes the instances
-// take one of N slots before restarting: at most N are out of running at a
-// time because of the op. A restart replaces each process with exec: the
+// --timeout passed first. --max-unavailable N (restart; default 1, as the
+// dashboard) makes the instances take one of N slots before restarting: at
+// most N are out of running at a time because of the op; 0 restarts them all
+// at once. A restart replaces each process with exec: the
 // new image has a new started_at but keeps its pid. Instances that are not
 // running when the op is sent (still booting) are named on stderr and not
 // waited for: their daemon may not have started yet.

@@ -35,16 +35,19 @@ type opFlags struct {
 var restartCommand = &command{
 	name:    "restart",
 	signs:   true,
-	summary: "Restart the instances of a service, one slot at a time",
+	summary: "Restart the instances of a service, one at a time by default",
 	usage:   "restart SERVICE [--instance ID] [--max-unavailable N] [--wait] [--timeout D] [--json]",
 	help: `Sends a signed restart op to the service's control stream
 (sg:control:{<name>}). Each addressed instance leaves running through the
 shutdown states and replaces itself with a fresh process of the same binary,
 arguments, environment and instance id.
 
-With --max-unavailable N at most N instances of the service are out of
-running because of the op at any moment: instances take a slot in Redis
-before restarting and release it when they are back in running.
+At most --max-unavailable instances of the service (default 1, as the
+dashboard's form) are out of running because of the op at any moment:
+instances take a slot in Redis before restarting and release it when they are
+back in running, so the others go on serving. --max-unavailable 0 lifts the
+limit: every addressed instance restarts at once, and the service serves
+nothing until the first is back.
 
 With --wait sgctl prints each instance's result as it arrives and its return
 to running, and exits 0 only when every addressed instance reported done and
@@ -53,7 +56,7 @@ when an instance reported failed or rejected, or the timeout passed.`,
 	flags: func(fs *flag.FlagSet, a *app) func(context.Context, []string) int {
 		f := &opFlags{}
 		f.declare(fs)
-		fs.IntVar(&f.maxUnavailable, "max-unavailable", 0, "at most `N` instances out of running at once (0: no limit)")
+		fs.IntVar(&f.maxUnavailable, "max-unavailable", 1, "at most `N` instances out of running at once (0: all at once, no limit)")
 		return func(ctx context.Context, args []string) int {
 			return a.op(ctx, "restart", args, f)
 		}
@@ -154,7 +157,7 @@ func (a *app) checkOpArgs(args []string, f *opFlags) (string, int, bool) {
 		return "", a.usageError("invalid value %q for flag --timeout: want a duration > 0", f.timeout), false
 	}
 	if f.maxUnavailable < 0 {
-		return "", a.usageError("invalid value %d for flag --max-unavailable: want 0 (no limit) or more", f.maxUnavailable), false
+		return "", a.usageError("invalid value %d for flag --max-unavailable: want 1 or more, or 0 (all at once)", f.maxUnavailable), false
 	}
 	return args[0], 0, true
 }
@@ -235,7 +238,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		}
 		return exitFailed
 	}
-	out.sent(service, sent, traceID, plan.Instances)
+	out.sent(service, sent, traceID, plan.Instances, f.maxUnavailable)
 	if !f.wait {
 		return exitOK
 	}
@@ -292,8 +295,16 @@ func (p *opPrinter) emit(obj map[string]any, format string, args ...any) {
 	fmt.Fprintf(p.w, format+"\n", args...)
 }
 
-func (p *opPrinter) sent(service string, o controlops.Op, traceID trace.TraceID, waitFor []string) {
+func (p *opPrinter) sent(service string, o controlops.Op, traceID trace.TraceID, waitFor []string, maxUnavailable int) {
 	obj := map[string]any{"type": "sent", "service": service, "op": o.Name, "op_id": o.ID, "target": o.Target, "entry": o.StreamID, "instances": waitFor}
+	pace := ""
+	if o.Name == controlops.OpRestart {
+		obj["max_unavailable"] = maxUnavailable
+		pace = fmt.Sprintf("; at most %d out of running at once", maxUnavailable)
+		if maxUnavailable == 0 {
+			pace = "; all at once (--max-unavailable 0: no limit)"
+		}
+	}
 	tid := ""
 	if traceID.IsValid() {
 		tid = traceID.String()
@@ -303,8 +314,8 @@ func (p *opPrinter) sent(service string, o controlops.Op, traceID trace.TraceID,
 	for i, id := range waitFor {
 		ids[i] = cell(id)
 	}
-	p.emit(obj, "%s sent to %s (target %s): op %s, entry %s, trace %s; instances: %s",
-		o.Name, service, o.Target, o.ID, o.StreamID, dash(tid), dash(strings.Join(ids, ", ")))
+	p.emit(obj, "%s sent to %s (target %s): op %s, entry %s, trace %s; instances: %s%s",
+		o.Name, service, o.Target, o.ID, o.StreamID, dash(tid), dash(strings.Join(ids, ", ")), pace)
 }
 
 // keyIDRE is the form of a controlops.KeyID; a result's key_id is shown only

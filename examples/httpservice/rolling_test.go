@@ -24,8 +24,8 @@ import (
 
 // The measurement behind the design: three httpservice processes on one real
 // redis-server, a client calling them through registry.Watcher and the
-// balancer at a steady rate, and `sgctl restart httpservice --max-unavailable
-// 1 --wait` in the middle.
+// balancer at a steady rate, and `sgctl restart httpservice --wait` in the
+// middle: sgctl's default, one instance at a time (--max-unavailable 1).
 //
 // Knobs (environment):
 //
@@ -235,7 +235,8 @@ func rollingFleet(t *testing.T, srv *redistest.Srv, drainDelay string) (*registr
 }
 
 // rollingRestart sends GETs through the balancer over w at rate per second
-// while `sgctl restart httpservice --max-unavailable 1 --wait` runs, and
+// while `sgctl restart httpservice --wait` (its default: one instance at a
+// time) runs, and
 // returns what they met. With load > 0 the load lasts that long, the restart
 // beginning at a quarter of it; otherwise from 1s before the restart to 1s
 // after it. The load always covers the whole restart.
@@ -284,7 +285,7 @@ func rollingRestart(t *testing.T, srv *redistest.Srv, w *registry.Watcher, rate 
 		case <-startRestart:
 			r.restartAt = time.Since(began)
 			restart = proctest.Start(t, proctest.Cmd{Bin: sgctl, Name: "sgctl restart",
-				Args: []string{"restart", "httpservice", "--max-unavailable", "1", "--wait", "--timeout", "90s"},
+				Args: []string{"restart", "httpservice", "--wait", "--timeout", "90s"},
 				Env:  []string{"REDIS_URL=" + srv.URL(), "SG_CONTROL_KEY=" + rollingKey}})
 			restarting = restart.Done()
 			continue
@@ -293,6 +294,9 @@ func rollingRestart(t *testing.T, srv *redistest.Srv, w *registry.Watcher, rate 
 			restarting = nil
 			if code := restart.Wait(t); code != 0 {
 				t.Errorf("sgctl restart: exit code %d\n%s", code, restart.Output())
+			}
+			if !strings.Contains(restart.Output(), "at most 1 out of running at once") {
+				t.Errorf("sgctl restart without --max-unavailable does not say it restarts one at a time:\n%s", restart.Output())
 			}
 			tail := time.Second
 			if load > 0 {
