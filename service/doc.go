@@ -4,7 +4,12 @@
 // every transition is a span, a metric, a log line and a status update in
 // the Redis registry.
 //
-//	in, err := service.New(&worker{}, service.WithServiceName("worker"), service.WithRedis(rdb))
+//	in, err := service.New(&worker{},
+//		service.WithServiceName("worker"),
+//		service.WithRedis(rdb),                // the registry and control ops; without it, neither
+//		service.WithHealthAddr("127.0.0.1:0"), // /livez, /readyz, /healthz (default :9090)
+//		service.WithBootJitter(0),             // no random delay before the ping (default up to 2s)
+//	)
 //	if err != nil {
 //		return err // a *ConfigError naming the option
 //	}

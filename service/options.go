@@ -169,9 +169,10 @@ func WithBootTimeout(d time.Duration) Option {
 //
 // A phase given up on is abandoned, not stopped: Go cannot stop a goroutine,
 // so the one running the hook is left to the user's code, and returns when
-// that code does. Leak checks must be told about it, e.g. with goleak:
+// that code does. Leak checks must be told about it, e.g. with goleak, as
+// this package's test of a hung OnStart does:
 //
-//	goleak.VerifyNone(t, goleak.IgnoreAnyFunction("example.com/svc.(*Service).OnStart"))
+//	goleak.VerifyNone(t, before, goleak.IgnoreAnyFunction("github.com/stargazer/lifecycle/service.hangingOnStart.OnStart"))
 //
 // Budgets and the boot timeout run on the real clock, like context deadlines
 // (WithClock does not change them).
