@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/redisacl"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -27,15 +30,20 @@ const SpanRestarted = "controlops.restarted"
 // takeSlot takes a slot for instance when fewer than max unexpired members
 // hold one (or refreshes the one it holds). KEYS[1] slots; ARGV: instance, now
 // ms, expiry ms, max.
-var takeSlot = redis.NewScript(`
+var takeSlot = redis.NewScript(takeSlotSrc)
+
+// takeSlotSrc is takeSlot's source, kept to explain a refusal inside it
+// (Redis 7.0 names the line: one call per line).
+const takeSlotSrc = `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or
+   redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
   redis.call('PEXPIREAT', KEYS[1], ARGV[3])
   return 1
 end
 return 0
-`)
+`
 
 // restart takes a slot if asked, hands the restart over to the next process
 // and asks the target to shut down.
@@ -62,12 +70,22 @@ func (d *Daemon) restart(ctx context.Context, op Op, keyID string) (Status, stri
 	propagation.TraceContext{}.Inject(ctx, carrier)
 	pk := PendingKey(d.svc, d.inst)
 	tctx, cancel := d.call(ctx)
-	_, err := d.rdb.TxPipelined(tctx, func(p redis.Pipeliner) error {
+	cmds, err := d.rdb.TxPipelined(tctx, func(p redis.Pipeliner) error {
 		p.HSet(tctx, pk, pendingOpID, op.ID, pendingEntry, op.StreamID, pendingTrace, carrier.Get("traceparent"), pendingSlot, strconv.FormatBool(slot), pendingKeyID, keyID)
 		p.PExpire(tctx, pk, d.cfg.slotTTL)
 		return nil
 	})
 	cancel()
+	if rerr := txRefusal(cmds, err); rerr != nil {
+		// It heals only when the user is given the rule: the restart does
+		// not begin, and the reason says why. (Without MULTI, Redis ran
+		// the HSET on its own: undo it.)
+		dctx, cancel := d.call(context.WithoutCancel(ctx))
+		d.rdb.Del(dctx, pk)
+		cancel()
+		d.releaseSlot(ctx, slot)
+		return StatusRejected, fmt.Sprintf("handing the restart over: %v", rerr), nil
+	}
 	if err != nil {
 		d.releaseSlot(ctx, slot)
 		return "", "", fmt.Errorf("%w: HSET %s: %w", errRetry, pk, err)
@@ -108,6 +126,10 @@ func (d *Daemon) waitSlot(ctx context.Context, max int) (Status, string, error) 
 		cancel()
 		if err == nil && ok == 1 {
 			return "", "", nil
+		}
+		if redisacl.Refused(err) {
+			err = redisacl.Explain(err, redisacl.Instance, redisacl.Call{Cmd: "EVALSHA", Keys: []string{SlotsKey(d.svc)}, Script: takeSlotSrc})
+			return StatusRejected, fmt.Sprintf("taking a restart slot (max_unavailable %d): %v", max, err), nil
 		}
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("restart slot: redis error; retrying", "error", err)
@@ -161,7 +183,7 @@ func (d *Daemon) finishRestart(ctx context.Context) error {
 	h, err := d.rdb.HGetAll(hctx, pk).Result()
 	cancel()
 	if err != nil {
-		return fmt.Errorf("HGETALL %s: %w", pk, err)
+		return fmt.Errorf("HGETALL %s: %w", pk, refused(redisacl.Instance, err, "HGETALL", pk))
 	}
 	if len(h) == 0 {
 		return nil
@@ -178,15 +200,39 @@ func (d *Daemon) finishRestart(ctx context.Context) error {
 	}
 	sctx, cancel = d.call(sctx)
 	defer cancel()
-	_, err = d.rdb.TxPipelined(sctx, func(p redis.Pipeliner) error {
+	cmds, err := d.rdb.TxPipelined(sctx, func(p redis.Pipeliner) error {
 		p.XAdd(sctx, &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()})
 		p.ZRem(sctx, SlotsKey(d.svc), d.inst)
 		p.Del(sctx, pk)
 		return nil
 	})
 	if err != nil {
+		if rerr := txRefusal(cmds, err); rerr != nil {
+			err = rerr
+		}
 		return fmt.Errorf("completing restart %s: %w", h[pendingOpID], err)
 	}
 	d.log.Info("restart completed", "op_id", h[pendingOpID], "entry", h[pendingEntry], "pid", d.cfg.pid)
+	return nil
+}
+
+// txRefusal explains a transaction of the sg-instance role that Redis
+// refused for want of permission: the queued command it refused (it answers
+// a command it will not queue with NOPERM, then EXEC with EXECABORT), named
+// with its key and the rule, or MULTI or EXEC themselves. It returns nil
+// when nothing was refused.
+func txRefusal(cmds []redis.Cmder, err error) error {
+	for _, c := range cmds {
+		if cerr := c.Err(); redisacl.Refused(cerr) {
+			name, key := strings.ToUpper(c.Name()), ""
+			if args := c.Args(); len(args) > 1 {
+				key = fmt.Sprint(args[1])
+			}
+			return fmt.Errorf("%s %s: %w", name, key, refused(redisacl.Instance, cerr, name, key))
+		}
+	}
+	if redisacl.Refused(err) {
+		return refused(redisacl.Instance, err, "MULTI")
+	}
 	return nil
 }
