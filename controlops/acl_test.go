@@ -76,8 +76,8 @@ func TestAnOpRedisRefusesIsRejectedNamingTheRule(t *testing.T) {
 		op, args, without, rule string
 	}{
 		{OpPull, "", "~sg:control:nonce:*", "~sg:control:nonce:*"},
-		{OpRestart, "", "+multi", "+multi"},
-		{OpRestart, "", "+hset", "+hset"},
+		{OpRestart, "", "+hset", "+hset"},       // inside the hand-over script
+		{OpRestart, "", "+pexpire", "+pexpire"}, // its second line
 		{OpRestart, `{"max_unavailable":1}`, "~sg:control:slots:*", "~sg:control:slots:*"},
 		{OpRestart, `{"max_unavailable":1}`, "+zcard", "+zcard"}, // inside the slot script
 	} {

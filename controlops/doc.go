@@ -33,7 +33,11 @@
 // runs all the same and reads once the user has the rule. A refusal while
 // handling an op (a nonce claim, a restart's hand-over or slot) rejects the
 // op with the rule in its reason and reading goes on: retrying would not
-// help until the user is given the rule.
+// help until the user is given the rule. The daemon sends no MULTI: a user
+// refused EXEC would leave a pooled connection inside MULTI, queueing every
+// later command sent on it; the hand-over is a script, and the completion of
+// a restart three idempotent commands in one pipeline (the results stream
+// is written only, and a script's keys need read and write).
 //
 // A Client's Send and Results return a *PermissionError when refused ("this
 // Redis user cannot send control ops (XADD to sg:control:{demo} refused):
