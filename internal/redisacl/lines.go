@@ -44,16 +44,23 @@ func (l Line) Rules() []string {
 }
 
 // ReadDoc reads the ACL lines of the document at path, in order: every line
-// that starts (after spaces) with "ACL SETUSER " or "user ".
+// of a fenced code block that starts (after spaces) with "ACL SETUSER " or
+// "user ".
 func ReadDoc(path string) ([]Line, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	var out []Line
+	fenced := false
 	for _, raw := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(raw), "```") {
+			fenced = !fenced
+			continue
+		}
 		f := strings.Fields(raw)
 		switch {
+		case !fenced:
 		case len(f) >= 3 && f[0] == "ACL" && strings.EqualFold(f[1], "SETUSER"):
 			out = append(out, Line{User: f[2], Tokens: f[3:]})
 		case len(f) >= 2 && f[0] == "user":

@@ -75,7 +75,6 @@ var rules = map[Role][]string{
 		"+sadd", "+pexpire", "+pexpireat",
 		"+xadd", "+xread", "+xrevrange",
 		"+hgetall", "+hset",
-		"+multi", "+exec",
 		"~sg:registry:*",
 		"%W~sg:events",
 		"%R~sg:control:{*}",
@@ -198,21 +197,29 @@ func rule(err error, role Role, call Call) string {
 				if keys := scriptKeys(line, call.Keys); len(keys) > 0 {
 					return keysRule(role, keys)
 				}
-			} else if c := luaCallRE.FindStringSubmatch(line); c != nil {
-				return commandRule(role, c[1])
+			} else if calls := luaCallRE.FindAllStringSubmatch(line, -1); len(calls) == 1 {
+				return commandRule(role, calls[0][1])
+			} else if len(calls) > 1 {
+				return oneOf(role, calls, "the commands of the script's line")
 			}
 		}
 	}
 	if keyRefused {
 		return keysRule(role, call.Keys)
 	}
+	return oneOf(role, luaCallRE.FindAllStringSubmatch(call.Script, -1), "the commands of the script")
+}
+
+// oneOf names the rules of the commands of calls (luaCallRE matches), each
+// once: "one of +zscore, +zcard (what)".
+func oneOf(role Role, calls [][]string, what string) string {
 	var cmds []string
-	for _, c := range luaCallRE.FindAllStringSubmatch(call.Script, -1) {
+	for _, c := range calls {
 		if r := commandRule(role, c[1]); !slices.Contains(cmds, r) {
 			cmds = append(cmds, r)
 		}
 	}
-	return "one of " + strings.Join(cmds, ", ") + " (the commands of the script)"
+	return "one of " + strings.Join(cmds, ", ") + " (" + what + ")"
 }
 
 // scriptKeys returns the keys of keys that line names as KEYS[i].
@@ -226,13 +233,27 @@ func scriptKeys(line string, keys []string) []string {
 	return out
 }
 
+// extras are commands a client sends for a deployment or a connection
+// option, not for the lifecycle, and when Doc says to add them.
+var extras = map[string]string{
+	"cluster|slots":  "Redis Cluster clients need it beside the line",
+	"command":        "Redis Cluster clients need it beside the line (or ask it again before every command)",
+	"select":         "a REDIS_URL naming a database other than 0 needs it beside the line",
+	"client|setname": "a REDIS_URL with client_name= needs it beside the line",
+	"client|setinfo": "go-redis sends it on Redis 7.2 and later, and goes on without it",
+	"readonly":       "a cluster client reading from replicas needs it beside the line",
+}
+
 // commandRule names the rule that grants cmd ("client|setinfo" or "XADD").
 func commandRule(role Role, cmd string) string {
 	r := "+" + strings.ToLower(cmd)
-	if !slices.Contains(rules[role], r) {
-		return r + " (not in the role's line: a command of the service's own)"
+	if slices.Contains(rules[role], r) {
+		return r
 	}
-	return r
+	if note, ok := extras[strings.ToLower(cmd)]; ok {
+		return r + " (not in the role's line: " + note + ")"
+	}
+	return r + " (not in the role's line: a command of the service's own)"
 }
 
 // keysRule names the role's patterns that cover keys, each once, in the
