@@ -296,7 +296,21 @@ func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 	operator := append(slices.Clone(viaSocket), "SG_CONTROL_KEY="+controlKey)
 
 	rec := srv.Monitor(t)
-	mark := func() int { cmds, _ := rec.Commands(); return len(cmds) }
+	// mark returns the position of a command the admin sends now: MONITOR
+	// reports commands in the order they ran, so every command of a
+	// workload that ended before it comes before it.
+	mark := func(name string) int {
+		if err := admin.Echo(ctx, name).Err(); err != nil {
+			t.Fatal(err)
+		}
+		waitRecorded(t, rec, "the mark "+name, func(c redistest.Command) bool {
+			return len(c.Args) == 2 && c.Name() == "echo" && c.Args[1] == name
+		})
+		cmds, _ := rec.Commands()
+		return slices.IndexFunc(cmds, func(c redistest.Command) bool {
+			return len(c.Args) == 2 && c.Name() == "echo" && c.Args[1] == name
+		})
+	}
 
 	demo := proctest.Start(t, proctest.Cmd{Bin: demoBin, Name: "demo", Env: append([]string{"REDIS_URL=" + srv.URL(),
 		"SG_SERVICE_NAME=demo", "SG_INSTANCE_ID=d1", "SG_CONTROL_KEY=" + controlKey, "SG_SERVICE_TTL=3s",
@@ -334,7 +348,7 @@ func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 	}
 	_ = w.Close()
 	_ = sc.Close()
-	readerEnd := mark()
+	readerEnd := mark("readers done")
 
 	// sg-operator
 	for _, args := range [][]string{{"pull", "demo", "--wait", "--timeout", "30s"}, {"restart", "demo", "--max-unavailable", "1", "--wait", "--timeout", "30s"}} {
@@ -349,7 +363,7 @@ func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 	postPull(t, base)
 	firstEvent(t, base+"events?after=0-0")
 	stop(t, dash)
-	operatorEnd := mark()
+	operatorEnd := mark("operators done")
 
 	if err := demo.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -357,6 +371,7 @@ func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 	if code := demo.Wait(t); code != 0 {
 		t.Fatalf("demo: exit %d", code)
 	}
+	mark("the demo stopped") // everything it sent is read
 	rec.Stop()
 	cmds, err := rec.Commands()
 	if err != nil {
