@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net/url"
 	"strings"
 	"testing"
@@ -57,6 +58,18 @@ func TestSgctlAsTheSgReaderUser(t *testing.T) {
 	}
 	if r := sgctl(t, t.Context(), reader, nil, "ps", "demo", "--json"); r.code != exitOK || !strings.Contains(r.stdout, `"demo-1"`) {
 		t.Fatalf("sgctl ps --json as sg-reader: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+
+	// watch replays the stream and follows it until interrupted.
+	var stdout, stderr syncBuffer
+	wctx, stopWatch := context.WithCancel(t.Context())
+	watched := make(chan int, 1)
+	go func() { watched <- newTestApp(reader, nil, &stdout, &stderr).main(wctx, []string{"watch", "--from", "0"}) }()
+	eventually(t, 10*time.Second, func() bool { return strings.Contains(stdout.String(), "demo-1") },
+		func() string { return "sgctl watch as sg-reader: " + stdout.String() + stderr.String() })
+	stopWatch()
+	if code := <-watched; code != exitOK || stderr.String() != "" {
+		t.Fatalf("sgctl watch as sg-reader: exit %d\n%s", code, stderr.String())
 	}
 
 	r := sgctl(t, t.Context(), reader, nil, "restart", "demo", "--wait", "--timeout", "10s")
