@@ -127,6 +127,9 @@ func (c *Client) Send(ctx context.Context, service, op, target string, args any,
 	if err != nil {
 		slotmap.Reload(c.rdb, err) // so a retry finds a promoted replica
 		span.SetStatus(codes.Error, err.Error())
+		if perr := operatorRefusal(err, canSend, "XADD", "to", StreamKey(service)); perr != nil {
+			return Op{}, fmt.Errorf("controlops: %w", perr)
+		}
 		return Op{}, fmt.Errorf("controlops: XADD %s: %w", StreamKey(service), err)
 	}
 	o.StreamID = id
@@ -152,6 +155,9 @@ func (c *Client) Results(ctx context.Context, service, after string, count int64
 	}
 	if err != nil {
 		slotmap.Reload(c.rdb, err)
+		if perr := operatorRefusal(err, canFollow, "XREAD", "of", ResultsKey(service)); perr != nil {
+			return nil, fmt.Errorf("controlops: %w", perr)
+		}
 		return nil, fmt.Errorf("controlops: XREAD %s: %w", ResultsKey(service), err)
 	}
 	var out []Result

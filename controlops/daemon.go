@@ -19,6 +19,7 @@ import (
 
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
@@ -173,6 +174,16 @@ func (d *Daemon) LastID() string {
 // read; after a restart hand-over, from the moment Running is called. When
 // Redis does not answer within ctx, Start still succeeds and the position is
 // resolved once Redis answers. A second Start returns an error.
+//
+// The same round trip checks that the daemon's Redis user may read the
+// stream (a non-blocking XREAD, which reads nothing) and write results (an
+// XADD to the results stream that Redis refuses whatever the user, id 0-0,
+// NOMKSTREAM: it writes nothing): without them no op could be received or
+// answered. When Redis refuses one of these calls for want of permission,
+// Start returns that error (matching ErrNoPermission, naming the sg-instance
+// role's rule) and the daemon runs all the same, retrying as in an outage,
+// so that it works once the user is given the rule: the caller decides (the
+// lifecycle fails the boot when Redis is required), and must Stop it.
 func (d *Daemon) Start(ctx context.Context) error {
 	d.mu.Lock()
 	if d.started {
@@ -189,8 +200,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 
-	if err := d.resolve(ctx); err != nil {
-		d.log.Warn("control stream position not resolved yet; retrying in the background", "error", err)
+	resolveErr := d.resolve(ctx)
+	if resolveErr != nil {
+		d.log.Warn("control stream position not resolved yet; retrying in the background", "error", resolveErr)
 	}
 	switch d.mode {
 	case ModeSigned:
@@ -213,6 +225,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 	go func() { defer d.wg.Done(); d.finisher(runCtx) }()
 	d.log.Info("control-ops daemon started", "stream", StreamKey(d.svc), "from", d.LastID(), "control", string(d.mode),
 		"key_ids", strings.Join(KeyIDs(d.cfg.keys), ","), "not_before", d.notBefore.UTC().Format(time.RFC3339Nano))
+	if errors.Is(resolveErr, ErrNoPermission) {
+		return resolveErr
+	}
 	return nil
 }
 
@@ -262,7 +277,8 @@ func (d *Daemon) Running() {
 	d.runningOnce.Do(func() { close(d.running) })
 }
 
-// resolve fixes the start position once.
+// resolve fixes the start position once, in one round trip that also
+// checks the user may read the stream and write results (see Start).
 func (d *Daemon) resolve(ctx context.Context) error {
 	d.mu.Lock()
 	known := d.lastID != ""
@@ -270,16 +286,29 @@ func (d *Daemon) resolve(ctx context.Context) error {
 	if known {
 		return nil
 	}
-	h, err := d.reader.HGetAll(ctx, PendingKey(d.svc, d.inst)).Result()
+	pk, stream, results := PendingKey(d.svc, d.inst), StreamKey(d.svc), ResultsKey(d.svc)
+	pipe := d.reader.Pipeline()
+	pending := pipe.HGetAll(ctx, pk)
+	last := pipe.XRevRangeN(ctx, stream, "+", "-", 1)
+	read := pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{stream, "$"}, Count: 1, Block: -1})
+	write := queueWriteProbe(ctx, pipe, results)
+	_, _ = pipe.Exec(ctx) // each command has its own reply (a connection failure sets every one's)
+	h, err := pending.Result()
 	if err != nil {
-		return fmt.Errorf("controlops: HGETALL %s: %w", PendingKey(d.svc, d.inst), err)
+		return fmt.Errorf("controlops: HGETALL %s: %w", pk, refused(redisacl.Instance, err, "HGETALL", pk))
+	}
+	msgs, err := last.Result()
+	if err != nil {
+		return fmt.Errorf("controlops: XREVRANGE %s: %w", stream, refused(redisacl.Instance, err, "XREVRANGE", stream))
+	}
+	if err := read.Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("controlops: XREAD %s: %w", stream, refused(redisacl.Instance, err, "XREAD", stream))
+	}
+	if err := writeProbeErr(redisacl.Instance, write, results); err != nil {
+		return fmt.Errorf("controlops: %w", err)
 	}
 	pos := h[pendingEntry]
 	if pos == "" {
-		msgs, err := d.reader.XRevRangeN(ctx, StreamKey(d.svc), "+", "-", 1).Result()
-		if err != nil {
-			return fmt.Errorf("controlops: XREVRANGE %s: %w", StreamKey(d.svc), err)
-		}
 		pos = "0-0"
 		if len(msgs) > 0 {
 			pos = msgs[0].ID
@@ -370,6 +399,7 @@ func (d *Daemon) loop(ctx context.Context) {
 			Streams: []string{StreamKey(d.svc), after}, Count: 16, Block: d.cfg.block,
 		}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
+			err = refused(redisacl.Instance, err, "XREAD", StreamKey(d.svc))
 			if ctx.Err() != nil || !fail("XREAD", err) {
 				return
 			}
@@ -465,7 +495,9 @@ func (d *Daemon) decide(ctx context.Context, op Op, perr error) (Status, string,
 	}
 	if d.Signed() {
 		if err := d.claimNonce(ctx, op); err != nil {
-			if errors.Is(err, ErrReplayed) {
+			if errors.Is(err, ErrReplayed) || errors.Is(err, ErrNoPermission) {
+				// A refused claim heals only when the user is given the
+				// rule: the op is not executed, and the reason says why.
 				return StatusRejected, err.Error(), keyID, nil
 			}
 			return "", "", "", err
@@ -543,6 +575,9 @@ func (d *Daemon) claimNonce(ctx context.Context, op Op) error {
 	ctx, cancel := d.call(ctx)
 	defer cancel()
 	ok, err := d.rdb.SetNX(ctx, key, op.StreamID, exp).Result()
+	if redisacl.Refused(err) {
+		return fmt.Errorf("controlops: claiming the nonce: SET NX %s: %w", key, refused(redisacl.Instance, err, "SET", key))
+	}
 	if err != nil {
 		return fmt.Errorf("%w: SET NX %s: %w", errRetry, key, err)
 	}
@@ -550,6 +585,9 @@ func (d *Daemon) claimNonce(ctx context.Context, op Op) error {
 		return nil
 	}
 	v, err := d.rdb.Get(ctx, key).Result()
+	if redisacl.Refused(err) {
+		return fmt.Errorf("controlops: claiming the nonce: GET %s: %w", key, refused(redisacl.Instance, err, "GET", key))
+	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("%w: GET %s: %w", errRetry, key, err)
 	}
@@ -572,7 +610,7 @@ func (d *Daemon) writeResult(ctx context.Context, res Result) error {
 	for {
 		// Written even while stopping: a restart's accepted must get out.
 		wctx, cancel := d.call(context.WithoutCancel(ctx))
-		err := d.rdb.XAdd(wctx, args).Err()
+		err := refused(redisacl.Instance, d.rdb.XAdd(wctx, args).Err(), "XADD", args.Stream)
 		cancel()
 		if err == nil {
 			d.writes.Succeeded(ctx, "op_id", res.OpID)

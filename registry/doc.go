@@ -9,6 +9,14 @@
 //	sg:registry:services                     set of service names
 //	sg:events                                stream, MAXLEN ~ capped (default 10000), one Event per transition
 //
+// The Redis users that may touch them, with the exact ACL rules of each, are
+// in docs/redis-acl.md: an instance (a Member) writes them as sg-instance;
+// listing and watching (List, Services, Entry, Events, Watcher) read them as
+// sg-reader, with read-only commands on read-only key patterns. A call Redis
+// refuses for want of permission (NOPERM) fails with an error matching
+// ErrNoPermission that names the key and the rule of the role's line it
+// needed ("the sg-instance role needs ~sg:registry:*").
+//
 // The {<name>} braces are a Redis Cluster hash tag: one service's entries and
 // its index share a slot, so listing a service is one multi-key read on one
 // node. The services set and the events stream live in other slots; writes
@@ -24,7 +32,8 @@
 //   - Listing never uses SCAN or KEYS: Instances reads the index for
 //     members whose expiry is in the future, then MGETs their entries.
 //     Index members whose entry vanished (eviction, flush) are skipped, and
-//     expired members are trimmed opportunistically by writes and reads.
+//     expired members are trimmed by every entry write of the service;
+//     reads write nothing.
 //   - Index scores are computed from the writer's clock (Option WithClock) and
 //     compared with the reader's: the fleet's clocks are assumed to agree to
 //     well within the TTL.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
 // DefaultEventsCount is the batch size of Events when count <= 0.
@@ -74,7 +76,7 @@ func (r *Registry) Publish(ctx context.Context, ev Event) (string, error) {
 	}
 	id, err := r.c.XAdd(ctx, r.xaddArgs(r.normalizeEvent(ev))).Result()
 	if err != nil {
-		return "", fmt.Errorf("registry: appending event %q of %s/%s to %s: %w", ev.Event, ev.Service, ev.Instance, EventsKey, r.failed(err))
+		return "", fmt.Errorf("registry: appending event %q of %s/%s to %s: %w", ev.Event, ev.Service, ev.Instance, EventsKey, r.refused(redisacl.Instance, err, "XADD", EventsKey))
 	}
 	return id, nil
 }
@@ -103,7 +105,7 @@ func (r *Registry) Events(ctx context.Context, lastID string, count int64, block
 	case "$":
 		last, err := r.c.XRevRangeN(ctx, EventsKey, "+", "-", 1).Result()
 		if err != nil {
-			return nil, "$", fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, err)
+			return nil, "$", fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, r.refused(redisacl.Reader, err, "XREVRANGE", EventsKey))
 		}
 		lastID = "0-0"
 		if len(last) == 1 {
@@ -119,7 +121,7 @@ func (r *Registry) Events(ctx context.Context, lastID string, count int64, block
 		return nil, lastID, nil
 	}
 	if err != nil {
-		return nil, lastID, fmt.Errorf("registry: reading %s after %q: %w", EventsKey, lastID, r.failed(err))
+		return nil, lastID, fmt.Errorf("registry: reading %s after %q: %w", EventsKey, lastID, r.refused(redisacl.Reader, err, "XREAD", EventsKey))
 	}
 	next = lastID
 	for _, s := range streams {

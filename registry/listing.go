@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
 // Instance is one live instance of a service as the registry lists it: its
@@ -30,13 +31,15 @@ type Instance struct {
 // sorted by instance id. It is the registry's one listing: Instances, sgctl
 // ps, the dashboard and a Watcher's resync read through it.
 //
-// It trims expired index members and reads the live ones with their scores
-// in one round trip, then MGETs their entries (one slot) in a second;
-// entries that vanished in between, whose JSON is unreadable, or whose key
-// is not a string (both logged at warn, naming the key) are skipped: one bad
-// entry does not fail the listing. It never uses SCAN or KEYS. An unknown
-// service has no instances and no error; an index key of the wrong type is
-// an error naming it.
+// It reads the index members whose expiry is in the future, with their
+// scores, in one round trip (ZRANGEBYSCORE), then MGETs their entries (one
+// slot) in a second; entries that vanished in between, whose JSON is
+// unreadable, or whose key is not a string (both logged at warn, naming the
+// key) are skipped: one bad entry does not fail the listing. It never uses
+// SCAN or KEYS, and writes nothing: the sg-reader role of
+// docs/redis-acl.md, read-only, can list (expired members are trimmed by the
+// instances' entry writes). An unknown service has no instances and no
+// error; an index key of the wrong type is an error naming it.
 func (r *Registry) List(ctx context.Context, service string) ([]Instance, error) {
 	return r.list(ctx, service, r.cfg.log)
 }
@@ -49,13 +52,10 @@ func (r *Registry) list(ctx context.Context, service string, log *slog.Logger) (
 	}
 	now := strconv.FormatInt(r.cfg.clock.Now().UnixMilli(), 10)
 	idx := IndexKey(service)
-	pipe := r.c.Pipeline()
-	pipe.ZRemRangeByScore(ctx, idx, "-inf", now)
-	ids := pipe.ZRangeByScoreWithScores(ctx, idx, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("registry: reading index %s: %w", idx, r.failed(err))
+	zs, err := r.c.ZRangeByScoreWithScores(ctx, idx, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("registry: reading index %s: %w", idx, r.refused(redisacl.Reader, err, "ZRANGEBYSCORE", idx))
 	}
-	zs := ids.Val()
 	if len(zs) == 0 {
 		return nil, nil
 	}
@@ -71,7 +71,7 @@ func (r *Registry) list(ctx context.Context, service string, log *slog.Logger) (
 	}
 	vals, err := r.c.MGet(ctx, keys...).Result()
 	if err != nil {
-		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, r.failed(err))
+		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, r.refused(redisacl.Reader, err, "MGET", keys...))
 	}
 	out := make([]Instance, 0, len(vals))
 	var missing []string
@@ -134,7 +134,7 @@ func (r *Registry) reportWrongTypes(ctx context.Context, log *slog.Logger, keys 
 func (r *Registry) Services(ctx context.Context) ([]string, error) {
 	names, err := r.c.SMembers(ctx, ServicesKey).Result()
 	if err != nil {
-		return nil, fmt.Errorf("registry: reading %s: %w", ServicesKey, r.failed(err))
+		return nil, fmt.Errorf("registry: reading %s: %w", ServicesKey, r.refused(redisacl.Reader, err, "SMEMBERS", ServicesKey))
 	}
 	slices.Sort(names)
 	return names, nil
@@ -151,7 +151,7 @@ func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, 
 		return Entry{}, fmt.Errorf("registry: %s: %w", key, ErrNotFound)
 	}
 	if err != nil {
-		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, r.failed(err))
+		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, r.refused(redisacl.Reader, err, "GET", key))
 	}
 	var e Entry
 	if err := json.Unmarshal([]byte(s), &e); err != nil {

@@ -100,8 +100,8 @@ func (r *Registry) Deregister(ctx context.Context, service, instance string) err
 	pipe := r.c.Pipeline()
 	pipe.Del(ctx, EntryKey(service, instance))
 	pipe.ZRem(ctx, IndexKey(service), instance)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("registry: deregistering %s: %w", EntryKey(service, instance), r.failed(err))
+	if cmds, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("registry: deregistering %s: %w", EntryKey(service, instance), cmdError(cmds, r.failed(err)))
 	}
 	return nil
 }

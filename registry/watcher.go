@@ -16,6 +16,7 @@ import (
 
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
@@ -312,7 +313,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 	defer cancel()
 	last, err := w.r.c.XRevRangeN(ctx, EventsKey, "+", "-", 1).Result()
 	if err != nil {
-		return fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, w.r.failed(err))
+		return fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, w.r.refused(redisacl.Reader, err, "XREVRANGE", EventsKey))
 	}
 	ins, err := w.r.list(ctx, w.service, w.log)
 	if err != nil {
@@ -383,6 +384,7 @@ func (w *Watcher) read(ctx context.Context, block time.Duration) ([]Event, error
 	}
 	if err != nil {
 		slotmap.Reload(w.reader, err)
+		err = redisacl.Explain(err, redisacl.Reader, redisacl.Call{Cmd: "XREAD", Keys: []string{EventsKey}})
 		return nil, fmt.Errorf("registry: reading %s after %s: %w", EventsKey, w.pos, err)
 	}
 	var out []Event
@@ -460,10 +462,13 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 		gets[i] = pipe.Get(ctx, EntryKey(w.service, id))
 		scores[i] = pipe.ZScore(ctx, IndexKey(w.service), id)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if cmds, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		var reply redis.Error
 		if !errors.As(err, &reply) { // a connection failure, not a bad key
 			return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, w.r.failed(err))
+		}
+		if redisacl.Refused(err) { // the user's rules, not a bad key: no entry could be read
+			return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, cmdErrorAs(redisacl.Reader, cmds, err))
 		}
 	}
 	now := w.r.cfg.clock.Now()

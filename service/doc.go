@@ -24,7 +24,10 @@
 //	cleaning_up -> stopped (or failed)
 //
 // A failed Redis ping fails the boot when Redis is required and goes on
-// degraded when it is not. A failing phase or Run unwinds through the
+// degraded when it is not. The client's Redis user needs the sg-instance
+// role of docs/redis-acl.md in the repository; a call Redis refuses (NOPERM:
+// the ping, the registration of phase 8, the control-ops daemon's start in
+// 8.5) is handled the same way, its error naming the rule the role needed. A failing phase or Run unwinds through the
 // shutdown steps and ends in failed. A stop (RequestStop, Shutdown, the end
 // of Run's context) can arrive in any phase: the phase's context is
 // cancelled and the shutdown skips the steps whose work never began;

@@ -98,7 +98,9 @@
 // send "Authorization: Bearer <token>"; others get 401. POSTs pass a
 // same-origin check (Sec-Fetch-Site, Origin), and every page carries a
 // Content-Security-Policy without 'unsafe-inline'. --read-only hides the
-// actions. It speaks plain HTTP: across a network, put a TLS proxy in front.
+// actions; a Redis user that may not send ops (found without sending one:
+// see package controlops, Client.CheckPermission) sees them disabled, each
+// page saying why and which role to use. It speaks plain HTTP: across a network, put a TLS proxy in front.
 //
 // # Data read from Redis
 //
@@ -122,7 +124,11 @@
 //	                auth; addr= query parameters name the nodes of a cluster; with
 //	                master_name=NAME the host and addr= name Sentinels, which say
 //	                where master NAME is. Default redis://127.0.0.1:6379/0, as
-//	                redis-cli.
+//	                redis-cli. Its user: the sg-reader role of docs/redis-acl.md
+//	                for ps, watch and the read-only dashboard, sg-operator for the
+//	                op commands and the dashboard's actions; an op command as a
+//	                user that may not send exits 1 naming the refused XADD and
+//	                the sg-operator role.
 //	SG_CONTROL_KEY  HMAC-SHA256 key that signs the ops (at least 16 bytes),
 //	                the same variable the services have: of a comma-separated list
 //	                the first key signs. Unset: ops are sent unsigned, and only

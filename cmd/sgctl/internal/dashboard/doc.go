@@ -54,6 +54,26 @@
 // from the lifecycle table (restart, pull, undrain: serving, i.e. running,
 // a restart in a new process; drain: draining).
 //
+// # Redis users
+//
+// The dashboard needs the sg-reader role of docs/redis-acl.md to show the
+// fleet, and the sg-operator role for its actions. It finds out by itself
+// which it has, without sending an op and without admin rights (ACL DRYRUN
+// and ACL WHOAMI would need them): the first page that lists a service asks
+// controlops.Client.CheckPermission (an XADD to sg:control:{<name>} that
+// Redis refuses whatever the user, id 0-0, NOMKSTREAM, after checking the
+// user's permissions: it writes nothing; and a non-blocking XREAD of the
+// results), and keeps the answer PermissionTTL (a minute). A user that may
+// not send gets, on every page of the service, "Actions are off: this Redis
+// user cannot send control ops (XADD to sg:control:{demo} refused): use the
+// sg-operator role: NOPERM ...: the sg-operator role needs +xadd
+// (docs/redis-acl.md)", a disabled rolling restart, and buttons that app.js
+// disables with that reason as their title (pageConfig.Denied); POST
+// /api/op answers 403 with it without sending. A send Redis refuses all
+// the same (the user lost its rules meanwhile) is recorded at once. Such a
+// user's probes show in Redis's ACL LOG as refused xadds (one line, counted).
+// With --read-only nothing is checked.
+//
 // # Security
 //
 //   - Everything read from Redis reaches a page through html/template, in

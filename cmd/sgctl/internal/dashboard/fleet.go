@@ -36,6 +36,10 @@ type service struct {
 	Instances []instance   `json:"instances"`
 	Err       string       `json:"error,omitempty"`
 	Insecure  int          `json:"insecure"`
+	// Denied says why this dashboard's Redis user cannot send ops to the
+	// service (the refused call, the role to use); empty when it can, or in
+	// a read-only dashboard.
+	Denied string `json:"denied,omitempty"`
 }
 
 type stateCount struct {
@@ -57,9 +61,10 @@ func (s *Server) fleet(ctx context.Context, names []string) ([]service, error) {
 		names = slices.DeleteFunc(names, func(n string) bool { return registry.ValidateNames(n, "x") != nil })
 	}
 	now := s.cfg.Now()
+	denied := s.denied(ctx, names)
 	out := make([]service, 0, len(names))
 	for _, name := range names {
-		sv := service{Name: name}
+		sv := service{Name: name, Denied: denied[name]}
 		// The registry's one listing, as sgctl ps and a Watcher's resync read it.
 		ins, err := s.reg.List(ctx, name)
 		if err != nil {
@@ -146,6 +151,9 @@ type pageConfig struct {
 	// Ops are the statuses each op runs from (optrack's specs, read from
 	// the lifecycle table): app.js offers an op only there.
 	Ops map[string][]string `json:"ops"`
+	// Denied says, per service, why the dashboard's Redis user cannot send
+	// it ops: app.js disables its actions, with that as their title.
+	Denied map[string]string `json:"denied,omitempty"`
 }
 
 func (s *Server) pageConfig(page, svc, inst, after string) pageConfig {
@@ -207,6 +215,12 @@ func (s *Server) fleetOrService(w http.ResponseWriter, r *http.Request, names []
 				v.Total += len(sv.Instances)
 			}
 			v.Config = s.pageConfig(page, strings.Join(names, ""), "", after)
+			v.Config.Denied = map[string]string{}
+			for _, sv := range svcs {
+				if sv.Denied != "" {
+					v.Config.Denied[sv.Name] = sv.Denied
+				}
+			}
 			s.render(w, http.StatusOK, "fleet.html", v)
 			return
 		}

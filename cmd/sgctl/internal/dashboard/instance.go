@@ -24,6 +24,9 @@ type instanceView struct {
 	Config      pageConfig
 	Signed      bool
 	ReadOnly    bool
+	// Denied says why the dashboard's Redis user cannot send ops to the
+	// service; empty when it can.
+	Denied string
 }
 
 // instanceParams reads ?service= and ?id=. The id is taken as it is (it is
@@ -77,7 +80,10 @@ func (s *Server) instancePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := instanceView{Service: svc, ID: id, Signed: len(s.cfg.ControlKey) > 0, ReadOnly: s.cfg.ReadOnly,
-		Config: s.pageConfig("instance", svc, id, after)}
+		Config: s.pageConfig("instance", svc, id, after), Denied: s.denied(ctx, []string{svc})[svc]}
+	if v.Denied != "" {
+		v.Config.Denied = map[string]string{svc: v.Denied}
+	}
 	if v.Entry, err = s.entry(ctx, svc, id); err != nil && unreachable(err) {
 		s.redisFailed(w, err)
 		return

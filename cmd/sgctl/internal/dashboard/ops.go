@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -101,12 +102,20 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("dashboard: no instance of %q is %s: nothing would run the op", req.Service, from), http.StatusConflict)
 		return
 	}
+	if why := s.denied(ctx, []string{req.Service})[req.Service]; why != "" {
+		http.Error(w, "dashboard: "+why, http.StatusForbidden)
+		return
+	}
 
 	var args any
 	if req.Op == controlops.OpRestart && req.MaxUnavailable > 0 {
 		args = controlops.RestartArgs{MaxUnavailable: req.MaxUnavailable}
 	}
 	sent, err := s.client.Send(ctx, req.Service, req.Op, plan.Target, args)
+	if errors.Is(err, controlops.ErrNoPermission) {
+		http.Error(w, "dashboard: "+s.refused(req.Service, err), http.StatusForbidden)
+		return
+	}
 	if err != nil {
 		s.redisFailed(w, err)
 		return

@@ -79,6 +79,7 @@ type Server struct {
 	hub      *hub
 	sessions string // the session cookie's value when Token is set
 	mux      *http.ServeMux
+	perms    permissions // may the Redis user send ops, per service
 
 	svgMu sync.Mutex
 	svg   map[phases.State][]byte

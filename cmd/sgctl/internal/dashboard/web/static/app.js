@@ -64,14 +64,17 @@
   const rowOps = [['pull', 'Pull', ''], ['restart', 'Restart', 'danger'], ['drain', 'Drain', ''], ['undrain', 'Undrain', '']];
   const shownOnlyWhenAccepted = new Set(['drain', 'undrain']);
 
-  // actionState says whether op is shown and enabled for an instance in
-  // status and control mode, and why (the button's title). cfg.ops holds
-  // the statuses each op runs from.
-  function actionState(op, status, control) {
+  // actionState says whether op is shown and enabled for an instance of
+  // service in status and control mode, and why (the button's title).
+  // cfg.ops holds the statuses each op runs from; cfg.denied, per service,
+  // why the dashboard's Redis user cannot send ops to it.
+  function actionState(op, service, status, control) {
     if (cfg.read_only) return [false, false, 'read-only'];
     const from = cfg.ops[op] || [];
     const accepted = from.includes(status);
     const shown = accepted || !shownOnlyWhenAccepted.has(op);
+    const denied = (cfg.denied || {})[service];
+    if (denied) return [shown, false, clean(denied)];
     if (!accepted) return [shown, false, 'only a ' + from.join(' or ') + ' instance runs ' + op];
     if (control === 'insecure') return [shown, true, cfg.signed ? 'sends a signed op' : 'sends an unsigned op (the instance is in insecure mode)'];
     if (control === 'signed') return cfg.signed ? [shown, true, 'sends a signed op'] : [shown, false, 'the instance accepts signed ops only: start the dashboard with SG_CONTROL_KEY'];
@@ -80,7 +83,7 @@
   function applyActions(holder) {
     if (!holder) return;
     holder.querySelectorAll('button[data-op]').forEach((b) => {
-      const [shown, ok, why] = actionState(b.dataset.op, holder.dataset.status, holder.dataset.control);
+      const [shown, ok, why] = actionState(b.dataset.op, holder.dataset.service, holder.dataset.status, holder.dataset.control);
       b.hidden = !shown;
       b.disabled = !ok;
       b.title = why;
@@ -286,6 +289,10 @@
           location.reload(); // a new service: the server lays it out
           return;
         }
+        if (!cfg.read_only && Boolean((cfg.denied || {})[svc.name]) !== Boolean(svc.denied)) {
+          location.reload(); // the Redis user's permissions changed: the server words it
+          return;
+        }
         for (const e of svc.instances) {
           const k = rowKey(e.service, e.instance);
           seen.add(k);
@@ -403,6 +410,7 @@
     if (!f) return;
     e.preventDefault();
     const service = f.dataset.service;
+    if ((cfg.denied || {})[service]) return;
     const max = Math.max(0, parseInt(f.elements.max.value, 10) || 0);
     const text = 'Restart every running instance of ' + clean(service) + ', ' + (max ? 'at most ' + max + ' out of running at a time' : 'all at once (no limit)') + '?';
     if (await confirmAction(text)) runOp({ service, op: 'restart', max_unavailable: max }, 'rolling restart of ' + clean(service));
