@@ -2,8 +2,8 @@ package ratelog_test
 
 import (
 	"bytes"
-	"fmt"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
