@@ -80,8 +80,26 @@
 // registry's by contract: a write that finds an entry, index or services key
 // of the wrong type deletes it and writes its own, logging the key and the
 // type it found at warn. Readers never fail a listing for one bad entry:
-// Instances skips (and logs, naming the key) entries that are not JSON or not
-// strings.
+// they skip (and log, naming the key) entries that are not JSON or not
+// strings, and entries that are not their key's (below).
+//
+// # Names come from keys
+//
+// An entry's service and instance are those of its key, never those its JSON
+// says: whoever can write to Redis can write, under
+// sg:registry:service:{evil}:decoy-2, a JSON saying service "demo" and
+// instance "" (an operator's tool would read an empty instance as every
+// instance), or saying another running instance's name with another address
+// (a Watcher would route that instance's requests there). So every reader
+// (List and so Instances, a Watcher's resync and the GET after each event,
+// Entry, sgctl, the dashboard) decodes entries with DecodeEntry and skips an
+// entry whose JSON's service or instance is not its key's, or is empty, and
+// an index member or event that cannot be an instance id; nothing fills a
+// missing name from the JSON. Each skip is logged at warn naming the key:
+// the first at once, then at most one line a minute per key with the count
+// left out (suppressed=N), for at most 256 keys at a time (beyond them the
+// new keys share one line a minute), so a dashboard listing every few
+// seconds, or a writer making many bad keys, does not flood the log.
 //
 // Log lines name each attribute once: a Member's lines carry service and
 // instance, a Watcher's carry service, added by the registry; the logger
@@ -91,8 +109,9 @@
 // # Listing and watching a service
 //
 // List is the one listing of a service: its live entries with their expiry
-// times (the index scores). Instances, sgctl ps and the dashboard read
-// through it, and so does a Watcher's resync.
+// times (the index scores), each its key's (see "Names come from keys").
+// Instances, sgctl ps and the dashboard read through it, and so does a
+// Watcher's resync.
 //
 // A Watcher (Registry.Watch) is a live view of one service's instances whose
 // status is running, the one status consumers route to; package balancer
@@ -100,9 +119,10 @@
 //   - the sg:events stream, through one blocking XREAD at a time resuming
 //     from the last id read: an event to running adds the instance once one
 //     pipelined GET of its entry and ZSCORE of its index member confirm it
-//     (the entry says where to call it, Entry.Addr); an event to any other
-//     state (pulling, draining, stopping_daemons, ...) removes it. A change
-//     reaches the view within one event's delivery: a few milliseconds.
+//     (the entry, if it is its key's, says where to call it, Entry.Addr);
+//     an event to any other state (pulling, draining, stopping_daemons, ...)
+//     removes it. A change reaches the view within one event's delivery: a
+//     few milliseconds.
 //   - resyncs from List: at start, after a failed read or resync (a
 //     reconnect), every TTL, and a quarter TTL before the known expiry of a
 //     running instance, so that its heartbeats are seen before the expiry.

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
@@ -33,13 +33,16 @@ type Instance struct {
 //
 // It reads the index members whose expiry is in the future, with their
 // scores, in one round trip (ZRANGEBYSCORE), then MGETs their entries (one
-// slot) in a second; entries that vanished in between, whose JSON is
-// unreadable, or whose key is not a string (both logged at warn, naming the
-// key) are skipped: one bad entry does not fail the listing. It never uses
-// SCAN or KEYS, and writes nothing: the sg-reader role of
-// docs/redis-acl.md, read-only, can list (expired members are trimmed by the
-// instances' entry writes). An unknown service has no instances and no
-// error; an index key of the wrong type is an error naming it.
+// slot) in a second. Names come from keys: an index member that cannot be
+// an instance id, and an entry whose JSON names another service or instance
+// than its key, or none (DecodeEntry), are skipped, as are entries that
+// vanished in between, whose JSON is unreadable, or whose key is not a
+// string; each is logged at warn naming the key, at most once a minute per
+// key. One bad entry does not fail the listing. It never uses SCAN or KEYS,
+// and writes nothing: the sg-reader role of docs/redis-acl.md, read-only,
+// can list (expired members are trimmed by the instances' entry writes). An
+// unknown service has no instances and no error; an index key of the wrong
+// type is an error naming it.
 func (r *Registry) List(ctx context.Context, service string) ([]Instance, error) {
 	return r.list(ctx, service, r.cfg.log)
 }
@@ -60,14 +63,24 @@ func (r *Registry) list(ctx context.Context, service string, log *slog.Logger) (
 		return nil, nil
 	}
 	keys := make([]string, 0, len(zs))
+	names := make([]string, 0, len(zs))
 	expires := make([]time.Time, 0, len(zs))
 	for _, z := range zs {
 		id, ok := z.Member.(string)
 		if !ok {
 			continue
 		}
+		if err := fleetenv.ValidateInstance(id); err != nil {
+			r.skipped(ctx, log, idx+"\x00"+id, "registry: skipping an index member that cannot be an instance id",
+				"key", idx, "member", short(id))
+			continue
+		}
 		keys = append(keys, EntryKey(service, id))
+		names = append(names, id)
 		expires = append(expires, time.UnixMilli(int64(z.Score)))
+	}
+	if len(keys) == 0 {
+		return nil, nil
 	}
 	vals, err := r.c.MGet(ctx, keys...).Result()
 	if err != nil {
@@ -81,9 +94,9 @@ func (r *Registry) list(ctx context.Context, service string, log *slog.Logger) (
 			missing = append(missing, keys[i])
 			continue
 		}
-		var e Entry
-		if err := json.Unmarshal([]byte(s), &e); err != nil {
-			log.Warn("registry: skipping unreadable entry", "key", keys[i], "error", err)
+		e, err := DecodeEntry(service, names[i], []byte(s))
+		if err != nil {
+			r.skipEntry(ctx, log, keys[i], err)
 			continue
 		}
 		out = append(out, Instance{Entry: e, Expires: expires[i]})
@@ -125,7 +138,7 @@ func (r *Registry) reportWrongTypes(ctx context.Context, log *slog.Logger, keys 
 	}
 	for i, t := range types {
 		if v := t.Val(); v != "none" && v != "string" {
-			log.Warn("registry: skipping an entry key of the wrong type", "key", keys[i], "type", v)
+			r.skipped(ctx, log, keys[i], "registry: skipping an entry key of the wrong type", "key", keys[i], "type", v)
 		}
 	}
 }
@@ -140,7 +153,9 @@ func (r *Registry) Services(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// Entry returns one instance's entry, or an error wrapping ErrNotFound.
+// Entry returns one instance's entry, or an error wrapping ErrNotFound;
+// an entry whose JSON names another instance is an error wrapping
+// ErrNameMismatch, one that is not JSON the decoder's (DecodeEntry).
 func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, error) {
 	if err := ValidateNames(service, instance); err != nil {
 		return Entry{}, err
@@ -153,9 +168,42 @@ func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, 
 	if err != nil {
 		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, r.refused(redisacl.Reader, err, "GET", key))
 	}
-	var e Entry
-	if err := json.Unmarshal([]byte(s), &e); err != nil {
-		return Entry{}, fmt.Errorf("registry: decoding %s: %w", key, err)
+	return DecodeEntry(service, instance, []byte(s))
+}
+
+// skipEntry logs, through skipped, an entry a reader skipped because
+// DecodeEntry refused it (err).
+func (r *Registry) skipEntry(ctx context.Context, log *slog.Logger, key string, err error) {
+	if mm, ok := errors.AsType[*NameMismatchError](err); ok {
+		r.skipped(ctx, log, key, "registry: skipping an entry whose JSON names another instance than its key",
+			"key", key, "entry_service", short(mm.Service), "entry_instance", short(mm.Instance))
+		return
 	}
-	return e, nil
+	r.skipped(ctx, log, key, "registry: skipping unreadable entry", "key", key, "error", err)
+}
+
+// skipped logs msg with args at warn to log, about something a reader
+// skipped (limit names it): the first time at once, then at most once a
+// minute per thing (ratelog.Keyed, on the registry's clock), with the count
+// left out. A dashboard lists a service every few seconds; a bad entry is
+// named once a minute, and however many keys a writer makes bad, the lines
+// stay bounded.
+func (r *Registry) skipped(ctx context.Context, log *slog.Logger, limit, msg string, args ...any) {
+	ok, n := r.skips.Allow(limit)
+	if !ok {
+		return
+	}
+	if n > 0 {
+		args = append(args, ratelog.SuppressedKey, n)
+	}
+	log.WarnContext(ctx, msg, args...)
+}
+
+// short bounds a value read from Redis for a log line: at most 128 bytes,
+// valid UTF-8, "…" when cut.
+func short(s string) string {
+	if len(s) <= 128 {
+		return strings.ToValidUTF8(s, "\ufffd")
+	}
+	return strings.ToValidUTF8(s[:128], "\ufffd") + "…"
 }

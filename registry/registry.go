@@ -13,6 +13,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/retry"
 )
 
@@ -27,7 +28,13 @@ type Registry struct {
 	// cluster says c is a cluster client, whose pipelines run each node's
 	// commands concurrently: writes whose order matters go in turn.
 	cluster bool
+	// skips rate-limits the readers' warnings about the entries they skip,
+	// per key (see skipped).
+	skips *ratelog.Keyed
 }
+
+// skipKeys is how many keys a Registry remembers warning about (skipped).
+const skipKeys = 256
 
 // New returns a Registry using c. It does not contact Redis.
 func New(c redis.UniversalClient, opts ...Option) *Registry {
@@ -47,7 +54,8 @@ func New(c redis.UniversalClient, opts ...Option) *Registry {
 	}
 	_, cluster := c.(*redis.ClusterClient)
 	return &Registry{c: c, cfg: cfg, cluster: cluster, sentText: map[*redis.Script]*atomic.Bool{
-		entryScript: new(atomic.Bool), servicesScript: new(atomic.Bool)}}
+		entryScript: new(atomic.Bool), servicesScript: new(atomic.Bool)},
+		skips: ratelog.NewKeyed(cfg.clock, ratelog.DefaultInterval, skipKeys)}
 }
 
 // TTL returns the entry TTL.

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -451,8 +450,21 @@ func (w *Watcher) apply(ctx context.Context, events []Event) error {
 
 // fetch reads the entries and index scores of ids in one pipeline (they
 // share the service's slot). An instance whose entry or score is missing,
-// unreadable or expired is left out.
+// unreadable or expired is left out; so are, with a warning (at most one a
+// minute per key), an id from the stream that cannot be an instance id and
+// an entry whose JSON names another instance than its key (DecodeEntry).
 func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance, error) {
+	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool {
+		if fleetenv.ValidateInstance(id) == nil {
+			return false
+		}
+		w.r.skipped(ctx, w.log, EventsKey+"\x00"+id, "registry: skipping an event to running whose instance cannot be an instance id",
+			"key", EventsKey, "instance", short(id))
+		return true
+	})
+	if len(ids) == 0 {
+		return nil, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, w.r.cfg.writeTimeout)
 	defer cancel()
 	pipe := w.r.c.Pipeline()
@@ -482,9 +494,9 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 		if err != nil {
 			continue
 		}
-		var e Entry
-		if err := json.Unmarshal([]byte(raw), &e); err != nil {
-			w.log.Warn("registry: skipping unreadable entry", "key", EntryKey(w.service, id), "error", err)
+		e, err := DecodeEntry(w.service, id, []byte(raw))
+		if err != nil {
+			w.r.skipEntry(ctx, w.log, EntryKey(w.service, id), err)
 			continue
 		}
 		in := Instance{Entry: e, Expires: time.UnixMilli(int64(score))}

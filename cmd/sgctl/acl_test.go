@@ -64,7 +64,9 @@ func TestSgctlAsTheSgReaderUser(t *testing.T) {
 	var stdout, stderr syncBuffer
 	wctx, stopWatch := context.WithCancel(t.Context())
 	watched := make(chan int, 1)
-	go func() { watched <- newTestApp(reader, nil, &stdout, &stderr).main(wctx, []string{"watch", "--from", "0"}) }()
+	go func() {
+		watched <- newTestApp(reader, nil, &stdout, &stderr).main(wctx, []string{"watch", "--from", "0"})
+	}()
 	eventually(t, 10*time.Second, func() bool { return strings.Contains(stdout.String(), "demo-1") },
 		func() string { return "sgctl watch as sg-reader: " + stdout.String() + stderr.String() })
 	stopWatch()

@@ -106,12 +106,22 @@
 //
 // Whoever can write to the fleet's Redis can write the registry and the
 // streams, so sgctl prints nothing it read there as is. In text output every
-// value is escaped: control characters and escape sequences, C1 controls,
-// bidi overrides and invalid UTF-8 appear as Go escapes (\x1b, \u009b,
-// \u202e, \xff), as in a Go string literal without its quotes. Table cells
-// and watch columns show at most 128 characters of a value and end a longer
-// one with "…"; --json keeps whole values, JSON-escaped (DEL and C1
-// controls included). ps skips a member of sg:registry:services that is not
+// value is escaped: every rune outside Unicode's graphic categories
+// (control characters and escape sequences, C1 controls, bidi overrides and
+// isolates, zero-width and other format characters) and invalid UTF-8 appear
+// as Go escapes (\x1b, \u009b, \u202e, \xff), and a backslash as \\;
+// quotes are left as they are. Table cells and watch columns show at most
+// 128 characters of a value and end a longer one with "…"; --json keeps
+// whole values, valid JSON with the same runes as \u escapes (DEL, C1
+// controls, bidi overrides and the other format characters included). The
+// dashboard shows values by the same rule (package visible).
+//
+// Names come from keys (see package registry): ps, the op commands' plan
+// and the dashboard skip an entry whose JSON names another service or
+// instance than its key, or none, and an index member that cannot be an
+// instance id, with a warning naming the key; watch skips an event whose
+// service or instance cannot be a name, with a warning at most once a
+// minute. ps also skips a member of sg:registry:services that is not
 // a service name, a service whose keys Redis refuses (an index of the wrong
 // type), and an entry that is not JSON or not a string, with one warning line
 // on stderr each ("sgctl ps: warning: ..."), lists the rest and exits 0. A

@@ -139,15 +139,18 @@ func TestPsWithAServicesKeyOfTheWrongTypeFailsNamingIt(t *testing.T) {
 	}
 }
 
-// An entry whose every field carries escape sequences, with a 2 MB host and
-// an instance id (in the index) that is itself hostile.
+// An entry whose every field carries escape sequences, with a 2 MB host,
+// and an entry under an instance id (in the index) that is itself hostile:
+// names come from keys, so that one is skipped, with its warning escaped.
 func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 	mr := miniredis.RunT(t)
-	id := "i-" + hostile
 	host := hostile + strings.Repeat("h", 2<<20)
-	b, _ := json.Marshal(registry.Entry{Service: "demo", Instance: id, Status: "running" + hostile, Phase: hostile,
+	b, _ := json.Marshal(registry.Entry{Service: "demo", Instance: "i-1", Status: "running" + hostile, Phase: hostile,
 		Host: host, PID: 7, Version: hostile, StartedAt: time.Now()})
-	rawEntry(t, mr, "demo", id, string(b))
+	rawEntry(t, mr, "demo", "i-1", string(b))
+	badID := "i-" + hostile
+	b, _ = json.Marshal(registry.Entry{Service: "demo", Instance: badID, Status: "running", Host: "h", PID: 8})
+	rawEntry(t, mr, "demo", badID, string(b))
 	env := map[string]string{"REDIS_URL": "redis://" + mr.Addr()}
 
 	r := sgctl(t, t.Context(), env, nil, "ps")
@@ -155,18 +158,22 @@ func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 		t.Fatalf("exit code %d, want 0", r.code)
 	}
 	noTerminalBytes(t, "the table", r.stdout)
+	noTerminalBytes(t, "stderr", r.stderr)
 	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
 	if len(lines) != 2 {
-		t.Fatalf("%d lines, want the header and one row", len(lines))
+		t.Fatalf("%d lines, want the header and one row (the hostile id skipped)", len(lines))
 	}
 	if n := len(lines[1]); n > 2000 {
 		t.Errorf("the row is %d bytes: the 2 MB host was not cut", n)
 	}
 	t.Logf("the row of an entry with a %d-byte host is %d bytes", len(host), len(lines[1]))
-	for _, want := range []string{`i-\x1b[2J\x1b]0;pwned\a\u009b31m\x7f`, `running\x1b[2J`, `\x1b[2J\x1b]0;pwned\a\u009b31m\x7fhhhh`, "hhh…"} {
+	for _, want := range []string{"i-1", `running\x1b[2J`, `\x1b[2J\x1b]0;pwned\a\u009b31m\x7fhhhh`, "hhh…"} {
 		if !strings.Contains(lines[1], want) {
 			t.Errorf("row lacks %q:\n%s", want, lines[1])
 		}
+	}
+	if !strings.Contains(r.stderr, `member=i-\x1b[2J\x1b]0;pwned\a\u009b31m\x7f`) {
+		t.Errorf("the hostile index member is not named, escaped, in a warning:\n%s", r.stderr)
 	}
 
 	// --json keeps every value whole, and escaped.
@@ -176,7 +183,7 @@ func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || len(got) != 1 {
 		t.Fatalf("--json: %v, %d entries", err, len(got))
 	}
-	if got[0].Host != host || got[0].Instance != id || got[0].Status != "running"+hostile {
+	if got[0].Host != host || got[0].Instance != "i-1" || got[0].Status != "running"+hostile {
 		t.Errorf("--json changed the values (host %d bytes, want %d)", len(got[0].Host), len(host))
 	}
 }
@@ -186,21 +193,21 @@ func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = c.Close() })
 	if err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: registry.EventsKey, Values: map[string]any{
-		"service": "demo" + hostile, "instance": "i-1" + hostile, "event": "stop" + hostile,
-		"from": "running", "to": "stopping_daemons" + hostile, "phase": "S1", "degraded": "false",
+		"service": "demo", "instance": "i-1", "event": "stop" + hostile,
+		"from": "running" + hostile, "to": "stopping_daemons" + hostile, "phase": "S1", "degraded": "false",
 		"time": time.Now().UTC().Format(time.RFC3339Nano), "error": hostile + strings.Repeat("e", 2<<20),
 	}}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"REDIS_URL": "redis://" + mr.Addr()}
 	w := startWatch(t, env, "--from", "0")
-	w.waitFor(`demo\x1b[2J`)
+	w.waitFor(`stop\x1b[2J`)
 	if code := w.stop(); code != exitOK {
 		t.Fatalf("exit code %d", code)
 	}
 	out := w.stdout.String()
 	noTerminalBytes(t, "watch", out)
-	if len(out) > 4000 || !strings.Contains(out, `stopping_daemons\x1b[2J`) || !strings.Contains(out, "eee…") {
+	if len(out) > 4000 || !strings.Contains(out, `running\x1b[2J`) || !strings.Contains(out, `stopping_daemons\x1b[2J`) || !strings.Contains(out, "eee…") {
 		t.Errorf("watch line (%d bytes) not escaped and cut:\n%.600s", len(out), out)
 	}
 
@@ -213,7 +220,7 @@ func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &ev); err != nil {
 		t.Fatal(err)
 	}
-	if ev.Service != "demo"+hostile || len(ev.Error) != len(hostile)+2<<20 {
+	if ev.Event != "stop"+hostile || ev.To != "stopping_daemons"+hostile || len(ev.Error) != len(hostile)+2<<20 {
 		t.Errorf("--json changed the values")
 	}
 }
@@ -246,7 +253,7 @@ func TestCleanEscapesEverythingATerminalActsOnAndCellCutsWithAnEllipsis(t *testi
 		"bad\xffutf8":        `bad\xffutf8`,
 		"tab\tnl\n":          `tab\tnl\n`,
 		"\u009b2J":           `\u009b2J`,
-		`q"b\`:               `q\"b\\`,
+		`q"b\`:               `q"b\\`, // a quote is visible; a backslash is escaped
 	} {
 		if got := clean(in); got != want {
 			t.Errorf("clean(%q) = %s, want %s", in, got, want)

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/cmd/sgctl/internal/optrack"
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/visible"
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
@@ -85,12 +86,13 @@ func (s *Server) fleet(ctx context.Context, names []string) ([]service, error) {
 	return out, nil
 }
 
-// instances turns listed instances into what the pages show; an Expires of
-// zero leaves the heartbeat unknown.
+// instances turns listed instances into what the pages, /api/fleet and the
+// live updates show: each string field cut to a cell (cutEntry); an
+// Expires of zero leaves the heartbeat unknown.
 func (s *Server) instances(now time.Time, ins []registry.Instance) []instance {
 	out := make([]instance, len(ins))
 	for i, in := range ins {
-		v := instance{Entry: in.Entry, Group: s.group(in.Status)}
+		v := instance{Entry: cutEntry(in.Entry), Group: s.group(in.Status)}
 		if !in.Expires.IsZero() { // zero: the index score was not read
 			hb := in.Expires.Add(-s.cfg.TTL)
 			// A writer's clock ahead of ours would date it in the future.
@@ -125,7 +127,7 @@ func (s *Server) counts(ins []instance) []stateCount {
 	}
 	slices.Sort(rest)
 	for _, k := range rest {
-		out = append(out, stateCount{clean(k), "unknown", n[k]})
+		out = append(out, stateCount{visible.Clean(k), "unknown", n[k]})
 	}
 	return out
 }
@@ -190,7 +192,7 @@ func (s *Server) fleetPage(w http.ResponseWriter, r *http.Request) { s.fleetOrSe
 func (s *Server) servicePage(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("name")
 	if err := registry.ValidateNames(name, "x"); err != nil {
-		http.Error(w, fmt.Sprintf("dashboard: service %q: %v", clean(name), err), http.StatusBadRequest)
+		http.Error(w, fmt.Sprintf("dashboard: service %q: %v", visible.Cell(name), err), http.StatusBadRequest)
 		return
 	}
 	s.fleetOrService(w, r, []string{name})
@@ -230,7 +232,7 @@ func (s *Server) fleetOrService(w http.ResponseWriter, r *http.Request, names []
 
 func (s *Server) redisFailed(w http.ResponseWriter, err error) {
 	s.cfg.Logger.Warn("dashboard: reading Redis", "error", err)
-	http.Error(w, "dashboard: reading Redis: "+clean(err.Error()), http.StatusBadGateway)
+	http.Error(w, "dashboard: reading Redis: "+visible.Clean(err.Error()), http.StatusBadGateway)
 }
 
 // fleetJSON serves the fleet (or ?service=) as JSON, for app.js to refresh
@@ -239,7 +241,7 @@ func (s *Server) fleetJSON(w http.ResponseWriter, r *http.Request) {
 	var names []string
 	if n := r.URL.Query().Get("service"); n != "" {
 		if err := registry.ValidateNames(n, "x"); err != nil {
-			http.Error(w, fmt.Sprintf("dashboard: service %q: %v", clean(n), err), http.StatusBadRequest)
+			http.Error(w, fmt.Sprintf("dashboard: service %q: %v", visible.Cell(n), err), http.StatusBadRequest)
 			return
 		}
 		names = []string{n}
