@@ -43,6 +43,17 @@
 // instance has a key (WithControlKeys) or opts in to unsigned ops
 // (WithControlInsecure).
 //
+// # Optional interfaces
+//
+// A Service may implement, beside OnStart, Run and OnStop:
+//
+//   - Binder: Bind(*Instance), called once by New before it returns (so
+//     before any phase, under process.Main too): the service keeps its
+//     instance, for the list below;
+//   - Configurer, Instrumenter, ModuleLoader, AdapterBuilder: the work of
+//     phases 3 to 6;
+//   - Advertiser: the address the registry entry advertises, read at phase 8.
+//
 // # Options
 //
 //   - identity: WithServiceName, WithInstanceID, WithVersion, WithAdvertiseAddr

@@ -181,6 +181,9 @@ func New(svc Service, opts ...Option) (*Instance, error) {
 		return nil, err
 	}
 	in.m = m
+	if b, ok := svc.(Binder); ok {
+		b.Bind(in)
+	}
 	return in, nil
 }
 
@@ -206,8 +209,13 @@ func (in *Instance) Version() string { return in.cfg.version }
 // State returns the current state.
 func (in *Instance) State() phases.State { return in.m.Current() }
 
-// Logger returns the instance's logger: the one given with WithLogger, with
-// the service and instance attributes.
+// Logger returns the instance's logger: the one given with WithLogger
+// (under process.Main, Main's own unless a WithLogger is among its options),
+// with the service and instance attributes added. The instance logs its
+// transitions and its own lines through it, and so does Main once New has
+// returned (its signals, go-redis's lines, the exit): a service that logs
+// through it (from Bind on) writes lines a reader can tell apart by
+// instance, and must not add service or instance again.
 func (in *Instance) Logger() *slog.Logger { return in.log }
 
 // Degraded reports whether the instance booted without the Redis it does not

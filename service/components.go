@@ -1,0 +1,28 @@
+package service
+
+import "github.com/redis/go-redis/v9"
+
+// What a service's components get from their instance (a Service that
+// implements Binder has it from New on): the instance's Redis client and
+// its logger (Instance.Logger).
+
+// Redis returns the Redis client the instance uses for its ping, registry
+// entry and control channel: the one given with WithRedis or, under
+// process.Main, the one Main built from REDIS_URL (which wins over
+// WithRedis); nil without either. It may be used from Bind on, and shares
+// its connection pool with the instance's own calls.
+//
+// The instance does not own it, and neither does the service: do not Close
+// it. Whoever built it closes it once the instance stopped: Main closes
+// REDIS_URL's as it exits; a client given with WithRedis is its giver's.
+//
+// It carries no deadline of the instance's: SG_REDIS_TIMEOUT
+// (WithRedisTimeout) bounds only the instance's own calls, through their
+// contexts. Bound yours with your context: Main's client has
+// ContextTimeoutEnabled, so a context's deadline reaches the socket, and
+// otherwise go-redis's timeouts apply (dial 5s, read and write 3s, unless
+// REDIS_URL sets dial_timeout, read_timeout or write_timeout). A context's
+// cancellation (as opposed to its deadline) does not end a read blocked in
+// Redis (XREAD or XREADGROUP with BLOCK, BLPOP): such a read holds until
+// its block time (go-redis#2556).
+func (in *Instance) Redis() redis.UniversalClient { return in.cfg.redis }
