@@ -1,10 +1,40 @@
 package service
 
-import "github.com/redis/go-redis/v9"
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // What a service's components get from their instance (a Service that
-// implements Binder has it from New on): the instance's Redis client and
-// its logger (Instance.Logger).
+// implements Binder has it from New on): the instance's Redis client, the
+// context that ends when the instance begins to leave, and the logger
+// (Instance.Logger).
+
+// Leaving returns a context that ends when the instance begins to leave
+// running for good, and never before:
+//
+//   - at the moment a stop or a restart is asked for (RequestStop, Shutdown,
+//     the end of Run's context, a signal under process.Main, RequestRestart,
+//     a restart op), in any phase, before any drain delay (WithDrainDelay,
+//     SG_DRAIN_DELAY);
+//   - when something fails the instance (a boot phase, Service.Run);
+//   - when Service.Run returns on its own.
+//
+// It ends no later than the context Service.Run gets, which a drain delay
+// keeps alive that much longer: a component stops taking new work when
+// Leaving ends and finishes the work in hand under Run's context (see
+// examples/orders in the repository). context.Cause says why, for a log
+// line.
+//
+// A drain op (Drain, `sgctl drain`) does not end it: the instance leaves
+// rotation, not its work, and Undrain brings it back, which a context
+// cannot follow. A component that must follow drain ops reads State, or
+// observes the transitions (WithTransitionObserver).
+//
+// The context holds no goroutine and may be used from Bind on; the same
+// context is returned every time.
+func (in *Instance) Leaving() context.Context { return in.leaving }
 
 // Redis returns the Redis client the instance uses for its ping, registry
 // entry and control channel: the one given with WithRedis or, under

@@ -2,26 +2,31 @@ package service
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/phases"
 )
 
-// bindingService records its Bind calls and what the instance was doing
-// then.
+// bindingService records its Bind calls, what the instance was doing then,
+// and, in Run, whether Leaving had ended by the time Run's context did.
 type bindingService struct {
 	testService
 	mu          sync.Mutex
 	binds       []*Instance
-	boundIn     phases.State // the instance's state at Bind
-	callsAtBind int          // the phase methods called before Bind
+	boundIn     phases.State  // the instance's state at Bind
+	callsAtBind int           // the phase methods called before Bind
+	running     chan struct{} // closed as Run begins
+	leftFirst   chan bool     // Run: Leaving had ended when Run's context ended
 }
 
 func newBindingService() *bindingService {
-	return &bindingService{testService: *newTestService()}
+	return &bindingService{testService: *newTestService(), running: make(chan struct{}), leftFirst: make(chan bool, 1)}
 }
 
 func (s *bindingService) Bind(in *Instance) {
@@ -39,6 +44,19 @@ func (s *bindingService) bound() []*Instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]*Instance(nil), s.binds...)
+}
+
+func (s *bindingService) Run(ctx context.Context) error {
+	s.mu.Lock()
+	in := s.binds[0]
+	s.mu.Unlock()
+	if s.runErr != nil {
+		return s.runErr
+	}
+	close(s.running)
+	<-ctx.Done()
+	s.leftFirst <- in.Leaving().Err() != nil
+	return nil
 }
 
 func TestNewBindsTheServiceOnceBeforeAnyPhase(t *testing.T) {
@@ -105,5 +123,175 @@ func TestRedisIsTheInstancesClientAndNilWithoutOne(t *testing.T) {
 	}
 	if bare.Redis() != nil {
 		t.Errorf("Redis() without a client = %v, want nil", bare.Redis())
+	}
+}
+
+// leavingCase drives an instance from running (or a boot phase) to the
+// point where it begins to leave.
+type leavingCase struct {
+	name   string
+	opts   []Option
+	block  phases.State // a boot phase to stop in; "" for running
+	runErr error        // what Service.Run returns at once
+	leave  func(t *testing.T, f *fixture, in *Instance)
+	cause  string // in context.Cause's message
+}
+
+func TestLeavingEndsTheMomentTheInstanceBeginsToLeave(t *testing.T) {
+	boom := errors.New("boom")
+	for _, tc := range []leavingCase{
+		{name: "RequestStop", leave: func(_ *testing.T, _ *fixture, in *Instance) { in.RequestStop() }, cause: "stop"},
+		{name: "RequestRestart", leave: func(t *testing.T, _ *fixture, in *Instance) {
+			if err := in.RequestRestart(); err != nil {
+				t.Fatal(err)
+			}
+		}, cause: "restart"},
+		{name: "Shutdown", leave: func(_ *testing.T, _ *fixture, in *Instance) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel() // asks for the stop, and returns without waiting
+			_ = in.Shutdown(ctx)
+		}, cause: "stop"},
+		{name: "stop during a boot phase", block: phases.LoadingModules,
+			leave: func(_ *testing.T, _ *fixture, in *Instance) { in.RequestStop() }, cause: "stop"},
+		{name: "a failing boot phase", block: phases.LoadingModules, cause: "failed",
+			leave: func(_ *testing.T, _ *fixture, in *Instance) {}},
+		{name: "Run failing", runErr: boom, cause: "boom", leave: func(*testing.T, *fixture, *Instance) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			svc := newBindingService()
+			svc.runErr = tc.runErr
+			if tc.name == "a failing boot phase" {
+				svc.failIn = tc.block
+			} else {
+				svc.blockIn = tc.block
+			}
+			in, err := New(svc, f.options(tc.opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := in.Leaving().Err(); err != nil {
+				t.Fatalf("Leaving ended after New: %v", err)
+			}
+			done := startRun(t, in)
+			switch {
+			case svc.failIn != "" || tc.runErr != nil:
+				// The failure itself is what makes it leave.
+				<-in.Done()
+			case tc.block != "":
+				<-svc.blocked
+			default:
+				<-svc.running // a restart needs Run under way, not only the state
+			}
+			if svc.failIn == "" && tc.runErr == nil {
+				if err := in.Leaving().Err(); err != nil {
+					t.Fatalf("Leaving ended before anything asked the instance to leave (state %s): %v", in.State(), err)
+				}
+				tc.leave(t, f, in)
+				// At the request, not at some later step: before the call
+				// returned.
+				if in.Leaving().Err() == nil {
+					t.Fatalf("Leaving still going on after %s returned", tc.name)
+				}
+			}
+			cause := context.Cause(in.Leaving())
+			if cause == nil || !strings.Contains(cause.Error(), tc.cause) {
+				t.Errorf("context.Cause = %v, want it to say %q", cause, tc.cause)
+			}
+			if tc.runErr != nil && !errors.Is(cause, tc.runErr) {
+				t.Errorf("context.Cause = %v, want it to wrap Run's error", cause)
+			}
+			_ = wait(t, done)
+			if tc.block == "" && tc.runErr == nil {
+				if first := <-svc.leftFirst; !first {
+					t.Error("Run's context ended while Leaving was still going on")
+				}
+			}
+		})
+	}
+}
+
+func TestLeavingEndsWhenRunReturnsOnItsOwn(t *testing.T) {
+	f := newFixture(t)
+	var in *Instance
+	ret := make(chan struct{})
+	in, err := New(runFunc(func(ctx context.Context) error {
+		<-ret
+		if err := in.Leaving().Err(); err != nil {
+			t.Errorf("Leaving ended while Run was still running: %v", err)
+		}
+		return nil
+	}), f.options()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := startRun(t, in)
+	waitState(t, in, phases.Running)
+	close(ret)
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if c := context.Cause(in.Leaving()); c == nil || !strings.Contains(c.Error(), "Service.Run returned") {
+		t.Errorf("context.Cause = %v, want Service.Run returned", c)
+	}
+}
+
+// With a drain delay, Leaving ends at the stop, while Run's context goes on
+// for the delay: the time a worker has to finish the work in hand.
+func TestLeavingEndsAtTheStopBeforeTheDrainDelay(t *testing.T) {
+	f := newFixture(t)
+	svc := newDrainService()
+	const delay = 10 * time.Second
+	in, err := New(svc, f.options(WithDrainDelay(delay), WithShutdownTimeout(time.Minute))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := startRun(t, in)
+	svc.waitRun(t)
+	in.RequestStop()
+	if in.Leaving().Err() == nil {
+		t.Fatal("Leaving goes on after the stop")
+	}
+	if svc.runCancelled() || in.State() != phases.Draining {
+		t.Fatalf("Run cancelled %v, state %s: want Run going on in draining", svc.runCancelled(), in.State())
+	}
+	f.clock.Advance(delay)
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A drain op takes the instance out of rotation, not out of its work:
+// Leaving goes on through Drain and Undrain, and ends at the stop.
+func TestADrainOpDoesNotEndLeaving(t *testing.T) {
+	f := newFixture(t)
+	svc := newDrainService()
+	in, err := New(svc, f.options()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := startRun(t, in)
+	svc.waitRun(t) // a drain op needs Run under way, not only the state
+	if err := in.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Leaving().Err(); err != nil || in.State() != phases.Draining {
+		t.Fatalf("after Drain: state %s, Leaving %v; want draining and Leaving going on", in.State(), err)
+	}
+	if err := in.Undrain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Leaving().Err(); err != nil {
+		t.Fatalf("after Undrain: Leaving %v, want it going on", err)
+	}
+	if err := in.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	in.RequestStop() // from draining
+	if in.Leaving().Err() == nil {
+		t.Fatal("a stop of a drained instance did not end Leaving")
+	}
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
 	}
 }

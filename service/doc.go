@@ -54,6 +54,21 @@
 //     phases 3 to 6;
 //   - Advertiser: the address the registry entry advertises, read at phase 8.
 //
+// # Components
+//
+// A service made of several components (an HTTP API and a stream worker)
+// runs them all under Service.Run, so that either failing fails the
+// instance; from its Instance (Binder) they get:
+//
+//   - Leaving: a context that ends the moment a stop or a restart is asked
+//     for (before any drain delay) or something fails the instance, and no
+//     later than Run's context: a worker stops taking new work then, and
+//     finishes the work in hand under Run's context;
+//   - Redis: the instance's own client (nil without Redis), not to be
+//     closed;
+//   - Logger: the instance's logger, with its service and instance
+//     attributes, the one process.Main logs through.
+//
 // # Options
 //
 //   - identity: WithServiceName, WithInstanceID, WithVersion, WithAdvertiseAddr

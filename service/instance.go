@@ -59,8 +59,12 @@ type Instance struct {
 	// whose contexts derive from it; cancelWork cancels it (stopWork).
 	interrupt  context.Context
 	cancelWork context.CancelFunc
-	delay      clockwork.Timer // ends the drain delay, in the delaying stages
-	stopBegan  time.Time       // when the stop began: the shutdown timeout counts from it
+	// leaving ends, with its cause, as the instance begins to leave
+	// (Leaving): move calls leave.
+	leaving   context.Context
+	leave     context.CancelCauseFunc
+	delay     clockwork.Timer // ends the drain delay, in the delaying stages
+	stopBegan time.Time       // when the stop began: the shutdown timeout counts from it
 	// stopTrace is the stop's lifecycle.shutdown span (stopSpan) in its
 	// context, opened as the stop began: with the drain delay, or as the
 	// instance moved to unwinding.
@@ -99,6 +103,7 @@ func New(svc Service, opts ...Option) (*Instance, error) {
 		done:  make(chan struct{}),
 	}
 	in.interrupt, in.cancelWork = context.WithCancel(context.Background())
+	in.leaving, in.leave = context.WithCancelCause(context.Background())
 	boot := in.table.StatesIn(phases.GroupBoot)
 	for s, d := range cfg.phaseTimeouts {
 		if !slices.Contains(boot, s) {
