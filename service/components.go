@@ -4,12 +4,14 @@ import (
 	"context"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/blockread"
 )
 
 // What a service's components get from their instance (a Service that
-// implements Binder has it from New on): the instance's Redis client, the
-// context that ends when the instance begins to leave, and the logger
-// (Instance.Logger).
+// implements Binder has it from New on): the instance's Redis client, a
+// client for blocking reads that a context ends, the context that ends when
+// the instance begins to leave, and the logger (Instance.Logger).
 
 // Leaving returns a context that ends when the instance begins to leave
 // running for good, and never before:
@@ -54,5 +56,38 @@ func (in *Instance) Leaving() context.Context { return in.leaving }
 // REDIS_URL sets dial_timeout, read_timeout or write_timeout). A context's
 // cancellation (as opposed to its deadline) does not end a read blocked in
 // Redis (XREAD or XREADGROUP with BLOCK, BLPOP): such a read holds until
-// its block time (go-redis#2556).
+// its block time (go-redis#2556); make blocking reads through
+// BlockingRedis.
 func (in *Instance) Redis() redis.UniversalClient { return in.cfg.redis }
+
+// BlockingRedis returns a Redis client for blocking reads (XREAD and
+// XREADGROUP with BLOCK, BLPOP, BRPOP, ...) that is closed as soon as ctx
+// ends: a read blocked in it then returns at once with an error (the
+// read's context's, or redis.ErrClosed), where the same read through Redis
+// would hold until its block time, whatever its context, since go-redis
+// ends a blocked read only at a deadline. Give it the context that must end
+// the reads: for a worker
+// that stops taking work as the instance leaves, one that Leaving ends.
+// ctx must end; after that the client only fails.
+//
+// Each call returns a new client with Redis's options (addresses,
+// credentials, TLS, timeouts), keeping no idle connection and without the
+// hooks added to Redis with AddHook. A command that Redis executed as the
+// client closed has lost its reply: an XREADGROUP cut short that way may
+// have delivered an entry, which stays pending for the consumer, to be read
+// again with ID 0 (or claimed with XAUTOCLAIM). Use it for reads, and
+// Redis for the rest.
+//
+// A client it cannot copy (a Ring, a type of your own) is returned as it is
+// and never closed: a read blocked in it ends only at its block time.
+// BlockingRedis returns nil without Redis.
+func (in *Instance) BlockingRedis(ctx context.Context) redis.UniversalClient {
+	if in.cfg.redis == nil {
+		return nil
+	}
+	c, own := blockread.NewClient(in.cfg.redis, blockread.Retry)
+	if own {
+		context.AfterFunc(ctx, func() { _ = c.Close() })
+	}
+	return c
+}

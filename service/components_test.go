@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/phases"
 )
 
@@ -123,6 +124,9 @@ func TestRedisIsTheInstancesClientAndNilWithoutOne(t *testing.T) {
 	}
 	if bare.Redis() != nil {
 		t.Errorf("Redis() without a client = %v, want nil", bare.Redis())
+	}
+	if c := bare.BlockingRedis(t.Context()); c != nil {
+		t.Errorf("BlockingRedis() without a client = %v, want nil", c)
 	}
 }
 
@@ -293,5 +297,104 @@ func TestADrainOpDoesNotEndLeaving(t *testing.T) {
 	}
 	if err := wait(t, done); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitBlocked waits until a client of srv is blocked in cmd (CLIENT LIST's
+// cmd field, flag b).
+func waitBlocked(t *testing.T, rdb *redis.Client, cmd string) {
+	t.Helper()
+	pollUntil(t, 10*time.Second, "a client blocked in "+cmd, func() bool {
+		list, err := rdb.ClientList(context.Background()).Result()
+		if err != nil {
+			return false
+		}
+		for _, line := range strings.Split(list, "\n") {
+			if strings.Contains(line, " cmd="+cmd) && strings.Contains(line, " flags=b") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// The reason BlockingRedis exists, on a real redis-server: the end of a
+// context does not end a read blocked through the instance's client, and
+// ends one blocked through BlockingRedis at once.
+func TestBlockingRedisEndsABlockedReadWhenItsContextEnds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real redis-server")
+	}
+	srv := redistest.Server(t)
+	admin := srv.Client(t)
+	client := deadlineClient(t, srv.Addr())
+	in, err := New(newTestService(), newFaultRig(t).options(client)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := client.XGroupCreateMkStream(ctx, "s", "g", "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+	read := func(c redis.UniversalClient, ctx context.Context, block time.Duration) <-chan error {
+		errc := make(chan error, 1)
+		go func() {
+			errc <- c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{"s", ">"}, Block: block}).Err()
+		}()
+		return errc
+	}
+
+	// Through Redis: cancelled, the read still waits its whole BLOCK.
+	const shortBlock = 2 * time.Second
+	rctx, cancelRead := context.WithCancel(ctx)
+	start := time.Now()
+	errc := read(in.Redis(), rctx, shortBlock)
+	waitBlocked(t, admin, "xreadgroup")
+	cancelRead()
+	err = <-errc
+	if held := time.Since(start); held < shortBlock-100*time.Millisecond {
+		t.Fatalf("a cancelled read through Redis() ended after %v (%v), before its BLOCK of %v: "+
+			"go-redis now ends blocked reads at cancellation; BlockingRedis may be unneeded", held, err, shortBlock)
+	}
+
+	// Through BlockingRedis: at once, with a BLOCK of 30s. The bound leaves
+	// a busy machine room; the figure is logged.
+	const block, bound = 30 * time.Second, 5 * time.Second
+	bctx, cancelBlocking := context.WithCancel(ctx)
+	errc = read(in.BlockingRedis(bctx), bctx, block)
+	waitBlocked(t, admin, "xreadgroup")
+	start = time.Now()
+	cancelBlocking()
+	select {
+	case err := <-errc:
+		if err == nil || errors.Is(err, redis.Nil) {
+			t.Errorf("the read ended with %v, want an error: a read that timed out would be redis.Nil", err)
+		}
+		t.Logf("read with BLOCK %v ended %v after its context", block, time.Since(start))
+	case <-time.After(bound):
+		t.Fatalf("the read with BLOCK %v still blocked %v after its context ended", block, bound)
+	}
+	// The instance's own client goes on.
+	if err := in.Redis().Ping(ctx).Err(); err != nil {
+		t.Fatalf("Redis() after BlockingRedis closed: %v", err)
+	}
+	// A context that already ended gives a client that only fails (it is
+	// closed as BlockingRedis returns, or just after).
+	ended := in.BlockingRedis(bctx)
+	pollUntil(t, 5*time.Second, "the client of an ended context closed", func() bool {
+		return errors.Is(ended.Ping(ctx).Err(), redis.ErrClosed)
+	})
+}
+
+func TestBlockingRedisReturnsAClientItCannotCopyAsItIs(t *testing.T) {
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	f := newFixture(t)
+	in, err := New(newTestService(), f.options(WithRedis(ring))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := in.BlockingRedis(t.Context()); c != redis.UniversalClient(ring) {
+		t.Fatalf("BlockingRedis with a Ring = %T, want the Ring itself", c)
 	}
 }

@@ -65,9 +65,13 @@
 //     later than Run's context: a worker stops taking new work then, and
 //     finishes the work in hand under Run's context;
 //   - Redis: the instance's own client (nil without Redis), not to be
-//     closed;
+//     closed; BlockingRedis: a client for blocking reads that a context's
+//     end closes, so that a read blocked in XREADGROUP ends at once (a
+//     cancelled context does not end one in go-redis);
 //   - Logger: the instance's logger, with its service and instance
 //     attributes, the one process.Main logs through.
+//
+// examples/orders in the repository is such a service.
 //
 // # Options
 //
