@@ -215,6 +215,40 @@ func TestLeavingEndsTheMomentTheInstanceBeginsToLeave(t *testing.T) {
 	}
 }
 
+// The end of the context given to Run is a stop: it ends Leaving (on a
+// goroutine of context.AfterFunc's, so not before cancel returns), before
+// Service.Run's context.
+func TestLeavingEndsWhenRunsContextEnds(t *testing.T) {
+	f := newFixture(t)
+	svc := newBindingService()
+	in, err := New(svc, f.options()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	<-svc.running
+	if err := in.Leaving().Err(); err != nil {
+		t.Fatalf("Leaving ended in running: %v", err)
+	}
+	cancel()
+	select {
+	case <-in.Leaving().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Leaving still going on 10s after Run's context ended")
+	}
+	if c := context.Cause(in.Leaving()); c == nil || !strings.Contains(c.Error(), "stop") {
+		t.Errorf("context.Cause = %v, want a stop", c)
+	}
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if first := <-svc.leftFirst; !first {
+		t.Error("Service.Run's context ended while Leaving was still going on")
+	}
+}
+
 func TestLeavingEndsWhenRunReturnsOnItsOwn(t *testing.T) {
 	f := newFixture(t)
 	var in *Instance
