@@ -51,9 +51,10 @@ func (in *Instance) Leaving() context.Context { return in.leaving }
 // It carries no deadline of the instance's: SG_REDIS_TIMEOUT
 // (WithRedisTimeout) bounds only the instance's own calls, through their
 // contexts. Bound yours with your context: Main's client has
-// ContextTimeoutEnabled, so a context's deadline reaches the socket, and
-// otherwise go-redis's timeouts apply (dial 5s, read and write 3s, unless
-// REDIS_URL sets dial_timeout, read_timeout or write_timeout). A context's
+// ContextTimeoutEnabled, so a context's deadline reaches the socket; without
+// a deadline go-redis's timeouts apply (dial 5s, read and write 3s, unless
+// REDIS_URL sets dial_timeout, read_timeout or write_timeout; a blocking
+// command waits its block time and 10s more). A context's
 // cancellation (as opposed to its deadline) does not end a read blocked in
 // Redis (XREAD or XREADGROUP with BLOCK, BLPOP): such a read holds until
 // its block time (go-redis#2556); make blocking reads through
