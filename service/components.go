@@ -42,7 +42,10 @@ func (in *Instance) Leaving() context.Context { return in.leaving }
 // entry and control channel: the one given with WithRedis or, under
 // process.Main, the one Main built from REDIS_URL (which wins over
 // WithRedis); nil without either. It may be used from Bind on, and shares
-// its connection pool with the instance's own calls.
+// its connection pool, and its Redis user, with the instance's own calls:
+// under the least-privilege sg-instance role (docs/redis-acl.md in the
+// repository) the service's own commands and keys need rules of their own
+// on that user (examples/orders gives its line).
 //
 // The instance does not own it, and neither does the service: do not Close
 // it. Whoever built it closes it once the instance stopped: Main closes
