@@ -43,6 +43,36 @@
 // instance has a key (WithControlKeys) or opts in to unsigned ops
 // (WithControlInsecure).
 //
+// # Optional interfaces
+//
+// A Service may implement, beside OnStart, Run and OnStop:
+//
+//   - Binder: Bind(*Instance), called once by New before it returns (so
+//     before any phase, under process.Main too): the service keeps its
+//     instance, for the list below;
+//   - Configurer, Instrumenter, ModuleLoader, AdapterBuilder: the work of
+//     phases 3 to 6;
+//   - Advertiser: the address the registry entry advertises, read at phase 8.
+//
+// # Components
+//
+// A service made of several components (an HTTP API and a stream worker)
+// runs them all under Service.Run, so that either failing fails the
+// instance; from its Instance (Binder) they get:
+//
+//   - Leaving: a context that ends the moment a stop or a restart is asked
+//     for (before any drain delay) or something fails the instance, and no
+//     later than Run's context: a worker stops taking new work then, and
+//     finishes the work in hand under Run's context;
+//   - Redis: the instance's own client (nil without Redis), not to be
+//     closed; BlockingRedis: a client for blocking reads that a context's
+//     end closes, so that a read blocked in XREADGROUP ends at once (a
+//     cancelled context does not end one in go-redis);
+//   - Logger: the instance's logger, with its service and instance
+//     attributes, the one process.Main logs through.
+//
+// examples/orders in the repository is such a service.
+//
 // # Options
 //
 //   - identity: WithServiceName, WithInstanceID, WithVersion, WithAdvertiseAddr

@@ -260,7 +260,16 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 	})
 }
 
-// WithLogger sets the logger (default slog.Default()). A nil logger is ignored.
+// WithLogger sets the logger the instance logs through; New adds the
+// service and instance attributes to it (Instance.Logger). A nil logger is
+// ignored.
+//
+// Without it, New takes slog.Default() as it is when New runs. process.Main
+// (and process.Run) give their own first: a slog.TextHandler on stderr
+// (Config.Stderr) at level Info, which a WithLogger among Main's options
+// replaces. Main logs through Instance.Logger once New returned an
+// instance; what it logs before (an invalid environment or option, exit 2)
+// goes through its own handler, whatever WithLogger says.
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) {
 		if l != nil {
