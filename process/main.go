@@ -64,7 +64,9 @@ func Run(ctx context.Context, svc service.Service, opts ...service.Option) int {
 // Config holds what only a process has, and only Main and Run honour: the
 // zero Config is theirs.
 type Config struct {
-	// Getenv reads the environment (default os.Getenv).
+	// Getenv reads the fleet's variables, REDIS_URL and SG_* (default
+	// os.Getenv). The OTEL_* variables are read from the process environment
+	// whatever it is: the OpenTelemetry SDK reads them there.
 	Getenv func(string) string
 	// Stderr is where the default logger writes (default os.Stderr), when no
 	// service.WithLogger is given.
@@ -155,7 +157,10 @@ func (c Config) run(ctx context.Context, svc service.Service, opts ...service.Op
 	// SignalWindow) or a request to exit at once, never the default action.
 	stopSignals := handleSignals(in, log, c.clock)
 	defer stopSignals()
-	shutdownOTel, err := setupOTel(ctx, in, c.Getenv)
+	// OTEL_* come from the process environment, where the SDK and autoexport
+	// read them, never from c.Getenv: deciding on one and exporting by the
+	// other would export nothing, or to a default endpoint, unasked.
+	shutdownOTel, err := setupOTel(ctx, in, os.Getenv)
 	if err != nil {
 		log.Error("configuration error", "error", err)
 		return ExitConfig, nil
