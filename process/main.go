@@ -66,7 +66,11 @@ func Run(ctx context.Context, svc service.Service, opts ...service.Option) int {
 type Config struct {
 	// Getenv reads the fleet's variables, REDIS_URL and SG_* (default
 	// os.Getenv). The OTEL_* variables are read from the process environment
-	// whatever it is: the OpenTelemetry SDK reads them there.
+	// whatever it is: the OpenTelemetry SDK reads them there. Run sets the
+	// global OpenTelemetry providers, which an instance takes when it is
+	// made: a second Run in one process (a test) exports through the first
+	// Run's providers, shut down by then, unless given its own
+	// (service.WithTracerProvider, service.WithMeterProvider).
 	Getenv func(string) string
 	// Stderr is where the default logger writes (default os.Stderr), when no
 	// service.WithLogger is given.
@@ -157,10 +161,7 @@ func (c Config) run(ctx context.Context, svc service.Service, opts ...service.Op
 	// SignalWindow) or a request to exit at once, never the default action.
 	stopSignals := handleSignals(in, log, c.clock)
 	defer stopSignals()
-	// OTEL_* come from the process environment, where the SDK and autoexport
-	// read them, never from c.Getenv: deciding on one and exporting by the
-	// other would export nothing, or to a default endpoint, unasked.
-	shutdownOTel, err := setupOTel(ctx, in, os.Getenv)
+	shutdownOTel, err := setupOTel(ctx, in)
 	if err != nil {
 		log.Error("configuration error", "error", err)
 		return ExitConfig, nil
