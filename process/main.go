@@ -23,7 +23,10 @@ import (
 const (
 	ExitOK     = 0 // reached stopped
 	ExitFailed = 1 // boot or run failed (reached failed), or a signal during the shutdown steps
-	ExitConfig = 2 // invalid configuration, found before anything touched Redis
+	// ExitConfig is invalid configuration: a variable or an option, found
+	// before anything touched Redis, or an error wrapping service.ErrConfig
+	// that failed the instance (a Configure returning a *service.ConfigError).
+	ExitConfig = 2
 	// ExitRestart is the exit code of a restart op when the process leaves it
 	// to a supervisor (Config.RestartExit, SG_RESTART_EXIT_CODE) instead of
 	// replacing itself.
@@ -36,8 +39,8 @@ const SignalWindow = 500 * time.Millisecond
 
 // Main runs svc as the process: it reads the environment (see ParseEnv), sets up
 // OpenTelemetry from the standard OTEL_* variables, boots, runs, and shuts down on
-// SIGINT or SIGTERM, then exits with ExitOK, ExitFailed or ExitConfig. It never
-// returns. The options are service.New's; the environment's settings win over
+// SIGINT or SIGTERM, then exits with ExitOK, ExitFailed or ExitConfig (after
+// a restart op, the package doc says which code). It never returns. The options are service.New's; the environment's settings win over
 // them where set.
 //
 // Signals: the first one stops the instance, through the drain delay

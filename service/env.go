@@ -15,12 +15,15 @@ import (
 	"github.com/stargazer/lifecycle/fleetenv"
 )
 
-// ErrConfig is matched by errors.Is for every configuration error: Main exits 2 on
-// it, before anything touches Redis.
+// ErrConfig is matched by errors.Is for every configuration error, and
+// process.Main exits 2 on it: on those New and the environment find, before
+// anything touches Redis, and on an error that wraps it failing the instance
+// later, a *ConfigError returned by a phase (Configurer.Configure) or by
+// Service.Run. Restarting the process would only fail the same way.
 var ErrConfig = errors.New("invalid configuration")
 
-// ConfigError names an input with a bad value: an environment variable or an
-// option.
+// ConfigError names an input with a bad value: an environment variable, an
+// option, or a setting of the service's own that its Configure reads.
 type ConfigError struct {
 	// Name is the variable or option, e.g. "SG_BOOT_JITTER".
 	Name  string

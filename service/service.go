@@ -12,8 +12,8 @@ type Service interface {
 	OnStart(ctx context.Context) error
 	// Run does the service's work until ctx is cancelled (a stop) and then
 	// returns. Returning nil before that is a clean stop; returning an error is a
-	// failure (exit code 1). An error that wraps context.Canceled after a stop is a
-	// clean stop.
+	// failure (exit code 1; 2 when it wraps ErrConfig). An error that wraps
+	// context.Canceled after a stop is a clean stop.
 	Run(ctx context.Context) error
 	// OnStop releases what OnStart started (shutdown step S4). It is called only if
 	// OnStart was called, whether OnStart succeeded or not. Its context ends at
