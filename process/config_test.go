@@ -5,10 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/jonboulle/clockwork"
 
 	"github.com/stargazer/lifecycle/service"
 )
@@ -97,3 +102,129 @@ func instanceOf(t *testing.T, log string) string {
 	id, _, _ := strings.Cut(rest, " ")
 	return id
 }
+
+// localService has configuration that needs no Redis (service.LocalConfigurer).
+type localService struct {
+	*configService
+	local error // returned by ConfigureLocal
+}
+
+func (s *localService) ConfigureLocal(context.Context) error { return s.local }
+
+// With Redis down, a bad setting found by ConfigureLocal (phase 1, before the
+// jitter and the ping) exits 2, touching no Redis: here Redis accepts
+// connections and never answers, as a frozen one does, the boot jitter is an
+// hour on a clock that never moves, and none of it is waited for. The same
+// error from Configure (phase 3, after the ping) is hidden behind the failed
+// ping when Redis is required (exit 1: the limit LocalConfigurer exists
+// for), and reached when it is not (the boot goes on degraded: exit 2).
+func TestAConfigErrorFoundBeforeThePingExitsTwoWithRedisDownTouchingNoRedis(t *testing.T) {
+	frozen := newAcceptCounter(t)
+	refused := refusedAddr(t)
+	for _, tc := range []struct {
+		name     string
+		svc      service.Service
+		env      map[string]string
+		code     int
+		want     string
+		conns    func() int // connections that reached Redis; nil: not counted
+		clockFor bool       // the jitter on a fake clock
+	}{
+		{name: "ConfigureLocal, Redis frozen", svc: &localService{configService: &configService{testService: newTestService()}, local: badSetting},
+			env:  map[string]string{"REDIS_URL": "redis://" + frozen.addr() + "/0", "SG_BOOT_JITTER": "1h", "SG_REDIS_TIMEOUT": "1h"},
+			code: ExitConfig, want: `ORDERS_DB_URL=\"postgres//db\"`, conns: frozen.count, clockFor: true},
+		{name: "Configure, Redis refused and required", svc: &configService{testService: newTestService(), configure: badSetting},
+			env:  map[string]string{"REDIS_URL": "redis://" + refused + "/0"},
+			code: ExitFailed, want: "redis is required but unavailable"},
+		{name: "Configure, Redis refused and not required", svc: &configService{testService: newTestService(), configure: badSetting},
+			env:  map[string]string{"REDIS_URL": "redis://" + refused + "/0", "SG_REDIS_REQUIRED": "false"},
+			code: ExitConfig, want: `ORDERS_DB_URL=\"postgres//db\"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"SG_SERVICE_NAME": "svc", "SG_BOOT_JITTER": "0", "SG_HEALTH_PORT": "0", "SG_HEALTH_HOST": "127.0.0.1"}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			var opts []service.Option
+			if tc.clockFor {
+				opts = append(opts, service.WithClock(clockwork.NewFakeClock()))
+			}
+			var stderr lockedWriter
+			stderr.b = &bytes.Buffer{}
+			codeCh := make(chan int, 1)
+			go func() {
+				codeCh <- Config{Getenv: envOf(env), Stderr: &stderr}.Run(context.Background(), tc.svc, opts...)
+			}()
+			var code int
+			select {
+			case code = <-codeCh:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("Run did not return: it waits for the jitter or Redis\n%s", stderr.String())
+			}
+			if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("exit code %d, want %d naming %s; stderr:\n%s", code, tc.code, tc.want, stderr.String())
+			}
+			if tc.conns != nil {
+				if n := tc.conns(); n != 0 {
+					t.Errorf("%d connections reached Redis", n)
+				}
+			}
+		})
+	}
+	// go-redis redials a refused address on a goroutine of its pool that sees
+	// the closed client within a second.
+	poll(t, func() bool { return !goroutineIn("ConnPool).tryDial") }, "go-redis's redial goroutine exits")
+}
+
+// refusedAddr returns a loopback address nothing listens on.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// acceptCounter is a TCP listener on loopback that accepts connections,
+// counts them and never answers: a frozen Redis.
+type acceptCounter struct {
+	ln net.Listener
+	n  atomic.Int64
+	wg sync.WaitGroup
+}
+
+func newAcceptCounter(t *testing.T) *acceptCounter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &acceptCounter{ln: ln}
+	a.wg.Go(func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			a.n.Add(1)
+			conns = append(conns, c)
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		a.wg.Wait()
+	})
+	return a
+}
+
+func (a *acceptCounter) addr() string { return a.ln.Addr().String() }
+func (a *acceptCounter) count() int   { return int(a.n.Load()) }

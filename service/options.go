@@ -289,10 +289,12 @@ func WithClock(clock clockwork.Clock) Option {
 }
 
 // WithHook adds work to a boot phase. Hooks are allowed in the phases where
-// the Service has work of its own: configuring, instrumenting,
-// loading_modules, building_adapters and starting; they run after the
-// Service's method for that phase (Configurer.Configure, ...,
-// Service.OnStart), in the order given. A nil hook is ignored.
+// the Service has work of its own: init (as the boot begins, before the
+// jitter and the ping: work that needs no Redis), configuring,
+// instrumenting, loading_modules, building_adapters and starting; they run
+// after the Service's method for that phase (LocalConfigurer.ConfigureLocal,
+// Configurer.Configure, ..., Service.OnStart), in the order given. A nil
+// hook is ignored.
 func WithHook(state phases.State, h Hook) Option {
 	return optionFunc(func(c *config) {
 		if h != nil {

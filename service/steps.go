@@ -26,7 +26,8 @@ type step struct {
 	work func(in *Instance, ctx context.Context) (phases.Event, error)
 
 	// service returns the Service's own work in a boot state
-	// (Configurer.Configure, ..., Service.OnStart), or nil when it has none.
+	// (LocalConfigurer.ConfigureLocal, Configurer.Configure, ...,
+	// Service.OnStart), or nil when it has none.
 	// A state with a service func takes the hooks given with WithHook; they
 	// run after it.
 	service func(Service) Hook
@@ -46,7 +47,8 @@ type step struct {
 // lifecycleSteps is the step table of phases.Lifecycle. Adding a boot phase
 // is a row in phases and a row here (see docs/diagrams.md).
 var lifecycleSteps = map[phases.State]step{
-	phases.Init:             {}, // New did phase 1's work
+	// New did phase 1's own work; the Service's is done as the boot begins.
+	phases.Init:             {service: optional(LocalConfigurer.ConfigureLocal)},
 	phases.Connecting:       {work: (*Instance).connect},
 	phases.Configuring:      {service: optional(Configurer.Configure)},
 	phases.Instrumenting:    {service: optional(Instrumenter.Instrument)},
