@@ -92,7 +92,7 @@ var lifecycle = Table{
 		{Name: GroupTerminal, Doc: "the process exits: 0 from stopped, 1 from failed (2 when a configuration error failed it)", Role: RoleStopped},
 	},
 	States: []StateInfo{
-		{Name: Init, Group: GroupBoot, Hook: "validate identity, options and environment; build the health server; as the boot begins, LocalConfigurer.ConfigureLocal (no Redis yet)", Doc: "local init"},
+		{Name: Init, Group: GroupBoot, Hook: "validate identity, options and environment; build the health server; as the boot begins, check the health address can be bound, then LocalConfigurer.ConfigureLocal (no Redis yet)", Doc: "local init"},
 		{Name: Connecting, Group: GroupBoot, Hook: "jitter, then Redis PING", Doc: "random jitter in [0, max], then the Redis ping gate"},
 		{Name: Configuring, Group: GroupBoot, Hook: "Configurer.Configure", Doc: "config hooks"},
 		{Name: Instrumenting, Group: GroupBoot, Hook: "Instrumenter.Instrument", Doc: "tracing and instrumentation hooks"},

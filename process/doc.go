@@ -25,7 +25,7 @@
 //	                (ParseEnv, OTEL_*, SG_RESTART_EXIT_CODE) or an option (New),
 //	                found before anything touched Redis; or the error that failed
 //	                the instance wraps service.ErrConfig (a *service.ConfigError
-//	                returned by a phase or by Service.Run)
+//	                returned by a phase or by Service.Run; the health port taken)
 //	3-125           a restart op stopped the instance cleanly, and
 //	                SG_RESTART_EXIT_CODE (or Config.RestartExit; ExitRestart is 3)
 //	                leaves the restart to a supervisor

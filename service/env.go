@@ -100,6 +100,7 @@ func WithEnv(e Env) Option {
 			}
 			c.fromEnv[variable] = true
 		}
+		c.envApplied = true
 		if e.Redis != nil {
 			c.redis = e.Redis
 		}
@@ -130,9 +131,11 @@ func WithEnv(e Env) Option {
 			}
 			if e.HealthHostSet {
 				host = strings.Trim(e.HealthHost, "[]") // JoinHostPort adds the brackets
+				set(fleetenv.HealthHost)
 			}
 			if e.HealthPortSet {
 				port = strconv.Itoa(e.HealthPort)
+				set(fleetenv.HealthPort)
 			}
 			c.healthAddr = net.JoinHostPort(host, port)
 		}

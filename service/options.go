@@ -83,6 +83,7 @@ type config struct {
 	drainDelay      time.Duration
 	advertiseAddr   string          // the registry entry's addr; "" leaves it to an Advertiser
 	fromEnv         map[string]bool // the variables WithEnv applied: errors name them
+	envApplied      bool            // WithEnv was given: the instance runs under process.Main
 }
 
 func defaultConfig() config {
@@ -196,6 +197,13 @@ func WithServiceTTL(ttl time.Duration) Option {
 // health.WithAddr takes it (SG_HEALTH_HOST and SG_HEALTH_PORT in Main, which
 // override its parts). The default is ":9090"; "127.0.0.1:0" picks a free
 // port on loopback.
+//
+// An address the server cannot bind (a port another process holds, a port
+// below 1024 without the capability, a host not this machine's) fails the
+// boot in init, before anything touches Redis (or in phase 9 if it was
+// taken meanwhile), with a *ConfigError naming WithHealthAddr, or
+// SG_HEALTH_PORT (SG_HEALTH_HOST) under Main, and the address: Main exits 2,
+// since a restart would not free the port.
 func WithHealthAddr(addr string) Option {
 	return optionFunc(func(c *config) { c.healthAddr = addr })
 }
