@@ -40,8 +40,13 @@ const SignalWindow = 500 * time.Millisecond
 // Main runs svc as the process: it reads the environment (see ParseEnv), sets up
 // OpenTelemetry from the standard OTEL_* variables, boots, runs, and shuts down on
 // SIGINT or SIGTERM, then exits with ExitOK, ExitFailed or ExitConfig (after
-// a restart op, the package doc says which code). It never returns. The options are service.New's; the environment's settings win over
-// them where set.
+// a restart op, the package doc says which code). It never returns. The
+// options are service.New's; the environment's settings win over them where
+// set, REDIS_URL over service.WithRedis too (the boot warns, naming both).
+// Without REDIS_URL or WithRedis the instance runs without Redis (no
+// registry entry, no control ops), and the boot says so at warn;
+// SG_REDIS_REQUIRED=false says no Redis is meant (a line at info instead),
+// and SG_REDIS_REQUIRED=true exits 2: there is no Redis to require.
 //
 // Signals: the first one stops the instance, through the drain delay
 // (SG_DRAIN_DELAY) when it is running. A signal during the drain delay ends

@@ -102,10 +102,15 @@ func WithEnv(e Env) Option {
 		}
 		c.envApplied = true
 		if e.Redis != nil {
+			if c.redis != nil && c.redis != e.Redis {
+				c.redisReplaced = c.redis // the boot warns: REDIS_URL wins
+			}
 			c.redis = e.Redis
+			set(fleetenv.RedisURL)
 		}
 		if e.RedisRequiredSet {
-			c.redisRequired = e.RedisRequired
+			c.redisRequired, c.redisRequiredSet = e.RedisRequired, true
+			set(fleetenv.RedisRequired)
 		}
 		if e.RedisTimeoutSet {
 			c.redisTimeout = e.RedisTimeout
@@ -140,7 +145,7 @@ func WithEnv(e Env) Option {
 			c.healthAddr = net.JoinHostPort(host, port)
 		}
 		if e.ServiceName != "" {
-			c.name = e.ServiceName
+			c.name, c.nameSet = e.ServiceName, true
 			set(fleetenv.ServiceName)
 		}
 		if e.InstanceID != "" {

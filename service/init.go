@@ -12,11 +12,54 @@ import (
 )
 
 // initialise is the library's work in phase 1 as the boot begins (New did
-// the rest): it checks that the health server can bind its address, so that
-// a port another process holds is found before anything touches Redis.
-// LocalConfigurer.ConfigureLocal and the init hooks run after it.
+// the rest): it says what the defaults in force do, and checks that the
+// health server can bind its address, so that a port another process holds
+// is found before anything touches Redis. LocalConfigurer.ConfigureLocal and
+// the init hooks run after it.
 func (in *Instance) initialise(ctx context.Context) (phases.Event, error) {
+	in.logDefaults()
 	return "", in.checkHealthAddr(ctx)
+}
+
+// logDefaults warns about the defaults a service author or an operator
+// probably did not mean: the service name nobody set, and, under Main, a
+// Redis that is not there or that REDIS_URL replaced.
+func (in *Instance) logDefaults() {
+	c := &in.cfg
+	if !c.nameSet {
+		set := "WithServiceName"
+		if c.envApplied {
+			set = "SG_SERVICE_NAME or WithServiceName"
+		}
+		in.log.Warn(fmt.Sprintf("no service name set (%s): running as the default, %q, in the registry, the logs and the traces", set, DefaultServiceName))
+	}
+	switch {
+	case c.redisReplaced != nil:
+		// The environment wins over the options under Main, REDIS_URL too: an
+		// operator points a built service at another Redis without a rebuild.
+		in.log.Warn("REDIS_URL wins over the Redis client given with WithRedis: the lifecycle (registry, control ops, health) uses REDIS_URL's; unset REDIS_URL to use yours",
+			"redis", in.redisAddr, "with_redis", fleetenv.RedisAddr(c.redisReplaced))
+	case c.envApplied && c.redis == nil && c.redisRequiredSet:
+		// Not required, said so (required is refused by New): no Redis is meant.
+		in.log.Info("running without Redis (REDIS_URL unset, Redis not required): no registry entry, no heartbeat, no control ops")
+	case c.envApplied && c.redis == nil:
+		in.log.Warn("running without Redis: REDIS_URL is unset, so there is no registry entry, no heartbeat and no control ops, and the Redis ping gate is skipped; " +
+			"set REDIS_URL, or SG_REDIS_REQUIRED=false to say that no Redis is meant (SG_REDIS_REQUIRED=true exits 2 without one)")
+	}
+}
+
+// requireRedisError is New's error for a Redis required in so many words
+// (WithRedisRequired(true), SG_REDIS_REQUIRED=true) with no Redis at all:
+// nil otherwise. By default Redis is required when there is one.
+func (c *config) requireRedisError() error {
+	if c.redis != nil || !c.redisRequiredSet || !c.redisRequired {
+		return nil
+	}
+	if c.fromEnv[fleetenv.RedisRequired] {
+		return &ConfigError{Name: fleetenv.RedisRequired, Value: "true",
+			Err: errors.New("REDIS_URL is unset (and no WithRedis client was given): there is no Redis to require; set REDIS_URL, or unset SG_REDIS_REQUIRED to run without Redis")}
+	}
+	return &ConfigError{Name: "WithRedisRequired", Value: "true", Err: errors.New("no Redis client (WithRedis, or REDIS_URL under process.Main): there is no Redis to require")}
 }
 
 // checkHealthAddr binds the health server's address and closes it at once:

@@ -84,6 +84,10 @@ type config struct {
 	advertiseAddr   string          // the registry entry's addr; "" leaves it to an Advertiser
 	fromEnv         map[string]bool // the variables WithEnv applied: errors name them
 	envApplied      bool            // WithEnv was given: the instance runs under process.Main
+	// What the boot's lines on the defaults (init.go) need to know.
+	nameSet          bool                  // WithServiceName or SG_SERVICE_NAME gave the name
+	redisRequiredSet bool                  // WithRedisRequired or SG_REDIS_REQUIRED said it
+	redisReplaced    redis.UniversalClient // the WithRedis client that REDIS_URL's replaced
 }
 
 func defaultConfig() config {
@@ -103,9 +107,11 @@ func defaultConfig() config {
 	}
 }
 
-// WithServiceName sets the service name (default "demo"; SG_SERVICE_NAME in Main).
+// WithServiceName sets the service name (SG_SERVICE_NAME in Main). Without
+// either, the instance runs as DefaultServiceName, "demo", and its boot
+// says so at warn.
 func WithServiceName(name string) Option {
-	return optionFunc(func(c *config) { c.name = name })
+	return optionFunc(func(c *config) { c.name, c.nameSet = name, true })
 }
 
 // WithInstanceID sets the instance id (default: generated from the host name and
@@ -121,7 +127,10 @@ func WithVersion(v string) Option {
 
 // WithRedis sets the Redis client used for the ping gate, the registry and the
 // control channel. Without one, the connecting phase skips the jitter and the
-// ping, and nothing is registered. A nil client is ignored.
+// ping, and nothing is registered (under Main, without REDIS_URL either, the
+// boot says so at warn). A nil client is ignored. Under Main, REDIS_URL wins
+// over it, as every variable wins over its option, and the boot warns,
+// naming both Redis addresses.
 func WithRedis(client redis.UniversalClient) Option {
 	return optionFunc(func(c *config) {
 		if client != nil {
@@ -131,9 +140,12 @@ func WithRedis(client redis.UniversalClient) Option {
 }
 
 // WithRedisRequired says whether a failed ping ends the boot in failed (true, the
-// default) or continues degraded (false).
+// default) or continues degraded (false); SG_REDIS_REQUIRED in Main. The
+// default applies to a Redis there is: without one the instance runs
+// without Redis, but requiring it in so many words (this option or the
+// variable set to true) with no Redis at all is a *ConfigError.
 func WithRedisRequired(required bool) Option {
-	return optionFunc(func(c *config) { c.redisRequired = required })
+	return optionFunc(func(c *config) { c.redisRequired, c.redisRequiredSet = required, true })
 }
 
 // WithRedisTimeout sets the deadline of each Redis call that a transition
@@ -369,6 +381,9 @@ func (c *config) validate(svc Service) error {
 	}
 	if c.bootTimeout < 0 {
 		return &ConfigError{Name: c.nameSource("WithBootTimeout", fleetenv.BootTimeout), Value: c.bootTimeout.String(), Err: errors.New("want >= 0 (0 disables it)")}
+	}
+	if err := c.requireRedisError(); err != nil {
+		return err
 	}
 	return checkSteps(c.table, c.steps)
 }
