@@ -194,13 +194,13 @@ func WithPhaseTimeout(s phases.State, d time.Duration) Option {
 }
 
 // WithBootJitter sets the maximum random delay before the ping (default 2s; 0
-// disables it).
+// disables it; SG_BOOT_JITTER in Main, which overrides it).
 func WithBootJitter(max time.Duration) Option {
 	return optionFunc(func(c *config) { c.jitter = max })
 }
 
-// WithServiceTTL sets the registry entry's TTL (default 30s). The heartbeat runs
-// every max(1s, TTL/3).
+// WithServiceTTL sets the registry entry's TTL (default 30s; SG_SERVICE_TTL in
+// Main, which overrides it). The heartbeat runs every max(1s, TTL/3).
 func WithServiceTTL(ttl time.Duration) Option {
 	return optionFunc(func(c *config) { c.ttl = ttl })
 }
