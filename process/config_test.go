@@ -152,12 +152,14 @@ func TestAConfigErrorFoundBeforeThePingExitsTwoWithRedisDownTouchingNoRedis(t *t
 			var stderr lockedWriter
 			stderr.b = &bytes.Buffer{}
 			codeCh := make(chan int, 1)
+			start := time.Now()
 			go func() {
 				codeCh <- Config{Getenv: envOf(env), Stderr: &stderr}.Run(context.Background(), tc.svc, opts...)
 			}()
 			var code int
 			select {
 			case code = <-codeCh:
+				t.Logf("exit %d %v after Run began", code, time.Since(start))
 			case <-time.After(10 * time.Second):
 				t.Fatalf("Run did not return: it waits for the jitter or Redis\n%s", stderr.String())
 			}

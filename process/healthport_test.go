@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 )
@@ -49,7 +50,9 @@ func TestASecondInstanceOnTheSameHealthPortExitsTwoNamingSG_HEALTH_PORT(t *testi
 	other := miniredis.RunT(t) // the second instance's Redis: it must see nothing
 	env2 := localEnv(map[string]string{"REDIS_URL": "redis://" + other.Addr() + "/0", "SG_SERVICE_NAME": "orders", "SG_HEALTH_PORT": port})
 	second := newLockedWriter()
+	start := time.Now()
 	code := Config{Getenv: envOf(env2), Stderr: second}.Run(context.Background(), newTestService())
+	t.Logf("the second instance exited %d %v after Run began", code, time.Since(start))
 	out := second.String()
 	if code != ExitConfig || !strings.Contains(out, `SG_HEALTH_PORT=\"`+port+`\"`) || !strings.Contains(out, "127.0.0.1:"+port) ||
 		!strings.Contains(out, "address already in use") || !strings.Contains(out, "set SG_HEALTH_PORT to a free port") {
