@@ -50,6 +50,9 @@
 //   - Binder: Bind(*Instance), called once by New before it returns (so
 //     before any phase, under process.Main too): the service keeps its
 //     instance, for the list below;
+//   - LocalConfigurer: configuration that needs no Redis, in phase 1 before
+//     the jitter and the ping, so that its *ConfigError exits 2 whatever Redis
+//     does;
 //   - Configurer, Instrumenter, ModuleLoader, AdapterBuilder: the work of
 //     phases 3 to 6;
 //   - Advertiser: the address the registry entry advertises, read at phase 8.
