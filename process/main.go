@@ -23,7 +23,10 @@ import (
 const (
 	ExitOK     = 0 // reached stopped
 	ExitFailed = 1 // boot or run failed (reached failed), or a signal during the shutdown steps
-	ExitConfig = 2 // invalid configuration, found before anything touched Redis
+	// ExitConfig is invalid configuration: a variable or an option, found
+	// before anything touched Redis, or an error wrapping service.ErrConfig
+	// that failed the instance (a Configure returning a *service.ConfigError).
+	ExitConfig = 2
 	// ExitRestart is the exit code of a restart op when the process leaves it
 	// to a supervisor (Config.RestartExit, SG_RESTART_EXIT_CODE) instead of
 	// replacing itself.
@@ -36,9 +39,14 @@ const SignalWindow = 500 * time.Millisecond
 
 // Main runs svc as the process: it reads the environment (see ParseEnv), sets up
 // OpenTelemetry from the standard OTEL_* variables, boots, runs, and shuts down on
-// SIGINT or SIGTERM, then exits with ExitOK, ExitFailed or ExitConfig. It never
-// returns. The options are service.New's; the environment's settings win over
-// them where set.
+// SIGINT or SIGTERM, then exits with ExitOK, ExitFailed or ExitConfig (after
+// a restart op, the package doc says which code). It never returns. The
+// options are service.New's; the environment's settings win over them where
+// set, REDIS_URL over service.WithRedis too (the boot warns, naming both).
+// Without REDIS_URL or WithRedis the instance runs without Redis (no
+// registry entry, no control ops), and the boot says so at warn;
+// SG_REDIS_REQUIRED=false says no Redis is meant (a line at info instead),
+// and SG_REDIS_REQUIRED=true exits 2: there is no Redis to require.
 //
 // Signals: the first one stops the instance, through the drain delay
 // (SG_DRAIN_DELAY) when it is running. A signal during the drain delay ends

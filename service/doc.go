@@ -50,6 +50,9 @@
 //   - Binder: Bind(*Instance), called once by New before it returns (so
 //     before any phase, under process.Main too): the service keeps its
 //     instance, for the list below;
+//   - LocalConfigurer: configuration that needs no Redis, in phase 1 before
+//     the jitter and the ping, so that its *ConfigError exits 2 whatever Redis
+//     does;
 //   - Configurer, Instrumenter, ModuleLoader, AdapterBuilder: the work of
 //     phases 3 to 6;
 //   - Advertiser: the address the registry entry advertises, read at phase 8.
@@ -75,14 +78,24 @@
 //
 // # Options
 //
-//   - identity: WithServiceName, WithInstanceID, WithVersion, WithAdvertiseAddr
-//   - Redis: WithRedis, WithRedisRequired, WithRedisTimeout, WithServiceTTL
-//   - control: WithControlKeys, WithControlInsecure, WithPullHandler, WithOperation
-//   - time limits: WithBootJitter, WithBootTimeout, WithPhaseTimeout, WithDrainDelay, WithShutdownTimeout
+// Under process.Main the variable after an option, in parentheses, wins over
+// it where set; the others are set in code only.
+//
+//   - identity: WithServiceName (SG_SERVICE_NAME), WithInstanceID
+//     (SG_INSTANCE_ID), WithVersion, WithAdvertiseAddr (SG_ADVERTISE_ADDR)
+//   - Redis: WithRedis (REDIS_URL), WithRedisRequired (SG_REDIS_REQUIRED),
+//     WithRedisTimeout (SG_REDIS_TIMEOUT), WithServiceTTL (SG_SERVICE_TTL)
+//   - control: WithControlKeys (SG_CONTROL_KEY), WithControlInsecure
+//     (SG_CONTROL_INSECURE), WithPullHandler, WithOperation
+//   - time limits: WithBootJitter (SG_BOOT_JITTER), WithBootTimeout
+//     (SG_BOOT_TIMEOUT), WithPhaseTimeout, WithDrainDelay (SG_DRAIN_DELAY),
+//     WithShutdownTimeout
 //   - work: WithHook, WithTransitionObserver
-//   - health: WithHealthAddr, WithHealthOption, WithoutHealthServer
-//   - telemetry: WithTracerProvider, WithMeterProvider, WithLogger, WithClock
-//   - WithEnv applies the fleet's environment (process.Main gives it last)
+//   - health: WithHealthAddr (SG_HEALTH_HOST, SG_HEALTH_PORT), WithHealthOption,
+//     WithoutHealthServer
+//   - telemetry: WithTracerProvider, WithMeterProvider (the global ones, set
+//     by Main from OTEL_*), WithLogger (Main's: text on stderr), WithClock
+//   - Main only: WithEnv, given last; the rest is process.Config
 //
 // Inside, the work of each boot phase and shutdown step is one row of a step
 // table beside the transition table, and the instance's own state (who drives
