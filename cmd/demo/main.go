@@ -66,6 +66,7 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 	}
 	opts := []service.Option{
 		service.WithLogger(log),
+		service.WithServiceName("demo"), // SG_SERVICE_NAME, when set, wins
 		service.WithVersion("demo-1"),
 		service.WithHealthAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(service.DefaultHealthPort))),
 	}
