@@ -180,7 +180,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return errors.New("controlops: daemon already started")
 	}
 	d.started = true
-	d.reader, d.ownReader = blockread.NewClient(d.rdb, blockread.Retry)
+	d.reader, d.ownReader = blockread.NewClient(d.rdb, blockread.Retry, blockread.Limits{})
 	if d.cfg.block <= 0 {
 		d.cfg.block = DefaultSharedBlock
 		if d.ownReader {

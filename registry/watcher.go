@@ -135,7 +135,7 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 		}
 	}
 	// A reconnect must surface as an error: the Watcher resyncs after it.
-	w.reader, w.ownReader = blockread.NewClient(r.c, blockread.NoRetry)
+	w.reader, w.ownReader = blockread.NewClient(r.c, blockread.NoRetry, blockread.Limits{})
 	w.view.Store(&View{Service: service, changed: make(chan struct{})})
 	go w.run(ctx)
 	return w, nil
