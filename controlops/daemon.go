@@ -19,6 +19,7 @@ import (
 
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
@@ -68,6 +69,10 @@ const (
 // memory was full (ErrReplayMemoryFull).
 const MetricReplayMemoryFull = "controlops.replay_memory.full"
 
+// MetricOversized counts the entries a Daemon rejected unread because they
+// held more than MaxEntryLen bytes or MaxFields fields (ErrOversized).
+const MetricOversized = "controlops.entries.oversized"
+
 // Daemon is the instance side of the control channel. The lifecycle starts it
 // at phase 8.5 and stops it first at shutdown (S1).
 type Daemon struct {
@@ -83,7 +88,9 @@ type Daemon struct {
 	notBefore time.Time     // ops issued before it, beyond the skew, are stale
 	mem       *replayMemory // nonces this process accepted (signed mode)
 	memFull   metric.Int64Counter
-	writes    *retry.Backoff // result writes; used by the read loop only
+	oversize  metric.Int64Counter
+	tooLarge  *ratelog.Logger // the warnings about oversized entries
+	writes    *retry.Backoff  // result writes; used by the read loop only
 
 	mu          sync.Mutex
 	started     bool
@@ -92,7 +99,8 @@ type Daemon struct {
 	lastID      string                // last entry handled (or the start position); "" until resolved
 	pending     bool                  // Start saw a restart handed over by the old process
 	checked     bool                  // Start read the pending key (so Running knows whether to look)
-	reader      redis.UniversalClient // blocking reads and the start position
+	stream      *blockread.Stream     // the op stream, bounded (Start)
+	reader      redis.UniversalClient // the stream's client: blocking reads, the start position, the reads of what Redis writers can bloat
 	ownReader   bool                  // reader is ours: Stop closes it
 	running     chan struct{}         // closed by Running
 	runningOnce sync.Once
@@ -145,6 +153,13 @@ func New(rdb redis.UniversalClient, t Target, opts ...Option) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlops: New: %w", err)
 	}
+	d.oversize, err = cfg.mp.Meter(ScopeName).Int64Counter(MetricOversized,
+		metric.WithDescription("Control stream entries rejected unread because they exceeded MaxEntryLen bytes or MaxFields fields."),
+		metric.WithUnit("{entry}"))
+	if err != nil {
+		return nil, fmt.Errorf("controlops: New: %w", err)
+	}
+	d.tooLarge = ratelog.New(d.log, cfg.clock, ratelog.DefaultInterval)
 	return d, nil
 }
 
@@ -180,7 +195,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return errors.New("controlops: daemon already started")
 	}
 	d.started = true
-	d.reader, d.ownReader = blockread.NewClient(d.rdb, blockread.Retry, blockread.Limits{})
+	d.stream = blockread.NewStream(d.rdb, StreamKey(d.svc), blockread.Retry, opLimits, DefaultSharedBlock)
+	d.reader, d.ownReader = d.stream.Client(), d.stream.Own()
 	if d.cfg.block <= 0 {
 		d.cfg.block = DefaultSharedBlock
 		if d.ownReader {
@@ -220,8 +236,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 // context cancelled, a blocked read ends at once (the daemon reads through a
 // client of its own, copied from a *redis.Client or *redis.ClusterClient, and
 // Stop closes it, which closes the blocked connection: go-redis does not end
-// a blocked read when its context ends; with other clients the read ends
-// within the block time, WithBlock). It
+// a blocked read when its context ends; with other clients the daemon polls,
+// and Stop ends its wait at once). It
 // returns ctx's error if ctx ends first (the daemon still stops). Stop before
 // Start, or a second Stop, returns nil.
 func (d *Daemon) Stop(ctx context.Context) error {
@@ -236,9 +252,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 		return nil
 	}
 	cancel()
-	if d.ownReader {
-		_ = d.reader.Close() // ends a blocked read at once
-	}
+	_ = d.stream.Close() // ends a blocked read at once (a copy only)
 	done := make(chan struct{})
 	go func() { d.wg.Wait(); close(done) }()
 	select {
@@ -270,19 +284,15 @@ func (d *Daemon) resolve(ctx context.Context) error {
 	if known {
 		return nil
 	}
-	h, err := d.reader.HGetAll(ctx, PendingKey(d.svc, d.inst)).Result()
+	h, err := d.handOver(ctx)
 	if err != nil {
-		return fmt.Errorf("controlops: HGETALL %s: %w", PendingKey(d.svc, d.inst), err)
+		return err
 	}
 	pos := h[pendingEntry]
 	if pos == "" {
-		msgs, err := d.reader.XRevRangeN(ctx, StreamKey(d.svc), "+", "-", 1).Result()
-		if err != nil {
-			return fmt.Errorf("controlops: XREVRANGE %s: %w", StreamKey(d.svc), err)
-		}
-		pos = "0-0"
-		if len(msgs) > 0 {
-			pos = msgs[0].ID
+		// The id alone: the last entry may be anyone's, of any size.
+		if pos, err = blockread.LastID(ctx, d.reader, StreamKey(d.svc)); err != nil {
+			return fmt.Errorf("controlops: the last id of %s: %w", StreamKey(d.svc), err)
 		}
 	}
 	d.mu.Lock()
@@ -366,39 +376,31 @@ func (d *Daemon) loop(ctx context.Context) {
 				return
 			}
 		}
-		streams, err := d.reader.XRead(ctx, &redis.XReadArgs{
-			Streams: []string{StreamKey(d.svc), after}, Count: 16, Block: d.cfg.block,
-		}).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
+		page, err := d.stream.Read(ctx, after, readCount, d.cfg.block)
+		if err != nil {
 			if ctx.Err() != nil || !fail("XREAD", err) {
 				return
 			}
 			continue
 		}
 		b.Succeeded(ctx, "from", after)
-		if err != nil {
-			continue // the block ran out: nothing new
-		}
-	entries:
-		for _, s := range streams {
-			for _, m := range s.Messages {
-				err := d.handle(ctx, m)
-				if errors.Is(err, errRetry) {
-					if !fail("handle", err) {
-						return
-					}
-					break entries
-				}
-				if ctx.Err() != nil && err != nil {
+		for _, e := range page.Entries {
+			err := d.handle(ctx, redis.XMessage{ID: e.ID, Values: e.Values}, d.tooLargeErr(ctx, e))
+			if errors.Is(err, errRetry) {
+				if !fail("handle", err) {
 					return
 				}
-				d.mu.Lock()
-				d.lastID = m.ID
-				stop := d.restarted
-				d.mu.Unlock()
-				if stop {
-					break entries
-				}
+				break
+			}
+			if ctx.Err() != nil && err != nil {
+				return
+			}
+			d.mu.Lock()
+			d.lastID = e.ID
+			stop := d.restarted
+			d.mu.Unlock()
+			if stop {
+				break
 			}
 		}
 	}
@@ -407,9 +409,13 @@ func (d *Daemon) loop(ctx context.Context) {
 // handle decides one entry and writes its final result. It returns errRetry
 // (nothing executed, nothing written) when Redis failed before the decision,
 // and the context's error when the daemon stopped before the result was
-// written.
-func (d *Daemon) handle(ctx context.Context, m redis.XMessage) error {
+// written. tooLarge, when not nil, rejects the entry, of which m holds the
+// short fields only.
+func (d *Daemon) handle(ctx context.Context, m redis.XMessage, tooLarge error) error {
 	op, perr := Parse(m.Values)
+	if tooLarge != nil {
+		perr = tooLarge
+	}
 	op.StreamID = m.ID
 	tp := op.Traceparent
 	if perr != nil {
@@ -549,8 +555,9 @@ func (d *Daemon) claimNonce(ctx context.Context, op Op) error {
 	if ok {
 		return nil
 	}
-	v, err := d.rdb.Get(ctx, key).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	// Through the guarded reader: a claim bloated by someone else is not ours.
+	v, err := d.reader.Get(ctx, key).Result()
+	if err != nil && !errors.Is(err, redis.Nil) && !errors.Is(err, blockread.ErrTooLarge) {
 		return fmt.Errorf("%w: GET %s: %w", errRetry, key, err)
 	}
 	if v == op.StreamID {

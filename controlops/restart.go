@@ -158,10 +158,10 @@ func (d *Daemon) finishRestart(ctx context.Context) error {
 	}
 	pk := PendingKey(d.svc, d.inst)
 	hctx, cancel := d.call(ctx)
-	h, err := d.rdb.HGetAll(hctx, pk).Result()
+	h, err := d.handOver(hctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("HGETALL %s: %w", pk, err)
+		return err
 	}
 	if len(h) == 0 {
 		return nil

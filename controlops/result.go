@@ -3,6 +3,7 @@ package controlops
 import (
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -34,6 +35,14 @@ func SlotsKey(service string) string { return "sg:control:slots:{" + service + "
 func PendingKey(service, instance string) string {
 	return "sg:control:pending:{" + service + "}:" + instance
 }
+
+// Limits of a result entry. A Daemon writes none beyond them (it cuts a
+// longer reason to MaxReasonLen, ending it with "…"); a Client never loads
+// one beyond them (Results, Wait).
+const (
+	MaxReasonLen = 2 << 10 // reason, bytes
+	MaxResultLen = 8 << 10 // bytes of one result entry: its field names and values summed
+)
 
 // Status is the outcome of one op on one instance.
 type Status string
@@ -102,6 +111,20 @@ type Result struct {
 	KeyID string
 }
 
+// cutReason cuts s to MaxReasonLen bytes at a character boundary, the last
+// bytes replaced by "…" when it was longer.
+func cutReason(s string) string {
+	if len(s) <= MaxReasonLen {
+		return s
+	}
+	const ellipsis = "…"
+	i := MaxReasonLen - len(ellipsis)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + ellipsis
+}
+
 func (r Result) values() map[string]any {
 	return map[string]any{
 		ResultOpID:     r.OpID,
@@ -109,7 +132,7 @@ func (r Result) values() map[string]any {
 		ResultStreamID: r.Entry,
 		ResultInstance: r.Instance,
 		ResultStatus:   string(r.Status),
-		ResultReason:   r.Reason,
+		ResultReason:   cutReason(r.Reason),
 		ResultAt:       strconv.FormatInt(r.At.UnixMilli(), 10),
 		ResultState:    r.State,
 		ResultPID:      strconv.Itoa(r.PID),

@@ -1,0 +1,51 @@
+package controlops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/stargazer/lifecycle/internal/blockread"
+)
+
+// What the daemon reads of what any Redis writer can write, bounded: see
+// "Entries of any size" in the package documentation.
+
+// opLimits bound what the daemon loads of its stream: an entry beyond them
+// is rejected without being read. A page of 16 entries of the largest size
+// passes the guard (blockread.Limits.guard).
+var opLimits = blockread.Limits{Entry: MaxEntryLen, Fields: MaxFields, Reply: 1 << 20}
+
+// readCount is how many entries one read of the stream returns at most.
+const readCount = 16
+
+// tooLargeErr returns the reason an oversized entry is rejected, having
+// counted it and warned (at most once a minute), or nil for an entry within
+// the limits.
+func (d *Daemon) tooLargeErr(ctx context.Context, e blockread.Entry) error {
+	if !e.Oversized {
+		return nil
+	}
+	d.oversize.Add(ctx, 1)
+	d.tooLarge.Log(ctx, slog.LevelWarn, "oversized control entry rejected unread",
+		"entry", e.ID, "bytes", e.Size, "fields", e.Fields, "max_bytes", MaxEntryLen, "max_fields", MaxFields)
+	return fmt.Errorf("%w: %d bytes in %d fields; an op entry holds at most %d bytes in %d fields; rejected unread",
+		ErrOversized, e.Size, e.Fields, MaxEntryLen, MaxFields)
+}
+
+// handOver reads the restart hand-over of this instance (PendingKey) through
+// the guarded reader: a hash that someone bloated past what a hand-over
+// holds is not one, and is ignored with a warning.
+func (d *Daemon) handOver(ctx context.Context) (map[string]string, error) {
+	pk := PendingKey(d.svc, d.inst)
+	h, err := d.reader.HGetAll(ctx, pk).Result()
+	if errors.Is(err, blockread.ErrTooLarge) {
+		d.log.Warn("restart hand-over too large to be one: ignored", "key", pk, "error", err)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("controlops: HGETALL %s: %w", pk, err)
+	}
+	return h, nil
+}
