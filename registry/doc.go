@@ -74,6 +74,30 @@
 // Instances skips (and logs, naming the key) entries that are not JSON or not
 // strings.
 //
+// # Entries of any size
+//
+// The registry writes no field longer than MaxErrorLen (an error, 4 KiB) or
+// MaxValueLen (any other, 256 bytes): Register, Member and Publish refuse a
+// longer one with an error wrapping ErrTooLong that names the field and the
+// limit; Member.Update, which cannot fail, cuts it, ending it with "…". So an
+// event it writes holds less than MaxEventLen (8 KiB) in fewer than
+// MaxEventFields fields. Anyone else who can write to Redis can append an
+// event of hundreds of megabytes to sg:events, which every Watcher, sgctl
+// watch and the dashboard follow: they never load one over those limits
+// (internal/blockread). A Watcher and an EventReader wait in XREAD BLOCK
+// through a client of their own whose connections are guarded: a reply that
+// holds a field over MaxEventLen, or that passes its byte budget, is refused
+// before go-redis allocates it (the connection is closed), and the reader
+// reads the same entries with a read-only Lua script (EVALSHA_RO) that sizes
+// each in Redis and returns an oversized one as its id, size and short fields
+// (SkippedEvent), until it has caught up; then it blocks again. EventRange,
+// Events and a resync's read of the last id are scripts of that kind, on the
+// registry's client. An oversized event is left out and logged at warn (the
+// first at once, then at most one line a minute). Through a client that
+// cannot be copied (not a *redis.Client or *redis.ClusterClient) nothing can
+// guard a blocking read: a Watcher or an EventReader polls with the script
+// every 100ms instead.
+//
 // Log lines name each attribute once: a Member's lines carry service and
 // instance, a Watcher's carry service, added by the registry; the logger
 // given to WithLogger must not carry them already. An error goes under the
@@ -89,7 +113,8 @@
 // status is running, the one status consumers route to; package balancer
 // sends HTTP requests to them. It keeps the view from two sources:
 //   - the sg:events stream, through one blocking XREAD at a time resuming
-//     from the last id read: an event to running adds the instance once one
+//     from the last id read (bounded: see "Entries of any size"): an event
+//     to running adds the instance once one
 //     pipelined GET of its entry and ZSCORE of its index member confirm it
 //     (the entry says where to call it, Entry.Addr); an event to any other
 //     state (pulling, draining, stopping_daemons, ...) removes it. A change

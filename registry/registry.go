@@ -13,6 +13,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/retry"
 )
 
@@ -27,6 +28,8 @@ type Registry struct {
 	// cluster says c is a cluster client, whose pipelines run each node's
 	// commands concurrently: writes whose order matters go in turn.
 	cluster bool
+	// skipLog warns of the oversized events Events leaves out.
+	skipLog *ratelog.Logger
 }
 
 // New returns a Registry using c. It does not contact Redis.
@@ -47,7 +50,8 @@ func New(c redis.UniversalClient, opts ...Option) *Registry {
 	}
 	_, cluster := c.(*redis.ClusterClient)
 	return &Registry{c: c, cfg: cfg, cluster: cluster, sentText: map[*redis.Script]*atomic.Bool{
-		entryScript: new(atomic.Bool), servicesScript: new(atomic.Bool)}}
+		entryScript: new(atomic.Bool), servicesScript: new(atomic.Bool)},
+		skipLog: ratelog.New(cfg.log, cfg.clock, ratelog.DefaultInterval)}
 }
 
 // TTL returns the entry TTL.
@@ -64,9 +68,14 @@ func (r *Registry) HeartbeatInterval() time.Duration { return max(time.Second, r
 // Register takes the entry over whoever wrote it, with e.Owner as given; it
 // is for tools and tests. A process registers through a Member, whose later
 // writes are compare-and-set on its owner token. Keys of the wrong type are
-// replaced and logged, as a Member's writes do.
+// replaced and logged, as a Member's writes do. A field longer than
+// MaxErrorLen (Error) or MaxValueLen (the others) is an error wrapping
+// ErrTooLong that names it.
 func (r *Registry) Register(ctx context.Context, e Entry) error {
 	if err := ValidateNames(e.Service, e.Instance); err != nil {
+		return err
+	}
+	if err := check("entry", entryFields(&e)); err != nil {
 		return err
 	}
 	pipe := r.c.Pipeline()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
@@ -74,8 +75,8 @@ type Watcher struct {
 	block   time.Duration
 	log     *slog.Logger // the registry's, with service: every line names it once
 
-	reader    redis.UniversalClient // blocking reads only; ours to close when own
-	ownReader bool
+	stream  *blockread.Stream // sg:events, bounded; its client is ours to close when it copied it
+	skipLog *ratelog.Logger   // warns of the oversized events it leaves out
 
 	view   atomic.Pointer[View]
 	synced chan struct{} // closed by the first successful resync
@@ -135,7 +136,9 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 		}
 	}
 	// A reconnect must surface as an error: the Watcher resyncs after it.
-	w.reader, w.ownReader = blockread.NewClient(r.c, blockread.NoRetry, blockread.Limits{})
+	// Through a client it cannot copy it polls every 100ms.
+	w.stream = blockread.NewStream(r.c, EventsKey, blockread.NoRetry, eventLimits, 100*time.Millisecond)
+	w.skipLog = ratelog.New(w.log, r.cfg.clock, ratelog.DefaultInterval)
 	w.view.Store(&View{Service: service, changed: make(chan struct{})})
 	go w.run(ctx)
 	return w, nil
@@ -220,9 +223,7 @@ func (w *Watcher) Next(ctx context.Context, v *View) (*View, error) {
 func (w *Watcher) Close() error {
 	w.once.Do(func() {
 		w.cancel()
-		if w.ownReader {
-			_ = w.reader.Close()
-		}
+		_ = w.stream.Close() // a copy only
 		<-w.done
 		close(w.view.Load().changed)
 	})
@@ -310,7 +311,8 @@ func (w *Watcher) nextSync() time.Time {
 func (w *Watcher) resync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, w.r.cfg.writeTimeout)
 	defer cancel()
-	last, err := w.r.c.XRevRangeN(ctx, EventsKey, "+", "-", 1).Result()
+	// The id alone: the last event may be anyone's, of any size.
+	last, err := blockread.LastID(ctx, w.r.c, EventsKey)
 	if err != nil {
 		return fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, w.r.failed(err))
 	}
@@ -318,10 +320,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.pos = "0-0"
-	if len(last) == 1 {
-		w.pos = last[0].ID
-	}
+	w.pos = last
 	now := w.r.cfg.clock.Now()
 	running := make(map[string]Instance, len(ins))
 	listed := make(map[string]bool, len(ins))
@@ -375,23 +374,18 @@ func (w *Watcher) read(ctx context.Context, block time.Duration) ([]Event, error
 	// Redis never answers; go-redis's own bound is block + 10s.
 	rctx, cancel := context.WithTimeout(ctx, block+w.r.cfg.writeTimeout)
 	defer cancel()
-	streams, err := w.reader.XRead(rctx, &redis.XReadArgs{
-		Streams: []string{EventsKey, w.pos}, Count: 512, Block: block,
-	}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
+	page, err := w.stream.Read(rctx, w.pos, 512, block)
 	if err != nil {
-		slotmap.Reload(w.reader, err)
+		slotmap.Reload(w.stream.Client(), err)
 		return nil, fmt.Errorf("registry: reading %s after %s: %w", EventsKey, w.pos, err)
 	}
+	p := eventPage(page, w.pos)
+	w.pos = p.Next
+	warnSkipped(ctx, w.skipLog, p.Skipped)
 	var out []Event
-	for _, s := range streams {
-		for _, m := range s.Messages {
-			w.pos = m.ID
-			if svc, _ := m.Values["service"].(string); svc == w.service {
-				out = append(out, decodeEvent(m))
-			}
+	for _, ev := range p.Events {
+		if ev.Service == w.service {
+			out = append(out, ev)
 		}
 	}
 	return out, nil
