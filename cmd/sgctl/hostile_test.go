@@ -185,23 +185,35 @@ func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	mr := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = c.Close() })
-	if err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: registry.EventsKey, Values: map[string]any{
-		"service": "demo" + hostile, "instance": "i-1" + hostile, "event": "stop" + hostile,
-		"from": "running", "to": "stopping_daemons" + hostile, "phase": "S1", "degraded": "false",
-		"time": time.Now().UTC().Format(time.RFC3339Nano), "error": hostile + strings.Repeat("e", 2<<20),
-	}}).Err(); err != nil {
-		t.Fatal(err)
+	// An event as large as an event may be, and one far larger, which the
+	// watch leaves out unread, naming it in a warning.
+	long := hostile + strings.Repeat("e", 4000)
+	for _, errText := range []string{long, hostile + strings.Repeat("e", 2<<20)} {
+		if err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: registry.EventsKey, Values: map[string]any{
+			"service": "demo" + hostile, "instance": "i-1" + hostile, "event": "stop" + hostile,
+			"from": "running", "to": "stopping_daemons" + hostile, "phase": "S1", "degraded": "false",
+			"time": time.Now().UTC().Format(time.RFC3339Nano), "error": errText,
+		}}).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	env := map[string]string{"REDIS_URL": "redis://" + mr.Addr()}
 	w := startWatch(t, env, "--from", "0")
 	w.waitFor(`demo\x1b[2J`)
+	eventually(t, 5*time.Second, func() bool { return strings.Contains(w.stderr.String(), "skipped entry") },
+		func() string { return "no warning of the oversized entry:\n" + w.stderr.String() })
 	if code := w.stop(); code != exitOK {
 		t.Fatalf("exit code %d", code)
 	}
 	out := w.stdout.String()
 	noTerminalBytes(t, "watch", out)
-	if len(out) > 4000 || !strings.Contains(out, `stopping_daemons\x1b[2J`) || !strings.Contains(out, "eee…") {
-		t.Errorf("watch line (%d bytes) not escaped and cut:\n%.600s", len(out), out)
+	if len(out) > 4000 || strings.Count(out, "\n") != 2 || !strings.Contains(out, `stopping_daemons\x1b[2J`) || !strings.Contains(out, "eee…") {
+		t.Errorf("watch output (%d bytes) not the header and one line, escaped and cut:\n%.600s", len(out), out)
+	}
+	warning := w.stderr.String()
+	noTerminalBytes(t, "the warning", warning)
+	if !strings.Contains(warning, `service "demo\x1b[2J`) || len(warning) > 2000 {
+		t.Errorf("the warning (%d bytes) does not name the entry's service escaped:\n%.600s", len(warning), warning)
 	}
 
 	jw := startWatch(t, env, "--from", "0", "--json")
@@ -213,7 +225,7 @@ func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &ev); err != nil {
 		t.Fatal(err)
 	}
-	if ev.Service != "demo"+hostile || len(ev.Error) != len(hostile)+2<<20 {
+	if ev.Service != "demo"+hostile || ev.Error != long {
 		t.Errorf("--json changed the values")
 	}
 }

@@ -14,8 +14,8 @@ import (
 )
 
 // watchBlock is how long one blocking read of the events stream waits. A
-// cancelled watch does not wait for it: the client is closed, which ends
-// the read at once.
+// cancelled watch does not wait for it: the reader's client is closed, which
+// ends the read at once.
 const watchBlock = 5 * time.Second
 
 var watchCommand = &command{
@@ -35,6 +35,10 @@ shown; --from 0 replays the whole capped stream first, --from ID starts
 after a stream id (the "id" field of --json output), to resume a watch.
 
 With --json each transition is one JSON object per line (NDJSON).
+
+An entry of the stream larger than the lifecycle writes (8 KiB), which anyone
+who can write to Redis can append, is never loaded: a warning line on stderr
+names it, its size and the service it claims.
 
 If Redis stops answering after the watch started, sgctl says so on stderr
 and keeps retrying from the last transition it printed, so nothing still in
@@ -93,23 +97,36 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 	defer stop()
 
 	reg := registry.New(cn.client, registry.WithLogger(a.warner()))
+	// Bounded reads on a connection of the watch's own: an entry anyone
+	// appended, of any size, is never loaded (it is reported instead).
+	er := reg.EventReader()
+	defer er.Close()
+	stopReader := context.AfterFunc(ctx, func() { _ = er.Close() })
+	defer stopReader()
 	p := &eventPrinter{w: a.stdout, json: asJSON}
 	// The first read does not block: it resolves "$" to an id at once (so
 	// nothing made after the command started is missed) and reports a Redis
 	// that fails right away as unreachable rather than retrying.
-	events, last, err := reg.Events(ctx, from, 0, 0)
+	page, err := er.Read(ctx, from, 0, 0)
 	if err != nil {
 		if ctx.Err() != nil {
 			return exitOK
 		}
 		return a.redisError(cn, err)
 	}
+	last := page.Next
 	p.header()
 	// The waits between reads after Redis stopped answering: the project's
 	// policy, as the services' loops (full jitter, 100ms to 5s).
 	b := retry.New("events stream reads", retry.Default, retry.WithClock(a.clock), retry.WithRand(a.rand))
 	for {
-		for _, ev := range events {
+		for _, s := range page.Skipped {
+			if service == "" || s.Service == service || s.Service == "" {
+				a.warn("skipped entry %s of %s unread: %d bytes in %d fields (service \"%s\", instance \"%s\"); an event holds at most %d bytes in %d fields",
+					cell(s.ID), registry.EventsKey, s.Bytes, s.Fields, cell(s.Service), cell(s.Instance), registry.MaxEventLen, registry.MaxEventFields)
+			}
+		}
+		for _, ev := range page.Events {
 			if service != "" && ev.Service != service || instance != "" && ev.Instance != instance {
 				continue
 			}
@@ -118,13 +135,12 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 				return exitFailed
 			}
 		}
-		var next string
-		events, next, err = reg.Events(ctx, last, 0, watchBlock)
+		page, err = er.Read(ctx, last, 0, watchBlock)
 		if ctx.Err() != nil {
 			return exitOK
 		}
 		if err != nil {
-			events = nil
+			page = registry.EventPage{}
 			wait := b.Failed(ctx, err)
 			fmt.Fprintf(a.stderr, "sgctl watch: %s; retrying in %v\n", cn.unreachable(err), wait.Round(time.Millisecond))
 			if !b.Wait(ctx, wait) {
@@ -136,7 +152,7 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 			fmt.Fprintf(a.stderr, "sgctl watch: Redis at %s answers again; resuming after %s\n", cn.addr, last)
 			b.Succeeded(ctx)
 		}
-		last = next
+		last = page.Next
 	}
 }
 
