@@ -102,9 +102,10 @@ type EventPage struct {
 	Events []Event
 	// Skipped are the entries left out unread, in the order read.
 	Skipped []SkippedEvent
-	// Next is the id of the last entry read or skipped: where the next
-	// read resumes. The read's own start when it found nothing.
-	Next string
+	// First is the id of the first entry read or skipped ("" when none);
+	// Next the id of the last one: where the next read resumes (the read's
+	// own start when it found nothing).
+	First, Next string
 	// More says a range read stopped at its byte budget before its count and
 	// the range's end.
 	More bool
@@ -112,6 +113,9 @@ type EventPage struct {
 
 func eventPage(p blockread.Page, start string) EventPage {
 	out := EventPage{Next: start, More: p.More}
+	if len(p.Entries) > 0 {
+		out.First = p.Entries[0].ID
+	}
 	for _, e := range p.Entries {
 		out.Next = e.ID
 		if e.Oversized {

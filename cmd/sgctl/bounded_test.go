@@ -1,7 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +79,79 @@ func TestSgctlWatchReadsPastHundredMegabyteEventsWithoutRaisingItsPeakMemoryBy64
 		func() string { return "want two warnings of a skipped entry on stderr:\n" + w.Stderr() })
 	if strings.Contains(w.Stdout(), "boom") {
 		t.Errorf("an oversized event was printed:\n%.2000s", w.Stdout())
+	}
+}
+
+// sse follows a dashboard's /events stream into a buffer.
+func sse(t *testing.T, url string) *syncBuffer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	buf := &syncBuffer{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(buf, bufio.NewReader(resp.Body))
+	}()
+	t.Cleanup(func() { cancel(); _ = resp.Body.Close(); <-done })
+	return buf
+}
+
+func get(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d\n%.500s", url, resp.StatusCode, body)
+	}
+}
+
+func TestTheDashboardReadsPastHundredMegabyteEventsWithoutRaisingItsPeakMemoryBy64MiB(t *testing.T) {
+	srv := redistest.Server(t)
+	rdb := srv.Client(t)
+	reg := registry.New(rdb)
+	if err := reg.Register(context.Background(), registry.Entry{Service: "svc", Instance: "a", Status: "running", Host: "h", PID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	d := proctest.Start(t, proctest.Cmd{Bin: proctest.Build(t, proctest.Module+"/cmd/sgctl"), Name: "sgctl dashboard",
+		Args: []string{"dashboard", "--listen", "127.0.0.1:0"}, Env: []string{"REDIS_URL=" + srv.URL()}})
+	url := d.WaitForMatch(t, regexp.MustCompile(`serving (http://127\.0\.0\.1:\d+/)`))[1]
+	live := sse(t, url)
+	waitText := func(s string) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() bool { return strings.Contains(live.String(), s) },
+			func() string { return fmt.Sprintf("the live stream lacks %q:\n%.2000s", s, live.String()) })
+	}
+	waitText("retry: 1000")
+	toRunning(t, reg, "svc", "a")
+	waitText(`"instance":"a"`)
+	pages := []string{url, url + "service?name=svc", url + "instance?service=svc&id=a"}
+	for _, p := range pages {
+		get(t, p)
+	}
+	idle := d.Memory(t)
+	d.ResetPeak(t)
+
+	hugeEvents(t, rdb, "svc")
+	toRunning(t, reg, "svc", "after-huge")
+	waitText(`"instance":"after-huge"`)
+	for _, p := range pages {
+		get(t, p)
+	}
+	checkPeak(t, d, idle, "the oversized events were loaded")
+	if strings.Contains(live.String(), `"instance":"huge"`) {
+		t.Error("an oversized event reached the live stream")
+	}
+	if n := strings.Count(d.Stderr(), "oversized"); n == 0 {
+		t.Errorf("the dashboard did not warn of the oversized events:\n%s", d.Stderr())
 	}
 }

@@ -35,7 +35,7 @@ const (
 
 // MaxCount is the most entries one read returns; larger counts are lowered
 // to it.
-const MaxCount = 1024
+const MaxCount = 4096
 
 // guard returns the guard's limits for a client reading entries within l:
 // a bulk string can be no larger than an entry, an aggregate no larger than
