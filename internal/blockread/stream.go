@@ -96,7 +96,11 @@ func (s *Stream) Read(ctx context.Context, after string, count int64, block time
 	if err != nil {
 		return Page{}, err
 	}
-	var p Page
+	n := 0
+	for _, st := range streams {
+		n += len(st.Messages)
+	}
+	p := Page{Entries: make([]Entry, 0, n)}
 	for _, st := range streams {
 		for _, m := range st.Messages {
 			p.Entries = append(p.Entries, sized(m, s.lim))

@@ -28,7 +28,7 @@ func allocated() uint64 {
 	return m.TotalAlloc
 }
 
-func xadd(t *testing.T, rdb redis.UniversalClient, key string, values ...any) string {
+func xadd(t testing.TB, rdb redis.UniversalClient, key string, values ...any) string {
 	t.Helper()
 	id, err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: key, Values: values}).Result()
 	if err != nil {
