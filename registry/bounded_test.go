@@ -55,7 +55,8 @@ func TestWatcherChildProcess(t *testing.T) {
 
 // Every balancer client follows sg:events, which anyone who can write to
 // Redis can append to. Its Watcher must not load an oversized event, of its
-// service or another: it skips it, warns, and sees the next change.
+// service or another, nor the oversized entry a small event names: it skips
+// them, warns, and sees the next change.
 func TestAWatcherReadsPastHundredMegabyteEventsWithoutRaisingItsPeakMemoryBy64MiB(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 200 MB to a real redis-server")
@@ -80,17 +81,31 @@ func TestAWatcherReadsPastHundredMegabyteEventsWithoutRaisingItsPeakMemoryBy64Mi
 			t.Fatal(err)
 		}
 	}
+	// An entry of 100 MB under the service's keys, indexed, and a small event
+	// that says it is running: the Watcher reads entries such events name.
+	if err := rdb.Set(context.Background(), registry.EntryKey("svc", "bloated"), payload, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZAdd(context.Background(), registry.IndexKey("svc"), redis.Z{Score: float64(time.Now().Add(time.Minute).UnixMilli()), Member: "bloated"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Publish(context.Background(), registry.Event{Service: "svc", Instance: "bloated", Event: "e", From: "starting", To: "running"}); err != nil {
+		t.Fatal(err)
+	}
 	runningMember(t, reg, "svc", "b", "127.0.0.1:2")
 	child.WaitFor(t, "view: a, b\n")
 	mem := child.Memory(t)
-	t.Logf("watcher: idle %s, peak %s while it read past two events of %s (bound: idle + %s)",
+	t.Logf("watcher: idle %s, peak %s while it read past two events and an entry of %s (bound: idle + %s)",
 		proctest.MiB(idle.RSS), proctest.MiB(mem.Peak), proctest.MiB(huge), proctest.MiB(64<<20))
 	if mem.Peak > idle.RSS+64<<20 {
-		t.Errorf("peak resident memory %s, idle %s: the oversized events were loaded", proctest.MiB(mem.Peak), proctest.MiB(idle.RSS))
+		t.Errorf("peak resident memory %s, idle %s: the oversized events or entry were loaded", proctest.MiB(mem.Peak), proctest.MiB(idle.RSS))
 	}
-	// The warnings are rate-limited: the first is written, the second counted.
-	if !strings.Contains(child.Stderr(), "oversized") {
-		t.Errorf("the watcher did not warn of the oversized events:\n%s", child.Stderr())
+	// The warnings of the events are rate-limited: the first is written, the
+	// second counted.
+	for _, want := range []string{"oversized event skipped unread", "skipping an oversized entry unread"} {
+		if !strings.Contains(child.Stderr(), want) {
+			t.Errorf("the watcher did not warn %q:\n%s", want, child.Stderr())
+		}
 	}
 }
 
@@ -282,3 +297,33 @@ func TestAWatcherOnAClientItCannotCopyPolls(t *testing.T) {
 }
 
 type sharedClient struct{ *redis.Client }
+
+// List, and so sgctl ps, the dashboard and a Watcher's resync, skips an entry
+// someone bloated, unread, naming it, and lists the others.
+func TestListSkipsAnOversizedEntryUnreadAndListsTheRest(t *testing.T) {
+	rdb := redistest.Server(t).Client(t)
+	var logs strings.Builder
+	reg := registry.New(rdb, registry.WithLogger(slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))))
+	if err := reg.Register(t.Context(), registry.Entry{Service: "svc", Instance: "a", Status: "running"}); err != nil {
+		t.Fatal(err)
+	}
+	payload := strings.Repeat("x", 32<<20)
+	if err := rdb.Set(t.Context(), registry.EntryKey("svc", "bloated"), payload, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZAdd(t.Context(), registry.IndexKey("svc"), redis.Z{Score: float64(time.Now().Add(time.Minute).UnixMilli()), Member: "bloated"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := allocated()
+	ins, err := reg.List(t.Context(), "svc")
+	if err != nil || len(ins) != 1 || ins[0].Instance != "a" {
+		t.Fatalf("List: %+v %v, want a alone", ins, err)
+	}
+	if a := allocated() - before; a > 1<<20 {
+		t.Errorf("List allocated %d bytes: the oversized entry was loaded", a)
+	}
+	if l := logs.String(); !strings.Contains(l, "skipping an oversized entry unread") || !strings.Contains(l, "bloated") ||
+		!strings.Contains(l, strconv.Itoa(registry.MaxEntryJSONLen)) {
+		t.Errorf("no warning naming the key and the limit:\n%s", l)
+	}
+}

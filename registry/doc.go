@@ -93,7 +93,11 @@
 // (SkippedEvent), until it has caught up; then it blocks again. EventRange,
 // Events and a resync's read of the last id are scripts of that kind, on the
 // registry's client. An oversized event is left out and logged at warn (the
-// first at once, then at most one line a minute). Through a client that
+// first at once, then at most one line a minute). An entry's value is read
+// the same way wherever the registry reads it (List, so a Watcher's resync,
+// sgctl ps and the dashboard; the entries a Watcher's events name): a value
+// over MaxEntryJSONLen (64 KiB) is skipped unread (a script compares its
+// STRLEN first), with a warning naming its key. Through a client that
 // cannot be copied (not a *redis.Client or *redis.ClusterClient) nothing can
 // guard a blocking read: a Watcher or an EventReader polls with the script
 // every 100ms instead.

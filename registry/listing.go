@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -31,10 +30,11 @@ type Instance struct {
 // ps, the dashboard and a Watcher's resync read through it.
 //
 // It trims expired index members and reads the live ones with their scores
-// in one round trip, then MGETs their entries (one slot) in a second;
-// entries that vanished in between, whose JSON is unreadable, or whose key
-// is not a string (both logged at warn, naming the key) are skipped: one bad
-// entry does not fail the listing. It never uses SCAN or KEYS. An unknown
+// in one round trip, then their entries (one slot) in a second, with a
+// read-only script that skips a value over MaxEntryJSONLen unread (STRLEN);
+// entries that vanished in between, whose JSON is unreadable, whose key is
+// not a string, or that are oversized (all three logged at warn, naming the
+// key) are skipped: one bad entry does not fail the listing. It never uses SCAN or KEYS. An unknown
 // service has no instances and no error; an index key of the wrong type is
 // an error naming it.
 func (r *Registry) List(ctx context.Context, service string) ([]Instance, error) {
@@ -69,15 +69,19 @@ func (r *Registry) list(ctx context.Context, service string, log *slog.Logger) (
 		keys = append(keys, EntryKey(service, id))
 		expires = append(expires, time.UnixMilli(int64(z.Score)))
 	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
+	vals, err := r.readEntries(ctx, keys, "", nil)
 	if err != nil {
 		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, r.failed(err))
 	}
 	out := make([]Instance, 0, len(vals))
 	var missing []string
 	for i, v := range vals {
-		s, ok := v.(string)
-		if !ok { // nil: expired or evicted after the index read, or not a string
+		if v.size > 0 {
+			log.Warn("registry: skipping an oversized entry unread", "key", keys[i], "bytes", v.size, "max_bytes", MaxEntryJSONLen)
+			continue
+		}
+		s, ok := v.raw, v.found
+		if !ok { // expired or evicted after the index read, or not a string
 			missing = append(missing, keys[i])
 			continue
 		}
@@ -140,21 +144,26 @@ func (r *Registry) Services(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// Entry returns one instance's entry, or an error wrapping ErrNotFound.
+// Entry returns one instance's entry, or an error wrapping ErrNotFound (also
+// when its key holds no string). A value over MaxEntryJSONLen is not read: an
+// error says so.
 func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, error) {
 	if err := ValidateNames(service, instance); err != nil {
 		return Entry{}, err
 	}
 	key := EntryKey(service, instance)
-	s, err := r.c.Get(ctx, key).Result()
-	if errors.Is(err, redis.Nil) {
-		return Entry{}, fmt.Errorf("registry: %s: %w", key, ErrNotFound)
-	}
+	v, err := r.readEntries(ctx, []string{key}, "", nil)
 	if err != nil {
 		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, r.failed(err))
 	}
+	if v[0].size > 0 {
+		return Entry{}, fmt.Errorf("registry: %s holds %d bytes, over MaxEntryJSONLen (%d): not read", key, v[0].size, MaxEntryJSONLen)
+	}
+	if !v[0].found {
+		return Entry{}, fmt.Errorf("registry: %s: %w", key, ErrNotFound)
+	}
 	var e Entry
-	if err := json.Unmarshal([]byte(s), &e); err != nil {
+	if err := json.Unmarshal([]byte(v[0].raw), &e); err != nil {
 		return Entry{}, fmt.Errorf("registry: decoding %s: %w", key, err)
 	}
 	return e, nil

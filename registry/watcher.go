@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
 	"github.com/stargazer/lifecycle/internal/ratelog"
@@ -75,8 +73,9 @@ type Watcher struct {
 	block   time.Duration
 	log     *slog.Logger // the registry's, with service: every line names it once
 
-	stream  *blockread.Stream // sg:events, bounded; its client is ours to close when it copied it
-	skipLog *ratelog.Logger   // warns of the oversized events it leaves out
+	stream   *blockread.Stream // sg:events, bounded; its client is ours to close when it copied it
+	skipLog  *ratelog.Logger   // warns of the oversized events it leaves out
+	entryLog *ratelog.Logger   // warns of the oversized entries it leaves out
 
 	view   atomic.Pointer[View]
 	synced chan struct{} // closed by the first successful resync
@@ -139,6 +138,7 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 	// Through a client it cannot copy it polls every 100ms.
 	w.stream = blockread.NewStream(r.c, EventsKey, blockread.NoRetry, eventLimits, 100*time.Millisecond)
 	w.skipLog = ratelog.New(w.log, r.cfg.clock, ratelog.DefaultInterval)
+	w.entryLog = ratelog.New(w.log, r.cfg.clock, ratelog.DefaultInterval)
 	w.view.Store(&View{Service: service, changed: make(chan struct{})})
 	go w.run(ctx)
 	return w, nil
@@ -441,42 +441,38 @@ func (w *Watcher) apply(ctx context.Context, events []Event) error {
 	return nil
 }
 
-// fetch reads the entries and index scores of ids in one pipeline (they
-// share the service's slot). An instance whose entry or score is missing,
-// unreadable or expired is left out.
+// fetch reads the entries and index scores of ids in one round trip (they
+// share the service's slot), by a read-only script that skips an entry over
+// MaxEntryJSONLen unread. An instance whose entry or score is missing,
+// unreadable, oversized or expired is left out.
 func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.r.cfg.writeTimeout)
 	defer cancel()
-	pipe := w.r.c.Pipeline()
-	gets := make([]*redis.StringCmd, len(ids))
-	scores := make([]*redis.FloatCmd, len(ids))
+	keys := make([]string, len(ids))
 	for i, id := range ids {
-		gets[i] = pipe.Get(ctx, EntryKey(w.service, id))
-		scores[i] = pipe.ZScore(ctx, IndexKey(w.service), id)
+		keys[i] = EntryKey(w.service, id)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		var reply redis.Error
-		if !errors.As(err, &reply) { // a connection failure, not a bad key
-			return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, w.r.failed(err))
-		}
+	got, err := w.r.readEntries(ctx, keys, IndexKey(w.service), ids)
+	if err != nil {
+		return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, w.r.failed(err))
 	}
 	now := w.r.cfg.clock.Now()
 	out := make(map[string]Instance, len(ids))
 	for i, id := range ids {
-		raw, err := gets[i].Result()
-		if err != nil {
+		g := got[i]
+		if g.size > 0 {
+			w.entryLog.Log(ctx, slog.LevelWarn, "registry: skipping an oversized entry unread", "key", keys[i], "bytes", g.size, "max_bytes", MaxEntryJSONLen)
 			continue
 		}
-		score, err := scores[i].Result()
-		if err != nil {
+		if !g.found || !g.scored {
 			continue
 		}
 		var e Entry
-		if err := json.Unmarshal([]byte(raw), &e); err != nil {
-			w.log.Warn("registry: skipping unreadable entry", "key", EntryKey(w.service, id), "error", err)
+		if err := json.Unmarshal([]byte(g.raw), &e); err != nil {
+			w.log.Warn("registry: skipping unreadable entry", "key", keys[i], "error", err)
 			continue
 		}
-		in := Instance{Entry: e, Expires: time.UnixMilli(int64(score))}
+		in := Instance{Entry: e, Expires: time.UnixMilli(int64(g.score))}
 		if in.Expires.After(now) {
 			out[id] = in
 		}

@@ -152,10 +152,11 @@ return id
 // scripts run with EVALSHA from then on.
 var noRO atomic.Bool
 
-// runRO runs s read-only (EVALSHA_RO, then EVAL_RO when the server does not
+// RunRO runs s read-only (EVALSHA_RO, then EVAL_RO when the server does not
 // have it cached), so that a user whose ACL lets it only read the key
 // (%R~) may run it, and a replica may; Redis before 7.0 runs it with EVALSHA.
-func runRO(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+// s must not write.
+func RunRO(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	if !noRO.Load() {
 		cmd := s.RunRO(ctx, c, keys, args...)
 		err := cmd.Err()
@@ -180,7 +181,7 @@ func Scan(ctx context.Context, c redis.Scripter, key, from, to string, count int
 	if reverse {
 		rev = "1"
 	}
-	v, err := runRO(ctx, c, scanScript, []string{key}, from, to, count, rev, lim.Entry, lim.Fields, lim.Reply,
+	v, err := RunRO(ctx, c, scanScript, []string{key}, from, to, count, rev, lim.Entry, lim.Fields, lim.Reply,
 		ShortName, ShortValue, ShortFields).Slice()
 	if err != nil {
 		return Page{}, err
@@ -224,7 +225,7 @@ func parseScan(v []any) (Page, error) {
 // LastID returns the id of the last entry of the stream key, "0-0" when the
 // stream is empty or absent, by a Lua script that returns the id alone.
 func LastID(ctx context.Context, c redis.Scripter, key string) (string, error) {
-	return runRO(ctx, c, lastIDScript, []string{key}).Text()
+	return RunRO(ctx, c, lastIDScript, []string{key}).Text()
 }
 
 // sized returns m as an Entry within lim, or, when it is beyond them, the
