@@ -71,6 +71,8 @@ type hub struct {
 	last  string    // the id of the last transition read
 	ready bool      // from is known
 	done  chan struct{}
+
+	bloated *ratelog.Logger // warns of the oversized entries the events name
 }
 
 type sub struct {
@@ -78,7 +80,8 @@ type sub struct {
 }
 
 func newHub(s *Server) *hub {
-	return &hub{s: s, subs: map[*sub]struct{}{}, done: make(chan struct{})}
+	return &hub{s: s, subs: map[*sub]struct{}{}, done: make(chan struct{}),
+		bloated: ratelog.New(s.cfg.Logger, nil, ratelog.DefaultInterval)}
 }
 
 // run is the reader: one blocking XREAD at a time, from the stream's end
@@ -327,11 +330,16 @@ func (s *Server) messages(ctx context.Context, events []registry.Event) []messag
 	}
 	if len(keys) > 0 {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		// An entry is read as a range of at most MaxEntryJSONLen bytes beside
+		// its length: one someone bloated is never loaded (and a prefix of it
+		// is no entry).
 		pipe := s.cfg.Redis.Pipeline()
+		lens := make([]*redis.IntCmd, len(keys))
 		gets := make([]*redis.StringCmd, len(keys))
 		scores := make([]*redis.FloatCmd, len(keys))
 		for i, k := range keys {
-			gets[i] = pipe.Get(rctx, registry.EntryKey(k.service, k.instance))
+			lens[i] = pipe.StrLen(rctx, registry.EntryKey(k.service, k.instance))
+			gets[i] = pipe.GetRange(rctx, registry.EntryKey(k.service, k.instance), 0, registry.MaxEntryJSONLen-1)
 			scores[i] = pipe.ZScore(rctx, registry.IndexKey(k.service), k.instance)
 		}
 		_, _ = pipe.Exec(rctx) // per-command errors below; a failure leaves entries unknown
@@ -339,7 +347,12 @@ func (s *Server) messages(ctx context.Context, events []registry.Event) []messag
 		now := s.cfg.Now()
 		for i, k := range keys {
 			raw, err := gets[i].Result()
-			if err != nil {
+			if err != nil || raw == "" {
+				continue
+			}
+			if n := lens[i].Val(); n > registry.MaxEntryJSONLen {
+				s.hub.bloated.Log(ctx, slog.LevelWarn, "dashboard: oversized entry skipped unread",
+					"key", registry.EntryKey(k.service, k.instance), "bytes", n, "max_bytes", registry.MaxEntryJSONLen)
 				continue
 			}
 			var e registry.Entry
