@@ -29,9 +29,9 @@ func (d *Daemon) tooLargeErr(ctx context.Context, e blockread.Entry) error {
 	}
 	d.oversize.Add(ctx, 1)
 	d.tooLarge.Log(ctx, slog.LevelWarn, "oversized control entry rejected unread",
-		"entry", e.ID, "bytes", e.Size, "fields", e.Fields, "max_bytes", MaxEntryLen, "max_fields", MaxFields)
-	return fmt.Errorf("%w: %d bytes in %d fields; an op entry holds at most %d bytes in %d fields; rejected unread",
-		ErrOversized, e.Size, e.Fields, MaxEntryLen, MaxFields)
+		"entry", e.ID, "size", e.Why, "max_bytes", MaxEntryLen, "max_fields", MaxFields)
+	return fmt.Errorf("%w: %s; an op entry holds at most %d bytes in %d fields; rejected unread",
+		ErrOversized, e.Why, MaxEntryLen, MaxFields)
 }
 
 // handOver reads the restart hand-over of this instance (PendingKey) through

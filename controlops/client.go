@@ -142,9 +142,8 @@ func (c *Client) Send(ctx context.Context, service, op, target string, args any,
 //
 // Whoever can write to Redis can append results of any size: Results never
 // loads one of more than MaxResultLen bytes or MaxFields fields, it leaves
-// it out. Without block it reads with one Lua script that sizes the entries
-// in Redis (blockread.Scan); with block it reads through a guarded client of
-// its own for the call (see Wait, which keeps one for all its reads).
+// it out. It reads through a guarded client of its own made for the call
+// (see Wait, which keeps one for all its reads).
 func (c *Client) Results(ctx context.Context, service, after string, count int64, block time.Duration) ([]Result, error) {
 	if count <= 0 {
 		count = 100
@@ -153,7 +152,7 @@ func (c *Client) Results(ctx context.Context, service, after string, count int64
 		if after == "$" {
 			return nil, nil
 		}
-		p, err := blockread.Scan(ctx, c.rdb, ResultsKey(service), "("+after, "+", count, false, resultLimits)
+		p, err := blockread.Range(ctx, c.rdb, ResultsKey(service), "("+after, "+", count, false, resultLimits)
 		if err != nil {
 			slotmap.Reload(c.rdb, err)
 			return nil, fmt.Errorf("controlops: reading %s: %w", ResultsKey(service), err)
@@ -177,7 +176,7 @@ func (c *Client) resultStream(service string) *blockread.Stream {
 
 func (c *Client) readResults(ctx context.Context, s *blockread.Stream, service, after string, count int64, block time.Duration) ([]Result, error) {
 	if after == "$" {
-		last, err := blockread.LastID(ctx, s.Client(), ResultsKey(service))
+		last, err := s.Last(ctx)
 		if err != nil {
 			slotmap.Reload(c.rdb, err)
 			return nil, fmt.Errorf("controlops: the last id of %s: %w", ResultsKey(service), err)

@@ -290,8 +290,8 @@ func (d *Daemon) resolve(ctx context.Context) error {
 	}
 	pos := h[pendingEntry]
 	if pos == "" {
-		// The id alone: the last entry may be anyone's, of any size.
-		if pos, err = blockread.LastID(ctx, d.reader, StreamKey(d.svc)); err != nil {
+		// The last entry may be anyone's, of any size: its id alone.
+		if pos, err = d.stream.Last(ctx); err != nil {
 			return fmt.Errorf("controlops: the last id of %s: %w", StreamKey(d.svc), err)
 		}
 	}

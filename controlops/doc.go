@@ -35,8 +35,8 @@
 // 8 hex digits of its SHA-256, never the key), empty when none did. A Daemon
 // cuts a reason to MaxReasonLen bytes, so a result holds at most MaxResultLen
 // bytes; Client.Results and Client.Wait leave out, unread, a result beyond
-// that or MaxFields, as they read through a guarded client or a script that
-// sizes the entries in Redis (as the Daemon reads its stream, below).
+// that or MaxFields, as they read through a guarded client of their own (as
+// the Daemon reads its stream, below; one connection per call).
 //
 // # Entries of any size
 //
@@ -44,23 +44,24 @@
 // signed or not. A Daemon never loads one into the process (internal/blockread):
 // it waits in XREAD BLOCK through a client of its own whose connections are
 // guarded, so a reply that holds a field of more than MaxEntryLen bytes, or
-// that passes its byte budget, is refused before go-redis allocates it (the
-// connection is closed), and the daemon then reads the same entries with a
-// read-only Lua script (EVALSHA_RO) that sizes each in Redis and returns an
-// oversized one as its id, size, number of fields and short fields, never its
-// data; it reads with the script until it has caught up, then blocks again.
-// An oversized entry is rejected (ErrOversized; the reason gives its size and
-// the limits: "... 104857802 bytes in 9 fields; an op entry holds at most
-// 81920 bytes in 32 fields; rejected unread"), with its id and op when its
-// short fields hold them, counted by the controlops.entries.oversized metric
-// and logged at warn (the first at once, then at most one line a minute). Its
-// start position (the last id, by a script that returns the id alone), the
-// restart hand-over (a hash that is too large to be one is ignored, with a
-// warning) and a nonce claim are read as guardedly. Through a client it cannot
-// copy (not a *redis.Client or *redis.ClusterClient) it cannot guard a
-// blocking read: it polls the stream with the script every block
-// (DefaultSharedBlock, 1s) instead. Redis itself holds each entry the script
-// sizes, one at a time.
+// more than MaxFields fields, or that passes its byte budget, is refused
+// before go-redis allocates it, and the connection closed. The refusal names
+// the entry it happened in; the daemon reads again, with XRANGE, only the
+// entries before that one, and goes on after it. An oversized entry is
+// rejected (ErrOversized; the reason says what was too large and the limits:
+// "... a field of 104857600 bytes; an op entry holds at most 81920 bytes in
+// 32 fields; rejected unread"; its result names the entry, by its stream ID,
+// not its op, which was not read; an entry that passed the guard but is over
+// the limits in all is rejected the same way, with its exact size and its op),
+// counted by the controlops.entries.oversized metric and logged at warn (the
+// first at once, then at most one line a minute). Its start position (the last
+// entry's id, read through the guard), the restart hand-over (a hash too
+// large to be one is ignored, with a warning) and a nonce claim are read as
+// guardedly. Through a client it cannot copy (not a *redis.Client or
+// *redis.ClusterClient) it cannot guard a blocking read: it polls the stream
+// every block (DefaultSharedBlock, 1s) with a read-only Lua script
+// (EVALSHA_RO) that sizes each entry in Redis and returns an oversized one as
+// its id, size and short fields.
 //
 // # Modes
 //
@@ -189,11 +190,12 @@
 //     its window (at most 5 minutes after it was issued), to an instance
 //     that has not handled it yet.
 //   - In every mode: appending entries of any size. The instances never load
-//     them (see "Entries of any size"): each costs them a result, a warning
-//     line a minute and, while they are blocked in XREAD, one reconnection;
-//     it costs Redis the entry's memory, and a copy of it for every reader's
-//     refused reply and script until the reader has closed the connection or
-//     the script has sized it.
+//     them (see "Entries of any size"): each costs an instance a result, a
+//     warning line a minute and one reconnection. It costs Redis the entry's
+//     memory and, at once, a copy of it for every instance blocked on the
+//     stream (XREAD serves each its own reply; freed as each closes its
+//     connection): bound what Redis accepts (proto-max-bulk-len,
+//     client-query-buffer-limit) and who may write the streams (ACL).
 //
 // The key protects the authority to act on the fleet: keep it out of Redis,
 // logs and the registry (results name a key by its KeyID only). A leaked key

@@ -89,8 +89,11 @@ func cutString(s string, n int) string {
 // more than MaxEventLen bytes or MaxEventFields fields.
 type SkippedEvent struct {
 	ID string
-	// Bytes and Fields are the entry's size, as Redis holds it.
+	// Bytes and Fields are the entry's size as far as the read learnt it
+	// (blockread.Entry: an entry a guard refused may be larger), and Why
+	// says it for a message ("a field of 104857600 bytes").
 	Bytes, Fields int64
+	Why           string
 	// Service and Instance are what the entry says, when those fields are
 	// short (blockread.ShortValue); unchecked.
 	Service, Instance string
@@ -121,7 +124,7 @@ func eventPage(p blockread.Page, start string) EventPage {
 		if e.Oversized {
 			s, _ := e.Values["service"].(string)
 			i, _ := e.Values["instance"].(string)
-			out.Skipped = append(out.Skipped, SkippedEvent{ID: e.ID, Bytes: e.Size, Fields: e.Fields, Service: s, Instance: i})
+			out.Skipped = append(out.Skipped, SkippedEvent{ID: e.ID, Bytes: e.Size, Fields: e.Fields, Why: e.Why, Service: s, Instance: i})
 			continue
 		}
 		out.Events = append(out.Events, decodeEvent(redis.XMessage{ID: e.ID, Values: e.Values}))
@@ -136,19 +139,20 @@ func warnSkipped(ctx context.Context, l interface {
 }, skipped []SkippedEvent) {
 	for _, s := range skipped {
 		l.Log(ctx, slog.LevelWarn, "registry: oversized event skipped unread", "key", EventsKey, "entry", s.ID,
-			"bytes", s.Bytes, "fields", s.Fields, "max_bytes", MaxEventLen, "max_fields", MaxEventFields)
+			"size", s.Why, "max_bytes", MaxEventLen, "max_fields", MaxEventFields)
 	}
 }
 
 // EventRange reads up to count entries of sg:events (blockread.MaxCount at
 // most) from from to to: XRANGE's start and end, or with reverse XREVRANGE's
 // end and start ("-", "+", an id, or "(" and an id to exclude it). It never
-// loads an entry over MaxEventLen or MaxEventFields: one read-only Lua script
-// sizes each in Redis and returns such an entry as its id and size
-// (EventPage.Skipped), so it may run on any client. A page also stops at
-// about a megabyte of events (EventPage.More).
+// loads an entry over MaxEventLen or MaxEventFields (see "Entries of any
+// size"): it reads through a guarded copy of the registry's client made for
+// the call (one connection), skipping each such entry (EventPage.Skipped)
+// and reading on after it. A page stops once it holds about a megabyte of
+// events (EventPage.More).
 func (r *Registry) EventRange(ctx context.Context, from, to string, count int64, reverse bool) (EventPage, error) {
-	p, err := blockread.Scan(ctx, r.c, EventsKey, from, to, count, reverse, eventLimits)
+	p, err := blockread.Range(ctx, r.c, EventsKey, from, to, count, reverse, eventLimits)
 	if err != nil {
 		return EventPage{}, fmt.Errorf("registry: reading %s from %q to %q: %w", EventsKey, from, to, r.failed(err))
 	}
@@ -176,8 +180,8 @@ func (r *Registry) EventReader() *EventReader {
 // come after after in sg:events, oldest first, with the entries it left out
 // (Skipped) and the id to pass as after next time (Next). after "" or "0"
 // reads from the beginning of the (capped) stream; "$" only what is appended
-// after the call (it is resolved to the last id first, by a script that reads
-// the id alone). With block > 0 Read waits up to block for the first entry.
+// after the call (it is resolved to the last id first, which is read without
+// the entry). With block > 0 Read waits up to block for the first entry.
 func (er *EventReader) Read(ctx context.Context, after string, count int64, block time.Duration) (EventPage, error) {
 	if count <= 0 {
 		count = DefaultEventsCount
@@ -186,7 +190,7 @@ func (er *EventReader) Read(ctx context.Context, after string, count int64, bloc
 	case "", "0":
 		after = "0-0"
 	case "$":
-		last, err := blockread.LastID(ctx, er.s.Client(), EventsKey)
+		last, err := er.s.Last(ctx)
 		if err != nil {
 			return EventPage{Next: "$"}, fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, er.r.failed(err))
 		}

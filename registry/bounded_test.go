@@ -145,18 +145,23 @@ func TestAnEventReaderLeavesOutOversizedEntriesUnreadAndSaysSo(t *testing.T) {
 	}
 	er := reg.EventReader()
 	defer er.Close()
+	// A page ends with the entry the guard refused; the next read goes on.
 	p, err := er.Read(t.Context(), start, 0, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(p.Events) != 0 || len(p.Skipped) != 1 || p.Next != huge {
+		t.Fatalf("page %+v: want the huge one skipped, next %s", p, huge)
+	}
+	if s := p.Skipped[0]; s.ID != huge || s.Bytes != 32<<20 || s.Why != "a field of 33554432 bytes" {
+		t.Fatalf("skipped %+v", s)
+	}
+	p, err = er.Read(t.Context(), p.Next, 0, time.Second)
+	if err != nil || len(p.Events) != 1 || p.Events[0].ID != small || p.Next != small {
+		t.Fatalf("page %+v %v: want the small event", p, err)
+	}
 	if a := allocated() - before; a > 4<<20 {
 		t.Errorf("%d bytes allocated: the oversized event was loaded", a)
-	}
-	if len(p.Events) != 1 || p.Events[0].ID != small || len(p.Skipped) != 1 || p.Next != small {
-		t.Fatalf("page %+v: want the small event, the huge one skipped, next %s", p, small)
-	}
-	if s := p.Skipped[0]; s.ID != huge || s.Service != "svc" || s.Instance != "huge" || s.Bytes < 32<<20 || s.Fields != 6 {
-		t.Fatalf("skipped %+v", s)
 	}
 	// "$" is where the stream ends now; a blocked read then gets what comes next.
 	done := make(chan registry.EventPage, 1)
@@ -192,9 +197,16 @@ func TestEventsLeavesOutOversizedEntriesWithOrWithoutBlockAndEndsABlockedReadWit
 	hugeEvent(t, rdb, "svc", payload)
 	small, _ := reg.Publish(t.Context(), registry.Event{Service: "svc", Instance: "b", Event: "e", From: "x", To: "y"})
 	for _, block := range []time.Duration{0, time.Second} {
-		evs, next, err := reg.Events(t.Context(), "0", 0, block)
-		if err != nil || len(evs) != 1 || evs[0].ID != small || next != small {
-			t.Fatalf("block %v: %+v %q %v", block, evs, next, err)
+		var got []registry.Event
+		for last := "0"; last != small; {
+			evs, next, err := reg.Events(t.Context(), last, 0, block)
+			if err != nil || next == last {
+				t.Fatalf("block %v: after %s: %+v %q %v", block, last, evs, next, err)
+			}
+			got, last = append(got, evs...), next
+		}
+		if len(got) != 1 || got[0].ID != small {
+			t.Fatalf("block %v: %+v, want the small event alone", block, got)
 		}
 	}
 	if a := allocated() - before; a > 4<<20 {

@@ -86,21 +86,24 @@
 // watch and the dashboard follow: they never load one over those limits
 // (internal/blockread). A Watcher and an EventReader wait in XREAD BLOCK
 // through a client of their own whose connections are guarded: a reply that
-// holds a field over MaxEventLen, or that passes its byte budget, is refused
-// before go-redis allocates it (the connection is closed), and the reader
-// reads the same entries with a read-only Lua script (EVALSHA_RO) that sizes
-// each in Redis and returns an oversized one as its id, size and short fields
-// (SkippedEvent), until it has caught up; then it blocks again. EventRange,
-// Events and a resync's read of the last id are scripts of that kind, on the
-// registry's client. An oversized event is left out and logged at warn (the
-// first at once, then at most one line a minute). An entry's value is read
-// the same way wherever the registry reads it (List, so a Watcher's resync,
-// sgctl ps and the dashboard; the entries a Watcher's events name): a value
-// over MaxEntryJSONLen (64 KiB) is skipped unread (a script compares its
-// STRLEN first), with a warning naming its key. Through a client that
-// cannot be copied (not a *redis.Client or *redis.ClusterClient) nothing can
-// guard a blocking read: a Watcher or an EventReader polls with the script
-// every 100ms instead.
+// holds a field over MaxEventLen, or more than MaxEventFields fields, or that
+// passes its byte budget, is refused before go-redis allocates it (the
+// connection is closed); the refusal names the entry it happened in, and the
+// reader reads again, with XRANGE, only the entries before it, reports it
+// (SkippedEvent) and goes on after it. EventRange and Events read the same way
+// through a guarded copy made for the call. A Watcher's resync takes its
+// position from Redis's clock (TIME on the stream's node), so it reads no
+// event at all; an EventReader's "$" is the last entry's id, read through the
+// guard. An oversized event is left out and logged at warn (the first at
+// once, then at most one line a minute). An entry's value is read bounded
+// wherever the registry reads it (List, so a Watcher's resync, sgctl ps and
+// the dashboard; the entries a Watcher's events name; Entry): a read-only
+// script compares its STRLEN with MaxEntryJSONLen (64 KiB) before it GETs
+// it, and a longer one is skipped unread, with a warning naming its key.
+// Through a client that cannot be copied (not a *redis.Client or
+// *redis.ClusterClient) nothing can guard a blocking read: a Watcher and an
+// EventReader poll every 100ms with a read-only Lua script (EVALSHA_RO) that
+// sizes each entry in Redis instead.
 //
 // Log lines name each attribute once: a Member's lines carry service and
 // instance, a Watcher's carry service, added by the registry; the logger
@@ -126,9 +129,12 @@
 //   - resyncs from List: at start, after a failed read or resync (a
 //     reconnect), every TTL, and a quarter TTL before the known expiry of a
 //     running instance, so that its heartbeats are seen before the expiry.
-//     A resync first reads the stream's last id, then the listing: every
-//     event up to that id is in the listing (a Member writes an entry before
-//     its event, in one pipeline), so the reads go on after it. A resync
+//     A resync first reads a position in the stream, Redis's clock (TIME on
+//     the stream's node: stream ids are that clock), then the listing: every
+//     event before that position is in the listing (a Member writes an entry
+//     before its event, in one pipeline), so the reads go on from it (an
+//     event of the same millisecond may be applied twice, which changes
+//     nothing). A resync
 //     repairs what events cannot tell: a missed event, a FLUSHALL, a Redis
 //     restart or failover (the new stream's ids need not follow the old
 //     ones), an entry that left running without one.

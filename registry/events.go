@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/stargazer/lifecycle/internal/blockread"
 )
 
 // DefaultEventsCount is the batch size of Events when count <= 0.
@@ -97,11 +95,11 @@ func (r *Registry) Publish(ctx context.Context, ev Event) (string, error) {
 // no error when none arrived; with block <= 0 it does not wait.
 //
 // An entry over MaxEventLen or MaxEventFields is left out unread, and logged
-// at warn (at most a line a minute). Without block Events is one Lua script
-// (EventRange); with block it reads through an EventReader made for the call
-// (a connection of its own, closed when Events returns or ctx ends, which
-// ends a blocked read at once). A loop of reads is cheaper with one
-// EventReader, which also says what it left out.
+// at warn (at most a line a minute); a page ends with such an entry, and
+// next is after it. Events reads through a guarded connection made for the
+// call (EventRange without block, an EventReader with block), closed when
+// Events returns or ctx ends, which ends a blocked read at once. A loop of
+// reads is cheaper with one EventReader, which also says what it left out.
 func (r *Registry) Events(ctx context.Context, lastID string, count int64, block time.Duration) (events []Event, next string, err error) {
 	if count <= 0 {
 		count = DefaultEventsCount
@@ -118,8 +116,13 @@ func (r *Registry) Events(ctx context.Context, lastID string, count int64, block
 		case "", "0":
 			lastID = "0-0"
 		case "$":
-			if lastID, err = blockread.LastID(ctx, r.c, EventsKey); err != nil {
-				return nil, "$", fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, r.failed(err))
+			last, err := r.EventRange(ctx, "+", "-", 1, true)
+			if err != nil {
+				return nil, "$", err
+			}
+			lastID = "0-0"
+			if last.First != "" {
+				lastID = last.First
 			}
 		}
 		p, err = r.EventRange(ctx, "("+lastID, "+", count, false)

@@ -305,16 +305,17 @@ func (w *Watcher) nextSync() time.Time {
 	return next
 }
 
-// resync reads the stream's last id, then the service's listing, and makes
-// the listing the view: every event up to that id is reflected in it (an
-// entry is written before its event), so the reads resume after it.
+// resync reads a position in the stream (Redis's clock: no event is read),
+// then the service's listing, and makes the listing the view: every event
+// before that position is reflected in it (an entry is written before its
+// event), so the reads resume from it.
 func (w *Watcher) resync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, w.r.cfg.writeTimeout)
 	defer cancel()
-	// The id alone: the last event may be anyone's, of any size.
-	last, err := blockread.LastID(ctx, w.r.c, EventsKey)
+	// Redis's clock, not the last event: that may be anyone's, of any size.
+	last, err := blockread.Position(ctx, w.r.c, EventsKey)
 	if err != nil {
-		return fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, w.r.failed(err))
+		return fmt.Errorf("registry: reading the position of %s: %w", EventsKey, w.r.failed(err))
 	}
 	ins, err := w.r.list(ctx, w.service, w.log)
 	if err != nil {

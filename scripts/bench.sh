@@ -34,7 +34,7 @@ go test -run '^$' -bench 'BenchmarkOpToResult' -benchtime 200x -count 1 -timeout
 # Bounded reads: one XREAD through the guard beside an unguarded copy; 100 readers blocked
 # against 100 polling (IDLE_WINDOW, 10s by default).
 go test -run '^$' -bench 'BenchmarkRead' -benchmem -count "$count" ./internal/blockread | tee "$out/blockread.txt"
-go test -run '^$' -bench 'BenchmarkIdle' -benchtime 1x -timeout 10m ./internal/blockread | tee "$out/idle.txt"
+go test -run '^$' -bench 'BenchmarkIdle|BenchmarkFanOut' -benchtime 1x -timeout 10m ./internal/blockread | tee "$out/idle.txt"
 # The dashboard's page of a service of 1,000 instances, beside sgctl ps --json's registry read and encoding.
 go test -run '^$' -bench 'ServicePage1000|BaselineServiceJSON1000' -benchmem -count "$count" ./cmd/sgctl/internal/dashboard | tee "$out/dashboard.txt"
 # The balancer's pick, and a GET through it beside the same GET on a bare net/http client.

@@ -139,12 +139,13 @@ func TestPsWithAServicesKeyOfTheWrongTypeFailsNamingIt(t *testing.T) {
 	}
 }
 
-// An entry whose every field carries escape sequences, with a 2 MB host and
-// an instance id (in the index) that is itself hostile.
+// An entry whose every field carries escape sequences, with a 60 KB host (an
+// entry of 2 MB is over what the registry reads: registry.MaxEntryJSONLen)
+// and an instance id (in the index) that is itself hostile.
 func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 	mr := miniredis.RunT(t)
 	id := "i-" + hostile
-	host := hostile + strings.Repeat("h", 2<<20)
+	host := hostile + strings.Repeat("h", 60<<10)
 	b, _ := json.Marshal(registry.Entry{Service: "demo", Instance: id, Status: "running" + hostile, Phase: hostile,
 		Host: host, PID: 7, Version: hostile, StartedAt: time.Now()})
 	rawEntry(t, mr, "demo", id, string(b))
@@ -160,7 +161,7 @@ func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 		t.Fatalf("%d lines, want the header and one row", len(lines))
 	}
 	if n := len(lines[1]); n > 2000 {
-		t.Errorf("the row is %d bytes: the 2 MB host was not cut", n)
+		t.Errorf("the row is %d bytes: the 60 KB host was not cut", n)
 	}
 	t.Logf("the row of an entry with a %d-byte host is %d bytes", len(host), len(lines[1]))
 	for _, want := range []string{`i-\x1b[2J\x1b]0;pwned\a\u009b31m\x7f`, `running\x1b[2J`, `\x1b[2J\x1b]0;pwned\a\u009b31m\x7fhhhh`, "hhh…"} {
@@ -178,6 +179,16 @@ func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 	}
 	if got[0].Host != host || got[0].Instance != id || got[0].Status != "running"+hostile {
 		t.Errorf("--json changed the values (host %d bytes, want %d)", len(got[0].Host), len(host))
+	}
+
+	// An entry of 2 MB is not read: a warning names its key, the rest is listed.
+	b, _ = json.Marshal(registry.Entry{Service: "demo", Instance: "i-big", Status: "running", Host: strings.Repeat("h", 2<<20)})
+	rawEntry(t, mr, "demo", "i-big", string(b))
+	r = sgctl(t, t.Context(), env, nil, "ps")
+	noTerminalBytes(t, "stderr", r.stderr)
+	if r.code != exitOK || strings.Count(strings.TrimRight(r.stdout, "\n"), "\n") != 1 ||
+		!strings.Contains(r.stderr, "oversized entry") || !strings.Contains(r.stderr, "i-big") {
+		t.Errorf("ps with a 2 MB entry: exit %d\n%s\n%s\nwant the other row and a warning naming it", r.code, r.stdout, r.stderr)
 	}
 }
 
@@ -212,8 +223,8 @@ func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	}
 	warning := w.stderr.String()
 	noTerminalBytes(t, "the warning", warning)
-	if !strings.Contains(warning, `service "demo\x1b[2J`) || len(warning) > 2000 {
-		t.Errorf("the warning (%d bytes) does not name the entry's service escaped:\n%.600s", len(warning), warning)
+	if !strings.Contains(warning, "a field of") || len(warning) > 2000 {
+		t.Errorf("the warning (%d bytes) does not say what was too large:\n%.600s", len(warning), warning)
 	}
 
 	jw := startWatch(t, env, "--from", "0", "--json")

@@ -38,7 +38,7 @@ With --json each transition is one JSON object per line (NDJSON).
 
 An entry of the stream larger than the lifecycle writes (8 KiB), which anyone
 who can write to Redis can append, is never loaded: a warning line on stderr
-names it, its size and the service it claims.
+names it and says what was too large.
 
 If Redis stops answering after the watch started, sgctl says so on stderr
 and keeps retrying from the last transition it printed, so nothing still in
@@ -122,8 +122,12 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 	for {
 		for _, s := range page.Skipped {
 			if service == "" || s.Service == service || s.Service == "" {
-				a.warn("skipped entry %s of %s unread: %d bytes in %d fields (service \"%s\", instance \"%s\"); an event holds at most %d bytes in %d fields",
-					cell(s.ID), registry.EventsKey, s.Bytes, s.Fields, cell(s.Service), cell(s.Instance), registry.MaxEventLen, registry.MaxEventFields)
+				claims := ""
+				if s.Service != "" || s.Instance != "" {
+					claims = fmt.Sprintf(" (service \"%s\", instance \"%s\")", cell(s.Service), cell(s.Instance))
+				}
+				a.warn("skipped entry %s of %s unread: %s%s; an event holds at most %d bytes in %d fields",
+					cell(s.ID), registry.EventsKey, s.Why, claims, registry.MaxEventLen, registry.MaxEventFields)
 			}
 		}
 		for _, ev := range page.Events {

@@ -176,3 +176,68 @@ func BenchmarkIdle(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFanOut is what no client can spare Redis: 20 readers blocked in
+// XREAD through their guarded copies, and one entry of 100 MB added. Redis
+// prepares each reader's reply at once, whatever the reader does with it;
+// each guard refuses it within 32 KB and closes the connection. It reports
+// Redis's CPU and its peak memory (INFO used_memory_peak, reset first), and
+// how long until every reader had reported the entry.
+//
+//	go test -run '^$' -bench BenchmarkFanOut -benchtime 1x ./internal/blockread
+func BenchmarkFanOut(b *testing.B) {
+	const readers = 20
+	srv := redistest.Server(b)
+	admin := srv.Client(b)
+	start := xadd(b, admin, "s", "n", "0")
+	payload := strings.Repeat("x", 100<<20)
+	limits := blockread.Limits{Entry: 8 << 10, Fields: 32, Reply: 1 << 20}
+	var wg sync.WaitGroup
+	for range readers {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+		s := blockread.NewStream(c, "s", blockread.NoRetry, limits, time.Second)
+		wg.Go(func() {
+			defer c.Close()
+			defer s.Close()
+			p, err := s.Read(context.Background(), start, 16, time.Minute)
+			if err != nil || len(p.Entries) != 1 || !p.Entries[0].Oversized {
+				b.Errorf("%+v %v", p, err)
+			}
+		})
+	}
+	for !strings.Contains(admin.Info(context.Background(), "clients").Val(), "blocked_clients:"+strconv.Itoa(readers)+"\r\n") {
+		time.Sleep(5 * time.Millisecond) // benchmark setup: until every reader blocks
+	}
+	if err := admin.Do(context.Background(), "MEMORY", "PURGE").Err(); err != nil {
+		b.Fatal(err)
+	}
+	if err := admin.ConfigResetStat(context.Background()).Err(); err != nil {
+		b.Fatal(err)
+	}
+	before, err := redistest.ReadStats(context.Background(), admin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	xadd(b, admin, "s", "f", payload)
+	wg.Wait()
+	took := time.Since(t0)
+	after, err := redistest.ReadStats(context.Background(), admin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	peak, _ := strconv.ParseFloat(infoField(admin.Info(context.Background(), "memory").Val(), "used_memory_peak"), 64)
+	b.ReportMetric(after.Since(before).CPU.Seconds(), "redis-cpu-s")
+	b.ReportMetric(peak/(1<<30), "redis-peak-GiB")
+	b.ReportMetric(took.Seconds(), "all-reported-s")
+	b.ReportMetric(0, "ns/op")
+}
+
+func infoField(info, name string) string {
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), name+":"); ok {
+			return v
+		}
+	}
+	return ""
+}

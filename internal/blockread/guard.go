@@ -23,6 +23,17 @@ type TooLargeError struct {
 	Size int64
 	// Limit is the guard's limit for What.
 	Limit int64
+
+	trail []trailFrame // the aggregates open when the guard refused, outermost first
+}
+
+// trailFrame is an aggregate that was open when the guard refused a reply:
+// enough for a reader to tell which stream entry it was reading.
+type trailFrame struct {
+	typ   byte   // '*', '%', ...
+	n     int64  // its elements, as declared (a map's keys and values)
+	index int64  // the element in progress: those before it are complete
+	first string // its first element, when that is a bulk string of at most maxFirst bytes
 }
 
 func (e *TooLargeError) Error() string {
@@ -110,12 +121,24 @@ type parser struct {
 	skip  int64   // bytes of a bulk payload (and its CRLF) still to pass
 	stack []frame // open aggregates, innermost last
 	reply int64   // bytes of the current top-level reply so far
+
+	capture bool  // the bulk being passed is the first element of the innermost aggregate, kept
+	capLen  int64 // its length
+	capGot  int   // its bytes kept so far
 }
 
 type frame struct {
-	left int64 // elements still to come
-	attr bool  // an attribute (|): it precedes an element and is not one
+	left   int64 // elements still to come
+	n      int64 // elements declared
+	typ    byte
+	attr   bool // an attribute (|): it precedes an element and is not one
+	firstN int  // the length of first, -1 until the first element is a complete short bulk
+	first  [maxFirst]byte
 }
+
+// maxFirst bounds the first element an aggregate keeps for the trail: a
+// stream entry's id is at most 41 bytes.
+const maxFirst = 64
 
 // maxDeclared bounds a length before it is compared with the limits, so the
 // arithmetic cannot overflow.
@@ -134,13 +157,22 @@ func (p *parser) feed(b []byte) error {
 	for i := 0; i < len(b); {
 		if p.skip > 0 {
 			k := min(p.skip, int64(len(b)-i))
+			if p.capture {
+				top := &p.stack[len(p.stack)-1]
+				want := int(p.capLen) - p.capGot // the payload, not its CRLF
+				p.capGot += copy(top.first[p.capGot:p.capLen], b[i:i+min(int(k), max(want, 0))])
+			}
 			p.skip -= k
 			i += int(k)
 			p.reply += k
 			if p.reply > p.lim.reply {
-				return &TooLargeError{What: "reply", Size: p.reply, Limit: p.lim.reply}
+				return p.refuse("reply", p.reply, p.lim.reply)
 			}
 			if p.skip == 0 {
+				if p.capture {
+					p.stack[len(p.stack)-1].firstN = int(p.capLen)
+					p.capture = false
+				}
 				p.element()
 			}
 			continue
@@ -159,7 +191,7 @@ func (p *parser) feed(b []byte) error {
 				return err
 			}
 			if p.reply > p.lim.reply {
-				return &TooLargeError{What: "reply", Size: p.reply, Limit: p.lim.reply}
+				return p.refuse("reply", p.reply, p.lim.reply)
 			}
 			continue
 		case c == '\r':
@@ -167,7 +199,7 @@ func (p *parser) feed(b []byte) error {
 		}
 		p.lineLen++
 		if p.lineLen > p.lim.line {
-			return &TooLargeError{What: "line", Size: p.lineLen, Limit: p.lim.line}
+			return p.refuse("line", p.lineLen, p.lim.line)
 		}
 		if !lengthLine(p.typ) {
 			continue
@@ -200,16 +232,19 @@ func (p *parser) endLine() error {
 	switch p.typ {
 	case '$', '!', '=':
 		if p.num > p.lim.bulk {
-			return &TooLargeError{What: "bulk string", Size: p.num, Limit: p.lim.bulk}
+			return p.refuse("bulk string", p.num, p.lim.bulk)
 		}
 		p.skip = p.num + 2
+		if top := len(p.stack) - 1; top >= 0 && p.stack[top].left == p.stack[top].n && p.num <= maxFirst {
+			p.capture, p.capLen, p.capGot = true, p.num, 0
+		}
 	case '*', '~', '>', '%', '|':
 		n := p.num
 		if p.typ == '%' || p.typ == '|' {
 			n *= 2
 		}
 		if n > p.lim.aggregate {
-			return &TooLargeError{What: "aggregate", Size: n, Limit: p.lim.aggregate}
+			return p.refuse("aggregate", n, p.lim.aggregate)
 		}
 		if n == 0 {
 			if p.typ != '|' {
@@ -217,13 +252,26 @@ func (p *parser) endLine() error {
 			}
 			return nil
 		}
-		p.stack = append(p.stack, frame{left: n, attr: p.typ == '|'})
+		p.stack = append(p.stack, frame{left: n, n: n, typ: p.typ, attr: p.typ == '|', firstN: -1})
 	case '+', '-', ':', ',', '#', '(', '_':
 		p.element()
 	default:
 		return fmt.Errorf("%w: unknown type %q", errMalformed, p.typ)
 	}
 	return nil
+}
+
+// refuse returns the error that refuses the reply, with the trail of the
+// aggregates open now.
+func (p *parser) refuse(what string, size, limit int64) error {
+	e := &TooLargeError{What: what, Size: size, Limit: limit, trail: make([]trailFrame, len(p.stack))}
+	for i, f := range p.stack {
+		e.trail[i] = trailFrame{typ: f.typ, n: f.n, index: f.n - f.left}
+		if f.firstN >= 0 {
+			e.trail[i].first = string(f.first[:f.firstN])
+		}
+	}
+	return e
 }
 
 // element records a complete element: it closes the aggregates it

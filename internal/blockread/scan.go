@@ -58,11 +58,17 @@ type Entry struct {
 	// (ShortName, ShortValue, ShortFields): the rest was never loaded.
 	Values map[string]any
 	// Size is the bytes of the entry's field names and values summed, and
-	// Fields how many fields it has, as Redis holds it.
+	// Fields how many fields it has, as Redis holds it; for an entry the guard
+	// refused, what it refused: a field's size (the entry is larger), or the
+	// number of fields (Size 0), or the bytes of the reply when its budget ran
+	// out (the entry is larger).
 	Size   int64
 	Fields int64
-	// Oversized says Size or Fields is over the read's Limits.
+	// Oversized says the entry is over the read's Limits; Why says how, for
+	// a message: "a field of 104857600 bytes", "5000 fields", "more than
+	// 2228224 bytes", "104857690 bytes in 7 fields".
 	Oversized bool
+	Why       string
 }
 
 // Page is what one read returned.
@@ -137,17 +143,6 @@ end
 return out
 `)
 
-// lastIDScript returns the id of the stream's last entry, "0-0" when it has
-// none, never the entry.
-var lastIDScript = redis.NewScript(`
-local r = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #r == 0 then return '0-0' end
-local id = r[1][1]
-r = nil
-collectgarbage()
-return id
-`)
-
 // noRO is set once a server said it has no EVALSHA_RO (Redis before 7.0):
 // scripts run with EVALSHA from then on.
 var noRO atomic.Bool
@@ -216,16 +211,11 @@ func parseScan(v []any) (Page, error) {
 			e.Oversized = true
 			e.Size, _ = item[2].(int64)
 			e.Fields, _ = item[3].(int64)
+			e.Why = fmt.Sprintf("%d bytes in %d fields", e.Size, e.Fields)
 		}
 		p.Entries = append(p.Entries, e)
 	}
 	return p, nil
-}
-
-// LastID returns the id of the last entry of the stream key, "0-0" when the
-// stream is empty or absent, by a Lua script that returns the id alone.
-func LastID(ctx context.Context, c redis.Scripter, key string) (string, error) {
-	return RunRO(ctx, c, lastIDScript, []string{key}).Text()
 }
 
 // sized returns m as an Entry within lim, or, when it is beyond them, the
@@ -240,6 +230,7 @@ func sized(m redis.XMessage, lim Limits) Entry {
 		return e
 	}
 	e.Oversized = true
+	e.Why = fmt.Sprintf("%d bytes in %d fields", e.Size, e.Fields)
 	e.Values = map[string]any{}
 	for k, v := range m.Values {
 		s, _ := v.(string)

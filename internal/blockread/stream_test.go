@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ func TestAnUnguardedReadAllocatesTheWholeEntry(t *testing.T) {
 	}
 }
 
-func TestAStreamReturnsAnOversizedEntryAsItsIDSizeAndShortFieldsWithoutLoadingIt(t *testing.T) {
+func TestAStreamReturnsAnOversizedEntryAsItsIDAndSizeWithoutLoadingIt(t *testing.T) {
 	rdb := redistest.Server(t).Client(t)
 	payload := strings.Repeat("x", big)
 	id1 := xadd(t, rdb, "s", "op", "pull", "n", "1")
@@ -80,26 +81,27 @@ func TestAStreamReturnsAnOversizedEntryAsItsIDSizeAndShortFieldsWithoutLoadingIt
 		t.Fatal(err)
 	}
 	got := allocated() - before
-	t.Logf("read 3 entries, one of %d bytes: %d bytes allocated, %d replies refused", big, got, s.Refused())
+	t.Logf("read past an entry of %d bytes: %d bytes allocated, %d replies refused", big, got, s.Refused())
 	if got > 4<<20 {
 		t.Fatalf("the read allocated %d bytes: the oversized entry was loaded", got)
 	}
 	if s.Refused() != 1 {
 		t.Fatalf("%d replies refused, want 1 (the XREAD)", s.Refused())
 	}
-	if len(p.Entries) != 3 || p.Entries[0].ID != id1 || p.Entries[1].ID != id2 || p.Entries[2].ID != id3 {
-		t.Fatalf("page %+v, want the three entries in order", p)
+	// The page ends with the refused entry: the one before it read again,
+	// the one after it left to the next read.
+	if len(p.Entries) != 2 || p.Entries[0].ID != id1 || p.Entries[0].Oversized || p.Entries[1].ID != id2 {
+		t.Fatalf("page %+v, want %s and %s", p, id1, id2)
 	}
-	e := p.Entries[1]
-	wantSize := int64(len("op") + len("restart") + len("id") + len("evil") + len("args") + big)
-	if !e.Oversized || e.Size != wantSize || e.Fields != 3 || e.Values["id"] != "evil" || e.Values["op"] != "restart" || len(e.Values) != 2 {
-		t.Fatalf("oversized entry %+v, want size %d, 3 fields, the short fields id and op only", e, wantSize)
+	if e := p.Entries[1]; !e.Oversized || e.Size != big || e.Values != nil {
+		t.Fatalf("oversized entry %+v, want its refused field's size %d and no values", e, big)
 	}
-	if p.Entries[0].Oversized || p.Entries[2].Values["n"] != "3" {
-		t.Fatalf("the small entries: %+v", p.Entries)
+	p, err = s.Read(context.Background(), id2, 16, time.Second)
+	if err != nil || len(p.Entries) != 1 || p.Entries[0].ID != id3 || p.Entries[0].Values["n"] != "3" {
+		t.Fatalf("the next read: %+v %v, want %s", p, err, id3)
 	}
-	// The next entry comes through a blocked XREAD again: no second refusal,
-	// and the reader is blocked in Redis before it is added.
+	// The next entry comes through a blocked XREAD: no second refusal, and
+	// the reader is blocked in Redis before it is added.
 	done := make(chan blockread.Page, 1)
 	go func() {
 		p, err := s.Read(context.Background(), id3, 16, 10*time.Second)
@@ -116,6 +118,96 @@ func TestAStreamReturnsAnOversizedEntryAsItsIDSizeAndShortFieldsWithoutLoadingIt
 	// The caller's own client is not capped.
 	if v, err := rdb.XRange(context.Background(), "s", id2, id2).Result(); err != nil || len(v) != 1 || len(v[0].Values["args"].(string)) != big {
 		t.Fatalf("the caller's client reading the entry: %v", err)
+	}
+}
+
+// An entry refused for its number of fields, and a reply refused for its
+// bytes although each entry fits: the first is oversized, the others are all
+// read, over several reads.
+func TestAStreamTellsAnEntryWithTooManyFieldsFromAPageTooLargeForOneReply(t *testing.T) {
+	rdb := redistest.Server(t).Client(t)
+	small := blockread.Limits{Entry: 4096, Fields: 32, Reply: 8 << 10} // the guard's budget: 88 KiB
+	var want []string
+	for i := range 40 {
+		want = append(want, xadd(t, rdb, "s", "i", strconv.Itoa(i), "v", strings.Repeat("m", 4000)))
+	}
+	many := []any{}
+	for i := range 5000 {
+		many = append(many, "f"+strconv.Itoa(i), "")
+	}
+	fields := xadd(t, rdb, "s", many...)
+	last := xadd(t, rdb, "s", "i", "last")
+	s := blockread.NewStream(rdb, "s", blockread.Retry, small, time.Second)
+	t.Cleanup(func() { _ = s.Close() })
+	var got []blockread.Entry
+	for pos := "0-0"; pos != last; {
+		p, err := s.Read(context.Background(), pos, 100, time.Second)
+		if err != nil || len(p.Entries) == 0 {
+			t.Fatalf("read after %s: %+v %v", pos, p, err)
+		}
+		got = append(got, p.Entries...)
+		pos = p.Last()
+	}
+	if len(got) != 42 {
+		t.Fatalf("%d entries read, want 42", len(got))
+	}
+	for i, id := range want {
+		if got[i].ID != id || got[i].Oversized {
+			t.Fatalf("entry %d: %+v, want %s within the limits", i, got[i], id)
+		}
+	}
+	if e := got[40]; e.ID != fields || !e.Oversized || e.Fields != 5000 {
+		t.Fatalf("the entry of 5000 fields: %+v", e)
+	}
+	t.Logf("42 entries in %d refused replies", s.Refused())
+}
+
+// Range skips each refused entry and reads on, forward and backward, and
+// stops at about its reply budget.
+func TestARangeSkipsEveryOversizedEntryAndReadsOn(t *testing.T) {
+	rdb := redistest.Server(t).Client(t)
+	payload := strings.Repeat("r", 1<<20)
+	var ids []string
+	for i := range 12 {
+		v := "small"
+		if i%3 == 1 {
+			v = payload
+		}
+		ids = append(ids, xadd(t, rdb, "s", "i", strconv.Itoa(i), "v", v))
+	}
+	before := allocated()
+	p, err := blockread.Range(context.Background(), rdb, "s", "-", "+", 100, false, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := allocated() - before; a > 2<<20 {
+		t.Errorf("%d bytes allocated reading past four entries of 1 MiB", a)
+	}
+	if len(p.Entries) != 12 || p.More {
+		t.Fatalf("%d entries, more %v", len(p.Entries), p.More)
+	}
+	for i, e := range p.Entries {
+		if e.ID != ids[i] || e.Oversized != (i%3 == 1) {
+			t.Fatalf("entry %d: %+v", i, e)
+		}
+	}
+	p, err = blockread.Range(context.Background(), rdb, "s", "+", "("+ids[3], 5, true, lim)
+	if err != nil || len(p.Entries) != 5 || p.Entries[0].ID != ids[11] || p.Entries[4].ID != ids[7] || !p.Entries[1].Oversized || !p.Entries[4].Oversized {
+		t.Fatalf("backwards: %+v %v", p, err)
+	}
+	// The budget: 300 KB of entries of 3 KB, more than one reply may hold
+	// (the guard's 200 KiB): the page stops with what the first held.
+	for range 100 {
+		xadd(t, rdb, "b", "v", strings.Repeat("b", 3000))
+	}
+	p, err = blockread.Range(context.Background(), rdb, "b", "-", "+", 100, false, lim)
+	if err != nil || !p.More || len(p.Entries) < 20 || len(p.Entries) > 70 {
+		t.Fatalf("a range of 300 KB: %d entries, more %v, %v; want one reply's worth and more", len(p.Entries), p.More, err)
+	}
+	for _, e := range p.Entries {
+		if e.Oversized {
+			t.Fatalf("entry %s of 3 KB oversized", e.ID)
+		}
 	}
 }
 
@@ -204,24 +296,67 @@ func TestScanPagesByBytesAndReadsBackwards(t *testing.T) {
 	}
 }
 
-func TestLastIDNeverLoadsTheLastEntry(t *testing.T) {
+// A position is Redis's clock: reading from it returns what is added after,
+// and reading it reads no entry.
+func TestPositionReadsNoEntryAndEveryLaterEntryFollowsIt(t *testing.T) {
 	rdb := redistest.Server(t).Client(t)
-	if id, err := blockread.LastID(context.Background(), rdb, "absent"); err != nil || id != "0-0" {
-		t.Fatalf("absent stream: %q %v", id, err)
-	}
-	id := xadd(t, rdb, "s", "args", strings.Repeat("q", big))
+	xadd(t, rdb, "s", "args", strings.Repeat("q", big))
 	before := allocated()
-	got, err := blockread.LastID(context.Background(), rdb, "s")
-	if err != nil || got != id {
-		t.Fatalf("LastID %q %v, want %s", got, err, id)
+	pos, err := blockread.Position(context.Background(), rdb, "s")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if a := allocated() - before; a > 1<<20 {
-		t.Fatalf("LastID allocated %d bytes", a)
+	if a := allocated() - before; a > 64<<10 {
+		t.Fatalf("Position allocated %d bytes", a)
+	}
+	next := xadd(t, rdb, "s", "n", "1")
+	s := blockread.NewStream(rdb, "s", blockread.Retry, lim, time.Second)
+	t.Cleanup(func() { _ = s.Close() })
+	p, err := s.Read(context.Background(), pos, 16, time.Second)
+	if err != nil || len(p.Entries) == 0 || p.Last() != next {
+		t.Fatalf("read from %s: %+v %v, want %s last", pos, p, err, next)
+	}
+	// Through a wrapper, the same position by a script that holds the key.
+	if pos2, err := blockread.Position(context.Background(), sharedClient{rdb}, "s"); err != nil || pos2 < pos {
+		t.Fatalf("Position through a wrapper: %q %v (first %q)", pos2, err, pos)
 	}
 }
 
-// The scripts are read-only (EVALSHA_RO): a user allowed only to read the
-// stream (%R~) runs them, as an ACL reader role would.
+// The guarded path needs no script: a user allowed only to read the stream
+// and the clock reads past an oversized entry.
+func TestAStreamNeedsNoScriptPermission(t *testing.T) {
+	srv := redistest.Server(t)
+	rdb := srv.Client(t)
+	xadd(t, rdb, "s", "a", "b")
+	xadd(t, rdb, "s", "args", strings.Repeat("x", 1<<20))
+	last := xadd(t, rdb, "s", "c", "d")
+	if err := rdb.Do(context.Background(), "ACL", "SETUSER", "reader", "on", ">pw", "+xrange", "+xrevrange", "+xread", "+time", "%R~s").Err(); err != nil {
+		t.Fatal(err)
+	}
+	ro := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "reader", Password: "pw"})
+	t.Cleanup(func() { _ = ro.Close() })
+	s := blockread.NewStream(ro, "s", blockread.Retry, lim, time.Second)
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := blockread.Position(context.Background(), s.Client(), "s"); err != nil {
+		t.Fatalf("Position: %v", err)
+	}
+	var got []blockread.Entry
+	for pos := "0-0"; pos != last; {
+		p, err := s.Read(context.Background(), pos, 16, time.Second)
+		if err != nil {
+			t.Fatalf("Read as a user without scripts: %v", err)
+		}
+		got = append(got, p.Entries...)
+		pos = p.Last()
+	}
+	if len(got) != 3 || !got[1].Oversized {
+		t.Fatalf("%+v", got)
+	}
+}
+
+// The script is read-only (EVALSHA_RO): a user allowed only to read the
+// stream (%R~) runs it, as an ACL reader role would, through a client that
+// cannot be copied.
 func TestScanRunsForAUserWhoMayOnlyReadTheStream(t *testing.T) {
 	srv := redistest.Server(t)
 	rdb := srv.Client(t)
@@ -235,9 +370,6 @@ func TestScanRunsForAUserWhoMayOnlyReadTheStream(t *testing.T) {
 	p, err := blockread.Scan(context.Background(), ro, "s", "-", "+", 10, false, lim)
 	if err != nil || len(p.Entries) != 1 {
 		t.Fatalf("Scan as a read-only user: %+v %v", p, err)
-	}
-	if _, err := blockread.LastID(context.Background(), ro, "s"); err != nil {
-		t.Fatalf("LastID as a read-only user: %v", err)
 	}
 }
 

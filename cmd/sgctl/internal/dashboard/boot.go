@@ -48,7 +48,7 @@ func (s *Server) lastBoot(ctx context.Context, service, instance string, started
 	end := "+"
 	found := false
 	for !found {
-		// One script, which leaves out (unread) entries over an event's size.
+		// A bounded read, which leaves out (unread) entries over an event's size.
 		p, err := s.reg.EventRange(ctx, end, "-", bootPage, true)
 		if err != nil {
 			return boot{}, fmt.Errorf("reading %s: %w", registry.EventsKey, err)

@@ -123,7 +123,7 @@ func (h *hub) run(ctx context.Context) error {
 		b.Succeeded(ctx, "key", registry.EventsKey, "after", p.Next)
 		for _, sk := range p.Skipped {
 			skipped.Log(ctx, slog.LevelWarn, "dashboard: oversized event skipped unread", "key", registry.EventsKey, "entry", sk.ID,
-				"bytes", sk.Bytes, "fields", sk.Fields, "max_bytes", registry.MaxEventLen, "max_fields", registry.MaxEventFields)
+				"size", sk.Why, "max_bytes", registry.MaxEventLen, "max_fields", registry.MaxEventFields)
 		}
 		if last == "$" {
 			h.mu.Lock()
@@ -213,8 +213,8 @@ func (h *hub) since(ctx context.Context, after string) (msgs []message, reset bo
 		}
 		return msgs, false
 	}
-	// Older than the ring: the stream may still have it (it is capped). One
-	// script, which leaves out (unread) entries over an event's size.
+	// Older than the ring: the stream may still have it (it is capped). A
+	// bounded read, which leaves out (unread) entries over an event's size.
 	p, err := h.s.reg.EventRange(ctx, "("+after, from, ringSize, false)
 	if err != nil || p.More || len(p.Events)+len(p.Skipped) == ringSize {
 		return nil, true
@@ -387,8 +387,8 @@ func (s *Server) eventView(ev registry.Event) eventView {
 // recentEvents returns the stream's last id and up to n latest transitions
 // (of the services named, when names is not nil), newest first.
 func (s *Server) recentEvents(ctx context.Context, names []string, n int) (string, []eventView, error) {
-	// Some of the latest may be other services': read more than n. One
-	// script, which leaves out (unread) entries over an event's size.
+	// Some of the latest may be other services': read more than n. A
+	// bounded read, which leaves out (unread) entries over an event's size.
 	p, err := s.reg.EventRange(ctx, "+", "-", int64(max(1, n*5)), true)
 	if err != nil {
 		return "", nil, fmt.Errorf("reading %s: %w", registry.EventsKey, err)
