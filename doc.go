@@ -3,6 +3,10 @@
 // metrics for every transition.
 //
 //	m, err := lifecycle.NewMachine(&table, lifecycle.WithGuard("retries_left", job.retriesLeft))
+//	if err != nil {
+//		return "", err
+//	}
+//	defer m.Close()
 //	err = m.Fire(ctx, "fail") // running -> retrying, or -> failed, as the guard decides
 //
 // looplab/fsm holds the state and checks every event against its own copy of

@@ -3,10 +3,28 @@
 // the instances that advertise an address (the registry entry's addr; see
 // service.WithAdvertiseAddr and service.Advertiser).
 //
-//	w, _ := reg.Watch("checkout")
+//	w, err := reg.Watch("checkout") // one XREAD reader of sg:events, resyncs from the index
+//	if err != nil {
+//		return err
+//	}
 //	defer w.Close()
+//	if err := w.WaitSynced(ctx); err != nil { // the first read of the registry
+//		return err
+//	}
 //	client := &http.Client{Transport: balancer.New(w).RoundTripper(nil)}
-//	resp, err := client.Get("http://checkout/cart/42")
+//	for range 3 {
+//		resp, err := client.Get("http://checkout/cart/42") // round-robin over the running instances' addr
+//		if err != nil {
+//			return err
+//		}
+//		if err := printBody(resp); err != nil {
+//			return err
+//		}
+//	}
+//
+// (From the package's example, where printBody prints a body and closes it.)
+// Until the watcher's first read of the registry (WaitSynced) its view is
+// empty and requests fail with ErrNoInstance.
 //
 // The RoundTripper replaces each request URL's host with the address of the
 // instance it picked; the Host header stays the URL's (here "checkout"). A

@@ -35,26 +35,48 @@ func Example() {
 		_ = reg.Register(ctx, registry.Entry{Service: "checkout", Instance: id, Status: "running", Addr: addr})
 	}
 
-	w, err := reg.Watch("checkout")
-	if err != nil {
+	if err := callCheckout(ctx, reg); err != nil {
 		panic(err)
 	}
-	defer w.Close()
-	_ = w.WaitSynced(ctx)
-	base := &http.Transport{}
-	defer base.CloseIdleConnections()
-	client := &http.Client{Transport: balancer.New(w).RoundTripper(base)}
-	for range 3 {
-		resp, err := client.Get("http://checkout/cart/42")
-		if err != nil {
-			panic(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		fmt.Println(string(b))
-	}
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	// Output:
 	// checkout-1 answers /cart/42
 	// checkout-2 answers /cart/42
 	// checkout-1 answers /cart/42
+}
+
+// callCheckout is what a client of checkout does: watch the service, wait for
+// the watcher's first read of the registry (before it, the view is empty and
+// a request fails with ErrNoInstance), and call it by its name.
+func callCheckout(ctx context.Context, reg *registry.Registry) error {
+	w, err := reg.Watch("checkout") // one XREAD reader of sg:events, resyncs from the index
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if err := w.WaitSynced(ctx); err != nil { // the first read of the registry
+		return err
+	}
+	client := &http.Client{Transport: balancer.New(w).RoundTripper(nil)}
+	for range 3 {
+		resp, err := client.Get("http://checkout/cart/42") // round-robin over the running instances' addr
+		if err != nil {
+			return err
+		}
+		if err := printBody(resp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// printBody prints a response's body and closes it.
+func printBody(resp *http.Response) error {
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(b))
+	return nil
 }

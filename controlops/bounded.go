@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
 // What the daemon reads of what any Redis writer can write, bounded: see
@@ -34,18 +37,19 @@ func (d *Daemon) tooLargeErr(ctx context.Context, e blockread.Entry) error {
 		ErrOversized, e.Why, MaxEntryLen, MaxFields)
 }
 
-// handOver reads the restart hand-over of this instance (PendingKey) through
-// the guarded reader: a hash that someone bloated past what a hand-over
-// holds is not one, and is ignored with a warning.
-func (d *Daemon) handOver(ctx context.Context) (map[string]string, error) {
+// handOver returns the restart hand-over of this instance (PendingKey) that
+// cmd, an HGETALL of it through the guarded reader, read: a hash that someone
+// bloated past what a hand-over holds is not one, and is ignored with a
+// warning.
+func (d *Daemon) handOver(cmd *redis.MapStringStringCmd) (map[string]string, error) {
 	pk := PendingKey(d.svc, d.inst)
-	h, err := d.reader.HGetAll(ctx, pk).Result()
+	h, err := cmd.Result()
 	if errors.Is(err, blockread.ErrTooLarge) {
 		d.log.Warn("restart hand-over too large to be one: ignored", "key", pk, "error", err)
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("controlops: HGETALL %s: %w", pk, err)
+		return nil, fmt.Errorf("controlops: HGETALL %s: %w", pk, refused(redisacl.Instance, err, "HGETALL", pk))
 	}
 	return h, nil
 }

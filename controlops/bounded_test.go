@@ -139,7 +139,7 @@ func TestADaemonIgnoresAHandOverTooLargeToBeOne(t *testing.T) {
 	before := allocated()
 	d := startDaemon(t, rdb, newTarget("svc", "i-1"), WithInsecure(), WithLogger(slogTo(&logs)))
 	if got := d.LastID(); got != last {
-		t.Fatalf("start position %q, want the stream's end %s: the hand-over was used", got, last)
+		t.Fatalf("start position %q, want the stream's end %s: the hand-over was used\n%s", got, last, logs.String())
 	}
 	if alloc := allocated() - before; alloc > 2<<20 {
 		t.Fatalf("Start allocated %d bytes", alloc)

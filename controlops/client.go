@@ -128,6 +128,9 @@ func (c *Client) Send(ctx context.Context, service, op, target string, args any,
 	if err != nil {
 		slotmap.Reload(c.rdb, err) // so a retry finds a promoted replica
 		span.SetStatus(codes.Error, err.Error())
+		if perr := operatorRefusal(err, canSend, "XADD", "to", StreamKey(service)); perr != nil {
+			return Op{}, fmt.Errorf("controlops: %w", perr)
+		}
 		return Op{}, fmt.Errorf("controlops: XADD %s: %w", StreamKey(service), err)
 	}
 	o.StreamID = id
@@ -186,6 +189,9 @@ func (c *Client) readResults(ctx context.Context, s *blockread.Stream, service, 
 	p, err := s.Read(ctx, after, count, block)
 	if err != nil {
 		slotmap.Reload(c.rdb, err)
+		if perr := operatorRefusal(err, canFollow, "XREAD", "of", ResultsKey(service)); perr != nil {
+			return nil, fmt.Errorf("controlops: %w", perr)
+		}
 		return nil, fmt.Errorf("controlops: XREAD %s: %w", ResultsKey(service), err)
 	}
 	return pageResults(p), nil

@@ -20,6 +20,7 @@ import (
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
 	"github.com/stargazer/lifecycle/internal/ratelog"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
@@ -188,6 +189,16 @@ func (d *Daemon) LastID() string {
 // read; after a restart hand-over, from the moment Running is called. When
 // Redis does not answer within ctx, Start still succeeds and the position is
 // resolved once Redis answers. A second Start returns an error.
+//
+// The same round trip checks that the daemon's Redis user may read the
+// stream (a non-blocking XREAD, which reads nothing) and write results (an
+// XADD to the results stream that Redis refuses whatever the user, id 0-0,
+// NOMKSTREAM: it writes nothing): without them no op could be received or
+// answered. When Redis refuses one of these calls for want of permission,
+// Start returns that error (matching ErrNoPermission, naming the sg-instance
+// role's rule) and the daemon runs all the same, retrying as in an outage,
+// so that it works once the user is given the rule: the caller decides (the
+// lifecycle fails the boot when Redis is required), and must Stop it.
 func (d *Daemon) Start(ctx context.Context) error {
 	d.mu.Lock()
 	if d.started {
@@ -205,8 +216,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 
-	if err := d.resolve(ctx); err != nil {
-		d.log.Warn("control stream position not resolved yet; retrying in the background", "error", err)
+	resolveErr := d.resolve(ctx)
+	if resolveErr != nil {
+		d.log.Warn("control stream position not resolved yet; retrying in the background", "error", resolveErr)
 	}
 	switch d.mode {
 	case ModeSigned:
@@ -229,6 +241,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 	go func() { defer d.wg.Done(); d.finisher(runCtx) }()
 	d.log.Info("control-ops daemon started", "stream", StreamKey(d.svc), "from", d.LastID(), "control", string(d.mode),
 		"key_ids", strings.Join(KeyIDs(d.cfg.keys), ","), "not_before", d.notBefore.UTC().Format(time.RFC3339Nano))
+	if errors.Is(resolveErr, ErrNoPermission) {
+		return resolveErr
+	}
 	return nil
 }
 
@@ -276,7 +291,8 @@ func (d *Daemon) Running() {
 	d.runningOnce.Do(func() { close(d.running) })
 }
 
-// resolve fixes the start position once.
+// resolve fixes the start position once, in one round trip that also
+// checks the user may read the stream and write results (see Start).
 func (d *Daemon) resolve(ctx context.Context) error {
 	d.mu.Lock()
 	known := d.lastID != ""
@@ -284,7 +300,20 @@ func (d *Daemon) resolve(ctx context.Context) error {
 	if known {
 		return nil
 	}
-	h, err := d.handOver(ctx)
+	pk, stream, results := PendingKey(d.svc, d.inst), StreamKey(d.svc), ResultsKey(d.svc)
+	pipe := d.reader.Pipeline()
+	read := pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{stream, "$"}, Count: 1, Block: -1})
+	write := queueWriteProbe(ctx, pipe, results)
+	_, _ = pipe.Exec(ctx) // each command has its own reply (a connection failure sets every one's)
+	if err := read.Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("controlops: XREAD %s: %w", stream, refused(redisacl.Instance, err, "XREAD", stream))
+	}
+	if err := writeProbeErr(redisacl.Instance, write, results); err != nil {
+		return fmt.Errorf("controlops: %w", err)
+	}
+	// Apart, through the guarded reader: a hand-over someone bloated is
+	// refused, and a refusal closes the connection under every reply after it.
+	h, err := d.handOver(d.reader.HGetAll(ctx, pk))
 	if err != nil {
 		return err
 	}
@@ -292,7 +321,7 @@ func (d *Daemon) resolve(ctx context.Context) error {
 	if pos == "" {
 		// The last entry may be anyone's, of any size: its id alone.
 		if pos, err = d.stream.Last(ctx); err != nil {
-			return fmt.Errorf("controlops: the last id of %s: %w", StreamKey(d.svc), err)
+			return fmt.Errorf("controlops: XREVRANGE %s: %w", stream, refused(redisacl.Instance, err, "XREVRANGE", stream))
 		}
 	}
 	d.mu.Lock()
@@ -378,6 +407,7 @@ func (d *Daemon) loop(ctx context.Context) {
 		}
 		page, err := d.stream.Read(ctx, after, readCount, d.cfg.block)
 		if err != nil {
+			err = refused(redisacl.Instance, err, "XREAD", StreamKey(d.svc))
 			if ctx.Err() != nil || !fail("XREAD", err) {
 				return
 			}
@@ -471,7 +501,9 @@ func (d *Daemon) decide(ctx context.Context, op Op, perr error) (Status, string,
 	}
 	if d.Signed() {
 		if err := d.claimNonce(ctx, op); err != nil {
-			if errors.Is(err, ErrReplayed) {
+			if errors.Is(err, ErrReplayed) || errors.Is(err, ErrNoPermission) {
+				// A refused claim heals only when the user is given the
+				// rule: the op is not executed, and the reason says why.
 				return StatusRejected, err.Error(), keyID, nil
 			}
 			return "", "", "", err
@@ -536,57 +568,5 @@ func outcome(err error) (Status, string, error) {
 		return StatusRejected, err.Error(), nil
 	default:
 		return StatusFailed, err.Error(), nil
-	}
-}
-
-// claimNonce claims op's nonce for this instance until the op's window closes.
-// The value is the entry's stream ID, so a claim whose reply was lost is
-// recognised as ours when the entry is read again.
-func (d *Daemon) claimNonce(ctx context.Context, op Op) error {
-	key := NonceKey(d.svc, d.inst, op.Nonce)
-	exp := op.IssuedAt.Add(op.TTL + d.cfg.skew).Sub(d.cfg.clock.Now())
-	exp = max(exp, time.Second)
-	ctx, cancel := d.call(ctx)
-	defer cancel()
-	ok, err := d.rdb.SetNX(ctx, key, op.StreamID, exp).Result()
-	if err != nil {
-		return fmt.Errorf("%w: SET NX %s: %w", errRetry, key, err)
-	}
-	if ok {
-		return nil
-	}
-	// Through the guarded reader: a claim bloated by someone else is not ours.
-	v, err := d.reader.Get(ctx, key).Result()
-	if err != nil && !errors.Is(err, redis.Nil) && !errors.Is(err, blockread.ErrTooLarge) {
-		return fmt.Errorf("%w: GET %s: %w", errRetry, key, err)
-	}
-	if v == op.StreamID {
-		return nil
-	}
-	return fmt.Errorf("%w: nonce %q was first used by entry %s", ErrReplayed, op.Nonce, v)
-}
-
-// writeResult appends res, retrying with backoff until it is written or ctx
-// ends.
-func (d *Daemon) writeResult(ctx context.Context, res Result) error {
-	res.At = d.cfg.clock.Now()
-	res.State = d.t.State()
-	res.PID = d.cfg.pid
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		res.TraceID = sc.TraceID().String()
-	}
-	args := &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()}
-	for {
-		// Written even while stopping: a restart's accepted must get out.
-		wctx, cancel := d.call(context.WithoutCancel(ctx))
-		err := d.rdb.XAdd(wctx, args).Err()
-		cancel()
-		if err == nil {
-			d.writes.Succeeded(ctx, "op_id", res.OpID)
-			return nil
-		}
-		if !d.retryAfter(ctx, d.writes, err, []redis.UniversalClient{d.rdb}, "op_id", res.OpID, "status", string(res.Status)) {
-			return fmt.Errorf("controlops: result for %s not written: %w", res.Entry, ctx.Err())
-		}
 	}
 }

@@ -14,6 +14,37 @@
 // share a slot, so the scripts that take a slot or finish a restart touch one
 // node. A fleet-wide op is sent to each service's stream.
 //
+// # Redis users
+//
+// docs/redis-acl.md gives the exact ACL rules of each Redis user: a Daemon's
+// calls are the sg-instance role's (it reads the op stream, writes results,
+// claims nonces, takes slots and hands restarts over), a Client's the
+// sg-operator role's (it writes the op stream and reads results); the
+// sg-reader role cannot send ops. A call Redis refuses for want of
+// permission (NOPERM) fails with an error matching ErrNoPermission that names
+// the key and the rule of the role's line it needed; Redis names neither.
+//
+// What a Daemon cannot do without its rules is found at Start, not at the
+// first op: in the round trip that resolves its start position it also reads
+// the stream (a non-blocking XREAD that reads nothing) and writes a result
+// that Redis refuses whatever the user (XADD with id 0-0, NOMKSTREAM: it
+// writes nothing, after the permission check). Start returns a refusal of
+// either (the lifecycle fails the boot when Redis is required); the daemon
+// runs all the same and reads once the user has the rule. A refusal while
+// handling an op (a nonce claim, a restart's hand-over or slot) rejects the
+// op with the rule in its reason and reading goes on: retrying would not
+// help until the user is given the rule. The daemon sends no MULTI: a user
+// refused EXEC would leave a pooled connection inside MULTI, queueing every
+// later command sent on it; the hand-over is a script, and the completion of
+// a restart three idempotent commands in one pipeline (the results stream
+// is written only, and a script's keys need read and write).
+//
+// A Client's Send and Results return a *PermissionError when refused ("this
+// Redis user cannot send control ops (XADD to sg:control:{demo} refused):
+// use the sg-operator role: ..."). CheckPermission asks the same without
+// sending an op (the XADD with id 0-0, and a non-blocking XREAD of the
+// results): the dashboard disables its actions with its answer.
+//
 // # Entries
 //
 // An op entry has the fields id, op, target ("*" or an instance id), args
@@ -46,7 +77,8 @@
 // guarded, so a reply that holds a field of more than MaxEntryLen bytes, or
 // more than MaxFields fields, or that passes its byte budget, is refused
 // before go-redis allocates it, and the connection closed. The refusal names
-// the entry it happened in; the daemon reads again, with XRANGE, only the
+// the entry it happened in; the daemon reads again, with a non-blocking
+// XREAD, only the
 // entries before that one, and goes on after it. An oversized entry is
 // rejected (ErrOversized; the reason says what was too large and the limits:
 // "... a field of 104857600 bytes; an op entry holds at most 81920 bytes in

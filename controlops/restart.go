@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/redisacl"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -27,15 +30,33 @@ const SpanRestarted = "controlops.restarted"
 // takeSlot takes a slot for instance when fewer than max unexpired members
 // hold one (or refreshes the one it holds). KEYS[1] slots; ARGV: instance, now
 // ms, expiry ms, max.
-var takeSlot = redis.NewScript(`
+var takeSlot = redis.NewScript(takeSlotSrc)
+
+// takeSlotSrc is takeSlot's source, kept to explain a refusal inside it
+// (Redis 7.0 names the line: one call per line).
+const takeSlotSrc = `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or
+   redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
   redis.call('PEXPIREAT', KEYS[1], ARGV[3])
   return 1
 end
 return 0
-`)
+`
+
+// handOver writes the pending hash KEYS[1] with its expiry, in one step:
+// ARGV[1] the expiry in ms, then its fields and values. (A script rather
+// than MULTI/EXEC: a Redis user refused EXEC would leave its connection
+// inside MULTI, queueing every later command of the pool's connection.)
+var handOver = redis.NewScript(handOverSrc)
+
+// handOverSrc is handOver's source, kept to explain a refusal inside it.
+const handOverSrc = `
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+`
 
 // restart takes a slot if asked, hands the restart over to the next process
 // and asks the target to shut down.
@@ -62,15 +83,23 @@ func (d *Daemon) restart(ctx context.Context, op Op, keyID string) (Status, stri
 	propagation.TraceContext{}.Inject(ctx, carrier)
 	pk := PendingKey(d.svc, d.inst)
 	tctx, cancel := d.call(ctx)
-	_, err := d.rdb.TxPipelined(tctx, func(p redis.Pipeliner) error {
-		p.HSet(tctx, pk, pendingOpID, op.ID, pendingEntry, op.StreamID, pendingTrace, carrier.Get("traceparent"), pendingSlot, strconv.FormatBool(slot), pendingKeyID, keyID)
-		p.PExpire(tctx, pk, d.cfg.slotTTL)
-		return nil
-	})
+	err := handOver.Run(tctx, d.rdb, []string{pk}, d.cfg.slotTTL.Milliseconds(),
+		pendingOpID, op.ID, pendingEntry, op.StreamID, pendingTrace, carrier.Get("traceparent"), pendingSlot, strconv.FormatBool(slot), pendingKeyID, keyID).Err()
 	cancel()
+	if redisacl.Refused(err) {
+		// It heals only when the user is given the rule: the restart does
+		// not begin, and the reason says why. A script is not undone by
+		// its error: a refused PEXPIRE would leave the hash for good.
+		dctx, cancel := d.call(context.WithoutCancel(ctx))
+		d.rdb.Del(dctx, pk)
+		cancel()
+		d.releaseSlot(ctx, slot)
+		err = redisacl.Explain(err, redisacl.Instance, redisacl.Call{Cmd: "EVALSHA", Keys: []string{pk}, Script: handOverSrc})
+		return StatusRejected, fmt.Sprintf("handing the restart over: %s: %v", pk, err), nil
+	}
 	if err != nil {
 		d.releaseSlot(ctx, slot)
-		return "", "", fmt.Errorf("%w: HSET %s: %w", errRetry, pk, err)
+		return "", "", fmt.Errorf("%w: handing the restart over: %s: %w", errRetry, pk, err)
 	}
 	if err := d.do(ctx, OpRestart, op.Args); err != nil {
 		dctx, cancel := d.call(context.WithoutCancel(ctx))
@@ -109,6 +138,10 @@ func (d *Daemon) waitSlot(ctx context.Context, max int) (Status, string, error) 
 		if err == nil && ok == 1 {
 			return "", "", nil
 		}
+		if redisacl.Refused(err) {
+			err = redisacl.Explain(err, redisacl.Instance, redisacl.Call{Cmd: "EVALSHA", Keys: []string{SlotsKey(d.svc)}, Script: takeSlotSrc})
+			return StatusRejected, fmt.Sprintf("taking a restart slot (max_unavailable %d): %v", max, err), nil
+		}
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("restart slot: redis error; retrying", "error", err)
 		}
@@ -137,8 +170,9 @@ func (d *Daemon) finisher(ctx context.Context) {
 	case <-d.running:
 	}
 	b := d.newBackoff("restart completion")
+	written := false // the done result is in the stream: a retry only cleans up
 	for {
-		err := d.finishRestart(ctx)
+		err := d.finishRestart(ctx, &written)
 		if err == nil {
 			b.Succeeded(ctx)
 			return
@@ -149,7 +183,14 @@ func (d *Daemon) finisher(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) finishRestart(ctx context.Context) error {
+// finishRestart gives the slot back, writes the restart's done result
+// (unless *written says it did already) and deletes the pending hash, in
+// that order in one pipelined round trip: once done is read, the slot is
+// free. They are commands of their own, not a script or a transaction: the
+// sg-instance role only writes the results stream, and a script's keys
+// need read and write. Each is idempotent but the result, which a retry
+// after a failure does not write twice.
+func (d *Daemon) finishRestart(ctx context.Context, written *bool) error {
 	d.mu.Lock()
 	checked, pending := d.checked, d.pending
 	d.mu.Unlock()
@@ -158,7 +199,7 @@ func (d *Daemon) finishRestart(ctx context.Context) error {
 	}
 	pk := PendingKey(d.svc, d.inst)
 	hctx, cancel := d.call(ctx)
-	h, err := d.handOver(hctx)
+	h, err := d.handOver(d.reader.HGetAll(hctx, pk))
 	cancel()
 	if err != nil {
 		return err
@@ -166,27 +207,42 @@ func (d *Daemon) finishRestart(ctx context.Context) error {
 	if len(h) == 0 {
 		return nil
 	}
-	parent := propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": h[pendingTrace]})
-	sctx, span := d.tracer.Start(parent, SpanRestarted, trace.WithAttributes(
-		AttrService.String(d.svc), AttrInstance.String(d.inst), AttrOp.String(OpRestart),
-		AttrOpID.String(h[pendingOpID]), AttrStatus.String(string(StatusDone))))
-	defer span.End()
-	res := Result{OpID: h[pendingOpID], Op: OpRestart, Entry: h[pendingEntry], Instance: d.inst, KeyID: h[pendingKeyID],
-		Status: StatusDone, At: d.cfg.clock.Now(), State: d.t.State(), PID: d.cfg.pid, TraceID: span.SpanContext().TraceID().String()}
-	if !span.SpanContext().IsValid() {
-		res.TraceID = ""
+	var span trace.Span
+	if !*written {
+		parent := propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": h[pendingTrace]})
+		ctx, span = d.tracer.Start(parent, SpanRestarted, trace.WithAttributes(
+			AttrService.String(d.svc), AttrInstance.String(d.inst), AttrOp.String(OpRestart),
+			AttrOpID.String(h[pendingOpID]), AttrStatus.String(string(StatusDone))))
+		defer span.End()
 	}
-	sctx, cancel = d.call(sctx)
+	cctx, cancel := d.call(ctx)
 	defer cancel()
-	_, err = d.rdb.TxPipelined(sctx, func(p redis.Pipeliner) error {
-		p.XAdd(sctx, &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()})
-		p.ZRem(sctx, SlotsKey(d.svc), d.inst)
-		p.Del(sctx, pk)
-		return nil
-	})
+	pipe := d.rdb.Pipeline()
+	pipe.ZRem(cctx, SlotsKey(d.svc), d.inst)
+	var add *redis.StringCmd
+	if !*written {
+		res := Result{OpID: h[pendingOpID], Op: OpRestart, Entry: h[pendingEntry], Instance: d.inst, KeyID: h[pendingKeyID],
+			Status: StatusDone, At: d.cfg.clock.Now(), State: d.t.State(), PID: d.cfg.pid, TraceID: span.SpanContext().TraceID().String()}
+		if !span.SpanContext().IsValid() {
+			res.TraceID = ""
+		}
+		add = pipe.XAdd(cctx, &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()})
+	}
+	pipe.Del(cctx, pk)
+	cmds, err := pipe.Exec(cctx)
+	if add != nil && add.Err() == nil {
+		*written = true
+		d.log.Info("restart completed", "op_id", h[pendingOpID], "entry", h[pendingEntry], "pid", d.cfg.pid)
+	}
+	for _, c := range cmds {
+		if cerr := c.Err(); cerr != nil {
+			key := fmt.Sprint(c.Args()[1])
+			return fmt.Errorf("completing restart %s: %s %s: %w", h[pendingOpID], strings.ToUpper(c.Name()), key,
+				refused(redisacl.Instance, cerr, c.Name(), key))
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("completing restart %s: %w", h[pendingOpID], err)
 	}
-	d.log.Info("restart completed", "op_id", h[pendingOpID], "entry", h[pendingEntry], "pid", d.cfg.pid)
 	return nil
 }

@@ -1,11 +1,16 @@
 package controlops
 
 import (
+	"context"
+	"fmt"
 	"strconv"
 	"time"
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
 // Keys. {<service>} is a Redis Cluster hash tag: all of one service's control
@@ -153,4 +158,29 @@ func parseResult(m redis.XMessage) Result {
 	}
 	r.PID, _ = strconv.Atoi(s(ResultPID))
 	return r
+}
+
+// writeResult appends res, retrying with backoff until it is written or ctx
+// ends.
+func (d *Daemon) writeResult(ctx context.Context, res Result) error {
+	res.At = d.cfg.clock.Now()
+	res.State = d.t.State()
+	res.PID = d.cfg.pid
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		res.TraceID = sc.TraceID().String()
+	}
+	args := &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()}
+	for {
+		// Written even while stopping: a restart's accepted must get out.
+		wctx, cancel := d.call(context.WithoutCancel(ctx))
+		err := refused(redisacl.Instance, d.rdb.XAdd(wctx, args).Err(), "XADD", args.Stream)
+		cancel()
+		if err == nil {
+			d.writes.Succeeded(ctx, "op_id", res.OpID)
+			return nil
+		}
+		if !d.retryAfter(ctx, d.writes, err, []redis.UniversalClient{d.rdb}, "op_id", res.OpID, "status", string(res.Status)) {
+			return fmt.Errorf("controlops: result for %s not written: %w", res.Entry, ctx.Err())
+		}
+	}
 }

@@ -1,11 +1,3 @@
-// Package phases holds state machines as data: states, events, named guards and
-// transitions. Lifecycle is the boot-and-shutdown contract every Stargazer service
-// follows; the machine, the docs, the diagrams and the tests all read it, so adding
-// a state is one edit in this package.
-//
-// The package imports nothing of the project. A Table describes any machine; the
-// root package runs one, and users may describe their own machines with the same
-// types.
 package phases
 
 import (

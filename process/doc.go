@@ -5,8 +5,10 @@
 // and exits with a code a supervisor can act on:
 //
 //	func main() {
-//		process.Main(&worker{}, service.WithName("worker"))
+//		process.Main(&worker{}, service.WithServiceName("worker"))
 //	}
+//
+// (examples/worker, the README's complete service.)
 //
 // It is a package of its own so that what only a process needs (the OTLP
 // and Prometheus exporters that autoexport links, go-systemd, signal

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
 // Limits of what the registry writes, and of what its readers of sg:events
@@ -132,13 +133,11 @@ func eventPage(p blockread.Page, start string) EventPage {
 	return out
 }
 
-// warnSkipped logs the skipped entries at warn through l (at most a line a
-// minute).
-func warnSkipped(ctx context.Context, l interface {
-	Log(context.Context, slog.Level, string, ...any) bool
-}, skipped []SkippedEvent) {
+// skippedEvents logs the skipped entries at warn to log: all of them share
+// one budget of a line a minute (skipped).
+func (r *Registry) skippedEvents(ctx context.Context, log *slog.Logger, skipped []SkippedEvent) {
 	for _, s := range skipped {
-		l.Log(ctx, slog.LevelWarn, "registry: oversized event skipped unread", "key", EventsKey, "entry", s.ID,
+		r.skipped(ctx, log, EventsKey+"\x00oversized", "registry: oversized event skipped unread", "key", EventsKey, "entry", s.ID,
 			"size", s.Why, "max_bytes", MaxEventLen, "max_fields", MaxEventFields)
 	}
 }
@@ -154,7 +153,7 @@ func warnSkipped(ctx context.Context, l interface {
 func (r *Registry) EventRange(ctx context.Context, from, to string, count int64, reverse bool) (EventPage, error) {
 	p, err := blockread.Range(ctx, r.c, EventsKey, from, to, count, reverse, eventLimits)
 	if err != nil {
-		return EventPage{}, fmt.Errorf("registry: reading %s from %q to %q: %w", EventsKey, from, to, r.failed(err))
+		return EventPage{}, fmt.Errorf("registry: reading %s from %q to %q: %w", EventsKey, from, to, r.refused(redisacl.Reader, err, "XRANGE", EventsKey))
 	}
 	return eventPage(p, ""), nil
 }
@@ -192,13 +191,13 @@ func (er *EventReader) Read(ctx context.Context, after string, count int64, bloc
 	case "$":
 		last, err := er.s.Last(ctx)
 		if err != nil {
-			return EventPage{Next: "$"}, fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, er.r.failed(err))
+			return EventPage{Next: "$"}, fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, er.r.refused(redisacl.Reader, err, "XREVRANGE", EventsKey))
 		}
 		after = last
 	}
 	p, err := er.s.Read(ctx, after, count, block)
 	if err != nil {
-		return EventPage{Next: after}, fmt.Errorf("registry: reading %s after %q: %w", EventsKey, after, er.r.failed(err))
+		return EventPage{Next: after}, fmt.Errorf("registry: reading %s after %q: %w", EventsKey, after, er.r.refused(redisacl.Reader, err, "XREAD", EventsKey))
 	}
 	return eventPage(p, after), nil
 }

@@ -9,6 +9,14 @@
 //	sg:registry:services                     set of service names
 //	sg:events                                stream, MAXLEN ~ capped (default 10000), one Event per transition
 //
+// The Redis users that may touch them, with the exact ACL rules of each, are
+// in docs/redis-acl.md: an instance (a Member) writes them as sg-instance;
+// listing and watching (List, Services, Entry, Events, Watcher) read them as
+// sg-reader, with read-only commands on read-only key patterns. A call Redis
+// refuses for want of permission (NOPERM) fails with an error matching
+// ErrNoPermission that names the key and the rule of the role's line it
+// needed ("the sg-instance role needs ~sg:registry:*").
+//
 // The {<name>} braces are a Redis Cluster hash tag: one service's entries and
 // its index share a slot, so listing a service is one multi-key read on one
 // node. The services set and the events stream live in other slots; writes
@@ -24,7 +32,8 @@
 //   - Listing never uses SCAN or KEYS: Instances reads the index for
 //     members whose expiry is in the future, then MGETs their entries.
 //     Index members whose entry vanished (eviction, flush) are skipped, and
-//     expired members are trimmed opportunistically by writes and reads.
+//     expired members are trimmed by every entry write of the service;
+//     reads write nothing.
 //   - Index scores are computed from the writer's clock (Option WithClock) and
 //     compared with the reader's: the fleet's clocks are assumed to agree to
 //     well within the TTL.
@@ -71,8 +80,26 @@
 // registry's by contract: a write that finds an entry, index or services key
 // of the wrong type deletes it and writes its own, logging the key and the
 // type it found at warn. Readers never fail a listing for one bad entry:
-// Instances skips (and logs, naming the key) entries that are not JSON or not
-// strings.
+// they skip (and log, naming the key) entries that are not JSON or not
+// strings, and entries that are not their key's (below).
+//
+// # Names come from keys
+//
+// An entry's service and instance are those of its key, never those its JSON
+// says: whoever can write to Redis can write, under
+// sg:registry:service:{evil}:decoy-2, a JSON saying service "demo" and
+// instance "" (an operator's tool would read an empty instance as every
+// instance), or saying another running instance's name with another address
+// (a Watcher would route that instance's requests there). So every reader
+// (List and so Instances, a Watcher's resync and the GET after each event,
+// Entry, sgctl, the dashboard) decodes entries with DecodeEntry and skips an
+// entry whose JSON's service or instance is not its key's, or is empty, and
+// an index member or event that cannot be an instance id; nothing fills a
+// missing name from the JSON. Each skip is logged at warn naming the key:
+// the first at once, then at most one line a minute per key with the count
+// left out (suppressed=N), for at most 256 keys at a time (beyond them the
+// new keys share one line a minute), so a dashboard listing every few
+// seconds, or a writer making many bad keys, does not flood the log.
 //
 // # Entries of any size
 //
@@ -89,7 +116,8 @@
 // holds a field over MaxEventLen, or more than MaxEventFields fields, or that
 // passes its byte budget, is refused before go-redis allocates it (the
 // connection is closed); the refusal names the entry it happened in, and the
-// reader reads again, with XRANGE, only the entries before it, reports it
+// reader reads again (XREAD, or XRANGE for a range) only the entries before
+// it, reports it
 // (SkippedEvent) and goes on after it. EventRange and Events read the same way
 // through a guarded copy made for the call. A Watcher's resync takes its
 // position from Redis's clock (TIME on the stream's node), so it reads no
@@ -113,8 +141,9 @@
 // # Listing and watching a service
 //
 // List is the one listing of a service: its live entries with their expiry
-// times (the index scores). Instances, sgctl ps and the dashboard read
-// through it, and so does a Watcher's resync.
+// times (the index scores), each its key's (see "Names come from keys").
+// Instances, sgctl ps and the dashboard read through it, and so does a
+// Watcher's resync.
 //
 // A Watcher (Registry.Watch) is a live view of one service's instances whose
 // status is running, the one status consumers route to; package balancer
@@ -123,9 +152,10 @@
 //     from the last id read (bounded: see "Entries of any size"): an event
 //     to running adds the instance once one
 //     pipelined GET of its entry and ZSCORE of its index member confirm it
-//     (the entry says where to call it, Entry.Addr); an event to any other
-//     state (pulling, draining, stopping_daemons, ...) removes it. A change
-//     reaches the view within one event's delivery: a few milliseconds.
+//     (the entry, if it is its key's, says where to call it, Entry.Addr);
+//     an event to any other state (pulling, draining, stopping_daemons, ...)
+//     removes it. A change reaches the view within one event's delivery: a
+//     few milliseconds.
 //   - resyncs from List: at start, after a failed read or resync (a
 //     reconnect), every TTL, and a quarter TTL before the known expiry of a
 //     running instance, so that its heartbeats are seen before the expiry.

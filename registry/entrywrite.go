@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
 // entryScript writes one entry (KEYS[1]) and its index member (KEYS[2]):
@@ -28,7 +30,7 @@ import (
 // there is 'none', 'entry', 'unparsable' or the type of a key that was not a
 // string (then deleted first); the fourth element is the type of an index
 // key that was not a sorted set (deleted first).
-var entryScript = redis.NewScript(`
+var entryScript = newScript(`
 local st, prev = 'none', ''
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'string' then
@@ -60,7 +62,7 @@ return res
 
 // servicesScript adds ARGV[1] to the services set KEYS[1], replacing a key of
 // another type first; it returns {1} or {1, <the type replaced>}.
-var servicesScript = redis.NewScript(`
+var servicesScript = newScript(`
 local res = {1}
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t ~= 'set' and t ~= 'none' then
@@ -175,9 +177,13 @@ func abbreviate(s string) string {
 
 // cmdError returns the error reply of the first command among cmds that
 // Redis answered with an error, naming the command and its key (so that a
-// WRONGTYPE says which key), or err when there is none (the connection
-// failed: no key is to blame).
-func cmdError(cmds []redis.Cmder, err error) error {
+// WRONGTYPE says which key) and, for a refusal (NOPERM), the sg-instance
+// role's rule it needed; or err when there is none (the connection failed:
+// no key is to blame). cmds are an instance's writes.
+func cmdError(cmds []redis.Cmder, err error) error { return cmdErrorAs(redisacl.Instance, cmds, err) }
+
+// cmdErrorAs is cmdError for cmds of role.
+func cmdErrorAs(role redisacl.Role, cmds []redis.Cmder, err error) error {
 	for _, c := range cmds {
 		cerr := c.Err()
 		var reply redis.Error
@@ -191,7 +197,7 @@ func cmdError(cmds []redis.Cmder, err error) error {
 		case len(args) > 1:
 			key = fmt.Sprint(args[1])
 		}
-		return fmt.Errorf("%s %s: %w", name, key, cerr)
+		return fmt.Errorf("%s %s: %w", name, key, redisacl.Explain(cerr, role, callOf(c)))
 	}
 	return err
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
 // DefaultEventsCount is the batch size of Events when count <= 0.
@@ -78,7 +80,7 @@ func (r *Registry) Publish(ctx context.Context, ev Event) (string, error) {
 	}
 	id, err := r.c.XAdd(ctx, r.xaddArgs(r.normalizeEvent(ev))).Result()
 	if err != nil {
-		return "", fmt.Errorf("registry: appending event %q of %s/%s to %s: %w", ev.Event, ev.Service, ev.Instance, EventsKey, r.failed(err))
+		return "", fmt.Errorf("registry: appending event %q of %s/%s to %s: %w", ev.Event, ev.Service, ev.Instance, EventsKey, r.refused(redisacl.Instance, err, "XADD", EventsKey))
 	}
 	return id, nil
 }
@@ -133,7 +135,7 @@ func (r *Registry) Events(ctx context.Context, lastID string, count int64, block
 	if err != nil {
 		return nil, p.Next, err
 	}
-	warnSkipped(ctx, r.skipLog, p.Skipped)
+	r.skippedEvents(ctx, r.cfg.log, p.Skipped)
 	return p.Events, p.Next, nil
 }
 

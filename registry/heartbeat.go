@@ -10,16 +10,15 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/stargazer/lifecycle/internal/ratelog"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
 // heartbeatScript refreshes an entry's TTL and its index score, or, when the
 // entry is gone, removes the instance from the index so the index never
 // outlives its entry. Both keys share a slot (hash tag).
-var heartbeatScript = redis.NewScript(`
+var heartbeatScript = newScript(`
 if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
   return 1
@@ -41,7 +40,8 @@ func (r *Registry) Heartbeat(ctx context.Context, service, instance string) (fou
 		[]string{EntryKey(service, instance), IndexKey(service)},
 		r.cfg.ttl.Milliseconds(), score, instance).Int()
 	if err != nil {
-		return false, fmt.Errorf("registry: heartbeat of %s: %w", EntryKey(service, instance), r.failed(err))
+		return false, fmt.Errorf("registry: heartbeat of %s: %w", EntryKey(service, instance),
+			redisacl.Explain(r.failed(err), redisacl.Instance, scriptRefusal(heartbeatScript, EntryKey(service, instance), IndexKey(service))))
 	}
 	return n == 1, nil
 }
@@ -145,6 +145,7 @@ func (m *Member) beatOnce(ctx context.Context) error {
 	vals, err := memberHeartbeatScript.Run(ctx, m.r.c, []string{key, IndexKey(m.service)},
 		m.r.cfg.ttl.Milliseconds(), score, m.instance, m.owner).Slice()
 	if err != nil {
+		err = redisacl.Explain(err, redisacl.Instance, scriptRefusal(memberHeartbeatScript, key, IndexKey(m.service)))
 		return fmt.Errorf("registry: heartbeat of %s: %w", key, err)
 	}
 	n, found := scriptReply(vals)

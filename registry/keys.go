@@ -4,6 +4,7 @@
 package registry
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -25,7 +26,51 @@ var (
 	ErrNotFound = errors.New("registry: entry not found")
 	// ErrInvalidName: a service or instance name cannot be used in a key.
 	ErrInvalidName = errors.New("registry: invalid name")
+	// ErrNameMismatch: an entry's JSON names another service or instance
+	// than its key (or none). See NameMismatchError.
+	ErrNameMismatch = errors.New("registry: entry names another instance than its key")
 )
+
+// NameMismatchError is returned by DecodeEntry, wrapping ErrNameMismatch,
+// for an entry whose JSON service or instance is not its key's: whoever
+// wrote it, it is not that instance's entry. Service and Instance are what
+// the JSON says, as read from Redis (print them escaped).
+type NameMismatchError struct {
+	Key               string // the entry's key
+	Service, Instance string // the JSON's names
+}
+
+func (e *NameMismatchError) Error() string {
+	// %q escapes what a terminal would act on; the precision bounds what
+	// a hostile writer can make the message hold (runes of input).
+	return fmt.Sprintf("registry: %s holds an entry that names service %.128q, instance %.128q: not its key's names",
+		e.Key, e.Service, e.Instance)
+}
+
+func (e *NameMismatchError) Unwrap() error { return ErrNameMismatch }
+
+// DecodeEntry decodes raw, the value stored under EntryKey(service,
+// instance), as that instance's entry. Names come from keys: the JSON's
+// service and instance must be the key's, and the key's must be valid
+// names, or the entry is not that instance's and a reader must skip it
+// (see "Names come from keys" in the package documentation). The error
+// wraps ErrInvalidName for names that cannot be in a key, ErrNameMismatch
+// (a *NameMismatchError) for a JSON that names another service or
+// instance, or none, and is the JSON decoder's for a value that is not an
+// entry's JSON. Every reader of the registry decodes entries with it.
+func DecodeEntry(service, instance string, raw []byte) (Entry, error) {
+	if err := ValidateNames(service, instance); err != nil {
+		return Entry{}, err
+	}
+	var e Entry
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return Entry{}, fmt.Errorf("registry: decoding %s: %w", EntryKey(service, instance), err)
+	}
+	if e.Service != service || e.Instance != instance {
+		return Entry{}, &NameMismatchError{Key: EntryKey(service, instance), Service: e.Service, Instance: e.Instance}
+	}
+	return e, nil
+}
 
 // EntryKey returns the key of one instance's entry:
 // "sg:registry:service:{<service>}:<instance>".

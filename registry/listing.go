@@ -2,7 +2,7 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -13,6 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/internal/ratelog"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
 // Instance is one live instance of a service as the registry lists it: its
@@ -29,14 +31,20 @@ type Instance struct {
 // sorted by instance id. It is the registry's one listing: Instances, sgctl
 // ps, the dashboard and a Watcher's resync read through it.
 //
-// It trims expired index members and reads the live ones with their scores
-// in one round trip, then their entries (one slot) in a second, with a
-// read-only script that skips a value over MaxEntryJSONLen unread (STRLEN);
-// entries that vanished in between, whose JSON is unreadable, whose key is
-// not a string, or that are oversized (all three logged at warn, naming the
-// key) are skipped: one bad entry does not fail the listing. It never uses SCAN or KEYS. An unknown
-// service has no instances and no error; an index key of the wrong type is
-// an error naming it.
+// It reads the index members whose expiry is in the future, with their
+// scores, in one round trip (ZRANGEBYSCORE), then their entries (one slot) in
+// a second: the length of each (STRLEN) and at most MaxEntryJSONLen bytes of
+// it (GETRANGE), so an entry someone bloated is skipped unread, with a
+// warning naming its key. Names come from keys: an index member that cannot be
+// an instance id, and an entry whose JSON names another service or instance
+// than its key, or none (DecodeEntry), are skipped, as are entries that
+// vanished in between, whose JSON is unreadable, or whose key is not a
+// string; each is logged at warn naming the key, at most once a minute per
+// key. One bad entry does not fail the listing. It never uses SCAN or KEYS,
+// and writes nothing: the sg-reader role of docs/redis-acl.md, read-only,
+// can list (expired members are trimmed by the instances' entry writes). An
+// unknown service has no instances and no error; an index key of the wrong
+// type is an error naming it.
 func (r *Registry) List(ctx context.Context, service string) ([]Instance, error) {
 	return r.list(ctx, service, r.cfg.log)
 }
@@ -49,45 +57,51 @@ func (r *Registry) list(ctx context.Context, service string, log *slog.Logger) (
 	}
 	now := strconv.FormatInt(r.cfg.clock.Now().UnixMilli(), 10)
 	idx := IndexKey(service)
-	pipe := r.c.Pipeline()
-	pipe.ZRemRangeByScore(ctx, idx, "-inf", now)
-	ids := pipe.ZRangeByScoreWithScores(ctx, idx, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("registry: reading index %s: %w", idx, r.failed(err))
+	zs, err := r.c.ZRangeByScoreWithScores(ctx, idx, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("registry: reading index %s: %w", idx, r.refused(redisacl.Reader, err, "ZRANGEBYSCORE", idx))
 	}
-	zs := ids.Val()
 	if len(zs) == 0 {
 		return nil, nil
 	}
 	keys := make([]string, 0, len(zs))
+	names := make([]string, 0, len(zs))
 	expires := make([]time.Time, 0, len(zs))
 	for _, z := range zs {
 		id, ok := z.Member.(string)
 		if !ok {
 			continue
 		}
+		if err := fleetenv.ValidateInstance(id); err != nil {
+			r.skipped(ctx, log, idx+"\x00"+id, "registry: skipping an index member that cannot be an instance id",
+				"key", idx, "member", short(id))
+			continue
+		}
 		keys = append(keys, EntryKey(service, id))
+		names = append(names, id)
 		expires = append(expires, time.UnixMilli(int64(z.Score)))
+	}
+	if len(keys) == 0 {
+		return nil, nil
 	}
 	vals, err := r.readEntries(ctx, keys, "", nil)
 	if err != nil {
-		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, r.failed(err))
+		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, err)
 	}
 	out := make([]Instance, 0, len(vals))
 	var missing []string
 	for i, v := range vals {
 		if v.size > 0 {
-			log.Warn("registry: skipping an oversized entry unread", "key", keys[i], "bytes", v.size, "max_bytes", MaxEntryJSONLen)
+			r.skipped(ctx, log, keys[i], "registry: skipping an oversized entry unread", "key", keys[i], "bytes", v.size, "max_bytes", MaxEntryJSONLen)
 			continue
 		}
-		s, ok := v.raw, v.found
-		if !ok { // expired or evicted after the index read, or not a string
+		if !v.found { // expired or evicted after the index read, or not a string
 			missing = append(missing, keys[i])
 			continue
 		}
-		var e Entry
-		if err := json.Unmarshal([]byte(s), &e); err != nil {
-			log.Warn("registry: skipping unreadable entry", "key", keys[i], "error", err)
+		e, err := DecodeEntry(service, names[i], []byte(v.raw))
+		if err != nil {
+			r.skipEntry(ctx, log, keys[i], err)
 			continue
 		}
 		out = append(out, Instance{Entry: e, Expires: expires[i]})
@@ -111,8 +125,8 @@ func (r *Registry) Instances(ctx context.Context, service string) ([]Entry, erro
 	return out, nil
 }
 
-// reportWrongTypes logs to log the keys among keys (entries MGET found no
-// string for) that exist with another type, so that an entry someone
+// reportWrongTypes logs to log the keys among keys (entries found with no
+// string) that exist with another type, so that an entry someone
 // replaced with a hash is named rather than silently missing. It costs a round trip only
 // when MGET came back with gaps; a failure of that read is not reported.
 func (r *Registry) reportWrongTypes(ctx context.Context, log *slog.Logger, keys []string) {
@@ -129,7 +143,7 @@ func (r *Registry) reportWrongTypes(ctx context.Context, log *slog.Logger, keys 
 	}
 	for i, t := range types {
 		if v := t.Val(); v != "none" && v != "string" {
-			log.Warn("registry: skipping an entry key of the wrong type", "key", keys[i], "type", v)
+			r.skipped(ctx, log, keys[i], "registry: skipping an entry key of the wrong type", "key", keys[i], "type", v)
 		}
 	}
 }
@@ -138,15 +152,16 @@ func (r *Registry) reportWrongTypes(ctx context.Context, log *slog.Logger, keys 
 func (r *Registry) Services(ctx context.Context) ([]string, error) {
 	names, err := r.c.SMembers(ctx, ServicesKey).Result()
 	if err != nil {
-		return nil, fmt.Errorf("registry: reading %s: %w", ServicesKey, r.failed(err))
+		return nil, fmt.Errorf("registry: reading %s: %w", ServicesKey, r.refused(redisacl.Reader, err, "SMEMBERS", ServicesKey))
 	}
 	slices.Sort(names)
 	return names, nil
 }
 
 // Entry returns one instance's entry, or an error wrapping ErrNotFound (also
-// when its key holds no string). A value over MaxEntryJSONLen is not read: an
-// error says so.
+// when its key holds no string); an entry whose JSON names another instance
+// is an error wrapping ErrNameMismatch, one that is not JSON the decoder's
+// (DecodeEntry); a value over MaxEntryJSONLen is not read, an error says so.
 func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, error) {
 	if err := ValidateNames(service, instance); err != nil {
 		return Entry{}, err
@@ -154,7 +169,7 @@ func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, 
 	key := EntryKey(service, instance)
 	v, err := r.readEntries(ctx, []string{key}, "", nil)
 	if err != nil {
-		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, r.failed(err))
+		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, err)
 	}
 	if v[0].size > 0 {
 		return Entry{}, fmt.Errorf("registry: %s holds %d bytes, over MaxEntryJSONLen (%d): not read", key, v[0].size, MaxEntryJSONLen)
@@ -162,9 +177,42 @@ func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, 
 	if !v[0].found {
 		return Entry{}, fmt.Errorf("registry: %s: %w", key, ErrNotFound)
 	}
-	var e Entry
-	if err := json.Unmarshal([]byte(v[0].raw), &e); err != nil {
-		return Entry{}, fmt.Errorf("registry: decoding %s: %w", key, err)
+	return DecodeEntry(service, instance, []byte(v[0].raw))
+}
+
+// skipEntry logs, through skipped, an entry a reader skipped because
+// DecodeEntry refused it (err).
+func (r *Registry) skipEntry(ctx context.Context, log *slog.Logger, key string, err error) {
+	if mm, ok := errors.AsType[*NameMismatchError](err); ok {
+		r.skipped(ctx, log, key, "registry: skipping an entry whose JSON names another instance than its key",
+			"key", key, "entry_service", short(mm.Service), "entry_instance", short(mm.Instance))
+		return
 	}
-	return e, nil
+	r.skipped(ctx, log, key, "registry: skipping unreadable entry", "key", key, "error", err)
+}
+
+// skipped logs msg with args at warn to log, about something a reader
+// skipped (limit names it): the first time at once, then at most once a
+// minute per thing (ratelog.Keyed, on the registry's clock), with the count
+// left out. A dashboard lists a service every few seconds; a bad entry is
+// named once a minute, and however many keys a writer makes bad, the lines
+// stay bounded.
+func (r *Registry) skipped(ctx context.Context, log *slog.Logger, limit, msg string, args ...any) {
+	ok, n := r.skips.Allow(limit)
+	if !ok {
+		return
+	}
+	if n > 0 {
+		args = append(args, ratelog.SuppressedKey, n)
+	}
+	log.WarnContext(ctx, msg, args...)
+}
+
+// short bounds a value read from Redis for a log line: at most 128 bytes,
+// valid UTF-8, "…" when cut.
+func short(s string) string {
+	if len(s) <= 128 {
+		return strings.ToValidUTF8(s, "\ufffd")
+	}
+	return strings.ToValidUTF8(s[:128], "\ufffd") + "…"
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/stargazer/lifecycle/internal/ratelog"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 	"github.com/stargazer/lifecycle/internal/retry"
 )
 
@@ -231,6 +232,11 @@ func (m *Member) signal() {
 // entry in the background, services set included, as for Update. When
 // another process owns the entry, Register writes nothing and returns nil:
 // the conflict is logged and reported by Conflict, and is no Redis failure.
+//
+// Then it delivers the events still queued (one pipelined XADD round trip),
+// so that a Redis user that may write the entry but not sg:events is found
+// here: Register returns that refusal (ErrNoPermission, naming the rule). Any
+// other failure of the events is left to the writer, which retries them.
 func (m *Member) Register(ctx context.Context, e Entry) error {
 	e.Service, e.Instance, e.Owner = m.service, m.instance, m.owner
 	e = m.r.normalize(e)
@@ -243,6 +249,17 @@ func (m *Member) Register(ctx context.Context, e Entry) error {
 	if err := m.writeLatest(ctx); err != nil {
 		m.signal()
 		return err
+	}
+	m.mu.Lock()
+	queued := len(m.queue) > 0
+	m.mu.Unlock()
+	if queued {
+		if err := m.flush(ctx); err != nil {
+			m.signal()
+			if errors.Is(err, ErrNoPermission) {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -306,7 +323,8 @@ func (m *Member) Deregister(ctx context.Context) error {
 	}
 	vals, err := memberDeregisterScript.Run(ctx, m.r.c, []string{key, IndexKey(m.service)}, m.owner, m.instance).Slice()
 	if err != nil {
-		return fmt.Errorf("registry: deregistering %s: %w", key, m.r.failed(err))
+		return fmt.Errorf("registry: deregistering %s: %w", key,
+			redisacl.Explain(m.r.failed(err), redisacl.Instance, scriptRefusal(memberDeregisterScript, key, IndexKey(m.service))))
 	}
 	if n, found := scriptReply(vals); n == 0 && len(found) > 0 {
 		m.lose(found[0])

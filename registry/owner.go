@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // ErrOwnerConflict is wrapped by the error Member.Conflict returns: another
@@ -56,7 +54,7 @@ func newOwnerToken() string {
 // errors of GET and ZADD (redis.pcall), not by a TYPE before each. Any other
 // error of ZADD (Redis refusing writes: OOM, READONLY, MISCONF) is the
 // script's error, so that the heartbeat reports it as it is.
-var memberHeartbeatScript = redis.NewScript(`
+var memberHeartbeatScript = newScript(`
 local v = redis.pcall('GET', KEYS[1])
 if type(v) == 'table' then
   return {0, redis.call('TYPE', KEYS[1])['ok']}
@@ -88,7 +86,7 @@ return {1, 'entry'}
 // then it returns {0, <the entry>} and deletes nothing. An entry that is not
 // JSON, or a key of another type, is deleted too: the key is the registry's.
 // ARGV[2] is the instance id.
-var memberDeregisterScript = redis.NewScript(`
+var memberDeregisterScript = newScript(`
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'string' then
   local v = redis.call('GET', KEYS[1])

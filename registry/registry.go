@@ -28,9 +28,13 @@ type Registry struct {
 	// cluster says c is a cluster client, whose pipelines run each node's
 	// commands concurrently: writes whose order matters go in turn.
 	cluster bool
-	// skipLog warns of the oversized events Events leaves out.
-	skipLog *ratelog.Logger
+	// skips rate-limits the readers' warnings about the entries they skip,
+	// per key (see skipped).
+	skips *ratelog.Keyed
 }
+
+// skipKeys is how many keys a Registry remembers warning about (skipped).
+const skipKeys = 256
 
 // New returns a Registry using c. It does not contact Redis.
 func New(c redis.UniversalClient, opts ...Option) *Registry {
@@ -51,7 +55,7 @@ func New(c redis.UniversalClient, opts ...Option) *Registry {
 	_, cluster := c.(*redis.ClusterClient)
 	return &Registry{c: c, cfg: cfg, cluster: cluster, sentText: map[*redis.Script]*atomic.Bool{
 		entryScript: new(atomic.Bool), servicesScript: new(atomic.Bool)},
-		skipLog: ratelog.New(cfg.log, cfg.clock, ratelog.DefaultInterval)}
+		skips: ratelog.NewKeyed(cfg.clock, ratelog.DefaultInterval, skipKeys)}
 }
 
 // TTL returns the entry TTL.
@@ -109,8 +113,8 @@ func (r *Registry) Deregister(ctx context.Context, service, instance string) err
 	pipe := r.c.Pipeline()
 	pipe.Del(ctx, EntryKey(service, instance))
 	pipe.ZRem(ctx, IndexKey(service), instance)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("registry: deregistering %s: %w", EntryKey(service, instance), r.failed(err))
+	if cmds, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("registry: deregistering %s: %w", EntryKey(service, instance), cmdError(cmds, r.failed(err)))
 	}
 	return nil
 }

@@ -233,14 +233,26 @@ func TestInstancesReadsTheIndexAndNeverScans(t *testing.T) {
 		t.Fatal("the SCAN guard does not work")
 	}
 
-	// Past the TTL on the registry's clock, index members are expired and trimmed.
+	// Past the TTL on the registry's clock, index members are expired: the
+	// listing skips them and writes nothing (the sg-reader role is
+	// read-only); the next entry write trims them.
 	clk.Advance(31 * time.Second)
+	before := len(rec.commands())
 	got, err = r.Instances(ctx, "api")
 	if err != nil || len(got) != 0 {
 		t.Fatalf("Instances after TTL = %+v, %v; want none", got, err)
 	}
-	if n, _ := c.ZCard(ctx, registry.IndexKey("api")).Result(); n != 0 {
-		t.Fatalf("index still has %d expired members, want them trimmed", n)
+	if sent := rec.commands()[before:]; !slices.Equal(sent, []string{"zrangebyscore"}) {
+		t.Fatalf("Instances sent %v, want only zrangebyscore (a read)", sent)
+	}
+	if n, _ := c.ZCard(ctx, registry.IndexKey("api")).Result(); n != 5 {
+		t.Fatalf("index has %d members after a listing, want the 5 expired ones left to the writers", n)
+	}
+	if err := r.Register(ctx, entry("api", "i5", "running")); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.ZCard(ctx, registry.IndexKey("api")).Result(); n != 1 {
+		t.Fatalf("index has %d members after an entry write, want the expired ones trimmed", n)
 	}
 }
 

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
-	"github.com/stargazer/lifecycle/internal/ratelog"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
@@ -73,9 +72,7 @@ type Watcher struct {
 	block   time.Duration
 	log     *slog.Logger // the registry's, with service: every line names it once
 
-	stream   *blockread.Stream // sg:events, bounded; its client is ours to close when it copied it
-	skipLog  *ratelog.Logger   // warns of the oversized events it leaves out
-	entryLog *ratelog.Logger   // warns of the oversized entries it leaves out
+	stream *blockread.Stream // sg:events, bounded; its client is ours to close when it copied it
 
 	view   atomic.Pointer[View]
 	synced chan struct{} // closed by the first successful resync
@@ -137,8 +134,6 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 	// A reconnect must surface as an error: the Watcher resyncs after it.
 	// Through a client it cannot copy it polls every 100ms.
 	w.stream = blockread.NewStream(r.c, EventsKey, blockread.NoRetry, eventLimits, 100*time.Millisecond)
-	w.skipLog = ratelog.New(w.log, r.cfg.clock, ratelog.DefaultInterval)
-	w.entryLog = ratelog.New(w.log, r.cfg.clock, ratelog.DefaultInterval)
 	w.view.Store(&View{Service: service, changed: make(chan struct{})})
 	go w.run(ctx)
 	return w, nil
@@ -315,7 +310,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 	// Redis's clock, not the last event: that may be anyone's, of any size.
 	last, err := blockread.Position(ctx, w.r.c, EventsKey)
 	if err != nil {
-		return fmt.Errorf("registry: reading the position of %s: %w", EventsKey, w.r.failed(err))
+		return fmt.Errorf("registry: reading the position of %s: %w", EventsKey, w.r.refused(redisacl.Reader, err, "TIME", EventsKey))
 	}
 	ins, err := w.r.list(ctx, w.service, w.log)
 	if err != nil {
@@ -378,11 +373,12 @@ func (w *Watcher) read(ctx context.Context, block time.Duration) ([]Event, error
 	page, err := w.stream.Read(rctx, w.pos, 512, block)
 	if err != nil {
 		slotmap.Reload(w.stream.Client(), err)
+		err = redisacl.Explain(err, redisacl.Reader, redisacl.Call{Cmd: "XREAD", Keys: []string{EventsKey}})
 		return nil, fmt.Errorf("registry: reading %s after %s: %w", EventsKey, w.pos, err)
 	}
 	p := eventPage(page, w.pos)
 	w.pos = p.Next
-	warnSkipped(ctx, w.skipLog, p.Skipped)
+	w.r.skippedEvents(ctx, w.log, p.Skipped)
 	var out []Event
 	for _, ev := range p.Events {
 		if ev.Service == w.service {
@@ -443,10 +439,24 @@ func (w *Watcher) apply(ctx context.Context, events []Event) error {
 }
 
 // fetch reads the entries and index scores of ids in one round trip (they
-// share the service's slot), by a read-only script that skips an entry over
-// MaxEntryJSONLen unread. An instance whose entry or score is missing,
-// unreadable, oversized or expired is left out.
+// share the service's slot), an entry's length and at most MaxEntryJSONLen
+// bytes of it (readEntries). An instance whose entry or score is missing,
+// unreadable or expired is left out; so are, with a warning (at most one a
+// minute per key), an id from the stream that cannot be an instance id, an
+// entry over MaxEntryJSONLen, unread, and an entry whose JSON names another
+// instance than its key (DecodeEntry).
 func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance, error) {
+	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool {
+		if fleetenv.ValidateInstance(id) == nil {
+			return false
+		}
+		w.r.skipped(ctx, w.log, EventsKey+"\x00"+id, "registry: skipping an event to running whose instance cannot be an instance id",
+			"key", EventsKey, "instance", short(id))
+		return true
+	})
+	if len(ids) == 0 {
+		return nil, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, w.r.cfg.writeTimeout)
 	defer cancel()
 	keys := make([]string, len(ids))
@@ -455,22 +465,22 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 	}
 	got, err := w.r.readEntries(ctx, keys, IndexKey(w.service), ids)
 	if err != nil {
-		return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, w.r.failed(err))
+		return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, err)
 	}
 	now := w.r.cfg.clock.Now()
 	out := make(map[string]Instance, len(ids))
 	for i, id := range ids {
 		g := got[i]
 		if g.size > 0 {
-			w.entryLog.Log(ctx, slog.LevelWarn, "registry: skipping an oversized entry unread", "key", keys[i], "bytes", g.size, "max_bytes", MaxEntryJSONLen)
+			w.r.skipped(ctx, w.log, keys[i], "registry: skipping an oversized entry unread", "key", keys[i], "bytes", g.size, "max_bytes", MaxEntryJSONLen)
 			continue
 		}
 		if !g.found || !g.scored {
 			continue
 		}
-		var e Entry
-		if err := json.Unmarshal([]byte(g.raw), &e); err != nil {
-			w.log.Warn("registry: skipping unreadable entry", "key", keys[i], "error", err)
+		e, err := DecodeEntry(w.service, id, []byte(g.raw))
+		if err != nil {
+			w.r.skipEntry(ctx, w.log, keys[i], err)
 			continue
 		}
 		in := Instance{Entry: e, Expires: time.UnixMilli(int64(g.score))}

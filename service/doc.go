@@ -4,7 +4,12 @@
 // every transition is a span, a metric, a log line and a status update in
 // the Redis registry.
 //
-//	in, err := service.New(&worker{}, service.WithServiceName("worker"), service.WithRedis(rdb))
+//	in, err := service.New(&worker{},
+//		service.WithServiceName("worker"),
+//		service.WithRedis(rdb),                // the registry and control ops; without it, neither
+//		service.WithHealthAddr("127.0.0.1:0"), // /livez, /readyz, /healthz (default :9090)
+//		service.WithBootJitter(0),             // no random delay before the ping (default up to 2s)
+//	)
 //	if err != nil {
 //		return err // a *ConfigError naming the option
 //	}
@@ -19,7 +24,10 @@
 //	cleaning_up -> stopped (or failed)
 //
 // A failed Redis ping fails the boot when Redis is required and goes on
-// degraded when it is not. A failing phase or Run unwinds through the
+// degraded when it is not. The client's Redis user needs the sg-instance
+// role of docs/redis-acl.md in the repository; a call Redis refuses (NOPERM:
+// the ping, the registration of phase 8, the control-ops daemon's start in
+// 8.5) is handled the same way, its error naming the rule the role needed. A failing phase or Run unwinds through the
 // shutdown steps and ends in failed. A stop (RequestStop, Shutdown, the end
 // of Run's context) can arrive in any phase: the phase's context is
 // cancelled and the shutdown skips the steps whose work never began;
@@ -34,6 +42,36 @@
 // lifecycle. Control ops (package controlops) are rejected until the
 // instance has a key (WithControlKeys) or opts in to unsigned ops
 // (WithControlInsecure).
+//
+// # Optional interfaces
+//
+// A Service may implement, beside OnStart, Run and OnStop:
+//
+//   - Binder: Bind(*Instance), called once by New before it returns (so
+//     before any phase, under process.Main too): the service keeps its
+//     instance, for the list below;
+//   - Configurer, Instrumenter, ModuleLoader, AdapterBuilder: the work of
+//     phases 3 to 6;
+//   - Advertiser: the address the registry entry advertises, read at phase 8.
+//
+// # Components
+//
+// A service made of several components (an HTTP API and a stream worker)
+// runs them all under Service.Run, so that either failing fails the
+// instance; from its Instance (Binder) they get:
+//
+//   - Leaving: a context that ends the moment a stop or a restart is asked
+//     for (before any drain delay) or something fails the instance, and no
+//     later than Run's context: a worker stops taking new work then, and
+//     finishes the work in hand under Run's context;
+//   - Redis: the instance's own client (nil without Redis), not to be
+//     closed; BlockingRedis: a client for blocking reads that a context's
+//     end closes, so that a read blocked in XREADGROUP ends at once (a
+//     cancelled context does not end one in go-redis);
+//   - Logger: the instance's logger, with its service and instance
+//     attributes, the one process.Main logs through.
+//
+// examples/orders in the repository is such a service.
 //
 // # Options
 //

@@ -84,7 +84,6 @@ func TestOlderInstanceWithTheSameIDWarnsOnHealthzAndKeepsTheOthersEntry(t *testi
 		t.Errorf("the newer instance logged an error:\n%s", newerLogs.String())
 	}
 
-
 	_ = older.Shutdown(ctx)
 	if err := wait(t, olderDone); err != nil {
 		t.Fatal(err)

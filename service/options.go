@@ -169,9 +169,10 @@ func WithBootTimeout(d time.Duration) Option {
 //
 // A phase given up on is abandoned, not stopped: Go cannot stop a goroutine,
 // so the one running the hook is left to the user's code, and returns when
-// that code does. Leak checks must be told about it, e.g. with goleak:
+// that code does. Leak checks must be told about it, e.g. with goleak, as
+// this package's test of a hung OnStart does:
 //
-//	goleak.VerifyNone(t, goleak.IgnoreAnyFunction("example.com/svc.(*Service).OnStart"))
+//	goleak.VerifyNone(t, before, goleak.IgnoreAnyFunction("github.com/stargazer/lifecycle/service.hangingOnStart.OnStart"))
 //
 // Budgets and the boot timeout run on the real clock, like context deadlines
 // (WithClock does not change them).
@@ -259,7 +260,16 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 	})
 }
 
-// WithLogger sets the logger (default slog.Default()). A nil logger is ignored.
+// WithLogger sets the logger the instance logs through; New adds the
+// service and instance attributes to it (Instance.Logger). A nil logger is
+// ignored.
+//
+// Without it, New takes slog.Default() as it is when New runs. process.Main
+// (and process.Run) give their own first: a slog.TextHandler on stderr
+// (Config.Stderr) at level Info, which a WithLogger among Main's options
+// replaces. Main logs through Instance.Logger once New returned an
+// instance; what it logs before (an invalid environment or option, exit 2)
+// goes through its own handler, whatever WithLogger says.
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) {
 		if l != nil {

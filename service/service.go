@@ -54,6 +54,20 @@ type Advertiser interface {
 	AdvertiseAddr() string
 }
 
+// Binder is implemented by a Service that needs its Instance: its Redis
+// client (Instance.Redis), its logger (Instance.Logger), the context that
+// ends when it begins to leave (Instance.Leaving), its identity. New calls
+// Bind exactly once, with the instance it built, just before it returns it:
+// before any phase, and under process.Main too, where the service never sees
+// New. A New that fails calls no Bind.
+//
+// Bind keeps in; it must not block, and must not call Boot, Run or Shutdown
+// (New has not returned). A panic in Bind is not recovered: it is a bug of
+// the service, and the caller of New's.
+type Binder interface {
+	Bind(in *Instance)
+}
+
 // Errors callers branch on.
 var (
 	// ErrRedisUnavailable: the Redis ping failed and Redis is required.

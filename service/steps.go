@@ -8,7 +8,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 	"github.com/stargazer/lifecycle/phases"
 )
 
@@ -175,7 +177,7 @@ func (in *Instance) connect(ctx context.Context) (phases.Event, error) {
 		in.log.Info("redis connection verified", "redis", in.redisAddr)
 		return phases.PingOK, in.link.attach(in.entry(phases.Connecting))
 	}
-	err = in.redisError(err)
+	err = in.redisError(redisacl.Explain(err, redisacl.Instance, redisacl.Call{Cmd: "PING"}))
 	if in.cfg.redisRequired {
 		in.log.Error("redis connection failed: hard-fail gate triggered, redis is required", "redis", in.redisAddr, "error", err)
 		// Nothing is written: the instance never reached Redis.
@@ -253,8 +255,15 @@ func (in *Instance) register(ctx context.Context) (phases.Event, error) {
 	}
 	err := in.control.Start(cctx)
 	cancel()
+	if errors.Is(err, controlops.ErrNoPermission) && !in.cfg.redisRequired {
+		// The daemon runs and retries: it reads once the user has the rule.
+		in.log.Warn("control-ops daemon: redis refused its reads or writes: continuing degraded, redis is not required; no control op is read until the redis user is given the rule",
+			"redis", in.redisAddr, "error", err)
+		in.degraded.Store(true)
+		return "", nil
+	}
 	if err != nil {
-		return "", fmt.Errorf("phase 8.5: %w", err)
+		return "", fmt.Errorf("phase 8.5: %w", in.redisError(err))
 	}
 	return "", nil
 }

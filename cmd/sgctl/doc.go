@@ -98,18 +98,30 @@
 // send "Authorization: Bearer <token>"; others get 401. POSTs pass a
 // same-origin check (Sec-Fetch-Site, Origin), and every page carries a
 // Content-Security-Policy without 'unsafe-inline'. --read-only hides the
-// actions. It speaks plain HTTP: across a network, put a TLS proxy in front.
+// actions; a Redis user that may not send ops (found without sending one:
+// see package controlops, Client.CheckPermission) sees them disabled, each
+// page saying why and which role to use. It speaks plain HTTP: across a network, put a TLS proxy in front.
 //
 // # Data read from Redis
 //
 // Whoever can write to the fleet's Redis can write the registry and the
 // streams, so sgctl prints nothing it read there as is. In text output every
-// value is escaped: control characters and escape sequences, C1 controls,
-// bidi overrides and invalid UTF-8 appear as Go escapes (\x1b, \u009b,
-// \u202e, \xff), as in a Go string literal without its quotes. Table cells
-// and watch columns show at most 128 characters of a value and end a longer
-// one with "…"; --json keeps whole values, JSON-escaped (DEL and C1
-// controls included). ps skips a member of sg:registry:services that is not
+// value is escaped: every rune outside Unicode's graphic categories
+// (control characters and escape sequences, C1 controls, bidi overrides and
+// isolates, zero-width and other format characters) and invalid UTF-8 appear
+// as Go escapes (\x1b, \u009b, \u202e, \xff), and a backslash as \\;
+// quotes are left as they are. Table cells and watch columns show at most
+// 128 characters of a value and end a longer one with "…"; --json keeps
+// whole values, valid JSON with the same runes as \u escapes (DEL, C1
+// controls, bidi overrides and the other format characters included). The
+// dashboard shows values by the same rule (package visible).
+//
+// Names come from keys (see package registry): ps, the op commands' plan
+// and the dashboard skip an entry whose JSON names another service or
+// instance than its key, or none, and an index member that cannot be an
+// instance id, with a warning naming the key; watch skips an event whose
+// service or instance cannot be a name, with a warning at most once a
+// minute. ps also skips a member of sg:registry:services that is not
 // a service name, a service whose keys Redis refuses (an index of the wrong
 // type), and an entry that is not JSON or not a string, with one warning line
 // on stderr each ("sgctl ps: warning: ..."), lists the rest and exits 0. A
@@ -122,7 +134,11 @@
 //	                auth; addr= query parameters name the nodes of a cluster; with
 //	                master_name=NAME the host and addr= name Sentinels, which say
 //	                where master NAME is. Default redis://127.0.0.1:6379/0, as
-//	                redis-cli.
+//	                redis-cli. Its user: the sg-reader role of docs/redis-acl.md
+//	                for ps, watch and the read-only dashboard, sg-operator for the
+//	                op commands and the dashboard's actions; an op command as a
+//	                user that may not send exits 1 naming the refused XADD and
+//	                the sg-operator role.
 //	SG_CONTROL_KEY  HMAC-SHA256 key that signs the ops (at least 16 bytes),
 //	                the same variable the services have: of a comma-separated list
 //	                the first key signs. Unset: ops are sent unsigned, and only

@@ -5,76 +5,35 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
+
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/visible"
 )
 
-// Everything sgctl prints that came from Redis goes through clean (through
-// cell in tables and the watch columns, through safeJSON with --json): the
-// registry and the streams are writable by anyone with Redis access, and a
-// terminal obeys escape sequences.
-
-// clean returns s with every byte a terminal might act on written as a Go
-// escape: control characters (ESC as \x1b, C1 controls such as CSI as
-// \u009b), DEL, invalid UTF-8 (\xff), and the non-printing runes that change
-// how text reads (bidi overrides as \u202e, zero-width characters), plus '"'
-// and '\' so that the result is unambiguous. It is strconv.Quote without
-// the quotes.
-func clean(s string) string {
-	q := strconv.Quote(s)
-	return q[1 : len(q)-1]
-}
+// Everything sgctl prints that came from Redis goes through package
+// visible (through cell in tables and the watch columns, through safeJSON
+// with --json): the registry and the streams are writable by anyone with
+// Redis access, and a terminal obeys escape sequences. The dashboard shows
+// values by the same rule.
+var (
+	// clean writes every rune a reader cannot see (control characters,
+	// bidi overrides, zero-width and other format characters, invalid
+	// UTF-8) and '\' as Go escapes: visible.Clean.
+	clean = visible.Clean
+	// cut is clean of a value's first n characters, "…" when it was longer.
+	cut = visible.Cut
+	// cell is cut to maxCell characters: a table cell or a watch column.
+	cell = visible.Cell
+	// safeJSON escapes in JSON output what encoding/json leaves raw
+	// although a reader cannot see it (DEL, C1 controls, bidi overrides and
+	// the other format characters) as \u escapes: visible.JSON.
+	safeJSON = visible.JSON
+)
 
 // maxCell is how many characters of a value a table cell or a watch column
-// shows: room for the longest instance id the lifecycle accepts (128).
-const maxCell = 128
-
-// ellipsis marks a value cut short; --json has the whole value.
-const ellipsis = "…"
-
-// cell is clean(s) with s cut to maxCell characters, ending in an ellipsis
-// when it was longer.
-func cell(s string) string { return cut(s, maxCell) }
-
-// cut is clean(s) with s cut to n characters (runes, or bytes of invalid
-// UTF-8), ending in an ellipsis when it was longer.
-func cut(s string, n int) string {
-	i := 0
-	for range n {
-		if i >= len(s) {
-			return clean(s)
-		}
-		_, size := utf8.DecodeRuneInString(s[i:])
-		i += size
-	}
-	if i >= len(s) {
-		return clean(s)
-	}
-	return clean(s[:i]) + ellipsis
-}
-
-// safeJSON escapes in JSON output what encoding/json leaves raw although a
-// terminal may act on it: DEL (U+007F) and the C1 controls (U+0080-U+009F,
-// among them CSI). Outside strings JSON is ASCII punctuation, digits and
-// letters, so each such rune is inside a string, where \u escapes are valid.
-func safeJSON(b []byte) []byte {
-	if !strings.ContainsFunc(string(b), isC1OrDEL) {
-		return b
-	}
-	var out strings.Builder
-	for _, r := range string(b) {
-		if isC1OrDEL(r) {
-			fmt.Fprintf(&out, `\u%04x`, r)
-			continue
-		}
-		out.WriteRune(r)
-	}
-	return []byte(out.String())
-}
-
-func isC1OrDEL(r rune) bool { return r >= 0x7f && r <= 0x9f }
+// shows; --json has the whole value.
+const maxCell = visible.MaxCell
 
 // warnings is a slog handler that prints each warning of the registry
 // (an entry it skipped, and why) as one line of sgctl's stderr,

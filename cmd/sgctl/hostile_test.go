@@ -140,15 +140,18 @@ func TestPsWithAServicesKeyOfTheWrongTypeFailsNamingIt(t *testing.T) {
 }
 
 // An entry whose every field carries escape sequences, with a 60 KB host (an
-// entry of 2 MB is over what the registry reads: registry.MaxEntryJSONLen)
-// and an instance id (in the index) that is itself hostile.
+// entry of 2 MB is over what the registry reads: registry.MaxEntryJSONLen),
+// and an entry under an instance id (in the index) that is itself hostile:
+// names come from keys, so that one is skipped, with its warning escaped.
 func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 	mr := miniredis.RunT(t)
-	id := "i-" + hostile
 	host := hostile + strings.Repeat("h", 60<<10)
-	b, _ := json.Marshal(registry.Entry{Service: "demo", Instance: id, Status: "running" + hostile, Phase: hostile,
+	b, _ := json.Marshal(registry.Entry{Service: "demo", Instance: "i-1", Status: "running" + hostile, Phase: hostile,
 		Host: host, PID: 7, Version: hostile, StartedAt: time.Now()})
-	rawEntry(t, mr, "demo", id, string(b))
+	rawEntry(t, mr, "demo", "i-1", string(b))
+	badID := "i-" + hostile
+	b, _ = json.Marshal(registry.Entry{Service: "demo", Instance: badID, Status: "running", Host: "h", PID: 8})
+	rawEntry(t, mr, "demo", badID, string(b))
 	env := map[string]string{"REDIS_URL": "redis://" + mr.Addr()}
 
 	r := sgctl(t, t.Context(), env, nil, "ps")
@@ -156,18 +159,22 @@ func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 		t.Fatalf("exit code %d, want 0", r.code)
 	}
 	noTerminalBytes(t, "the table", r.stdout)
+	noTerminalBytes(t, "stderr", r.stderr)
 	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
 	if len(lines) != 2 {
-		t.Fatalf("%d lines, want the header and one row", len(lines))
+		t.Fatalf("%d lines, want the header and one row (the hostile id skipped)", len(lines))
 	}
 	if n := len(lines[1]); n > 2000 {
 		t.Errorf("the row is %d bytes: the 60 KB host was not cut", n)
 	}
 	t.Logf("the row of an entry with a %d-byte host is %d bytes", len(host), len(lines[1]))
-	for _, want := range []string{`i-\x1b[2J\x1b]0;pwned\a\u009b31m\x7f`, `running\x1b[2J`, `\x1b[2J\x1b]0;pwned\a\u009b31m\x7fhhhh`, "hhh…"} {
+	for _, want := range []string{"i-1", `running\x1b[2J`, `\x1b[2J\x1b]0;pwned\a\u009b31m\x7fhhhh`, "hhh…"} {
 		if !strings.Contains(lines[1], want) {
 			t.Errorf("row lacks %q:\n%s", want, lines[1])
 		}
+	}
+	if !strings.Contains(r.stderr, `member=i-\x1b[2J\x1b]0;pwned\a\u009b31m\x7f`) {
+		t.Errorf("the hostile index member is not named, escaped, in a warning:\n%s", r.stderr)
 	}
 
 	// --json keeps every value whole, and escaped.
@@ -177,7 +184,7 @@ func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || len(got) != 1 {
 		t.Fatalf("--json: %v, %d entries", err, len(got))
 	}
-	if got[0].Host != host || got[0].Instance != id || got[0].Status != "running"+hostile {
+	if got[0].Host != host || got[0].Instance != "i-1" || got[0].Status != "running"+hostile {
 		t.Errorf("--json changed the values (host %d bytes, want %d)", len(got[0].Host), len(host))
 	}
 
@@ -201,8 +208,8 @@ func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	long := hostile + strings.Repeat("e", 4000)
 	for _, errText := range []string{long, hostile + strings.Repeat("e", 2<<20)} {
 		if err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: registry.EventsKey, Values: map[string]any{
-			"service": "demo" + hostile, "instance": "i-1" + hostile, "event": "stop" + hostile,
-			"from": "running", "to": "stopping_daemons" + hostile, "phase": "S1", "degraded": "false",
+			"service": "demo", "instance": "i-1", "event": "stop" + hostile,
+			"from": "running" + hostile, "to": "stopping_daemons" + hostile, "phase": "S1", "degraded": "false",
 			"time": time.Now().UTC().Format(time.RFC3339Nano), "error": errText,
 		}}).Err(); err != nil {
 			t.Fatal(err)
@@ -210,7 +217,7 @@ func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	}
 	env := map[string]string{"REDIS_URL": "redis://" + mr.Addr()}
 	w := startWatch(t, env, "--from", "0")
-	w.waitFor(`demo\x1b[2J`)
+	w.waitFor(`stop\x1b[2J`)
 	eventually(t, 5*time.Second, func() bool { return strings.Contains(w.stderr.String(), "skipped entry") },
 		func() string { return "no warning of the oversized entry:\n" + w.stderr.String() })
 	if code := w.stop(); code != exitOK {
@@ -218,7 +225,7 @@ func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	}
 	out := w.stdout.String()
 	noTerminalBytes(t, "watch", out)
-	if len(out) > 4000 || strings.Count(out, "\n") != 2 || !strings.Contains(out, `stopping_daemons\x1b[2J`) || !strings.Contains(out, "eee…") {
+	if len(out) > 4000 || strings.Count(out, "\n") != 2 || !strings.Contains(out, `running\x1b[2J`) || !strings.Contains(out, `stopping_daemons\x1b[2J`) || !strings.Contains(out, "eee…") {
 		t.Errorf("watch output (%d bytes) not the header and one line, escaped and cut:\n%.600s", len(out), out)
 	}
 	warning := w.stderr.String()
@@ -236,7 +243,7 @@ func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &ev); err != nil {
 		t.Fatal(err)
 	}
-	if ev.Service != "demo"+hostile || ev.Error != long {
+	if ev.Event != "stop"+hostile || ev.To != "stopping_daemons"+hostile || ev.Error != long {
 		t.Errorf("--json changed the values")
 	}
 }
@@ -269,7 +276,7 @@ func TestCleanEscapesEverythingATerminalActsOnAndCellCutsWithAnEllipsis(t *testi
 		"bad\xffutf8":        `bad\xffutf8`,
 		"tab\tnl\n":          `tab\tnl\n`,
 		"\u009b2J":           `\u009b2J`,
-		`q"b\`:               `q\"b\\`,
+		`q"b\`:               `q"b\\`, // a quote is visible; a backslash is escaped
 	} {
 		if got := clean(in); got != want {
 			t.Errorf("clean(%q) = %s, want %s", in, got, want)

@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -35,6 +37,9 @@ shown; --from 0 replays the whole capped stream first, --from ID starts
 after a stream id (the "id" field of --json output), to resume a watch.
 
 With --json each transition is one JSON object per line (NDJSON).
+
+A transition whose service or instance cannot be a name was not written by
+an instance: it is skipped, with a warning on stderr (at most one a minute).
 
 An entry of the stream larger than the lifecycle writes (8 KiB), which anyone
 who can write to Redis can append, is never loaded: a warning line on stderr
@@ -119,6 +124,10 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 	// The waits between reads after Redis stopped answering: the project's
 	// policy, as the services' loops (full jitter, 100ms to 5s).
 	b := retry.New("events stream reads", retry.Default, retry.WithClock(a.clock), retry.WithRand(a.rand))
+	// Names come from keys (package registry), and an event has none: one
+	// whose service or instance cannot be a name was not written by an
+	// instance. It is skipped, with a warning at most once a minute.
+	skips := ratelog.New(a.warner(), a.clock, ratelog.DefaultInterval)
 	for {
 		for _, s := range page.Skipped {
 			if service == "" || s.Service == service || s.Service == "" {
@@ -132,6 +141,11 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 		}
 		for _, ev := range page.Events {
 			if service != "" && ev.Service != service || instance != "" && ev.Instance != instance {
+				continue
+			}
+			if err := registry.ValidateNames(ev.Service, ev.Instance); err != nil {
+				skips.Log(ctx, slog.LevelWarn, "skipping an event whose service or instance cannot be a name",
+					"id", ev.ID, "service", ev.Service, "instance", ev.Instance)
 				continue
 			}
 			if err := p.print(ev); err != nil {

@@ -7,7 +7,13 @@
 // button shown only in the status its op runs from), the instance page's
 // waterfall shows the phase delays set with DEMO_PHASE_DELAY, hostile
 // registry values render as text, and the browser logs no error (CSP
-// violations included).
+// violations included). And the security review's forged row: an entry
+// under sg:registry:service:{evil}:decoy-2 whose JSON says service "demo",
+// instance "" is not on any page; POSTs for one instance with an empty,
+// "*" or missing instance get 400 and write nothing to the control
+// streams; the rolling restart's confirmation says "all 2 instances"; a
+// bidi override shows as \u202e in a cell and in the instance page's
+// entry, rendered and live.
 //
 // It is a nested module so that chromedp stays out of the library's
 // go.mod. Run it from this directory:

@@ -41,8 +41,8 @@ func Example() {
 
 	job, err := jobmachine.New("resize-42", jobmachine.Config{
 		MaxAttempts:    3,
-		TracerProvider: tp,
-		Observers:      []lifecycle.Observer{status},
+		TracerProvider: tp,                           // spans: job root, transitions, attempts
+		Observers:      []lifecycle.Observer{status}, // every transition, in order
 	})
 	if err != nil {
 		fmt.Println(err)
@@ -51,7 +51,7 @@ func Example() {
 	defer job.Close()
 
 	err = job.Run(context.Background(), func(ctx context.Context, attempt int) error {
-		if attempt == 1 {
+		if attempt == 1 { // the first attempt fails; the guard allows a retry
 			return errors.New("storage timeout")
 		}
 		return nil

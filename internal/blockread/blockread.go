@@ -23,7 +23,8 @@
 // A refusal says where it happened (the trail: the aggregates open, with the
 // first element of each, which for a stream entry is its id). A Stream reads
 // through the guarded copy, and when a reply is refused it reads again, with
-// XRANGE, only the entries that came before the refused one, reports that
+// a non-blocking XREAD (a range read, with XRANGE or XREVRANGE), only the
+// entries that came before the refused one, reports that
 // one as oversized (its id and what was too large), and the next read starts
 // after it. No script runs, Redis prepares no entry twice but those before a
 // refused one, and a reader needs no permission beyond reading the stream.

@@ -67,8 +67,9 @@ func (s *Stream) Close() error {
 //
 // It reads with XREAD BLOCK through the guarded copy. When the guard refuses
 // the reply, the connection is closed and the refusal says which entry it was
-// reading (the trail): Read returns the entries before it, read again with
-// XRANGE up to it, and that entry as oversized when it was the one too large;
+// reading (the trail): Read returns the entries before it, read again with a
+// non-blocking XREAD of as many, and that entry as oversized when it was the
+// one too large;
 // the next Read starts after it. Redis is asked for no entry's data twice
 // but the ones before a refused one. Through a client it could not copy,
 // every Read is a Scan (a Lua script), and one that finds nothing waits
@@ -90,7 +91,7 @@ func (s *Stream) Read(ctx context.Context, after string, count int64, block time
 	var tl *TooLargeError
 	if errors.As(err, &tl) {
 		s.refused.Add(1)
-		return s.refusedAt(ctx, tl, xreadEntries(tl.trail), "("+after, false)
+		return s.refusedAt(ctx, tl, xreadEntries(tl.trail), after, false, true)
 	}
 	if errors.Is(err, redis.Nil) {
 		return Page{}, nil
@@ -127,8 +128,14 @@ func xreadEntries(trail []trailFrame) int {
 // one, and that entry, as oversized when the guard refused it for itself
 // (one of its fields, or its fields' number, or the reply's budget with no
 // entry before it). entries is the index in the trail of the reply's array
-// of entries.
-func (s *Stream) refusedAt(ctx context.Context, tl *TooLargeError, entries int, from string, reverse bool) (Page, error) {
+// of entries. With after, from is an XREAD position (the entries after it)
+// and the entries are read again with XREAD, the one command a reader of new
+// entries needs; else from is an XRANGE (XREVRANGE) start.
+func (s *Stream) refusedAt(ctx context.Context, tl *TooLargeError, entries int, from string, reverse, after bool) (Page, error) {
+	start := from
+	if after {
+		start = "(" + from
+	}
 	if entries >= len(tl.trail) {
 		return Page{}, fmt.Errorf("%w (not within an entry)", tl)
 	}
@@ -139,13 +146,13 @@ func (s *Stream) refusedAt(ctx context.Context, tl *TooLargeError, entries int, 
 		if before == 0 {
 			return Page{}, fmt.Errorf("%w (before any entry)", tl)
 		}
-		return s.rangeBefore(ctx, from, "", before, reverse)
+		return s.rangeBefore(ctx, from, "", before, reverse, after)
 	}
 	id := tl.trail[entries+1].first
-	if !validID(id) || !beyond(id, from, reverse) {
+	if !validID(id) || !beyond(id, start, reverse) {
 		return Page{}, fmt.Errorf("%w (entry id %q not readable)", tl, id)
 	}
-	p, err := s.rangeBefore(ctx, from, id, before, reverse)
+	p, err := s.rangeBefore(ctx, from, id, before, reverse, after)
 	if err != nil {
 		return Page{}, err
 	}
@@ -167,14 +174,30 @@ func (s *Stream) refusedAt(ctx context.Context, tl *TooLargeError, entries int, 
 }
 
 // rangeBefore reads the n entries that follow from (precede it with
-// reverse), up to id excluded ("" for no bound), through the guarded copy.
-func (s *Stream) rangeBefore(ctx context.Context, from, id string, n int64, reverse bool) (Page, error) {
+// reverse), up to id excluded ("" for no bound), through the guarded copy:
+// with after, those after the XREAD position from, by a non-blocking XREAD
+// (an entry at or beyond id, which only a deletion meanwhile lets in, is left
+// for the next read).
+func (s *Stream) rangeBefore(ctx context.Context, from, id string, n int64, reverse, after bool) (Page, error) {
 	if n == 0 {
 		return Page{}, nil
 	}
 	var msgs []redis.XMessage
 	var err error
-	if reverse {
+	if after {
+		var streams []redis.XStream
+		streams, err = s.c.XRead(ctx, &redis.XReadArgs{Streams: []string{s.key, from}, Count: n, Block: -1}).Result()
+		for _, st := range streams {
+			for _, m := range st.Messages {
+				if id == "" || !beyond(m.ID, id, false) {
+					msgs = append(msgs, m)
+				}
+			}
+		}
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
+	} else if reverse {
 		to := "-"
 		if id != "" {
 			to = "(" + id
@@ -225,7 +248,7 @@ func (s *Stream) Range(ctx context.Context, from, to string, count int64, revers
 		var tl *TooLargeError
 		if errors.As(err, &tl) {
 			s.refused.Add(1)
-			p, err := s.refusedAt(ctx, tl, 0, from, reverse)
+			p, err := s.refusedAt(ctx, tl, 0, from, reverse, false)
 			if err != nil {
 				return out, err
 			}

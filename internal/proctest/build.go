@@ -4,12 +4,16 @@
 //
 //	func TestMain(m *testing.M) { goleak.VerifyTestMain(proctest.Main(m)) }
 //
-//	func TestDemoStopsOnSIGTERM(t *testing.T) {
-//		demo := proctest.Build(t, "github.com/stargazer/lifecycle/cmd/demo")
-//		p := proctest.Start(t, proctest.Cmd{Bin: demo, Env: []string{"SG_HEALTH_PORT=0"}})
+// and each test (examples/worker's):
+//
+//	func TestWorkerBootsAndStopsCleanlyOnSIGTERM(t *testing.T) {
+//		worker := proctest.Build(t, proctest.Module+"/examples/worker")
+//		p := proctest.Start(t, proctest.Cmd{Bin: worker, Env: []string{"SG_HEALTH_PORT=0"}})
 //		p.WaitFor(t, "boot completed")
 //		_ = p.Signal(syscall.SIGTERM)
-//		if code := p.Wait(t); code != 0 { ... }
+//		if code := p.Wait(t); code != 0 {
+//			t.Fatalf("exit code %d, want 0", code)
+//		}
 //	}
 //
 // Binaries: Build runs `go build` the first time a test asks for a package and
@@ -21,7 +25,8 @@
 // build the program again each time.)
 //
 // Environment: the child gets Cmd.Env and, of the test's own environment, only
-// PATH, HOME, TMPDIR and GOCOVERDIR when they are set; Cmd.Env wins over them.
+// PATH, HOME, TMPDIR and GOCOVERDIR when they are set, and SG_HEALTH_HOST=127.0.0.1
+// (a lifecycle process's health server binds loopback); Cmd.Env wins over them.
 // Nothing else leaks in, so a developer's REDIS_URL or OTEL_* settings never
 // reach a child.
 //

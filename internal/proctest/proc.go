@@ -30,6 +30,11 @@ const waitDelay = 5 * time.Second
 // inherited are the variables of the test's environment a child gets.
 var inherited = []string{"PATH", "HOME", "TMPDIR", "GOCOVERDIR"}
 
+// defaults are given to every child before Cmd.Env, which may change them:
+// a lifecycle process's health server binds loopback, as every server a
+// test starts must (its default is every interface).
+var defaults = []string{"SG_HEALTH_HOST=127.0.0.1"}
+
 // Cmd is a process to start.
 type Cmd struct {
 	Bin     string        // the program, as Build returns it
@@ -71,6 +76,7 @@ func Start(t testing.TB, c Cmd) *Proc {
 			p.cmd.Env = append(p.cmd.Env, k+"="+v)
 		}
 	}
+	p.cmd.Env = append(p.cmd.Env, defaults...)
 	p.cmd.Env = append(p.cmd.Env, c.Env...) // exec keeps the last value of a key
 	p.cmd.Stdout, p.cmd.Stderr = p.out.stream(0), p.out.stream(1)
 	p.cmd.WaitDelay = waitDelay

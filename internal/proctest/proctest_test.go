@@ -173,15 +173,15 @@ func TestAFailedBuildShowsTheGoCommandsOutput(t *testing.T) {
 	}
 }
 
-func TestTheChildGetsItsEnvironmentAndOfTheTestsOnlyPATHHOMETMPDIRAndGOCOVERDIR(t *testing.T) {
+func TestTheChildGetsItsEnvironmentLoopbackHealthAndOfTheTestsOnlyPATHHOMETMPDIRAndGOCOVERDIR(t *testing.T) {
 	bin := child(t)
 	t.Setenv("PATH", os.Getenv("PATH"))
 	t.Setenv("HOME", "/home/of-the-test")
 	t.Setenv("TMPDIR", os.TempDir())
 	t.Setenv("GOCOVERDIR", t.TempDir())
 	t.Setenv("REDIS_URL", "redis://the-developers-own:6379")
-	env := func() []string {
-		p := Start(t, Cmd{Bin: bin, Args: []string{"env"}, Env: []string{"A=1", "HOME=/home/of-the-child"}})
+	env := func(extra ...string) []string {
+		p := Start(t, Cmd{Bin: bin, Args: []string{"env"}, Env: append([]string{"A=1", "HOME=/home/of-the-child"}, extra...)})
 		if code := p.Wait(t); code != 0 {
 			t.Fatalf("exit code %d", code)
 		}
@@ -191,9 +191,12 @@ func TestTheChildGetsItsEnvironmentAndOfTheTestsOnlyPATHHOMETMPDIRAndGOCOVERDIR(
 		}
 		return got
 	}
-	want := []string{"A=1", "GOCOVERDIR=" + os.Getenv("GOCOVERDIR"), "HOME=/home/of-the-child", "PATH=" + os.Getenv("PATH"), "TMPDIR=" + os.TempDir()}
+	want := []string{"A=1", "GOCOVERDIR=" + os.Getenv("GOCOVERDIR"), "HOME=/home/of-the-child", "PATH=" + os.Getenv("PATH"), "SG_HEALTH_HOST=127.0.0.1", "TMPDIR=" + os.TempDir()}
 	if got := env(); !slices.Equal(got, want) {
 		t.Errorf("environment\n%q, want\n%q", got, want)
+	}
+	if got := env("SG_HEALTH_HOST=::1"); !slices.Contains(got, "SG_HEALTH_HOST=::1") || slices.Contains(got, "SG_HEALTH_HOST=127.0.0.1") {
+		t.Errorf("Cmd.Env's SG_HEALTH_HOST does not replace the default: %q", got)
 	}
 	os.Unsetenv("GOCOVERDIR") // t.Setenv restores it
 	want = slices.DeleteFunc(want, func(kv string) bool { return strings.HasPrefix(kv, "GOCOVERDIR=") })

@@ -11,8 +11,9 @@
 //	GET  /instance/waterfall?... the waterfall alone (app.js swaps it in)
 //	GET  /diagram.svg?state=X    the lifecycle diagram, X highlighted (Graphviz dot)
 //	GET  /events                 server-sent events: one "transition" per sg:events entry
-//	GET  /api/fleet[?service=S]  the fleet as JSON
-//	POST /api/op                 send restart, pull, drain or undrain and stream its results (NDJSON)
+//	GET  /api/fleet[?service=S]  the fleet as JSON (each value cut at 128 characters, as the cells)
+//	POST /api/op                 send restart, pull, drain or undrain to one instance, or a
+//	                             rolling restart to a service, and stream its results (NDJSON)
 //	GET  /login, POST /login, POST /logout
 //
 // Pages are html/template output with one embedded stylesheet and one
@@ -39,6 +40,16 @@
 //
 // # Actions
 //
+// A row's buttons (restart, pull, drain, undrain) act on that one instance:
+// the request names the page's service (the one in its URL, or the
+// section's on the fleet page) and the row's instance, whose name is its
+// registry key's; POST /api/op refuses, with a 400 naming the field, a
+// service or instance that is missing or not a name, and never reads an
+// empty instance as every instance. The one action on a whole service is
+// the service's rolling restart form ("rolling": true), whose confirmation
+// says how many instances it restarts ("Restart all N instances of S", N
+// from the listing on the page).
+//
 // POST /api/op sends the op with the controlops client, signed with
 // Config.ControlKey (SG_CONTROL_KEY) when set: the key stays in the
 // dashboard process and never reaches a browser. Without a key ops are
@@ -54,12 +65,45 @@
 // from the lifecycle table (restart, pull, undrain: serving, i.e. running,
 // a restart in a new process; drain: draining).
 //
+// # Redis users
+//
+// The dashboard needs the sg-reader role of docs/redis-acl.md to show the
+// fleet, and the sg-operator role for its actions. It finds out by itself
+// which it has, without sending an op and without admin rights (ACL DRYRUN
+// and ACL WHOAMI would need them): the first page that lists a service asks
+// controlops.Client.CheckPermission (an XADD to sg:control:{<name>} that
+// Redis refuses whatever the user, id 0-0, NOMKSTREAM, after checking the
+// user's permissions: it writes nothing; and a non-blocking XREAD of the
+// results), and keeps the answer PermissionTTL (a minute). A user that may
+// not send gets, on every page of the service, "Actions are off: this Redis
+// user cannot send control ops (XADD to sg:control:{demo} refused): use the
+// sg-operator role: NOPERM ...: the sg-operator role needs +xadd
+// (docs/redis-acl.md)", a disabled rolling restart, and buttons that app.js
+// disables with that reason as their title (pageConfig.Denied); POST
+// /api/op answers 403 with it without sending. A send Redis refuses all
+// the same (the user lost its rules meanwhile) is recorded at once. Such a
+// user's probes show in Redis's ACL LOG as refused xadds (one line, counted).
+// With --read-only nothing is checked.
+//
 // # Security
 //
 //   - Everything read from Redis reaches a page through html/template, in
 //     the context it lands in (text, attribute, URL query, JSON in the
-//     page's config script), or through textContent in app.js; invisible
-//     characters (escape sequences, bidi overrides) are shown as escapes.
+//     page's config script), or through textContent in app.js. HTML
+//     escaping does not neutralise what a reader cannot see, so every rune
+//     outside Unicode's graphic categories (escape sequences, C1 controls,
+//     bidi overrides such as U+202E, zero-width characters) is shown as a
+//     Go escape (\u202e), by sgctl's rule (package visible; app.js applies
+//     it to live values), and in the instance page's JSON as a \u escape.
+//   - Names come from keys (package registry): an entry whose JSON names
+//     another service or instance than its key, or none, is not listed,
+//     and no row, count or action comes from it; a transition whose service
+//     or instance cannot be a name is not shown.
+//   - Cells hold at most 128 characters of a value, "…" after a longer one,
+//     as sgctl ps: the fleet pages, /api/fleet and the live updates carry
+//     no more (a transition's error, 512), so a 15 MB registry value costs
+//     a page 128 characters; the instance page shows the whole entry,
+//     escaped.
 //   - Content-Security-Policy allows scripts, styles, images and fetches
 //     from the dashboard itself only, with no 'unsafe-inline'; frames are
 //     refused.

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/cmd/sgctl/internal/optrack"
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/visible"
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
@@ -36,6 +37,10 @@ type service struct {
 	Instances []instance   `json:"instances"`
 	Err       string       `json:"error,omitempty"`
 	Insecure  int          `json:"insecure"`
+	// Denied says why this dashboard's Redis user cannot send ops to the
+	// service (the refused call, the role to use); empty when it can, or in
+	// a read-only dashboard.
+	Denied string `json:"denied,omitempty"`
 }
 
 type stateCount struct {
@@ -57,9 +62,10 @@ func (s *Server) fleet(ctx context.Context, names []string) ([]service, error) {
 		names = slices.DeleteFunc(names, func(n string) bool { return registry.ValidateNames(n, "x") != nil })
 	}
 	now := s.cfg.Now()
+	denied := s.denied(ctx, names)
 	out := make([]service, 0, len(names))
 	for _, name := range names {
-		sv := service{Name: name}
+		sv := service{Name: name, Denied: denied[name]}
 		// The registry's one listing, as sgctl ps and a Watcher's resync read it.
 		ins, err := s.reg.List(ctx, name)
 		if err != nil {
@@ -80,12 +86,13 @@ func (s *Server) fleet(ctx context.Context, names []string) ([]service, error) {
 	return out, nil
 }
 
-// instances turns listed instances into what the pages show; an Expires of
-// zero leaves the heartbeat unknown.
+// instances turns listed instances into what the pages, /api/fleet and the
+// live updates show: each string field cut to a cell (cutEntry); an
+// Expires of zero leaves the heartbeat unknown.
 func (s *Server) instances(now time.Time, ins []registry.Instance) []instance {
 	out := make([]instance, len(ins))
 	for i, in := range ins {
-		v := instance{Entry: in.Entry, Group: s.group(in.Status)}
+		v := instance{Entry: cutEntry(in.Entry), Group: s.group(in.Status)}
 		if !in.Expires.IsZero() { // zero: the index score was not read
 			hb := in.Expires.Add(-s.cfg.TTL)
 			// A writer's clock ahead of ours would date it in the future.
@@ -120,7 +127,7 @@ func (s *Server) counts(ins []instance) []stateCount {
 	}
 	slices.Sort(rest)
 	for _, k := range rest {
-		out = append(out, stateCount{clean(k), "unknown", n[k]})
+		out = append(out, stateCount{visible.Clean(k), "unknown", n[k]})
 	}
 	return out
 }
@@ -146,6 +153,9 @@ type pageConfig struct {
 	// Ops are the statuses each op runs from (optrack's specs, read from
 	// the lifecycle table): app.js offers an op only there.
 	Ops map[string][]string `json:"ops"`
+	// Denied says, per service, why the dashboard's Redis user cannot send
+	// it ops: app.js disables its actions, with that as their title.
+	Denied map[string]string `json:"denied,omitempty"`
 }
 
 func (s *Server) pageConfig(page, svc, inst, after string) pageConfig {
@@ -182,7 +192,7 @@ func (s *Server) fleetPage(w http.ResponseWriter, r *http.Request) { s.fleetOrSe
 func (s *Server) servicePage(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("name")
 	if err := registry.ValidateNames(name, "x"); err != nil {
-		http.Error(w, fmt.Sprintf("dashboard: service %q: %v", clean(name), err), http.StatusBadRequest)
+		http.Error(w, fmt.Sprintf("dashboard: service %q: %v", visible.Cell(name), err), http.StatusBadRequest)
 		return
 	}
 	s.fleetOrService(w, r, []string{name})
@@ -207,6 +217,12 @@ func (s *Server) fleetOrService(w http.ResponseWriter, r *http.Request, names []
 				v.Total += len(sv.Instances)
 			}
 			v.Config = s.pageConfig(page, strings.Join(names, ""), "", after)
+			v.Config.Denied = map[string]string{}
+			for _, sv := range svcs {
+				if sv.Denied != "" {
+					v.Config.Denied[sv.Name] = sv.Denied
+				}
+			}
 			s.render(w, http.StatusOK, "fleet.html", v)
 			return
 		}
@@ -216,7 +232,7 @@ func (s *Server) fleetOrService(w http.ResponseWriter, r *http.Request, names []
 
 func (s *Server) redisFailed(w http.ResponseWriter, err error) {
 	s.cfg.Logger.Warn("dashboard: reading Redis", "error", err)
-	http.Error(w, "dashboard: reading Redis: "+clean(err.Error()), http.StatusBadGateway)
+	http.Error(w, "dashboard: reading Redis: "+visible.Clean(err.Error()), http.StatusBadGateway)
 }
 
 // fleetJSON serves the fleet (or ?service=) as JSON, for app.js to refresh
@@ -225,7 +241,7 @@ func (s *Server) fleetJSON(w http.ResponseWriter, r *http.Request) {
 	var names []string
 	if n := r.URL.Query().Get("service"); n != "" {
 		if err := registry.ValidateNames(n, "x"); err != nil {
-			http.Error(w, fmt.Sprintf("dashboard: service %q: %v", clean(n), err), http.StatusBadRequest)
+			http.Error(w, fmt.Sprintf("dashboard: service %q: %v", visible.Cell(n), err), http.StatusBadRequest)
 			return
 		}
 		names = []string{n}

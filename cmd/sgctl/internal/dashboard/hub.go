@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/visible"
 	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/registry"
@@ -317,13 +319,18 @@ func writeMessage(b *strings.Builder, m message) {
 
 // messages turns events into messages, with each instance's entry read in
 // one pipelined round trip (GET of the entry, ZSCORE of its heartbeat).
+// Names come from keys (package registry): an event whose service or
+// instance cannot be a name was not written by an instance, and is left
+// out (named in a warning at most once a minute); an entry that is not its
+// key's (registry.DecodeEntry) is sent as none, as the listing skips it.
 func (s *Server) messages(ctx context.Context, events []registry.Event) []message {
 	type key struct{ service, instance string }
 	entries := map[key]*instance{}
 	var keys []key
+	events = s.namedEvents(ctx, events)
 	for _, ev := range events {
 		k := key{ev.Service, ev.Instance}
-		if _, ok := entries[k]; !ok && registry.ValidateNames(ev.Service, "x") == nil && ev.Instance != "" {
+		if _, ok := entries[k]; !ok {
 			entries[k] = nil
 			keys = append(keys, k)
 		}
@@ -355,8 +362,8 @@ func (s *Server) messages(ctx context.Context, events []registry.Event) []messag
 					"key", registry.EntryKey(k.service, k.instance), "bytes", n, "max_bytes", registry.MaxEntryJSONLen)
 				continue
 			}
-			var e registry.Entry
-			if json.Unmarshal([]byte(raw), &e) != nil {
+			e, err := registry.DecodeEntry(k.service, k.instance, []byte(raw))
+			if err != nil {
 				continue
 			}
 			li := registry.Instance{Entry: e}
@@ -379,9 +386,25 @@ func (s *Server) messages(ctx context.Context, events []registry.Event) []messag
 	return out
 }
 
+// namedEvents returns the events whose service and instance are names,
+// warning (at most once a minute) about the others.
+func (s *Server) namedEvents(ctx context.Context, events []registry.Event) []registry.Event {
+	return slices.DeleteFunc(slices.Clone(events), func(ev registry.Event) bool {
+		if registry.ValidateNames(ev.Service, ev.Instance) == nil {
+			return false
+		}
+		s.skips.Log(ctx, slog.LevelWarn, "dashboard: skipping an event whose service or instance cannot be a name",
+			"key", registry.EventsKey, "id", ev.ID, "service", visible.Cell(ev.Service), "instance", visible.Cell(ev.Instance))
+		return true
+	})
+}
+
+// eventView is ev as the pages show it, its fields cut as sgctl watch's
+// columns (a cell; the error four).
 func (s *Server) eventView(ev registry.Event) eventView {
-	return eventView{ID: ev.ID, Service: ev.Service, Instance: ev.Instance, Event: ev.Event, From: ev.From, To: ev.To,
-		Guard: ev.Guard, Phase: ev.Phase, Degraded: ev.Degraded, Error: ev.Error, Time: ev.Time, Group: s.group(ev.To)}
+	c := func(v string) string { return visible.Truncate(v, maxCell) }
+	return eventView{ID: ev.ID, Service: c(ev.Service), Instance: c(ev.Instance), Event: c(ev.Event), From: c(ev.From), To: c(ev.To),
+		Guard: c(ev.Guard), Phase: c(ev.Phase), Degraded: ev.Degraded, Error: visible.Truncate(ev.Error, maxError), Time: ev.Time, Group: s.group(ev.To)}
 }
 
 // recentEvents returns the stream's last id and up to n latest transitions
@@ -399,7 +422,7 @@ func (s *Server) recentEvents(ctx context.Context, names []string, n int) (strin
 	}
 	var out []eventView
 	for _, ev := range p.Events {
-		if names != nil && ev.Service != names[0] {
+		if names != nil && ev.Service != names[0] || len(s.namedEvents(ctx, []registry.Event{ev})) == 0 {
 			continue
 		}
 		if len(out) == n {

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/visible"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -24,16 +24,19 @@ type instanceView struct {
 	Config      pageConfig
 	Signed      bool
 	ReadOnly    bool
+	// Denied says why the dashboard's Redis user cannot send ops to the
+	// service; empty when it can.
+	Denied string
 }
 
-// instanceParams reads ?service= and ?id=. The id is taken as it is (it is
-// only a key suffix and a value to compare), so that an entry with an
-// unusual id can still be looked at.
+// instanceParams reads ?service= and ?id=. The id is taken as it is, so
+// that the page can say why an unusual id has no entry (it cannot be an
+// instance id) rather than refuse to be shown; its actions are then off.
 func instanceParams(w http.ResponseWriter, r *http.Request) (string, string, bool) {
 	q := r.URL.Query()
 	svc, id := q.Get("service"), q.Get("id")
 	if err := registry.ValidateNames(svc, "x"); err != nil {
-		http.Error(w, fmt.Sprintf("dashboard: service %q: %v", clean(svc), err), http.StatusBadRequest)
+		http.Error(w, fmt.Sprintf("dashboard: service %q: %v", visible.Cell(svc), err), http.StatusBadRequest)
 		return "", "", false
 	}
 	if id == "" || len(id) > 1024 {
@@ -43,26 +46,43 @@ func instanceParams(w http.ResponseWriter, r *http.Request) (string, string, boo
 	return svc, id, true
 }
 
-// entry reads one entry as it is in Redis, without the registry's name
-// rules (a hostile id is shown, not refused); nil when there is none.
-func (s *Server) entry(ctx context.Context, service, id string) (*instance, error) {
+// entryRead is one instance's entry as the instance page reads it.
+type entryRead struct {
+	// Full is the entry and its expiry as Redis holds them, nil when there
+	// is none, or when it is not this instance's (Bad).
+	Full *registry.Instance
+	// View is Full as the pages show it (instances: cells cut); nil with Full.
+	View *instance
+	// Bad says why the value under the instance's key is not its entry:
+	// names that cannot be in a key, JSON that names another instance
+	// (names come from keys), or no entry's JSON (registry.DecodeEntry).
+	Bad error
+}
+
+// entry reads one instance's entry and its heartbeat (GET and ZSCORE) as
+// the registry's readers do: an entry whose JSON names another instance
+// is not this one's. The error is Redis's.
+func (s *Server) entry(ctx context.Context, service, id string) (entryRead, error) {
+	if err := registry.ValidateNames(service, id); err != nil {
+		return entryRead{Bad: err}, nil
+	}
 	raw, err := s.cfg.Redis.Get(ctx, registry.EntryKey(service, id)).Result()
 	if errors.Is(err, redis.Nil) {
-		return nil, nil
+		return entryRead{}, nil
 	}
 	if err != nil {
-		return nil, err
+		return entryRead{}, err
 	}
-	var e registry.Entry
-	if err := json.Unmarshal([]byte(raw), &e); err != nil {
-		return nil, fmt.Errorf("decoding %s: %w", registry.EntryKey(service, id), err)
+	e, err := registry.DecodeEntry(service, id, []byte(raw))
+	if err != nil {
+		return entryRead{Bad: err}, nil
 	}
-	li := registry.Instance{Entry: e}
+	full := &registry.Instance{Entry: e}
 	if sc, err := s.cfg.Redis.ZScore(ctx, registry.IndexKey(service), id).Result(); err == nil {
-		li.Expires = time.UnixMilli(int64(sc))
+		full.Expires = time.UnixMilli(int64(sc))
 	}
-	in := s.instances(s.cfg.Now(), []registry.Instance{li})[0]
-	return &in, nil
+	view := s.instances(s.cfg.Now(), []registry.Instance{*full})[0]
+	return entryRead{Full: full, View: &view}, nil
 }
 
 func (s *Server) instancePage(w http.ResponseWriter, r *http.Request) {
@@ -77,16 +97,24 @@ func (s *Server) instancePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := instanceView{Service: svc, ID: id, Signed: len(s.cfg.ControlKey) > 0, ReadOnly: s.cfg.ReadOnly,
-		Config: s.pageConfig("instance", svc, id, after)}
-	if v.Entry, err = s.entry(ctx, svc, id); err != nil && unreachable(err) {
+		Config: s.pageConfig("instance", svc, id, after), Denied: s.denied(ctx, []string{svc})[svc]}
+	if v.Denied != "" {
+		v.Config.Denied = map[string]string{svc: v.Denied}
+	}
+	read, err := s.entry(ctx, svc, id)
+	if err != nil && unreachable(err) {
 		s.redisFailed(w, err)
 		return
 	}
-	if v.Entry != nil {
-		b, _ := json.MarshalIndent(v.Entry.Entry, "", "  ")
-		v.EntryJSON, v.State = jsonText(string(b)), v.Entry.Status
-	} else if err != nil {
-		v.EntryJSON = err.Error()
+	switch {
+	case read.Full != nil:
+		// The whole entry, every value escaped: the cells elsewhere are cut.
+		b, _ := json.MarshalIndent(read.Full.Entry, "", "  ")
+		v.Entry, v.EntryJSON, v.State = read.View, string(visible.JSON(b)), read.View.Status
+	case read.Bad != nil:
+		v.EntryJSON = "not this instance's entry, so not listed: " + visible.Clean(read.Bad.Error())
+	case err != nil:
+		v.EntryJSON = visible.Clean(err.Error())
 	}
 	if v.Waterfall, err = s.waterfall(ctx, svc, id, v.Entry); err != nil {
 		s.redisFailed(w, err)
@@ -111,34 +139,15 @@ func (s *Server) waterfallFragment(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	e, err := s.entry(r.Context(), svc, id)
+	read, err := s.entry(r.Context(), svc, id)
 	if err != nil && unreachable(err) {
 		s.redisFailed(w, err)
 		return
 	}
-	wf, err := s.waterfall(r.Context(), svc, id, e)
+	wf, err := s.waterfall(r.Context(), svc, id, read.View)
 	if err != nil {
 		s.redisFailed(w, err)
 		return
 	}
 	s.render(w, http.StatusOK, "waterfall", wf)
-}
-
-// jsonText escapes in JSON what encoding/json leaves raw although a reader
-// cannot see it (bidi overrides, zero-width and C1 characters): outside
-// strings JSON is ASCII, so each is inside a string, where \u escapes are
-// valid.
-func jsonText(s string) string {
-	if !strings.ContainsFunc(s, hidden) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if hidden(r) && r > 0x7e {
-			fmt.Fprintf(&b, `\u%04x`, r)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -11,17 +12,27 @@ import (
 	"time"
 
 	"github.com/stargazer/lifecycle/cmd/sgctl/internal/optrack"
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/visible"
 	"github.com/stargazer/lifecycle/controlops"
+	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/registry"
 )
 
-// opRequest is the body of POST /api/op.
+// opRequest is the body of POST /api/op: an op for one instance (a row's
+// or the instance page's buttons), or a rolling restart of a service (its
+// form), the one op the dashboard sends to every instance of a service.
 type opRequest struct {
+	// Service is the page's service (the one in its URL, or the section's
+	// on the fleet page), never a name read from an entry's JSON.
 	Service string `json:"service"`
-	// Instance addresses one instance; "" addresses every instance.
-	Instance       string `json:"instance"`
-	Op             string `json:"op"` // restart, pull, drain or undrain
-	MaxUnavailable int    `json:"max_unavailable"`
+	// Instance is the one instance addressed: required, and an instance id
+	// (fleetenv.ValidateInstance), unless Rolling.
+	Instance string `json:"instance"`
+	Op       string `json:"op"` // restart, pull, drain or undrain
+	// Rolling asks for a restart of every instance of Service: only with
+	// op restart and without Instance.
+	Rolling        bool `json:"rolling"`
+	MaxUnavailable int  `json:"max_unavailable"`
 }
 
 // opPoll is how often an op's progress reads the registry to see the
@@ -44,6 +55,13 @@ const opPoll = 150 * time.Millisecond
 // summary's error is Redis failing while
 // the op was followed. The op runs in the fleet whatever happens
 // to the request: closing it only stops the reporting.
+//
+// The op addresses the request's instance of the request's service, both
+// checked as names (validOp): a request without a valid instance is a 400
+// naming the field, never an op for every instance; only a rolling restart
+// ("rolling": true, the service page's form) addresses a whole service.
+// The instances it is planned for come from the registry's listing, whose
+// names are the keys' (package registry).
 func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.ReadOnly {
 		http.Error(w, "dashboard: read-only (--read-only): actions are off", http.StatusForbidden)
@@ -80,6 +98,10 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "dashboard: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	if !req.Rolling && plan.Target != req.Instance { // validOp's promise, kept where the op is sent
+		http.Error(w, fmt.Sprintf("dashboard: instance %q: an op for one instance planned for %q", req.Instance, plan.Target), http.StatusBadRequest)
+		return
+	}
 	if len(plan.Addressed) == 0 {
 		http.Error(w, fmt.Sprintf("dashboard: no live instance of %q to send %s to", req.Service, req.Op), http.StatusConflict)
 		return
@@ -87,10 +109,10 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 	from := strings.Join(plan.Spec.From, " or ")
 	var warnings []string
 	for _, wn := range plan.Warnings {
-		id := clean(wn.Entry.Instance)
+		id := visible.Clean(wn.Entry.Instance)
 		switch wn.Reason {
 		case optrack.WrongStatus:
-			warnings = append(warnings, fmt.Sprintf("%s is %s, not %s: it will not run the op", id, clean(wn.Entry.Status), from))
+			warnings = append(warnings, fmt.Sprintf("%s is %s, not %s: it will not run the op", id, visible.Cell(wn.Entry.Status), from))
 		case optrack.ControlDisabled:
 			warnings = append(warnings, id+" has control ops disabled (no SG_CONTROL_KEY): it will reject the op")
 		case optrack.SignedOnly:
@@ -101,12 +123,20 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("dashboard: no instance of %q is %s: nothing would run the op", req.Service, from), http.StatusConflict)
 		return
 	}
+	if why := s.denied(ctx, []string{req.Service})[req.Service]; why != "" {
+		http.Error(w, "dashboard: "+why, http.StatusForbidden)
+		return
+	}
 
 	var args any
 	if req.Op == controlops.OpRestart && req.MaxUnavailable > 0 {
 		args = controlops.RestartArgs{MaxUnavailable: req.MaxUnavailable}
 	}
 	sent, err := s.client.Send(ctx, req.Service, req.Op, plan.Target, args)
+	if errors.Is(err, controlops.ErrNoPermission) {
+		http.Error(w, "dashboard: "+s.refused(req.Service, err), http.StatusForbidden)
+		return
+	}
 	if err != nil {
 		s.redisFailed(w, err)
 		return
@@ -141,20 +171,31 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 	out.emit(sum)
 }
 
+// validOp checks a request before anything is read or sent. Each error
+// names the field. An instance missing or not an id is an error, never
+// every instance: a whole service is addressed only by a rolling restart.
 func validOp(req opRequest) error {
 	if _, ok := optrack.SpecOf(req.Op); !ok {
-		return fmt.Errorf("op %q: want restart, pull, drain or undrain", req.Op)
+		return fmt.Errorf("op %q: want restart, pull, drain or undrain", visible.Cell(req.Op))
 	}
-	if err := registry.ValidateNames(req.Service, "x"); err != nil {
-		return err
-	}
-	if req.Instance != "" {
-		if err := registry.ValidateNames(req.Service, req.Instance); err != nil {
-			return err
-		}
+	if err := fleetenv.ValidateService(req.Service); err != nil {
+		return fmt.Errorf("service %q: %w: %v", visible.Cell(req.Service), registry.ErrInvalidName, err)
 	}
 	if req.MaxUnavailable < 0 || req.MaxUnavailable > 0 && req.Op != controlops.OpRestart {
 		return fmt.Errorf("max_unavailable %d: want 0 (no limit) or more, and only for restart", req.MaxUnavailable)
+	}
+	if req.Rolling {
+		if req.Op != controlops.OpRestart || req.Instance != "" {
+			return fmt.Errorf("rolling: only a restart of every instance is rolling: want op restart and no instance (got op %q, instance %q)",
+				visible.Cell(req.Op), visible.Cell(req.Instance))
+		}
+		return nil
+	}
+	if req.Instance == "" {
+		return fmt.Errorf(`instance: missing: each %s from the dashboard names one instance (a rolling restart of the whole service says "rolling": true)`, req.Op)
+	}
+	if err := fleetenv.ValidateInstance(req.Instance); err != nil {
+		return fmt.Errorf("instance %q: %w: %v", visible.Cell(req.Instance), registry.ErrInvalidName, err)
 	}
 	return nil
 }

@@ -139,12 +139,16 @@ func TestDrainThenUndrainFromTheDashboardTakesAnInstanceOutOfRotationAndBack(t *
 		}
 	}
 
-	// Undrain the whole service: demo-2, running, is named and left alone.
-	got = opLines(t, r, `{"service":"demo","op":"undrain"}`)
+	// Undrain demo-1 alone: a whole service is addressed only by a
+	// rolling restart.
+	if res := r.post(t, "/api/op", "application/json", `{"service":"demo","op":"undrain"}`); res.code != http.StatusBadRequest ||
+		!strings.Contains(res.body, "instance: missing") {
+		t.Errorf("POST /api/op for every instance = %d %q, want 400 naming the instance", res.code, res.body)
+	}
+	got = opLines(t, r, `{"service":"demo","instance":"demo-1","op":"undrain"}`)
 	sent = got["sent"][0]
-	if fmt.Sprint(sent["instances"]) != "[demo-1]" || sent["until"] != "serving" || sent["target"] != "*" ||
-		fmt.Sprint(sent["warnings"]) != "[demo-2 is running, not draining: it will not run the op]" {
-		t.Errorf("sent %v, want demo-1 until serving, and demo-2 named as not draining", sent)
+	if fmt.Sprint(sent["instances"]) != "[demo-1]" || sent["until"] != "serving" || sent["target"] != "demo-1" || sent["warnings"] != nil {
+		t.Errorf("sent %v, want demo-1 until serving, without warnings", sent)
 	}
 	for _, m := range append(got["result"], got["status"]...) {
 		if m["instance"] != "demo-1" {
@@ -179,7 +183,7 @@ func TestTheDrainAndUndrainButtonsFollowTheStatusesEachOpRunsFrom(t *testing.T) 
 
 func TestEveryOpTheDashboardSendsHasASpecAndNoOther(t *testing.T) {
 	for _, op := range []string{"restart", "pull", "drain", "undrain"} {
-		if err := validOp(opRequest{Service: "demo", Op: op}); err != nil {
+		if err := validOp(opRequest{Service: "demo", Instance: "demo-1", Op: op}); err != nil {
 			t.Errorf("validOp(%s) = %v", op, err)
 		}
 	}

@@ -16,9 +16,11 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/visible"
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/diagrams"
 	"github.com/stargazer/lifecycle/internal/agefmt"
+	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/phases"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -79,9 +81,13 @@ type Server struct {
 	hub      *hub
 	sessions string // the session cookie's value when Token is set
 	mux      *http.ServeMux
+	perms    permissions // may the Redis user send ops, per service
 
 	svgMu sync.Mutex
 	svg   map[phases.State][]byte
+
+	// skips rate-limits the warnings about events skipped for their names.
+	skips *ratelog.Logger
 
 	// The events reader's backoff (Run) waits on clock with jitter from
 	// rand: the real ones when nil. Tests set them before Run.
@@ -124,6 +130,7 @@ func newServer(cfg Config, table *phases.Table) (*Server, error) {
 		table:  table,
 		groups: map[string]string{},
 		svg:    map[phases.State][]byte{},
+		skips:  ratelog.New(cfg.Logger, nil, ratelog.DefaultInterval),
 	}
 	for _, st := range s.table.States {
 		s.groups[string(st.Name)] = string(st.Group)
@@ -132,7 +139,8 @@ func newServer(cfg Config, table *phases.Table) (*Server, error) {
 		s.sessions = sessionValue(cfg.Token)
 	}
 	tmpl, err := template.New("").Funcs(template.FuncMap{
-		"clean": clean,
+		"clean": visible.Clean,
+		"cell":  visible.Cell,
 		"age":   agefmt.Format,
 		"group": s.group,
 		"ms":    unixMS,

@@ -1,31 +1,38 @@
 package dashboard
 
 import (
-	"strconv"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/stargazer/lifecycle/cmd/sgctl/internal/visible"
+	"github.com/stargazer/lifecycle/registry"
 )
 
-// clean shows s with what a reader cannot see written as Go escapes:
-// control characters (ESC as \x1b), DEL, C1 controls, invalid UTF-8, bidi
-// overrides and zero-width characters. html/template then escapes the
-// result for its context, so '<' stays text; clean is about what an
-// operator sees, not about HTML. The same rule is in app.js for values
-// that arrive live.
-func clean(s string) string {
-	if !strings.ContainsFunc(s, hidden) && utf8.ValidString(s) {
-		return s
-	}
-	q := strconv.QuoteToGraphic(s)
-	q = q[1 : len(q)-1]
-	// QuoteToGraphic escapes '"' and '\': put back the quotes, which are
-	// visible, so an ordinary value with a quote reads as typed.
-	return strings.ReplaceAll(q, `\"`, `"`)
-}
+// Values read from Redis are shown by package visible's rule, sgctl's: the
+// templates' clean and cell are visible.Clean and visible.Cell, JSON shown
+// in a page goes through visible.JSON, and app.js applies the same rule to
+// what arrives live. html/template then escapes the result for its
+// context, so '<' stays text: visible is about what an operator sees, not
+// about HTML.
 
-func hidden(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }
+// Lengths of the values the fleet pages, /api/fleet and the live updates
+// carry: a table cell's, as sgctl ps, and an event's error, as sgctl
+// watch. The instance page has the whole entry.
+const (
+	maxCell  = visible.MaxCell
+	maxError = 4 * visible.MaxCell
+)
+
+// cutEntry returns e with every string field read from Redis cut to
+// maxCell characters (visible.Truncate, not cleaned: the page cleans), so
+// that a 15 MB value costs a page, /api/fleet and a live update 128
+// characters. The names are the key's (registry.DecodeEntry), short
+// already.
+func cutEntry(e registry.Entry) registry.Entry {
+	for _, f := range []*string{&e.Status, &e.Phase, &e.Error, &e.Host, &e.Version, &e.HealthAddr, &e.Addr, &e.Owner, &e.Control} {
+		*f = visible.Truncate(*f, maxCell)
+	}
+	return e
+}
 
 // unixMS is t in unix milliseconds, 0 for the zero time.
 func unixMS(t time.Time) int64 {

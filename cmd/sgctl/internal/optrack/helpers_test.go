@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,6 +87,32 @@ func (f *fleet) send(t *testing.T, p *Plan) controlops.Op {
 		t.Fatal(err)
 	}
 	return o
+}
+
+// awaitFinal waits (10s at most) until each of instances has written a final
+// result of o, so that a Follow with a short deadline, there to let the
+// others be missing, finds them however slow the daemons were.
+func (f *fleet) awaitFinal(t *testing.T, o controlops.Op, instances ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rs, err := f.client.Results(context.Background(), "demo", "0", 1000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		left := slices.DeleteFunc(slices.Clone(instances), func(in string) bool {
+			return slices.ContainsFunc(rs, func(r controlops.Result) bool {
+				return r.OpID == o.ID && r.Instance == in && r.Status != controlops.StatusAccepted
+			})
+		})
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no final result of op %s from %v after 10s", o.ID, left)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
+	}
 }
 
 // result writes a result of o for instance as an instance's daemon does.

@@ -215,6 +215,7 @@ func TestFollowNamesTheInstancesThatRejectedAndThoseThatNeverAnswered(t *testing
 	p := f.plan(t, "pull")
 	o := f.send(t, p)
 	f.result(t, o, "demo-4", controlops.StatusRejected, 4) // not one of the plan's
+	f.awaitFinal(t, o, "demo-1", "demo-2")                 // the deadline below is for demo-3 alone
 	var s seen
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()

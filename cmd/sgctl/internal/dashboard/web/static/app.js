@@ -7,14 +7,25 @@
   if (!cfgEl) return; // the login page
   const cfg = JSON.parse(cfgEl.textContent);
 
-  // clean writes what a reader cannot see as an escape, as the server's
-  // clean does: control characters, bidi and zero-width characters.
-  const hidden = /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]/g;
-  const short = { '\n': '\\n', '\r': '\\r', '\t': '\\t', '\u0007': '\\a', '\b': '\\b', '\f': '\\f', '\v': '\\v' };
+  // clean writes what a reader cannot see as an escape, by the server's
+  // rule (package visible): every code point outside Unicode's graphic
+  // categories (\p{C}: controls, format characters such as bidi overrides
+  // and zero-width spaces, private use, unassigned; line and paragraph
+  // separators) as a Go escape, and a backslash as \\.
+  const hidden = /[\p{C}\p{Zl}\p{Zp}\\]/gu;
+  const short = { '\n': '\\n', '\r': '\\r', '\t': '\\t', '\u0007': '\\a', '\b': '\\b', '\f': '\\f', '\v': '\\v', '\\': '\\\\' };
+  const hex = (n, w) => n.toString(16).padStart(w, '0');
   const clean = (s) => String(s ?? '').replace(hidden, (c) => {
     if (short[c]) return short[c];
-    const n = c.charCodeAt(0);
-    return n < 0x80 ? '\\x' + n.toString(16).padStart(2, '0') : '\\u' + n.toString(16).padStart(4, '0');
+    const n = c.codePointAt(0);
+    if (n < 0x80) return '\\x' + hex(n, 2);
+    return n > 0xffff ? '\\U' + hex(n, 8) : '\\u' + hex(n, 4);
+  });
+  // jsonText does the same inside JSON text (JSON.stringify escapes the C0
+  // controls itself): \u escapes, so that it stays JSON.
+  const jsonText = (s) => s.replace(hidden, (c) => {
+    if (c.codePointAt(0) < 0x7f) return c;
+    return Array.from({ length: c.length }, (_, i) => '\\u' + hex(c.charCodeAt(i), 4)).join('');
   });
 
   // age renders milliseconds as sgctl does: 850ms, 42s, 5m3s, 3h12m, 2d5h.
@@ -64,14 +75,17 @@
   const rowOps = [['pull', 'Pull', ''], ['restart', 'Restart', 'danger'], ['drain', 'Drain', ''], ['undrain', 'Undrain', '']];
   const shownOnlyWhenAccepted = new Set(['drain', 'undrain']);
 
-  // actionState says whether op is shown and enabled for an instance in
-  // status and control mode, and why (the button's title). cfg.ops holds
-  // the statuses each op runs from.
-  function actionState(op, status, control) {
+  // actionState says whether op is shown and enabled for an instance of
+  // service in status and control mode, and why (the button's title).
+  // cfg.ops holds the statuses each op runs from; cfg.denied, per service,
+  // why the dashboard's Redis user cannot send ops to it.
+  function actionState(op, service, status, control) {
     if (cfg.read_only) return [false, false, 'read-only'];
     const from = cfg.ops[op] || [];
     const accepted = from.includes(status);
     const shown = accepted || !shownOnlyWhenAccepted.has(op);
+    const denied = (cfg.denied || {})[service];
+    if (denied) return [shown, false, clean(denied)];
     if (!accepted) return [shown, false, 'only a ' + from.join(' or ') + ' instance runs ' + op];
     if (control === 'insecure') return [shown, true, cfg.signed ? 'sends a signed op' : 'sends an unsigned op (the instance is in insecure mode)'];
     if (control === 'signed') return cfg.signed ? [shown, true, 'sends a signed op'] : [shown, false, 'the instance accepts signed ops only: start the dashboard with SG_CONTROL_KEY'];
@@ -80,7 +94,7 @@
   function applyActions(holder) {
     if (!holder) return;
     holder.querySelectorAll('button[data-op]').forEach((b) => {
-      const [shown, ok, why] = actionState(b.dataset.op, holder.dataset.status, holder.dataset.control);
+      const [shown, ok, why] = actionState(b.dataset.op, holder.dataset.service, holder.dataset.status, holder.dataset.control);
       b.hidden = !shown;
       b.disabled = !ok;
       b.title = why;
@@ -226,7 +240,7 @@
       const e = Object.assign({}, u.entry);
       delete e.heartbeat_at;
       delete e.group;
-      pre.textContent = JSON.stringify(e, null, 2);
+      pre.textContent = jsonText(JSON.stringify(e, null, 2));
     } else {
       pre.textContent = 'no entry: the instance stopped, or its entry expired';
     }
@@ -284,6 +298,10 @@
       for (const svc of data.services) {
         if (!sectionOf(svc.name) && cfg.page === 'fleet') {
           location.reload(); // a new service: the server lays it out
+          return;
+        }
+        if (!cfg.read_only && Boolean((cfg.denied || {})[svc.name]) !== Boolean(svc.denied)) {
+          location.reload(); // the Redis user's permissions changed: the server words it
           return;
         }
         for (const e of svc.instances) {
@@ -382,11 +400,22 @@
     }
   }
 
+  // The service an action addresses is the page's: the one in its URL
+  // (cfg.service), or on the fleet page the section's (a service name from
+  // the registry's set). The instance is the row's, whose name is its
+  // registry key's. The server refuses an action without a valid instance.
+  const pageService = (holder) => {
+    if (cfg.page !== 'fleet') return cfg.service;
+    const sec = holder.closest('section.service');
+    return sec ? sec.dataset.service : '';
+  };
+
   document.addEventListener('click', async (e) => {
     const b = e.target.closest('button[data-op]');
     if (!b || b.disabled) return;
     const holder = b.closest('[data-instance]');
-    const service = holder.dataset.service, instance = holder.dataset.instance, op = b.dataset.op;
+    const service = pageService(holder), instance = holder.dataset.instance, op = b.dataset.op;
+    if (!service || !instance) return;
     const name = clean(service) + '/' + clean(instance);
     const text = {
       restart: 'Restart ' + name + '? It leaves running through the shutdown states and comes back as a new process.',
@@ -398,14 +427,20 @@
     if (await confirmAction(text)) runOp({ service, instance, op }, op + ' ' + name);
   });
 
+  // The rolling restart is the one action for a whole service: its
+  // confirmation says how many instances the listing shows.
   document.addEventListener('submit', async (e) => {
     const f = e.target.closest('form.rolling');
     if (!f) return;
     e.preventDefault();
-    const service = f.dataset.service;
+    const sec = f.closest('section.service');
+    const service = cfg.page === 'service' ? cfg.service : sec.dataset.service;
+    if ((cfg.denied || {})[service]) return;
+    const n = sec.querySelectorAll('tr.inst:not(.gone)').length;
     const max = Math.max(0, parseInt(f.elements.max.value, 10) || 0);
-    const text = 'Restart every running instance of ' + clean(service) + ', ' + (max ? 'at most ' + max + ' out of running at a time' : 'all at once (no limit)') + '?';
-    if (await confirmAction(text)) runOp({ service, op: 'restart', max_unavailable: max }, 'rolling restart of ' + clean(service));
+    const text = 'Restart all ' + n + ' instance' + (n === 1 ? '' : 's') + ' of ' + clean(service) + ', ' +
+      (max ? 'at most ' + max + ' out of running at a time' : 'all at once (no limit)') + '?';
+    if (await confirmAction(text)) runOp({ service, op: 'restart', rolling: true, max_unavailable: max }, 'rolling restart of ' + clean(service));
   });
 
   // ---- start -----------------------------------------------------------------
