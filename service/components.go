@@ -89,7 +89,7 @@ func (in *Instance) BlockingRedis(ctx context.Context) redis.UniversalClient {
 	if in.cfg.redis == nil {
 		return nil
 	}
-	c, own := blockread.NewClient(in.cfg.redis, blockread.Retry)
+	c, own := blockread.NewClient(in.cfg.redis, blockread.Retry, blockread.Limits{}) // the service's own data: not capped
 	if own {
 		context.AfterFunc(ctx, func() { _ = c.Close() })
 	}
