@@ -98,6 +98,7 @@ type Daemon struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 	lastID      string                // last entry handled (or the start position); "" until resolved
+	lastMark    string                // entryMark of the entry at lastID, "" for none (reset.go)
 	pending     bool                  // Start saw a restart handed over by the old process
 	checked     bool                  // Start read the pending key (so Running knows whether to look)
 	stream      *blockread.Stream     // the op stream, bounded (Start)
@@ -324,8 +325,12 @@ func (d *Daemon) resolve(ctx context.Context) error {
 			return fmt.Errorf("controlops: XREVRANGE %s: %w", stream, refused(redisacl.Instance, err, "XREVRANGE", stream))
 		}
 	}
+	mark, _, err := d.entryAt(ctx, pos) // what is there now, to see it change (reset.go)
+	if err != nil {
+		return fmt.Errorf("controlops: XREAD %s: %w", stream, refused(redisacl.Instance, err, "XREAD", stream))
+	}
 	d.mu.Lock()
-	d.lastID, d.pending, d.checked = pos, len(h) > 0, true
+	d.lastID, d.lastMark, d.pending, d.checked = pos, mark, len(h) > 0, true
 	d.mu.Unlock()
 	return nil
 }
@@ -390,7 +395,7 @@ func (d *Daemon) loop(ctx context.Context) {
 			continue
 		}
 		d.mu.Lock()
-		after, restarted, pending := d.lastID, d.restarted, d.pending
+		after, mark, restarted, pending := d.lastID, d.lastMark, d.restarted, d.pending
 		d.mu.Unlock()
 		if restarted {
 			// The shutdown that follows stops us; read nothing meanwhile.
@@ -413,7 +418,22 @@ func (d *Daemon) loop(ctx context.Context) {
 			}
 			continue
 		}
+		reset, err := d.wasReset(ctx, after, mark, len(page.Entries) > 0)
+		if err != nil {
+			if ctx.Err() != nil || !fail("XREAD", refused(redisacl.Instance, err, "XREAD", StreamKey(d.svc))) {
+				return
+			}
+			continue
+		}
 		b.Succeeded(ctx, "from", after)
+		if reset {
+			d.log.Warn("control stream was reset (Redis lost its data): reading it again from its start; ops already handled are rejected as replays",
+				"stream", StreamKey(d.svc), "last_handled", after)
+			d.mu.Lock()
+			d.lastID, d.lastMark = "0-0", ""
+			d.mu.Unlock()
+			continue
+		}
 		for _, e := range page.Entries {
 			err := d.handle(ctx, redis.XMessage{ID: e.ID, Values: e.Values}, d.tooLargeErr(ctx, e))
 			if errors.Is(err, errRetry) {
@@ -426,7 +446,7 @@ func (d *Daemon) loop(ctx context.Context) {
 				return
 			}
 			d.mu.Lock()
-			d.lastID = e.ID
+			d.lastID, d.lastMark = e.ID, entryMark(e)
 			stop := d.restarted
 			d.mu.Unlock()
 			if stop {

@@ -137,7 +137,7 @@ func TestEntriesSentAfterARedisRestartAreHandledExactlyOnce(t *testing.T) {
 }
 
 // An idle daemon blocks in XREAD for DefaultBlock (30s) at a time, so it
-// costs Redis one command per 30s; Stop still returns at once, because it
+// costs Redis two commands per 30s; Stop still returns at once, because it
 // closes the daemon's own connection (go-redis does not end a blocked read
 // when its context ends).
 func TestStopUnblocksAWaitingReadPromptly(t *testing.T) {

@@ -241,14 +241,28 @@
 // from [0, the doubling ceiling], so instances that failed together do not
 // retry together) and resumes after that ID, so entries that arrived after
 // Redis came back are handled exactly once; entries lost with Redis's data
-// are not seen. A result that cannot be written is retried the same way
+// are not seen.
+//
+// When Redis lost the stream itself (FLUSHALL, a restart without
+// persistence, a failover that lost writes), the new stream's ids start
+// again from the server's clock: the first op may get the very id of the
+// last one handled (the same millisecond) or a lower one (a clock behind),
+// which an XREAD after that id never returns. So after every read the
+// daemon reads the entry at its position (a non-blocking XREAD): another
+// entry there, or none while nothing follows, means the stream was reset;
+// it warns and reads the new stream from its start, within one block
+// (30s by default) of the op's arrival: late, in this rare case, but
+// answered. What it handled before and finds again is rejected by
+// the replay memory, with a result: no op ends unanswered.
+//
+// A result that cannot be written is retried the same way
 // before the next entry is read, and so is the new process's completion of
 // a restart. Each of these loops logs one warn line when its failures
 // begin, at most one a minute while they last, and one info line when
 // Redis answers again.
 //
-// An idle Daemon costs Redis one XREAD per block (DefaultBlock, 30s): the
-// read returns as soon as an entry is added, and Stop ends it at once by
+// An idle Daemon costs Redis two XREADs per block (DefaultBlock, 30s: the
+// blocked one, and the check of its position above): the blocked read returns as soon as an entry is added, and Stop ends it at once by
 // closing the daemon's own reader client (through a client it cannot copy:
 // one script every DefaultSharedBlock). Behind a Sentinel the reader, a
 // copy of the failover client, asks the Sentinel for the master on every

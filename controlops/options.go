@@ -207,9 +207,13 @@ func WithTTL(d time.Duration) Option {
 // (30s) when the daemon reads through a client of its own (it copies a
 // *redis.Client, failover clients included, or a *redis.ClusterClient), which
 // Stop closes to end a blocked read at once. An op is read as soon as it is
-// added, whatever the block; a longer block only means fewer XREADs on an idle
-// stream (one per block), and a longer wait to notice a connection that died
-// silently (the block plus go-redis's 10s margin). Through any other client
+// added, whatever the block, with one exception: after Redis lost the stream
+// (FLUSHALL, a restart without persistence), an op added at or below the id
+// of the last one handled is found when the block ends (see the package
+// documentation). A longer block means fewer XREADs on an idle stream (one,
+// and one check of the entry at the daemon's position, per block), and a
+// longer wait for such an op and to notice a connection that died silently
+// (the block plus go-redis's 10s margin). Through any other client
 // the daemon cannot guard a blocking read against entries of any size (see
 // the package documentation): it polls with a script instead, every block,
 // DefaultSharedBlock (1s) by default, so an op waits up to the block there.

@@ -74,7 +74,10 @@ func send(t *testing.T, rdb redis.UniversalClient, op controlops.Op, id string) 
 
 func waitFinal(t *testing.T, rdb redis.UniversalClient, op controlops.Op, id string) controlops.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	// An op sent after a FLUSHALL in the millisecond of the last one the
+	// daemon handled gets that one's id: the daemon finds it when its
+	// blocked read ends, within controlops.DefaultBlock.
+	ctx, cancel := context.WithTimeout(t.Context(), controlops.DefaultBlock+15*time.Second)
 	defer cancel()
 	final, err := controlops.NewClient(rdb, nil).Wait(ctx, "demo", op, []string{id}, nil)
 	if err != nil {
