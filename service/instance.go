@@ -79,8 +79,10 @@ type Instance struct {
 	result error
 }
 
-// New builds an instance of svc: phase 1 (init) is New. It validates the options
-// and builds the health server without starting it; it touches no network.
+// New builds an instance of svc. It validates the options and builds the
+// health server without starting it; it touches no network. Phase 1 (init:
+// the health address checked, ConfigureLocal, the init hooks) runs when the
+// boot begins, in Boot or Run.
 // Invalid options return a *ConfigError naming the option (errors.Is
 // ErrConfig).
 func New(svc Service, opts ...Option) (*Instance, error) {
