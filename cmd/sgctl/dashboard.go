@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,15 +133,6 @@ func (a *app) dashboard(ctx context.Context, args []string, listen string, readO
 		return exitFailed
 	}
 
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = srv.Run(runCtx) }()
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-
 	url := "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port)) + "/"
 	if host == "" {
 		url = "http://<this host>:" + strconv.Itoa(addr.Port) + "/"
@@ -159,22 +148,23 @@ func (a *app) dashboard(ctx context.Context, args []string, listen string, readO
 	if token != "" {
 		auth = "every request needs " + envDashboardToken
 	}
+	// The listener is bound: what connects before Serve accepts waits in
+	// the kernel's queue.
 	fmt.Fprintf(a.stdout, "sgctl dashboard: serving %s (Redis at %s; %s; %s). Ctrl-C stops it.\n", url, cn.addr, mode, auth)
 
-	code = exitOK
-	select {
-	case <-ctx.Done():
-	case err := <-served:
-		fmt.Fprintf(a.stderr, "sgctl dashboard: serving: %v\n", err)
-		code = exitFailed
-	}
-	// End the live streams first (they never go idle), then the server.
+	// Ctrl-C ends the events reader, and with it the live streams, and the
+	// server together.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = srv.Run(runCtx) }()
+	err = srv.Serve(runCtx, ln)
 	stopRun()
 	wg.Wait()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		_ = hs.Close()
+	if err != nil {
+		fmt.Fprintf(a.stderr, "sgctl dashboard: serving: %v\n", err)
+		return exitFailed
 	}
-	return code
+	return exitOK
 }

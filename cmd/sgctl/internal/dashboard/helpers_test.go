@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -20,12 +20,18 @@ import (
 	"github.com/stargazer/lifecycle/registry"
 )
 
-// rig is a dashboard over a Redis: its handler in an httptest server, and
-// its reader running until the test ends.
+// rig is a dashboard over a Redis: served by Serve on 127.0.0.1 (the
+// timeouts and limits of sgctl dashboard), and its reader running, until
+// the test ends.
 type rig struct {
 	srv  *Server
-	http *httptest.Server
+	http *served
 	rdb  redis.UniversalClient
+}
+
+// served is where a rig serves.
+type served struct {
+	URL string // http://127.0.0.1:port
 }
 
 func newRig(t testing.TB, rdb redis.UniversalClient, mod func(*Config)) *rig {
@@ -38,17 +44,33 @@ func newRig(t testing.TB, rdb redis.UniversalClient, mod func(*Config)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &rig{srv: s, http: serve(t, s), rdb: rdb}
+}
+
+// serve runs s (Run and Serve, on 127.0.0.1) until the test ends, and
+// returns its address.
+func serve(t testing.TB, s *Server) *served {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); _ = s.Run(ctx) }()
-	hs := httptest.NewServer(s)
+	go func() {
+		defer wg.Done()
+		if err := s.Serve(ctx, ln); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
-		hs.Close()
+		http.DefaultClient.CloseIdleConnections()
 	})
-	return &rig{srv: s, http: hs, rdb: rdb}
+	return &served{URL: "http://" + ln.Addr().String()}
 }
 
 func miniRig(t testing.TB, mod func(*Config)) (*rig, *miniredis.Miniredis) {

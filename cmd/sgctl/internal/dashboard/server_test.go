@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -59,8 +58,7 @@ func TestAControlStateAddedToTheTableIsColouredByItsGroupAndCountedApart(t *test
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(s)
-	t.Cleanup(hs.Close)
+	hs := serve(t, s)
 	put(t, rdb, entry("demo", "demo-1", "running"))
 	put(t, rdb, entry("demo", "demo-2", "pausing"))
 	put(t, rdb, entry("demo", "demo-3", "warming_up"))
