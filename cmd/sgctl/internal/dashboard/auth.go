@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"strings"
 )
@@ -74,8 +75,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 4096)
-	if err := r.ParseForm(); err != nil || !equal(r.PostForm.Get("token"), s.cfg.Token) {
+	err := r.ParseForm() // of at most MaxBody bytes (guard), read within ReadTimeout
+	if _, big := errors.AsType[*http.MaxBytesError](err); big {
+		bodyError(w, err)
+		return
+	}
+	if err != nil || !equal(r.PostForm.Get("token"), s.cfg.Token) {
 		s.render(w, http.StatusUnauthorized, "login.html", loginView{Failed: true})
 		return
 	}

@@ -62,6 +62,9 @@ type Config struct {
 	Block time.Duration
 	// OpLimit bounds how long POST /api/op follows an op (default 5m).
 	OpLimit time.Duration
+	// Limits bound Serve's connections: timeouts, live streams,
+	// connections, request bodies. Zero fields take the defaults.
+	Limits Limits
 	// Logger gets the server's warnings (default slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -123,6 +126,7 @@ func newServer(cfg Config, table *phases.Table) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Limits = cfg.Limits.withDefaults(nofile())
 	s := &Server{
 		cfg:    cfg,
 		reg:    registry.New(cfg.Redis, registry.WithTTL(cfg.TTL), registry.WithLogger(cfg.Logger)),
@@ -187,10 +191,10 @@ func (s *Server) routes() {
 	get("/instance", s.instancePage)
 	get("/instance/waterfall", s.waterfallFragment)
 	get("/diagram.svg", s.diagramSVG)
-	get("/events", s.hub.serve)
+	get("/events", s.stream(s.hub.serve))
 	get("/api/fleet", s.fleetJSON)
 	get("/static/", s.static.ServeHTTP)
-	post("/api/op", s.postOp, true)
+	post("/api/op", s.stream(s.postOp), true)
 	mux.Handle("GET /login", s.guard(http.HandlerFunc(s.loginPage), false))
 	post("/login", s.login, false)
 	post("/logout", s.logout, false)
@@ -217,6 +221,7 @@ func (s *Server) guard(h http.Handler, auth bool) http.Handler {
 			http.Error(w, fmt.Sprintf("dashboard: unexpected Host %q: open the dashboard at http://%s/", r.Host, s.cfg.Hosts[0]), http.StatusMisdirectedRequest)
 			return
 		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
 		if auth && !s.authorized(r) {
 			s.unauthorized(w, r)
 			return
