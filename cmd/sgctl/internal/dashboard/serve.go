@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -160,6 +161,30 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) stream(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		h(&streamWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.cfg.Limits.StreamWriteTimeout}, r)
+	}
+}
+
+// retryAfter is the Retry-After, in seconds, of a live stream refused at
+// the cap; the pages try again after it.
+const retryAfter = 10
+
+// live caps the live streams at Limits.MaxSubscribers: one past it is
+// answered 503 with Retry-After, and logged (a warning at most once a
+// minute, counting the others).
+func (s *Server) live(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		limit := s.cfg.Limits.MaxSubscribers
+		if s.streams.Add(1) > int64(limit) {
+			s.streams.Add(-1)
+			s.refusals.Log(r.Context(), slog.LevelWarn, "dashboard: live streams at the cap: refusing one with 503",
+				"max_subscribers", limit, "remote", r.RemoteAddr)
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+			http.Error(w, fmt.Sprintf("dashboard: %d live streams are open, the most this dashboard serves: try again in %ds", limit, retryAfter),
+				http.StatusServiceUnavailable)
+			return
+		}
+		defer s.streams.Add(-1)
+		h(w, r)
 	}
 }
 

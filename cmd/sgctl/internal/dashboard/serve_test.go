@@ -2,10 +2,12 @@ package dashboard
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -196,4 +198,57 @@ func TestRequestBodiesOverMaxBodyAreRefused(t *testing.T) {
 	if n, _ := r.rdb.XLen(t.Context(), "sg:control:{demo}").Result(); n != 0 {
 		t.Errorf("%d ops were written to the control stream", n)
 	}
+}
+
+// getEvents opens GET /events with ctx and returns the response (its body
+// open when the status is 200: ctx's end closes it).
+func (r *rig) getEvents(t *testing.T, ctx context.Context) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.http.URL+"/events", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK {
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		res.Body = io.NopCloser(strings.NewReader(string(b)))
+	}
+	return res
+}
+
+func TestLiveUpdateSubscribersPastTheCapGet503(t *testing.T) {
+	var logs logBuffer
+	r, _ := miniRig(t, func(c *Config) {
+		c.Limits.MaxSubscribers = 2
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	first, closeFirst := context.WithCancel(t.Context())
+	defer closeFirst()
+	for i, ctx := range []context.Context{first, t.Context()} {
+		if res := r.getEvents(t, ctx); res.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d of 2: %d, want 200", i+1, res.StatusCode)
+		}
+	}
+	third, closeThird := context.WithCancel(t.Context())
+	defer closeThird()
+	res := r.getEvents(t, third)
+	if res.StatusCode == http.StatusOK {
+		t.Fatalf("stream 3 of 2: 200, want 503")
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "2 live streams") {
+		t.Fatalf("stream 3 of 2: %d, Retry-After %q, %q; want 503 with Retry-After saying the cap",
+			res.StatusCode, res.Header.Get("Retry-After"), body)
+	}
+	if line := logs.String(); !strings.Contains(line, "live streams at the cap") || !strings.Contains(line, "max_subscribers=2") {
+		t.Errorf("no log line about the refused stream: %q", line)
+	}
+	// A browser that leaves frees its place.
+	closeFirst()
+	eventually(t, 5*time.Second, func() bool {
+		// Each 200 stays open until the test ends: past 2 streams again,
+		// later tries get 503.
+		return r.getEvents(t, t.Context()).StatusCode == http.StatusOK
+	}, func() string { return "no stream accepted after one of two closed" })
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -92,6 +93,11 @@ type Server struct {
 	// skips rate-limits the warnings about events skipped for their names.
 	skips *ratelog.Logger
 
+	// streams counts the live streams open (GET /events), refusals
+	// rate-limits the warnings about those refused past the cap.
+	streams  atomic.Int64
+	refusals *ratelog.Logger
+
 	// The events reader's backoff (Run) waits on clock with jitter from
 	// rand: the real ones when nil. Tests set them before Run.
 	clock clockwork.Clock
@@ -135,6 +141,8 @@ func newServer(cfg Config, table *phases.Table) (*Server, error) {
 		groups: map[string]string{},
 		svg:    map[phases.State][]byte{},
 		skips:  ratelog.New(cfg.Logger, nil, ratelog.DefaultInterval),
+
+		refusals: ratelog.New(cfg.Logger, nil, ratelog.DefaultInterval),
 	}
 	for _, st := range s.table.States {
 		s.groups[string(st.Name)] = string(st.Group)
@@ -191,7 +199,7 @@ func (s *Server) routes() {
 	get("/instance", s.instancePage)
 	get("/instance/waterfall", s.waterfallFragment)
 	get("/diagram.svg", s.diagramSVG)
-	get("/events", s.stream(s.hub.serve))
+	get("/events", s.live(s.stream(s.hub.serve)))
 	get("/api/fleet", s.fleetJSON)
 	get("/static/", s.static.ServeHTTP)
 	post("/api/op", s.stream(s.postOp), true)

@@ -274,11 +274,26 @@
     recount();
   }
 
+  // EventSource reconnects by itself after a dropped stream, but gives up
+  // on a refusal (a 503 past the dashboard's cap of live streams, which
+  // says Retry-After: 10): then a new one tries again after 10s, from the
+  // last transition seen.
+  let lastID = cfg.after;
   function connect() {
-    const es = new EventSource('/events?after=' + encodeURIComponent(cfg.after));
+    const es = new EventSource('/events?after=' + encodeURIComponent(lastID));
     es.addEventListener('open', () => setLive(true, 'live'));
-    es.addEventListener('error', () => setLive(false, es.readyState === EventSource.CLOSED ? 'disconnected: reload the page' : 'reconnecting…'));
-    es.addEventListener('transition', (m) => apply(JSON.parse(m.data)));
+    es.addEventListener('error', () => {
+      if (es.readyState !== EventSource.CLOSED) {
+        setLive(false, 'reconnecting…');
+        return;
+      }
+      setLive(false, 'disconnected: trying again in 10s');
+      setTimeout(connect, 10000);
+    });
+    es.addEventListener('transition', (m) => {
+      lastID = m.lastEventId || lastID;
+      apply(JSON.parse(m.data));
+    });
     es.addEventListener('reset', () => location.reload());
   }
 
