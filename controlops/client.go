@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/stargazer/lifecycle/internal/blockread"
 	"github.com/stargazer/lifecycle/internal/slotmap"
 )
 
@@ -141,18 +142,51 @@ func (c *Client) Send(ctx context.Context, service, op, target string, args any,
 // (<= 0: 100). With block > 0 it waits up to block for the first result; a
 // timeout returns no results and no error. Use the last Result's ID as the next
 // after.
+//
+// Whoever can write to Redis can append results of any size: Results never
+// loads one of more than MaxResultLen bytes or MaxFields fields, it leaves
+// it out. It reads through a guarded client of its own made for the call
+// (see Wait, which keeps one for all its reads).
 func (c *Client) Results(ctx context.Context, service, after string, count int64, block time.Duration) ([]Result, error) {
 	if count <= 0 {
 		count = 100
 	}
-	args := &redis.XReadArgs{Streams: []string{ResultsKey(service), after}, Count: count, Block: -1}
-	if block > 0 {
-		args.Block = block
+	if block <= 0 {
+		if after == "$" {
+			return nil, nil
+		}
+		p, err := blockread.Range(ctx, c.rdb, ResultsKey(service), "("+after, "+", count, false, resultLimits)
+		if err != nil {
+			slotmap.Reload(c.rdb, err)
+			return nil, fmt.Errorf("controlops: reading %s: %w", ResultsKey(service), err)
+		}
+		return pageResults(p), nil
 	}
-	streams, err := c.rdb.XRead(ctx, args).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
+	s := c.resultStream(service)
+	defer s.Close()
+	return c.readResults(ctx, s, service, after, count, block)
+}
+
+// resultLimits bound what a Client loads of a results stream.
+var resultLimits = blockread.Limits{Entry: MaxResultLen, Fields: MaxFields, Reply: 1 << 20}
+
+// resultStream returns a bounded reader of service's results stream,
+// through a guarded copy of the client (polling one it cannot copy every
+// 100ms). The caller closes it.
+func (c *Client) resultStream(service string) *blockread.Stream {
+	return blockread.NewStream(c.rdb, ResultsKey(service), blockread.Retry, resultLimits, 100*time.Millisecond)
+}
+
+func (c *Client) readResults(ctx context.Context, s *blockread.Stream, service, after string, count int64, block time.Duration) ([]Result, error) {
+	if after == "$" {
+		last, err := s.Last(ctx)
+		if err != nil {
+			slotmap.Reload(c.rdb, err)
+			return nil, fmt.Errorf("controlops: the last id of %s: %w", ResultsKey(service), err)
+		}
+		after = last
 	}
+	p, err := s.Read(ctx, after, count, block)
 	if err != nil {
 		slotmap.Reload(c.rdb, err)
 		if perr := operatorRefusal(err, canFollow, "XREAD", "of", ResultsKey(service)); perr != nil {
@@ -160,13 +194,18 @@ func (c *Client) Results(ctx context.Context, service, after string, count int64
 		}
 		return nil, fmt.Errorf("controlops: XREAD %s: %w", ResultsKey(service), err)
 	}
+	return pageResults(p), nil
+}
+
+// pageResults parses a page's results, leaving the oversized ones out.
+func pageResults(p blockread.Page) []Result {
 	var out []Result
-	for _, s := range streams {
-		for _, m := range s.Messages {
-			out = append(out, parseResult(m))
+	for _, e := range p.Entries {
+		if !e.Oversized {
+			out = append(out, parseResult(redis.XMessage{ID: e.ID, Values: e.Values}))
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Wait follows the results of op (as returned by Send) on service's results
@@ -187,6 +226,8 @@ func (c *Client) Wait(ctx context.Context, service string, op Op, instances []st
 		expect = []string{op.Target}
 	}
 	after := resultsStart(op.StreamID)
+	s := c.resultStream(service)
+	defer s.Close()
 	final := map[string]Result{}
 	missing := func() []string {
 		var m []string
@@ -213,7 +254,7 @@ func (c *Client) Wait(ctx context.Context, service string, op Op, instances []st
 		if hasDeadline {
 			block = min(block, max(time.Until(dl), time.Millisecond))
 		}
-		rs, err := c.Results(ctx, service, after, 100, block)
+		rs, err := c.readResults(ctx, s, service, after, 100, block)
 		if err != nil {
 			// A client that applies ctx's deadline to the socket
 			// (ContextTimeoutEnabled) may cut the read at the deadline a

@@ -19,6 +19,7 @@ import (
 
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/redisacl"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/internal/slotmap"
@@ -69,6 +70,10 @@ const (
 // memory was full (ErrReplayMemoryFull).
 const MetricReplayMemoryFull = "controlops.replay_memory.full"
 
+// MetricOversized counts the entries a Daemon rejected unread because they
+// held more than MaxEntryLen bytes or MaxFields fields (ErrOversized).
+const MetricOversized = "controlops.entries.oversized"
+
 // Daemon is the instance side of the control channel. The lifecycle starts it
 // at phase 8.5 and stops it first at shutdown (S1).
 type Daemon struct {
@@ -84,7 +89,9 @@ type Daemon struct {
 	notBefore time.Time     // ops issued before it, beyond the skew, are stale
 	mem       *replayMemory // nonces this process accepted (signed mode)
 	memFull   metric.Int64Counter
-	writes    *retry.Backoff // result writes; used by the read loop only
+	oversize  metric.Int64Counter
+	tooLarge  *ratelog.Logger // the warnings about oversized entries
+	writes    *retry.Backoff  // result writes; used by the read loop only
 
 	mu          sync.Mutex
 	started     bool
@@ -93,7 +100,8 @@ type Daemon struct {
 	lastID      string                // last entry handled (or the start position); "" until resolved
 	pending     bool                  // Start saw a restart handed over by the old process
 	checked     bool                  // Start read the pending key (so Running knows whether to look)
-	reader      redis.UniversalClient // blocking reads and the start position
+	stream      *blockread.Stream     // the op stream, bounded (Start)
+	reader      redis.UniversalClient // the stream's client: blocking reads, the start position, the reads of what Redis writers can bloat
 	ownReader   bool                  // reader is ours: Stop closes it
 	running     chan struct{}         // closed by Running
 	runningOnce sync.Once
@@ -146,6 +154,13 @@ func New(rdb redis.UniversalClient, t Target, opts ...Option) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlops: New: %w", err)
 	}
+	d.oversize, err = cfg.mp.Meter(ScopeName).Int64Counter(MetricOversized,
+		metric.WithDescription("Control stream entries rejected unread because they exceeded MaxEntryLen bytes or MaxFields fields."),
+		metric.WithUnit("{entry}"))
+	if err != nil {
+		return nil, fmt.Errorf("controlops: New: %w", err)
+	}
+	d.tooLarge = ratelog.New(d.log, cfg.clock, ratelog.DefaultInterval)
 	return d, nil
 }
 
@@ -191,7 +206,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return errors.New("controlops: daemon already started")
 	}
 	d.started = true
-	d.reader, d.ownReader = blockread.NewClient(d.rdb, blockread.Retry)
+	d.stream = blockread.NewStream(d.rdb, StreamKey(d.svc), blockread.Retry, opLimits, DefaultSharedBlock)
+	d.reader, d.ownReader = d.stream.Client(), d.stream.Own()
 	if d.cfg.block <= 0 {
 		d.cfg.block = DefaultSharedBlock
 		if d.ownReader {
@@ -235,8 +251,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 // context cancelled, a blocked read ends at once (the daemon reads through a
 // client of its own, copied from a *redis.Client or *redis.ClusterClient, and
 // Stop closes it, which closes the blocked connection: go-redis does not end
-// a blocked read when its context ends; with other clients the read ends
-// within the block time, WithBlock). It
+// a blocked read when its context ends; with other clients the daemon polls,
+// and Stop ends its wait at once). It
 // returns ctx's error if ctx ends first (the daemon still stops). Stop before
 // Start, or a second Stop, returns nil.
 func (d *Daemon) Stop(ctx context.Context) error {
@@ -251,9 +267,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 		return nil
 	}
 	cancel()
-	if d.ownReader {
-		_ = d.reader.Close() // ends a blocked read at once
-	}
+	_ = d.stream.Close() // ends a blocked read at once (a copy only)
 	done := make(chan struct{})
 	go func() { d.wg.Wait(); close(done) }()
 	select {
@@ -288,30 +302,26 @@ func (d *Daemon) resolve(ctx context.Context) error {
 	}
 	pk, stream, results := PendingKey(d.svc, d.inst), StreamKey(d.svc), ResultsKey(d.svc)
 	pipe := d.reader.Pipeline()
-	pending := pipe.HGetAll(ctx, pk)
-	last := pipe.XRevRangeN(ctx, stream, "+", "-", 1)
 	read := pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{stream, "$"}, Count: 1, Block: -1})
 	write := queueWriteProbe(ctx, pipe, results)
 	_, _ = pipe.Exec(ctx) // each command has its own reply (a connection failure sets every one's)
-	h, err := pending.Result()
-	if err != nil {
-		return fmt.Errorf("controlops: HGETALL %s: %w", pk, refused(redisacl.Instance, err, "HGETALL", pk))
-	}
-	msgs, err := last.Result()
-	if err != nil {
-		return fmt.Errorf("controlops: XREVRANGE %s: %w", stream, refused(redisacl.Instance, err, "XREVRANGE", stream))
-	}
 	if err := read.Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("controlops: XREAD %s: %w", stream, refused(redisacl.Instance, err, "XREAD", stream))
 	}
 	if err := writeProbeErr(redisacl.Instance, write, results); err != nil {
 		return fmt.Errorf("controlops: %w", err)
 	}
+	// Apart, through the guarded reader: a hand-over someone bloated is
+	// refused, and a refusal closes the connection under every reply after it.
+	h, err := d.handOver(d.reader.HGetAll(ctx, pk))
+	if err != nil {
+		return err
+	}
 	pos := h[pendingEntry]
 	if pos == "" {
-		pos = "0-0"
-		if len(msgs) > 0 {
-			pos = msgs[0].ID
+		// The last entry may be anyone's, of any size: its id alone.
+		if pos, err = d.stream.Last(ctx); err != nil {
+			return fmt.Errorf("controlops: XREVRANGE %s: %w", stream, refused(redisacl.Instance, err, "XREVRANGE", stream))
 		}
 	}
 	d.mu.Lock()
@@ -395,10 +405,8 @@ func (d *Daemon) loop(ctx context.Context) {
 				return
 			}
 		}
-		streams, err := d.reader.XRead(ctx, &redis.XReadArgs{
-			Streams: []string{StreamKey(d.svc), after}, Count: 16, Block: d.cfg.block,
-		}).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
+		page, err := d.stream.Read(ctx, after, readCount, d.cfg.block)
+		if err != nil {
 			err = refused(redisacl.Instance, err, "XREAD", StreamKey(d.svc))
 			if ctx.Err() != nil || !fail("XREAD", err) {
 				return
@@ -406,29 +414,23 @@ func (d *Daemon) loop(ctx context.Context) {
 			continue
 		}
 		b.Succeeded(ctx, "from", after)
-		if err != nil {
-			continue // the block ran out: nothing new
-		}
-	entries:
-		for _, s := range streams {
-			for _, m := range s.Messages {
-				err := d.handle(ctx, m)
-				if errors.Is(err, errRetry) {
-					if !fail("handle", err) {
-						return
-					}
-					break entries
-				}
-				if ctx.Err() != nil && err != nil {
+		for _, e := range page.Entries {
+			err := d.handle(ctx, redis.XMessage{ID: e.ID, Values: e.Values}, d.tooLargeErr(ctx, e))
+			if errors.Is(err, errRetry) {
+				if !fail("handle", err) {
 					return
 				}
-				d.mu.Lock()
-				d.lastID = m.ID
-				stop := d.restarted
-				d.mu.Unlock()
-				if stop {
-					break entries
-				}
+				break
+			}
+			if ctx.Err() != nil && err != nil {
+				return
+			}
+			d.mu.Lock()
+			d.lastID = e.ID
+			stop := d.restarted
+			d.mu.Unlock()
+			if stop {
+				break
 			}
 		}
 	}
@@ -437,9 +439,13 @@ func (d *Daemon) loop(ctx context.Context) {
 // handle decides one entry and writes its final result. It returns errRetry
 // (nothing executed, nothing written) when Redis failed before the decision,
 // and the context's error when the daemon stopped before the result was
-// written.
-func (d *Daemon) handle(ctx context.Context, m redis.XMessage) error {
+// written. tooLarge, when not nil, rejects the entry, of which m holds the
+// short fields only.
+func (d *Daemon) handle(ctx context.Context, m redis.XMessage, tooLarge error) error {
 	op, perr := Parse(m.Values)
+	if tooLarge != nil {
+		perr = tooLarge
+	}
 	op.StreamID = m.ID
 	tp := op.Traceparent
 	if perr != nil {
@@ -562,62 +568,5 @@ func outcome(err error) (Status, string, error) {
 		return StatusRejected, err.Error(), nil
 	default:
 		return StatusFailed, err.Error(), nil
-	}
-}
-
-// claimNonce claims op's nonce for this instance until the op's window closes.
-// The value is the entry's stream ID, so a claim whose reply was lost is
-// recognised as ours when the entry is read again.
-func (d *Daemon) claimNonce(ctx context.Context, op Op) error {
-	key := NonceKey(d.svc, d.inst, op.Nonce)
-	exp := op.IssuedAt.Add(op.TTL + d.cfg.skew).Sub(d.cfg.clock.Now())
-	exp = max(exp, time.Second)
-	ctx, cancel := d.call(ctx)
-	defer cancel()
-	ok, err := d.rdb.SetNX(ctx, key, op.StreamID, exp).Result()
-	if redisacl.Refused(err) {
-		return fmt.Errorf("controlops: claiming the nonce: SET NX %s: %w", key, refused(redisacl.Instance, err, "SET", key))
-	}
-	if err != nil {
-		return fmt.Errorf("%w: SET NX %s: %w", errRetry, key, err)
-	}
-	if ok {
-		return nil
-	}
-	v, err := d.rdb.Get(ctx, key).Result()
-	if redisacl.Refused(err) {
-		return fmt.Errorf("controlops: claiming the nonce: GET %s: %w", key, refused(redisacl.Instance, err, "GET", key))
-	}
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("%w: GET %s: %w", errRetry, key, err)
-	}
-	if v == op.StreamID {
-		return nil
-	}
-	return fmt.Errorf("%w: nonce %q was first used by entry %s", ErrReplayed, op.Nonce, v)
-}
-
-// writeResult appends res, retrying with backoff until it is written or ctx
-// ends.
-func (d *Daemon) writeResult(ctx context.Context, res Result) error {
-	res.At = d.cfg.clock.Now()
-	res.State = d.t.State()
-	res.PID = d.cfg.pid
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		res.TraceID = sc.TraceID().String()
-	}
-	args := &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()}
-	for {
-		// Written even while stopping: a restart's accepted must get out.
-		wctx, cancel := d.call(context.WithoutCancel(ctx))
-		err := refused(redisacl.Instance, d.rdb.XAdd(wctx, args).Err(), "XADD", args.Stream)
-		cancel()
-		if err == nil {
-			d.writes.Succeeded(ctx, "op_id", res.OpID)
-			return nil
-		}
-		if !d.retryAfter(ctx, d.writes, err, []redis.UniversalClient{d.rdb}, "op_id", res.OpID, "status", string(res.Status)) {
-			return fmt.Errorf("controlops: result for %s not written: %w", res.Entry, ctx.Err())
-		}
 	}
 }

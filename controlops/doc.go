@@ -55,12 +55,45 @@
 // key_id, the KeyID of the signing key: it is not signed (whoever can write
 // the stream can change it) and serves only to name the sender's key when a
 // signature is rejected. Parse, Sign, Verify, VerifyAny, Op.Fresh and
-// Op.Stale are pure functions.
+// Op.Stale are pure functions. An op entry holds at most MaxEntryLen bytes
+// (80 KiB, its field names and values summed; args at most MaxArgsLen, 64 KiB)
+// in at most MaxFields fields: Send refuses a larger one with an error naming
+// the field and the limit, and a Daemon rejects one unread (below).
 //
 // A result entry has op_id, op, entry (the op's stream ID), instance, status,
 // reason, at (unix ms), state (the instance's state when writing), pid,
 // trace_id and key_id: the KeyID of the key that verified the op (the first
-// 8 hex digits of its SHA-256, never the key), empty when none did.
+// 8 hex digits of its SHA-256, never the key), empty when none did. A Daemon
+// cuts a reason to MaxReasonLen bytes, so a result holds at most MaxResultLen
+// bytes; Client.Results and Client.Wait leave out, unread, a result beyond
+// that or MaxFields, as they read through a guarded client of their own (as
+// the Daemon reads its stream, below; one connection per call).
+//
+// # Entries of any size
+//
+// Whoever can write the stream can append an entry of hundreds of megabytes,
+// signed or not. A Daemon never loads one into the process (internal/blockread):
+// it waits in XREAD BLOCK through a client of its own whose connections are
+// guarded, so a reply that holds a field of more than MaxEntryLen bytes, or
+// more than MaxFields fields, or that passes its byte budget, is refused
+// before go-redis allocates it, and the connection closed. The refusal names
+// the entry it happened in; the daemon reads again, with a non-blocking
+// XREAD, only the
+// entries before that one, and goes on after it. An oversized entry is
+// rejected (ErrOversized; the reason says what was too large and the limits:
+// "... a field of 104857600 bytes; an op entry holds at most 81920 bytes in
+// 32 fields; rejected unread"; its result names the entry, by its stream ID,
+// not its op, which was not read; an entry that passed the guard but is over
+// the limits in all is rejected the same way, with its exact size and its op),
+// counted by the controlops.entries.oversized metric and logged at warn (the
+// first at once, then at most one line a minute). Its start position (the last
+// entry's id, read through the guard), the restart hand-over (a hash too
+// large to be one is ignored, with a warning) and a nonce claim are read as
+// guardedly. Through a client it cannot copy (not a *redis.Client or
+// *redis.ClusterClient) it cannot guard a blocking read: it polls the stream
+// every block (DefaultSharedBlock, 1s) with a read-only Lua script
+// (EVALSHA_RO) that sizes each entry in Redis and returns an oversized one as
+// its id, size and short fields.
 //
 // # Modes
 //
@@ -85,7 +118,8 @@
 // missed), in order, one entry at a time, and writes one final result per
 // entry:
 //
-//  1. malformed (missing field, bad format, absurd size): rejected.
+//  1. malformed (missing field, bad format, absurd size): rejected; beyond
+//     MaxEntryLen or MaxFields, rejected unread (see "Entries of any size").
 //  2. addressed to another instance: ignored. Nothing else is checked.
 //  3. control ops disabled: rejected (ErrDisabled).
 //  4. outside its window [issued_at - skew, issued_at + ttl_ms + skew] (skew
@@ -187,6 +221,13 @@
 //     delaying an op: holding an entry back and delivering it later, within
 //     its window (at most 5 minutes after it was issued), to an instance
 //     that has not handled it yet.
+//   - In every mode: appending entries of any size. The instances never load
+//     them (see "Entries of any size"): each costs an instance a result, a
+//     warning line a minute and one reconnection. It costs Redis the entry's
+//     memory and, at once, a copy of it for every instance blocked on the
+//     stream (XREAD serves each its own reply; freed as each closes its
+//     connection): bound what Redis accepts (proto-max-bulk-len,
+//     client-query-buffer-limit) and who may write the streams (ACL).
 //
 // The key protects the authority to act on the fleet: keep it out of Redis,
 // logs and the registry (results name a key by its KeyID only). A leaked key
@@ -208,7 +249,8 @@
 //
 // An idle Daemon costs Redis one XREAD per block (DefaultBlock, 30s): the
 // read returns as soon as an entry is added, and Stop ends it at once by
-// closing the daemon's own reader client. Behind a Sentinel the reader, a
+// closing the daemon's own reader client (through a client it cannot copy:
+// one script every DefaultSharedBlock). Behind a Sentinel the reader, a
 // copy of the failover client, asks the Sentinel for the master on every
 // reconnection; on Redis Cluster every failed read or write asks the client
 // that failed to reload its slot map (at most twice a second), and the daemon

@@ -2,9 +2,16 @@ package controlops
 
 import (
 	"container/heap"
+	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/blockread"
+	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
 // DefaultReplayMemory is how many nonces a Daemon remembers at most (see
@@ -126,4 +133,37 @@ func (h *expiryHeap) Pop() any {
 	old[n-1] = nil
 	*h = old[:n-1]
 	return e
+}
+
+// claimNonce claims op's nonce for this instance until the op's window closes.
+// The value is the entry's stream ID, so a claim whose reply was lost is
+// recognised as ours when the entry is read again.
+func (d *Daemon) claimNonce(ctx context.Context, op Op) error {
+	key := NonceKey(d.svc, d.inst, op.Nonce)
+	exp := op.IssuedAt.Add(op.TTL + d.cfg.skew).Sub(d.cfg.clock.Now())
+	exp = max(exp, time.Second)
+	ctx, cancel := d.call(ctx)
+	defer cancel()
+	ok, err := d.rdb.SetNX(ctx, key, op.StreamID, exp).Result()
+	if redisacl.Refused(err) {
+		return fmt.Errorf("controlops: claiming the nonce: SET NX %s: %w", key, refused(redisacl.Instance, err, "SET", key))
+	}
+	if err != nil {
+		return fmt.Errorf("%w: SET NX %s: %w", errRetry, key, err)
+	}
+	if ok {
+		return nil
+	}
+	// Through the guarded reader: a claim bloated by someone else is not ours.
+	v, err := d.reader.Get(ctx, key).Result()
+	if redisacl.Refused(err) {
+		return fmt.Errorf("controlops: claiming the nonce: GET %s: %w", key, refused(redisacl.Instance, err, "GET", key))
+	}
+	if err != nil && !errors.Is(err, redis.Nil) && !errors.Is(err, blockread.ErrTooLarge) {
+		return fmt.Errorf("%w: GET %s: %w", errRetry, key, err)
+	}
+	if v == op.StreamID {
+		return nil
+	}
+	return fmt.Errorf("%w: nonce %q was first used by entry %s", ErrReplayed, op.Nonce, v)
 }

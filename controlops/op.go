@@ -50,8 +50,11 @@ const (
 // TargetAll addresses every instance of the service.
 const TargetAll = "*"
 
-// Limits on an entry. An entry beyond them is malformed: rejected, never executed.
+// Limits on an entry. An entry beyond them is malformed: rejected, never
+// executed. A Daemon never loads an entry of more than MaxEntryLen bytes or
+// MaxFields fields (see the package documentation).
 const (
+	MaxEntryLen  = 80 << 10                // bytes of one stream entry: its field names and values summed
 	MaxFields    = 32                      // fields in one stream entry, known or not
 	MaxIDLen     = 64                      // id
 	MaxOpLen     = fleetenv.MaxOpLen       // op
@@ -72,6 +75,10 @@ const SignatureVersion = "sg-control-v1"
 var (
 	// ErrMalformed: a field is missing, too large or badly formed.
 	ErrMalformed = errors.New("controlops: malformed entry")
+	// ErrOversized: the entry holds more than MaxEntryLen bytes or MaxFields
+	// fields; the daemon rejected it without loading it. It matches
+	// ErrMalformed.
+	ErrOversized = fmt.Errorf("%w: oversized", ErrMalformed)
 	// ErrDisabled: the instance has neither a key nor the insecure opt-in, so
 	// it executes no op. The text says how to enable ops.
 	ErrDisabled = errors.New("controlops: control ops are disabled on this instance: " +
@@ -267,6 +274,24 @@ func Parse(values map[string]any) (Op, error) {
 	}
 	if op.KeyID != "" && !keyIDRE.MatchString(op.KeyID) {
 		return op, fieldErr(FieldKeyID, op.KeyID, "want 8 lower-case hex digits (a KeyID)")
+	}
+	// The known fields are bounded one by one; the others only by this.
+	size, largest, largestLen := 0, "", 0
+	for k, v := range values {
+		n := len(k)
+		switch s := v.(type) {
+		case string:
+			n += len(s)
+		case []byte:
+			n += len(s)
+		}
+		size += n
+		if n > largestLen {
+			largest, largestLen = k, n
+		}
+	}
+	if size > MaxEntryLen {
+		return op, fieldErr(largest, "", "the entry is %d bytes (this field %d): want at most %d", size, largestLen, MaxEntryLen)
 	}
 	return op, nil
 }

@@ -19,7 +19,7 @@ const (
 	DefaultTTL            = 30 * time.Second // Client: ttl_ms of the ops it sends
 	DefaultMaxSkew        = 5 * time.Second  // Daemon: clock disagreement allowed around the window
 	DefaultBlock          = 30 * time.Second // Daemon: XREAD BLOCK through a reader of its own, which Stop closes
-	DefaultSharedBlock    = time.Second      // Daemon: XREAD BLOCK through a client it cannot copy; bounds how long Stop waits
+	DefaultSharedBlock    = time.Second      // Daemon: how often it polls its stream through a client it cannot copy
 	DefaultBackoffMin     = 100 * time.Millisecond
 	DefaultBackoffMax     = 5 * time.Second
 	DefaultResultsMaxLen  = 10000           // results stream, MAXLEN ~
@@ -206,12 +206,14 @@ func WithTTL(d time.Duration) Option {
 // WithBlock sets the Daemon's XREAD BLOCK time. The default is DefaultBlock
 // (30s) when the daemon reads through a client of its own (it copies a
 // *redis.Client, failover clients included, or a *redis.ClusterClient), which
-// Stop closes to end a blocked read at once; and DefaultSharedBlock (1s) with
-// any other client, whose blocked read Stop cannot interrupt: the block then
-// bounds how long Stop waits. An op is read as soon as it is added, whatever
-// the block; a longer block only means fewer XREADs on an idle stream (one per
-// block), and a longer wait to notice a connection that died silently (the
-// block plus go-redis's 10s margin). Values <= 0 are ignored.
+// Stop closes to end a blocked read at once. An op is read as soon as it is
+// added, whatever the block; a longer block only means fewer XREADs on an idle
+// stream (one per block), and a longer wait to notice a connection that died
+// silently (the block plus go-redis's 10s margin). Through any other client
+// the daemon cannot guard a blocking read against entries of any size (see
+// the package documentation): it polls with a script instead, every block,
+// DefaultSharedBlock (1s) by default, so an op waits up to the block there.
+// Values <= 0 are ignored.
 func WithBlock(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d > 0 {

@@ -199,10 +199,10 @@ func (d *Daemon) finishRestart(ctx context.Context, written *bool) error {
 	}
 	pk := PendingKey(d.svc, d.inst)
 	hctx, cancel := d.call(ctx)
-	h, err := d.rdb.HGetAll(hctx, pk).Result()
+	h, err := d.handOver(d.reader.HGetAll(hctx, pk))
 	cancel()
 	if err != nil {
-		return fmt.Errorf("HGETALL %s: %w", pk, refused(redisacl.Instance, err, "HGETALL", pk))
+		return err
 	}
 	if len(h) == 0 {
 		return nil

@@ -1,10 +1,16 @@
 package controlops
 
 import (
+	"context"
+	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
 // Keys. {<service>} is a Redis Cluster hash tag: all of one service's control
@@ -34,6 +40,14 @@ func SlotsKey(service string) string { return "sg:control:slots:{" + service + "
 func PendingKey(service, instance string) string {
 	return "sg:control:pending:{" + service + "}:" + instance
 }
+
+// Limits of a result entry. A Daemon writes none beyond them (it cuts a
+// longer reason to MaxReasonLen, ending it with "…"); a Client never loads
+// one beyond them (Results, Wait).
+const (
+	MaxReasonLen = 2 << 10 // reason, bytes
+	MaxResultLen = 8 << 10 // bytes of one result entry: its field names and values summed
+)
 
 // Status is the outcome of one op on one instance.
 type Status string
@@ -102,6 +116,20 @@ type Result struct {
 	KeyID string
 }
 
+// cutReason cuts s to MaxReasonLen bytes at a character boundary, the last
+// bytes replaced by "…" when it was longer.
+func cutReason(s string) string {
+	if len(s) <= MaxReasonLen {
+		return s
+	}
+	const ellipsis = "…"
+	i := MaxReasonLen - len(ellipsis)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + ellipsis
+}
+
 func (r Result) values() map[string]any {
 	return map[string]any{
 		ResultOpID:     r.OpID,
@@ -109,7 +137,7 @@ func (r Result) values() map[string]any {
 		ResultStreamID: r.Entry,
 		ResultInstance: r.Instance,
 		ResultStatus:   string(r.Status),
-		ResultReason:   r.Reason,
+		ResultReason:   cutReason(r.Reason),
 		ResultAt:       strconv.FormatInt(r.At.UnixMilli(), 10),
 		ResultState:    r.State,
 		ResultPID:      strconv.Itoa(r.PID),
@@ -130,4 +158,29 @@ func parseResult(m redis.XMessage) Result {
 	}
 	r.PID, _ = strconv.Atoi(s(ResultPID))
 	return r
+}
+
+// writeResult appends res, retrying with backoff until it is written or ctx
+// ends.
+func (d *Daemon) writeResult(ctx context.Context, res Result) error {
+	res.At = d.cfg.clock.Now()
+	res.State = d.t.State()
+	res.PID = d.cfg.pid
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		res.TraceID = sc.TraceID().String()
+	}
+	args := &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()}
+	for {
+		// Written even while stopping: a restart's accepted must get out.
+		wctx, cancel := d.call(context.WithoutCancel(ctx))
+		err := refused(redisacl.Instance, d.rdb.XAdd(wctx, args).Err(), "XADD", args.Stream)
+		cancel()
+		if err == nil {
+			d.writes.Succeeded(ctx, "op_id", res.OpID)
+			return nil
+		}
+		if !d.retryAfter(ctx, d.writes, err, []redis.UniversalClient{d.rdb}, "op_id", res.OpID, "status", string(res.Status)) {
+			return fmt.Errorf("controlops: result for %s not written: %w", res.Entry, ctx.Err())
+		}
+	}
 }

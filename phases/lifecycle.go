@@ -89,10 +89,10 @@ var lifecycle = Table{
 		{Name: GroupRun, Doc: "Service.Run", Role: RoleServing},
 		{Name: GroupControl, Doc: "control ops fired by the control-ops daemon", Role: RoleDraining},
 		{Name: GroupShutdown, Doc: "graceful shutdown, the reverse of boot; steps whose work never started are skipped", Role: RoleWorking, Numbered: true, Prefix: "S"},
-		{Name: GroupTerminal, Doc: "the process exits: 0 from stopped, 1 from failed", Role: RoleStopped},
+		{Name: GroupTerminal, Doc: "the process exits: 0 from stopped, 1 from failed (2 when a configuration error failed it)", Role: RoleStopped},
 	},
 	States: []StateInfo{
-		{Name: Init, Group: GroupBoot, Hook: "validate identity, options and environment; build the health server", Doc: "local init"},
+		{Name: Init, Group: GroupBoot, Hook: "validate identity, options and environment; build the health server; as the boot begins, check the health address can be bound, then LocalConfigurer.ConfigureLocal (no Redis yet)", Doc: "local init"},
 		{Name: Connecting, Group: GroupBoot, Hook: "jitter, then Redis PING", Doc: "random jitter in [0, max], then the Redis ping gate"},
 		{Name: Configuring, Group: GroupBoot, Hook: "Configurer.Configure", Doc: "config hooks"},
 		{Name: Instrumenting, Group: GroupBoot, Hook: "Instrumenter.Instrument", Doc: "tracing and instrumentation hooks"},
@@ -109,7 +109,7 @@ var lifecycle = Table{
 		{Name: Deregistering, Group: GroupShutdown, Hook: "registry entry removed", Doc: "deregistration"},
 		{Name: CleaningUp, Group: GroupShutdown, Hook: "Service.OnStop (only if OnStart was called)", Doc: "the service releases what it started"},
 		{Name: Stopped, Group: GroupTerminal, Terminal: true, Doc: "clean stop; exit code 0"},
-		{Name: Failed, Group: GroupTerminal, Role: RoleFailed, Terminal: true, Doc: "boot or run failed; exit code 1"},
+		{Name: Failed, Group: GroupTerminal, Role: RoleFailed, Terminal: true, Doc: "boot or run failed; exit code 1 (2 for a configuration error)"},
 	},
 	Guards: []GuardInfo{
 		{GuardRedisRequired, "Redis is required (SG_REDIS_REQUIRED=true): a failed ping ends the boot"},

@@ -17,11 +17,18 @@
 //
 // # Exit codes
 //
-//	0 (ExitOK)      the instance reached stopped
-//	1 (ExitFailed)  boot or run failed, or a signal arrived during the shutdown steps
-//	2 (ExitConfig)  invalid configuration, named in the message, before anything touched Redis
-//	3 (ExitRestart) a restart op stopped the instance, and SG_RESTART_EXIT_CODE=3
-//	                (or Config.RestartExit) leaves the restart to a supervisor
+//	0 (ExitOK)      the instance reached stopped (a stop during the boot included)
+//	1 (ExitFailed)  boot or run failed (the instance reached failed), a signal
+//	                arrived during the shutdown steps, New failed on something
+//	                other than its configuration, or the exec of a restart failed
+//	2 (ExitConfig)  invalid configuration, named in the message: a variable
+//	                (ParseEnv, OTEL_*, SG_RESTART_EXIT_CODE) or an option (New),
+//	                found before anything touched Redis; or the error that failed
+//	                the instance wraps service.ErrConfig (a *service.ConfigError
+//	                returned by a phase or by Service.Run; the health port taken)
+//	3-125           a restart op stopped the instance cleanly, and
+//	                SG_RESTART_EXIT_CODE (or Config.RestartExit; ExitRestart is 3)
+//	                leaves the restart to a supervisor
 //
 // # Restarts
 //

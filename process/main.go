@@ -23,7 +23,10 @@ import (
 const (
 	ExitOK     = 0 // reached stopped
 	ExitFailed = 1 // boot or run failed (reached failed), or a signal during the shutdown steps
-	ExitConfig = 2 // invalid configuration, found before anything touched Redis
+	// ExitConfig is invalid configuration: a variable or an option, found
+	// before anything touched Redis, or an error wrapping service.ErrConfig
+	// that failed the instance (a Configure returning a *service.ConfigError).
+	ExitConfig = 2
 	// ExitRestart is the exit code of a restart op when the process leaves it
 	// to a supervisor (Config.RestartExit, SG_RESTART_EXIT_CODE) instead of
 	// replacing itself.
@@ -36,9 +39,14 @@ const SignalWindow = 500 * time.Millisecond
 
 // Main runs svc as the process: it reads the environment (see ParseEnv), sets up
 // OpenTelemetry from the standard OTEL_* variables, boots, runs, and shuts down on
-// SIGINT or SIGTERM, then exits with ExitOK, ExitFailed or ExitConfig. It never
-// returns. The options are service.New's; the environment's settings win over
-// them where set.
+// SIGINT or SIGTERM, then exits with ExitOK, ExitFailed or ExitConfig (after
+// a restart op, the package doc says which code). It never returns. The
+// options are service.New's; the environment's settings win over them where
+// set, REDIS_URL over service.WithRedis too (the boot warns, naming both).
+// Without REDIS_URL or WithRedis the instance runs without Redis (no
+// registry entry, no control ops), and the boot says so at warn;
+// SG_REDIS_REQUIRED=false says no Redis is meant (a line at info instead),
+// and SG_REDIS_REQUIRED=true exits 2: there is no Redis to require.
 //
 // Signals: the first one stops the instance, through the drain delay
 // (SG_DRAIN_DELAY) when it is running. A signal during the drain delay ends
@@ -64,7 +72,13 @@ func Run(ctx context.Context, svc service.Service, opts ...service.Option) int {
 // Config holds what only a process has, and only Main and Run honour: the
 // zero Config is theirs.
 type Config struct {
-	// Getenv reads the environment (default os.Getenv).
+	// Getenv reads the fleet's variables, REDIS_URL and SG_* (default
+	// os.Getenv). The OTEL_* variables are read from the process environment
+	// whatever it is: the OpenTelemetry SDK reads them there. Run sets the
+	// global OpenTelemetry providers, which an instance takes when it is
+	// made: a second Run in one process (a test) exports through the first
+	// Run's providers, shut down by then, unless given its own
+	// (service.WithTracerProvider, service.WithMeterProvider).
 	Getenv func(string) string
 	// Stderr is where the default logger writes (default os.Stderr), when no
 	// service.WithLogger is given.
@@ -155,7 +169,7 @@ func (c Config) run(ctx context.Context, svc service.Service, opts ...service.Op
 	// SignalWindow) or a request to exit at once, never the default action.
 	stopSignals := handleSignals(in, log, c.clock)
 	defer stopSignals()
-	shutdownOTel, err := setupOTel(ctx, in, c.Getenv)
+	shutdownOTel, err := setupOTel(ctx, in)
 	if err != nil {
 		log.Error("configuration error", "error", err)
 		return ExitConfig, nil

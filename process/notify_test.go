@@ -89,6 +89,10 @@ func TestSystemdNotificationsFollowTheLifecycle(t *testing.T) {
 	if err := wait(t, done); err != nil {
 		t.Fatal(err)
 	}
+	// As Main does: the last STATUS= is sent by close. Sync takes in what
+	// was sent before it; the socket reads on a goroutine of its own.
+	notify.close()
+	sock.Sync(t)
 	all := sock.Messages()
 	var rest []string
 	for _, m := range all[n:] {
@@ -122,6 +126,7 @@ func TestSystemdStoppingIsSentAtDrainingWhenAStopWaitsOutItsDrainDelay(t *testin
 	if err := in.Undrain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	sock.Sync(t)
 	if c := count(sock.Messages(), "STOPPING=1"); c != 0 {
 		t.Fatalf("a drain op sent STOPPING=1 (%d): it is not a stop", c)
 	}
@@ -138,6 +143,7 @@ func TestSystemdStoppingIsSentAtDrainingWhenAStopWaitsOutItsDrainDelay(t *testin
 	if err := wait(t, done); err != nil {
 		t.Fatal(err)
 	}
+	sock.Sync(t)
 	if c := count(sock.Messages(), "STOPPING=1"); c != 1 {
 		t.Errorf("%d STOPPING=1, want 1", c)
 	}
@@ -239,6 +245,7 @@ func TestRunNotifiesSystemdFromBootToStop(t *testing.T) {
 	if c := <-code; c != ExitOK {
 		t.Fatalf("Run = %d", c)
 	}
+	sock.Sync(t) // what was sent before Run returned, read
 	all := sock.Messages()
 	if last := all[len(all)-1]; !strings.HasPrefix(last, "STATUS=stopped") {
 		t.Errorf("last notification %q, want STATUS=stopped, sent before Run returned", last)

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"os"
 	"time"
 
 	"go.opentelemetry.io/contrib/exporters/autoexport"
@@ -23,7 +24,11 @@ import (
 // WithMeterProvider); it has not made a span yet. Without any exporter
 // variable set, nothing is exported (rather than retrying a collector that is
 // not there). It also installs the W3C trace-context propagator.
-func setupOTel(ctx context.Context, in *service.Instance, getenv func(string) string) (func(), error) {
+func setupOTel(ctx context.Context, in *service.Instance) (func(), error) {
+	// OTEL_* come from the process environment, where the SDK and autoexport
+	// read them, never from Config.Getenv: deciding on one and exporting by
+	// the other would export nothing, or to a default endpoint, unasked.
+	getenv := os.Getenv
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	var closers []func(context.Context) error
 	shutdown := func() {

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -37,14 +38,20 @@ const (
 )
 
 // exitCode is what Run does once the instance ended with result: exit with
-// ExitOK or ExitFailed; after a restart, exit with the restart exit code
-// (restartExit, when not 0) or replace the process with the plan returned.
+// ExitOK, ExitFailed, or ExitConfig when what failed it wraps
+// service.ErrConfig (a *service.ConfigError from a phase or Service.Run);
+// after a restart, exit with the restart exit code (restartExit, when not 0)
+// or replace the process with the plan returned.
 func exitCode(in *service.Instance, result error, restartExit int, log *slog.Logger) (int, *restartPlan) {
 	h, restart := in.HandOver()
-	if result != nil || !restart {
-		if result != nil {
-			return ExitFailed, nil
-		}
+	switch {
+	case errors.Is(result, service.ErrConfig):
+		// Restarting would only fail the same way: a supervisor that keeps
+		// exit 2 from restarting (RestartPreventExitStatus=2) stops here.
+		return ExitConfig, nil
+	case result != nil:
+		return ExitFailed, nil
+	case !restart:
 		return ExitOK, nil
 	}
 	if restartExit != 0 {

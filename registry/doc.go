@@ -101,6 +101,38 @@
 // new keys share one line a minute), so a dashboard listing every few
 // seconds, or a writer making many bad keys, does not flood the log.
 //
+// # Entries of any size
+//
+// The registry writes no field longer than MaxErrorLen (an error, 4 KiB) or
+// MaxValueLen (any other, 256 bytes): Register, Member and Publish refuse a
+// longer one with an error wrapping ErrTooLong that names the field and the
+// limit; Member.Update, which cannot fail, cuts it, ending it with "…". So an
+// event it writes holds less than MaxEventLen (8 KiB) in fewer than
+// MaxEventFields fields. Anyone else who can write to Redis can append an
+// event of hundreds of megabytes to sg:events, which every Watcher, sgctl
+// watch and the dashboard follow: they never load one over those limits
+// (internal/blockread). A Watcher and an EventReader wait in XREAD BLOCK
+// through a client of their own whose connections are guarded: a reply that
+// holds a field over MaxEventLen, or more than MaxEventFields fields, or that
+// passes its byte budget, is refused before go-redis allocates it (the
+// connection is closed); the refusal names the entry it happened in, and the
+// reader reads again (XREAD, or XRANGE for a range) only the entries before
+// it, reports it
+// (SkippedEvent) and goes on after it. EventRange and Events read the same way
+// through a guarded copy made for the call. A Watcher's resync takes its
+// position from Redis's clock (TIME on the stream's node), so it reads no
+// event at all; an EventReader's "$" is the last entry's id, read through the
+// guard. An oversized event is left out and logged at warn (the first at
+// once, then at most one line a minute). An entry's value is read bounded
+// wherever the registry reads it (List, so a Watcher's resync, sgctl ps and
+// the dashboard; the entries a Watcher's events name; Entry): a read-only
+// script compares its STRLEN with MaxEntryJSONLen (64 KiB) before it GETs
+// it, and a longer one is skipped unread, with a warning naming its key.
+// Through a client that cannot be copied (not a *redis.Client or
+// *redis.ClusterClient) nothing can guard a blocking read: a Watcher and an
+// EventReader poll every 100ms with a read-only Lua script (EVALSHA_RO) that
+// sizes each entry in Redis instead.
+//
 // Log lines name each attribute once: a Member's lines carry service and
 // instance, a Watcher's carry service, added by the registry; the logger
 // given to WithLogger must not carry them already. An error goes under the
@@ -117,7 +149,8 @@
 // status is running, the one status consumers route to; package balancer
 // sends HTTP requests to them. It keeps the view from two sources:
 //   - the sg:events stream, through one blocking XREAD at a time resuming
-//     from the last id read: an event to running adds the instance once one
+//     from the last id read (bounded: see "Entries of any size"): an event
+//     to running adds the instance once one
 //     pipelined GET of its entry and ZSCORE of its index member confirm it
 //     (the entry, if it is its key's, says where to call it, Entry.Addr);
 //     an event to any other state (pulling, draining, stopping_daemons, ...)
@@ -126,9 +159,12 @@
 //   - resyncs from List: at start, after a failed read or resync (a
 //     reconnect), every TTL, and a quarter TTL before the known expiry of a
 //     running instance, so that its heartbeats are seen before the expiry.
-//     A resync first reads the stream's last id, then the listing: every
-//     event up to that id is in the listing (a Member writes an entry before
-//     its event, in one pipeline), so the reads go on after it. A resync
+//     A resync first reads a position in the stream, Redis's clock (TIME on
+//     the stream's node: stream ids are that clock), then the listing: every
+//     event before that position is in the listing (a Member writes an entry
+//     before its event, in one pipeline), so the reads go on from it (an
+//     event of the same millisecond may be applied twice, which changes
+//     nothing). A resync
 //     repairs what events cannot tell: a missed event, a FLUSHALL, a Redis
 //     restart or failover (the new stream's ids need not follow the old
 //     ones), an entry that left running without one.

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -67,11 +66,16 @@ func (r *Registry) xaddArgs(ev Event) *redis.XAddArgs {
 }
 
 // Publish appends ev to the events stream now (one XADD, MAXLEN ~ capped)
-// and returns its stream id. A zero ev.Time is set to now. Instances
+// and returns its stream id. A zero ev.Time is set to now. A field longer
+// than MaxErrorLen (Error) or MaxValueLen (the others) is an error wrapping
+// ErrTooLong that names it. Instances
 // normally publish through Member.Update, which never blocks; Publish is for
 // tools and tests.
 func (r *Registry) Publish(ctx context.Context, ev Event) (string, error) {
 	if err := ValidateNames(ev.Service, ev.Instance); err != nil {
+		return "", err
+	}
+	if err := check("event", eventFields(&ev)); err != nil {
 		return "", err
 	}
 	id, err := r.c.XAdd(ctx, r.xaddArgs(r.normalizeEvent(ev))).Result()
@@ -84,53 +88,55 @@ func (r *Registry) Publish(ctx context.Context, ev Event) (string, error) {
 // Events reads up to count events (DefaultEventsCount when count <= 0) that
 // come after lastID in the events stream, oldest first, and returns them
 // with the id to pass as lastID next time, so that successive calls miss
-// nothing and repeat nothing (as `sgctl watch` does).
+// nothing and repeat nothing.
 //
 // lastID "" or "0" reads from the beginning of the (capped) stream; "$" reads
 // only events appended after the call: it is resolved to the current last id
 // first, and that id is returned when nothing new arrived. With block > 0
-// Events waits up to block for the first new event (XREAD BLOCK) and returns
-// no events and no error when none arrived; with block <= 0 it does not wait.
-// go-redis observes ctx before sending; a read already blocked ends when
-// block elapses (or at ctx's deadline if the client has
-// ContextTimeoutEnabled), so keep block short (a few seconds) in loops that
-// must stop promptly.
+// Events waits up to block for the first new event and returns no events and
+// no error when none arrived; with block <= 0 it does not wait.
+//
+// An entry over MaxEventLen or MaxEventFields is left out unread, and logged
+// at warn (at most a line a minute); a page ends with such an entry, and
+// next is after it. Events reads through a guarded connection made for the
+// call (EventRange without block, an EventReader with block), closed when
+// Events returns or ctx ends, which ends a blocked read at once. A loop of
+// reads is cheaper with one EventReader, which also says what it left out.
 func (r *Registry) Events(ctx context.Context, lastID string, count int64, block time.Duration) (events []Event, next string, err error) {
 	if count <= 0 {
 		count = DefaultEventsCount
 	}
-	switch lastID {
-	case "":
-		lastID = "0"
-	case "$":
-		last, err := r.c.XRevRangeN(ctx, EventsKey, "+", "-", 1).Result()
-		if err != nil {
-			return nil, "$", fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, r.refused(redisacl.Reader, err, "XREVRANGE", EventsKey))
-		}
-		lastID = "0-0"
-		if len(last) == 1 {
-			lastID = last[0].ID
-		}
-	}
-	args := &redis.XReadArgs{Streams: []string{EventsKey, lastID}, Count: count, Block: -1}
+	var p EventPage
 	if block > 0 {
-		args.Block = block
-	}
-	streams, err := r.c.XRead(ctx, args).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, lastID, nil
+		er := r.EventReader()
+		defer er.Close()
+		stop := context.AfterFunc(ctx, func() { _ = er.Close() })
+		defer stop()
+		p, err = er.Read(ctx, lastID, count, block)
+	} else {
+		switch lastID {
+		case "", "0":
+			lastID = "0-0"
+		case "$":
+			last, err := r.EventRange(ctx, "+", "-", 1, true)
+			if err != nil {
+				return nil, "$", err
+			}
+			lastID = "0-0"
+			if last.First != "" {
+				lastID = last.First
+			}
+		}
+		p, err = r.EventRange(ctx, "("+lastID, "+", count, false)
+		if p.Next == "" {
+			p.Next = lastID
+		}
 	}
 	if err != nil {
-		return nil, lastID, fmt.Errorf("registry: reading %s after %q: %w", EventsKey, lastID, r.refused(redisacl.Reader, err, "XREAD", EventsKey))
+		return nil, p.Next, err
 	}
-	next = lastID
-	for _, s := range streams {
-		for _, m := range s.Messages {
-			events = append(events, decodeEvent(m))
-			next = m.ID
-		}
-	}
-	return events, next, nil
+	r.skippedEvents(ctx, r.cfg.log, p.Skipped)
+	return p.Events, p.Next, nil
 }
 
 // decodeEvent reads a stream entry written by xaddArgs; missing or

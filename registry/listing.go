@@ -32,8 +32,10 @@ type Instance struct {
 // ps, the dashboard and a Watcher's resync read through it.
 //
 // It reads the index members whose expiry is in the future, with their
-// scores, in one round trip (ZRANGEBYSCORE), then MGETs their entries (one
-// slot) in a second. Names come from keys: an index member that cannot be
+// scores, in one round trip (ZRANGEBYSCORE), then their entries (one slot) in
+// a second: the length of each (STRLEN) and at most MaxEntryJSONLen bytes of
+// it (GETRANGE), so an entry someone bloated is skipped unread, with a
+// warning naming its key. Names come from keys: an index member that cannot be
 // an instance id, and an entry whose JSON names another service or instance
 // than its key, or none (DecodeEntry), are skipped, as are entries that
 // vanished in between, whose JSON is unreadable, or whose key is not a
@@ -82,19 +84,22 @@ func (r *Registry) list(ctx context.Context, service string, log *slog.Logger) (
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
+	vals, err := r.readEntries(ctx, keys, "", nil)
 	if err != nil {
-		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, r.refused(redisacl.Reader, err, "MGET", keys...))
+		return nil, fmt.Errorf("registry: reading entries of service %q: %w", service, err)
 	}
 	out := make([]Instance, 0, len(vals))
 	var missing []string
 	for i, v := range vals {
-		s, ok := v.(string)
-		if !ok { // nil: expired or evicted after the index read, or not a string
+		if v.size > 0 {
+			r.skipped(ctx, log, keys[i], "registry: skipping an oversized entry unread", "key", keys[i], "bytes", v.size, "max_bytes", MaxEntryJSONLen)
+			continue
+		}
+		if !v.found { // expired or evicted after the index read, or not a string
 			missing = append(missing, keys[i])
 			continue
 		}
-		e, err := DecodeEntry(service, names[i], []byte(s))
+		e, err := DecodeEntry(service, names[i], []byte(v.raw))
 		if err != nil {
 			r.skipEntry(ctx, log, keys[i], err)
 			continue
@@ -120,8 +125,8 @@ func (r *Registry) Instances(ctx context.Context, service string) ([]Entry, erro
 	return out, nil
 }
 
-// reportWrongTypes logs to log the keys among keys (entries MGET found no
-// string for) that exist with another type, so that an entry someone
+// reportWrongTypes logs to log the keys among keys (entries found with no
+// string) that exist with another type, so that an entry someone
 // replaced with a hash is named rather than silently missing. It costs a round trip only
 // when MGET came back with gaps; a failure of that read is not reported.
 func (r *Registry) reportWrongTypes(ctx context.Context, log *slog.Logger, keys []string) {
@@ -153,22 +158,26 @@ func (r *Registry) Services(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// Entry returns one instance's entry, or an error wrapping ErrNotFound;
-// an entry whose JSON names another instance is an error wrapping
-// ErrNameMismatch, one that is not JSON the decoder's (DecodeEntry).
+// Entry returns one instance's entry, or an error wrapping ErrNotFound (also
+// when its key holds no string); an entry whose JSON names another instance
+// is an error wrapping ErrNameMismatch, one that is not JSON the decoder's
+// (DecodeEntry); a value over MaxEntryJSONLen is not read, an error says so.
 func (r *Registry) Entry(ctx context.Context, service, instance string) (Entry, error) {
 	if err := ValidateNames(service, instance); err != nil {
 		return Entry{}, err
 	}
 	key := EntryKey(service, instance)
-	s, err := r.c.Get(ctx, key).Result()
-	if errors.Is(err, redis.Nil) {
+	v, err := r.readEntries(ctx, []string{key}, "", nil)
+	if err != nil {
+		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, err)
+	}
+	if v[0].size > 0 {
+		return Entry{}, fmt.Errorf("registry: %s holds %d bytes, over MaxEntryJSONLen (%d): not read", key, v[0].size, MaxEntryJSONLen)
+	}
+	if !v[0].found {
 		return Entry{}, fmt.Errorf("registry: %s: %w", key, ErrNotFound)
 	}
-	if err != nil {
-		return Entry{}, fmt.Errorf("registry: reading %s: %w", key, r.refused(redisacl.Reader, err, "GET", key))
-	}
-	return DecodeEntry(service, instance, []byte(s))
+	return DecodeEntry(service, instance, []byte(v[0].raw))
 }
 
 // skipEntry logs, through skipped, an entry a reader skipped because

@@ -147,9 +147,13 @@ type MemberStats struct {
 // a new owner token, and starts its writer goroutine; the caller must Close
 // it. e is the initial entry: it is written by the first Update or Register,
 // not before. The error wraps ErrInvalidName when the names cannot be used in
-// keys.
+// keys, ErrTooLong when a field is longer than the registry writes (it names
+// the field and the limit: MaxErrorLen for Error, MaxValueLen for the others).
 func (r *Registry) Member(e Entry) (*Member, error) {
 	if err := ValidateNames(e.Service, e.Instance); err != nil {
+		return nil, err
+	}
+	if err := check("entry", entryFields(&e)); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -180,12 +184,15 @@ func (r *Registry) Member(e Entry) (*Member, error) {
 // Update records e as the instance's latest entry and, when ev is not nil,
 // queues ev for the events stream, then returns: it never blocks on Redis and
 // never fails. e.Service and e.Instance (and ev's) are set to the member's;
-// zero UpdatedAt and ev.Time are set to now. When the queue is full the oldest
+// zero UpdatedAt and ev.Time are set to now; a field longer than the registry
+// writes is cut to MaxErrorLen (Error) or MaxValueLen (the others), ending
+// with "…". When the queue is full the oldest
 // queued event is dropped and counted. After Deregister only ev is written;
 // after Close, Update does nothing but count ev as dropped.
 func (m *Member) Update(e Entry, ev *Event) {
 	e.Service, e.Instance, e.Owner = m.service, m.instance, m.owner
 	e = m.r.normalize(e)
+	cut(entryFields(&e))
 	m.mu.Lock()
 	if m.closed {
 		if ev != nil {
@@ -199,6 +206,7 @@ func (m *Member) Update(e Entry, ev *Event) {
 	if ev != nil {
 		ev := *ev
 		ev.Service, ev.Instance = m.service, m.instance
+		cut(eventFields(&ev))
 		if len(m.queue) >= m.r.cfg.queueSize {
 			m.queue[0] = queued{} // release the dropped event's strings
 			m.queue = m.queue[1:]
@@ -232,6 +240,7 @@ func (m *Member) signal() {
 func (m *Member) Register(ctx context.Context, e Entry) error {
 	e.Service, e.Instance, e.Owner = m.service, m.instance, m.owner
 	e = m.r.normalize(e)
+	cut(entryFields(&e))
 	m.mu.Lock()
 	m.latest, m.hasEntry = e, true
 	m.seq++
@@ -261,6 +270,7 @@ func (m *Member) Register(ctx context.Context, e Entry) error {
 func (m *Member) RegisterAsync(e Entry) {
 	e.Service, e.Instance, e.Owner = m.service, m.instance, m.owner
 	e = m.r.normalize(e)
+	cut(entryFields(&e))
 	m.mu.Lock()
 	m.latest, m.hasEntry = e, true
 	m.seq++

@@ -72,9 +72,14 @@ func (r *Registry) HeartbeatInterval() time.Duration { return max(time.Second, r
 // Register takes the entry over whoever wrote it, with e.Owner as given; it
 // is for tools and tests. A process registers through a Member, whose later
 // writes are compare-and-set on its owner token. Keys of the wrong type are
-// replaced and logged, as a Member's writes do.
+// replaced and logged, as a Member's writes do. A field longer than
+// MaxErrorLen (Error) or MaxValueLen (the others) is an error wrapping
+// ErrTooLong that names it.
 func (r *Registry) Register(ctx context.Context, e Entry) error {
 	if err := ValidateNames(e.Service, e.Instance); err != nil {
+		return err
+	}
+	if err := check("entry", entryFields(&e)); err != nil {
 		return err
 	}
 	pipe := r.c.Pipeline()

@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/internal/blockread"
 	"github.com/stargazer/lifecycle/internal/redisacl"
@@ -74,8 +72,7 @@ type Watcher struct {
 	block   time.Duration
 	log     *slog.Logger // the registry's, with service: every line names it once
 
-	reader    redis.UniversalClient // blocking reads only; ours to close when own
-	ownReader bool
+	stream *blockread.Stream // sg:events, bounded; its client is ours to close when it copied it
 
 	view   atomic.Pointer[View]
 	synced chan struct{} // closed by the first successful resync
@@ -135,7 +132,8 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 		}
 	}
 	// A reconnect must surface as an error: the Watcher resyncs after it.
-	w.reader, w.ownReader = blockread.NewClient(r.c, blockread.NoRetry)
+	// Through a client it cannot copy it polls every 100ms.
+	w.stream = blockread.NewStream(r.c, EventsKey, blockread.NoRetry, eventLimits, 100*time.Millisecond)
 	w.view.Store(&View{Service: service, changed: make(chan struct{})})
 	go w.run(ctx)
 	return w, nil
@@ -220,9 +218,7 @@ func (w *Watcher) Next(ctx context.Context, v *View) (*View, error) {
 func (w *Watcher) Close() error {
 	w.once.Do(func() {
 		w.cancel()
-		if w.ownReader {
-			_ = w.reader.Close()
-		}
+		_ = w.stream.Close() // a copy only
 		<-w.done
 		close(w.view.Load().changed)
 	})
@@ -304,24 +300,23 @@ func (w *Watcher) nextSync() time.Time {
 	return next
 }
 
-// resync reads the stream's last id, then the service's listing, and makes
-// the listing the view: every event up to that id is reflected in it (an
-// entry is written before its event), so the reads resume after it.
+// resync reads a position in the stream (Redis's clock: no event is read),
+// then the service's listing, and makes the listing the view: every event
+// before that position is reflected in it (an entry is written before its
+// event), so the reads resume from it.
 func (w *Watcher) resync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, w.r.cfg.writeTimeout)
 	defer cancel()
-	last, err := w.r.c.XRevRangeN(ctx, EventsKey, "+", "-", 1).Result()
+	// Redis's clock, not the last event: that may be anyone's, of any size.
+	last, err := blockread.Position(ctx, w.r.c, EventsKey)
 	if err != nil {
-		return fmt.Errorf("registry: reading the last id of %s: %w", EventsKey, w.r.refused(redisacl.Reader, err, "XREVRANGE", EventsKey))
+		return fmt.Errorf("registry: reading the position of %s: %w", EventsKey, w.r.refused(redisacl.Reader, err, "TIME", EventsKey))
 	}
 	ins, err := w.r.list(ctx, w.service, w.log)
 	if err != nil {
 		return err
 	}
-	w.pos = "0-0"
-	if len(last) == 1 {
-		w.pos = last[0].ID
-	}
+	w.pos = last
 	now := w.r.cfg.clock.Now()
 	running := make(map[string]Instance, len(ins))
 	listed := make(map[string]bool, len(ins))
@@ -375,24 +370,19 @@ func (w *Watcher) read(ctx context.Context, block time.Duration) ([]Event, error
 	// Redis never answers; go-redis's own bound is block + 10s.
 	rctx, cancel := context.WithTimeout(ctx, block+w.r.cfg.writeTimeout)
 	defer cancel()
-	streams, err := w.reader.XRead(rctx, &redis.XReadArgs{
-		Streams: []string{EventsKey, w.pos}, Count: 512, Block: block,
-	}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
+	page, err := w.stream.Read(rctx, w.pos, 512, block)
 	if err != nil {
-		slotmap.Reload(w.reader, err)
+		slotmap.Reload(w.stream.Client(), err)
 		err = redisacl.Explain(err, redisacl.Reader, redisacl.Call{Cmd: "XREAD", Keys: []string{EventsKey}})
 		return nil, fmt.Errorf("registry: reading %s after %s: %w", EventsKey, w.pos, err)
 	}
+	p := eventPage(page, w.pos)
+	w.pos = p.Next
+	w.r.skippedEvents(ctx, w.log, p.Skipped)
 	var out []Event
-	for _, s := range streams {
-		for _, m := range s.Messages {
-			w.pos = m.ID
-			if svc, _ := m.Values["service"].(string); svc == w.service {
-				out = append(out, decodeEvent(m))
-			}
+	for _, ev := range p.Events {
+		if ev.Service == w.service {
+			out = append(out, ev)
 		}
 	}
 	return out, nil
@@ -448,11 +438,13 @@ func (w *Watcher) apply(ctx context.Context, events []Event) error {
 	return nil
 }
 
-// fetch reads the entries and index scores of ids in one pipeline (they
-// share the service's slot). An instance whose entry or score is missing,
+// fetch reads the entries and index scores of ids in one round trip (they
+// share the service's slot), an entry's length and at most MaxEntryJSONLen
+// bytes of it (readEntries). An instance whose entry or score is missing,
 // unreadable or expired is left out; so are, with a warning (at most one a
-// minute per key), an id from the stream that cannot be an instance id and
-// an entry whose JSON names another instance than its key (DecodeEntry).
+// minute per key), an id from the stream that cannot be an instance id, an
+// entry over MaxEntryJSONLen, unread, and an entry whose JSON names another
+// instance than its key (DecodeEntry).
 func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance, error) {
 	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool {
 		if fleetenv.ValidateInstance(id) == nil {
@@ -467,39 +459,31 @@ func (w *Watcher) fetch(ctx context.Context, ids []string) (map[string]Instance,
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.r.cfg.writeTimeout)
 	defer cancel()
-	pipe := w.r.c.Pipeline()
-	gets := make([]*redis.StringCmd, len(ids))
-	scores := make([]*redis.FloatCmd, len(ids))
+	keys := make([]string, len(ids))
 	for i, id := range ids {
-		gets[i] = pipe.Get(ctx, EntryKey(w.service, id))
-		scores[i] = pipe.ZScore(ctx, IndexKey(w.service), id)
+		keys[i] = EntryKey(w.service, id)
 	}
-	if cmds, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		var reply redis.Error
-		if !errors.As(err, &reply) { // a connection failure, not a bad key
-			return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, w.r.failed(err))
-		}
-		if redisacl.Refused(err) { // the user's rules, not a bad key: no entry could be read
-			return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, cmdErrorAs(redisacl.Reader, cmds, err))
-		}
+	got, err := w.r.readEntries(ctx, keys, IndexKey(w.service), ids)
+	if err != nil {
+		return nil, fmt.Errorf("registry: reading entries of service %q: %w", w.service, err)
 	}
 	now := w.r.cfg.clock.Now()
 	out := make(map[string]Instance, len(ids))
 	for i, id := range ids {
-		raw, err := gets[i].Result()
-		if err != nil {
+		g := got[i]
+		if g.size > 0 {
+			w.r.skipped(ctx, w.log, keys[i], "registry: skipping an oversized entry unread", "key", keys[i], "bytes", g.size, "max_bytes", MaxEntryJSONLen)
 			continue
 		}
-		score, err := scores[i].Result()
-		if err != nil {
+		if !g.found || !g.scored {
 			continue
 		}
-		e, err := DecodeEntry(w.service, id, []byte(raw))
+		e, err := DecodeEntry(w.service, id, []byte(g.raw))
 		if err != nil {
-			w.r.skipEntry(ctx, w.log, EntryKey(w.service, id), err)
+			w.r.skipEntry(ctx, w.log, keys[i], err)
 			continue
 		}
-		in := Instance{Entry: e, Expires: time.UnixMilli(int64(score))}
+		in := Instance{Entry: e, Expires: time.UnixMilli(int64(g.score))}
 		if in.Expires.After(now) {
 			out[id] = in
 		}

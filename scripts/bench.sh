@@ -31,6 +31,10 @@ go test -run '^$' -bench 'BenchmarkReadyz|BenchmarkBareHandler' -benchmem -count
 # XADD of a control op to its result: 1, 100 and 1,000 daemons on one redis-server,
 # beside a PING and a pipelined write of 1,000 results.
 go test -run '^$' -bench 'BenchmarkOpToResult' -benchtime 200x -count 1 -timeout 30m ./controlops | tee "$out/controlops.txt"
+# Bounded reads: one XREAD through the guard beside an unguarded copy; 100 readers blocked
+# against 100 polling (IDLE_WINDOW, 10s by default).
+go test -run '^$' -bench 'BenchmarkRead' -benchmem -count "$count" ./internal/blockread | tee "$out/blockread.txt"
+go test -run '^$' -bench 'BenchmarkIdle|BenchmarkFanOut' -benchtime 1x -timeout 10m ./internal/blockread | tee "$out/idle.txt"
 # The dashboard's page of a service of 1,000 instances, beside sgctl ps --json's registry read and encoding.
 go test -run '^$' -bench 'ServicePage1000|BaselineServiceJSON1000' -benchmem -count "$count" ./cmd/sgctl/internal/dashboard | tee "$out/dashboard.txt"
 # The balancer's pick, and a GET through it beside the same GET on a bare net/http client.
@@ -54,7 +58,7 @@ trap 'kill $rs 2>/dev/null; wait $rs 2>/dev/null || true' EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-benchmark -h 127.0.0.1 -p "$port" -t ping_inline,ping_mbulk -n 50000 -c 1 --csv | tee "$out/redis-benchmark.txt"
 
-for f in transition boot registry health dashboard balancer entrywrite; do
+for f in transition boot registry health blockread dashboard balancer entrywrite; do
   echo "== $f"; benchstat "$out/$f.txt"
 done
 

@@ -43,16 +43,59 @@
 // instance has a key (WithControlKeys) or opts in to unsigned ops
 // (WithControlInsecure).
 //
+// # Optional interfaces
+//
+// A Service may implement, beside OnStart, Run and OnStop:
+//
+//   - Binder: Bind(*Instance), called once by New before it returns (so
+//     before any phase, under process.Main too): the service keeps its
+//     instance, for the list below;
+//   - LocalConfigurer: configuration that needs no Redis, in phase 1 before
+//     the jitter and the ping, so that its *ConfigError exits 2 whatever Redis
+//     does;
+//   - Configurer, Instrumenter, ModuleLoader, AdapterBuilder: the work of
+//     phases 3 to 6;
+//   - Advertiser: the address the registry entry advertises, read at phase 8.
+//
+// # Components
+//
+// A service made of several components (an HTTP API and a stream worker)
+// runs them all under Service.Run, so that either failing fails the
+// instance; from its Instance (Binder) they get:
+//
+//   - Leaving: a context that ends the moment a stop or a restart is asked
+//     for (before any drain delay) or something fails the instance, and no
+//     later than Run's context: a worker stops taking new work then, and
+//     finishes the work in hand under Run's context;
+//   - Redis: the instance's own client (nil without Redis), not to be
+//     closed; BlockingRedis: a client for blocking reads that a context's
+//     end closes, so that a read blocked in XREADGROUP ends at once (a
+//     cancelled context does not end one in go-redis);
+//   - Logger: the instance's logger, with its service and instance
+//     attributes, the one process.Main logs through.
+//
+// examples/orders in the repository is such a service.
+//
 // # Options
 //
-//   - identity: WithServiceName, WithInstanceID, WithVersion, WithAdvertiseAddr
-//   - Redis: WithRedis, WithRedisRequired, WithRedisTimeout, WithServiceTTL
-//   - control: WithControlKeys, WithControlInsecure, WithPullHandler, WithOperation
-//   - time limits: WithBootJitter, WithBootTimeout, WithPhaseTimeout, WithDrainDelay, WithShutdownTimeout
+// Under process.Main the variable after an option, in parentheses, wins over
+// it where set; the others are set in code only.
+//
+//   - identity: WithServiceName (SG_SERVICE_NAME), WithInstanceID
+//     (SG_INSTANCE_ID), WithVersion, WithAdvertiseAddr (SG_ADVERTISE_ADDR)
+//   - Redis: WithRedis (REDIS_URL), WithRedisRequired (SG_REDIS_REQUIRED),
+//     WithRedisTimeout (SG_REDIS_TIMEOUT), WithServiceTTL (SG_SERVICE_TTL)
+//   - control: WithControlKeys (SG_CONTROL_KEY), WithControlInsecure
+//     (SG_CONTROL_INSECURE), WithPullHandler, WithOperation
+//   - time limits: WithBootJitter (SG_BOOT_JITTER), WithBootTimeout
+//     (SG_BOOT_TIMEOUT), WithPhaseTimeout, WithDrainDelay (SG_DRAIN_DELAY),
+//     WithShutdownTimeout
 //   - work: WithHook, WithTransitionObserver
-//   - health: WithHealthAddr, WithHealthOption, WithoutHealthServer
-//   - telemetry: WithTracerProvider, WithMeterProvider, WithLogger, WithClock
-//   - WithEnv applies the fleet's environment (process.Main gives it last)
+//   - health: WithHealthAddr (SG_HEALTH_HOST, SG_HEALTH_PORT), WithHealthOption,
+//     WithoutHealthServer
+//   - telemetry: WithTracerProvider, WithMeterProvider (the global ones, set
+//     by Main from OTEL_*), WithLogger (Main's: text on stderr), WithClock
+//   - Main only: WithEnv, given last; the rest is process.Config
 //
 // Inside, the work of each boot phase and shutdown step is one row of a step
 // table beside the transition table, and the instance's own state (who drives

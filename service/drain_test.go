@@ -84,6 +84,26 @@ func shutdownSpans(f *fixture, prefix string) (roots []sdktrace.ReadOnlySpan, he
 	return roots, held
 }
 
+// waitServing waits until Run calls Service.Run. The machine is in running
+// a moment before: a stop or a drain op that comes in between finds the
+// boot just over, and goes on without a drain delay (or is refused).
+func waitServing(t *testing.T, in *Instance) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		in.mu.Lock()
+		s := in.stage
+		in.mu.Unlock()
+		if s == serving {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stage %s, want serving before the deadline", s)
+		}
+		time.Sleep(time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
 // probeCode returns the status code of GET path on the instance's health server.
 func probeCode(t *testing.T, in *Instance, path string) int {
 	t.Helper()
@@ -294,7 +314,7 @@ func TestUndrainIsRefusedWhileAStopWaitsOutItsDrainDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	waitServing(t, in)
 	in.RequestStop()
 	if err := in.Undrain(context.Background()); err == nil {
 		t.Fatal("Undrain undid a stop's drain")
@@ -318,7 +338,7 @@ func TestRestartFromAnOperatorDrainedInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	waitServing(t, in)
 	if err := in.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +367,7 @@ func TestRunReturningOnItsOwnDuringTheDrainDelayEndsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	waitServing(t, in)
 	in.RequestStop()
 	waitState(t, in, phases.Draining)
 	close(returned)

@@ -86,6 +86,26 @@ func (in *Instance) move(to stage, r reason) {
 		panic(fmt.Sprintf("service: stop reason changed from %s to %s", in.reason, r))
 	}
 	in.stage, in.reason = to, r
+	// The first move away from running for good (a stop, a restart, a
+	// failure, or Service.Run's own return) ends Leaving; a drain op moves
+	// nothing, and leaves it alone.
+	if (r != noStop || to >= unwinding) && in.leaving.Err() == nil {
+		in.leave(in.leavingCause())
+	}
+}
+
+// leavingCause says why the instance leaves: the cause of Leaving's
+// context. The caller holds mu, and has set err before a failure.
+func (in *Instance) leavingCause() error {
+	switch in.reason {
+	case stopAsked:
+		return errors.New("lifecycle: leaving: a stop was asked for")
+	case restartAsked:
+		return errors.New("lifecycle: leaving: a restart was asked for")
+	case failure:
+		return fmt.Errorf("lifecycle: leaving: the instance failed: %w", in.err)
+	}
+	return errors.New("lifecycle: leaving: Service.Run returned")
 }
 
 // request is what asks the driver to move.
@@ -504,8 +524,8 @@ func (in *Instance) failingGuard() bool {
 func (in *Instance) fail(err error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.move(in.stage, failure)
 	in.err = errors.Join(in.err, err)
+	in.move(in.stage, failure)
 }
 
 // failed returns what failed the instance, nil if nothing did.

@@ -15,12 +15,15 @@ import (
 	"github.com/stargazer/lifecycle/fleetenv"
 )
 
-// ErrConfig is matched by errors.Is for every configuration error: Main exits 2 on
-// it, before anything touches Redis.
+// ErrConfig is matched by errors.Is for every configuration error, and
+// process.Main exits 2 on it: on those New and the environment find, before
+// anything touches Redis, and on an error that wraps it failing the instance
+// later, a *ConfigError returned by a phase (Configurer.Configure) or by
+// Service.Run. Restarting the process would only fail the same way.
 var ErrConfig = errors.New("invalid configuration")
 
-// ConfigError names an input with a bad value: an environment variable or an
-// option.
+// ConfigError names an input with a bad value: an environment variable, an
+// option, or a setting of the service's own that its Configure reads.
 type ConfigError struct {
 	// Name is the variable or option, e.g. "SG_BOOT_JITTER".
 	Name  string
@@ -97,11 +100,17 @@ func WithEnv(e Env) Option {
 			}
 			c.fromEnv[variable] = true
 		}
+		c.envApplied = true
 		if e.Redis != nil {
+			if c.redis != nil && c.redis != e.Redis {
+				c.redisReplaced = c.redis // the boot warns: REDIS_URL wins
+			}
 			c.redis = e.Redis
+			set(fleetenv.RedisURL)
 		}
 		if e.RedisRequiredSet {
-			c.redisRequired = e.RedisRequired
+			c.redisRequired, c.redisRequiredSet = e.RedisRequired, true
+			set(fleetenv.RedisRequired)
 		}
 		if e.RedisTimeoutSet {
 			c.redisTimeout = e.RedisTimeout
@@ -127,14 +136,16 @@ func WithEnv(e Env) Option {
 			}
 			if e.HealthHostSet {
 				host = strings.Trim(e.HealthHost, "[]") // JoinHostPort adds the brackets
+				set(fleetenv.HealthHost)
 			}
 			if e.HealthPortSet {
 				port = strconv.Itoa(e.HealthPort)
+				set(fleetenv.HealthPort)
 			}
 			c.healthAddr = net.JoinHostPort(host, port)
 		}
 		if e.ServiceName != "" {
-			c.name = e.ServiceName
+			c.name, c.nameSet = e.ServiceName, true
 			set(fleetenv.ServiceName)
 		}
 		if e.InstanceID != "" {

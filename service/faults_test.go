@@ -379,6 +379,10 @@ func TestPhasePastItsBudgetIgnoringItsContextFailsTheBootAtBudgetPlusGraceNaming
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Made before the goroutines are counted: a go-redis client that has not
+	// connected yet keeps one (maintnotifications), and Events reads through
+	// a connection of its own.
+	reader := deadlineClient(t, srv.Addr())
 	before := goleak.IgnoreCurrent()
 	start := time.Now()
 	err = in.Run(context.Background())
@@ -409,7 +413,6 @@ func TestPhasePastItsBudgetIgnoringItsContextFailsTheBootAtBudgetPlusGraceNaming
 		t.Errorf("phase starting span missing or not Error: %v", phaseSpan)
 	}
 	// The events stream says why the instance failed.
-	reader := deadlineClient(t, srv.Addr())
 	pollUntil(t, 5*time.Second, "a failed event naming the phase", func() bool {
 		evs, _, err := registry.New(reader).Events(context.Background(), "0", 100, 0)
 		if err != nil {

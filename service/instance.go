@@ -59,8 +59,12 @@ type Instance struct {
 	// whose contexts derive from it; cancelWork cancels it (stopWork).
 	interrupt  context.Context
 	cancelWork context.CancelFunc
-	delay      clockwork.Timer // ends the drain delay, in the delaying stages
-	stopBegan  time.Time       // when the stop began: the shutdown timeout counts from it
+	// leaving ends, with its cause, as the instance begins to leave
+	// (Leaving): move calls leave.
+	leaving   context.Context
+	leave     context.CancelCauseFunc
+	delay     clockwork.Timer // ends the drain delay, in the delaying stages
+	stopBegan time.Time       // when the stop began: the shutdown timeout counts from it
 	// stopTrace is the stop's lifecycle.shutdown span (stopSpan) in its
 	// context, opened as the stop began: with the drain delay, or as the
 	// instance moved to unwinding.
@@ -99,6 +103,7 @@ func New(svc Service, opts ...Option) (*Instance, error) {
 		done:  make(chan struct{}),
 	}
 	in.interrupt, in.cancelWork = context.WithCancel(context.Background())
+	in.leaving, in.leave = context.WithCancelCause(context.Background())
 	boot := in.table.StatesIn(phases.GroupBoot)
 	for s, d := range cfg.phaseTimeouts {
 		if !slices.Contains(boot, s) {
@@ -181,6 +186,9 @@ func New(svc Service, opts ...Option) (*Instance, error) {
 		return nil, err
 	}
 	in.m = m
+	if b, ok := svc.(Binder); ok {
+		b.Bind(in)
+	}
 	return in, nil
 }
 
@@ -206,8 +214,13 @@ func (in *Instance) Version() string { return in.cfg.version }
 // State returns the current state.
 func (in *Instance) State() phases.State { return in.m.Current() }
 
-// Logger returns the instance's logger: the one given with WithLogger, with
-// the service and instance attributes.
+// Logger returns the instance's logger: the one given with WithLogger
+// (under process.Main, Main's own unless a WithLogger is among its options),
+// with the service and instance attributes added. The instance logs its
+// transitions and its own lines through it, and so does Main once New has
+// returned (its signals, go-redis's lines, the exit): a service that logs
+// through it (from Bind on) writes lines a reader can tell apart by
+// instance, and must not add service or instance again.
 func (in *Instance) Logger() *slog.Logger { return in.log }
 
 // Degraded reports whether the instance booted without the Redis it does not

@@ -83,6 +83,11 @@ type config struct {
 	drainDelay      time.Duration
 	advertiseAddr   string          // the registry entry's addr; "" leaves it to an Advertiser
 	fromEnv         map[string]bool // the variables WithEnv applied: errors name them
+	envApplied      bool            // WithEnv was given: the instance runs under process.Main
+	// What the boot's lines on the defaults (init.go) need to know.
+	nameSet          bool                  // WithServiceName or SG_SERVICE_NAME gave the name
+	redisRequiredSet bool                  // WithRedisRequired or SG_REDIS_REQUIRED said it
+	redisReplaced    redis.UniversalClient // the WithRedis client that REDIS_URL's replaced
 }
 
 func defaultConfig() config {
@@ -102,9 +107,11 @@ func defaultConfig() config {
 	}
 }
 
-// WithServiceName sets the service name (default "demo"; SG_SERVICE_NAME in Main).
+// WithServiceName sets the service name (SG_SERVICE_NAME in Main). Without
+// either, the instance runs as DefaultServiceName, "demo", and its boot
+// says so at warn.
 func WithServiceName(name string) Option {
-	return optionFunc(func(c *config) { c.name = name })
+	return optionFunc(func(c *config) { c.name, c.nameSet = name, true })
 }
 
 // WithInstanceID sets the instance id (default: generated from the host name and
@@ -120,7 +127,10 @@ func WithVersion(v string) Option {
 
 // WithRedis sets the Redis client used for the ping gate, the registry and the
 // control channel. Without one, the connecting phase skips the jitter and the
-// ping, and nothing is registered. A nil client is ignored.
+// ping, and nothing is registered (under Main, without REDIS_URL either, the
+// boot says so at warn). A nil client is ignored. Under Main, REDIS_URL wins
+// over it, as every variable wins over its option, and the boot warns,
+// naming both Redis addresses.
 func WithRedis(client redis.UniversalClient) Option {
 	return optionFunc(func(c *config) {
 		if client != nil {
@@ -130,9 +140,12 @@ func WithRedis(client redis.UniversalClient) Option {
 }
 
 // WithRedisRequired says whether a failed ping ends the boot in failed (true, the
-// default) or continues degraded (false).
+// default) or continues degraded (false); SG_REDIS_REQUIRED in Main. The
+// default applies to a Redis there is: without one the instance runs
+// without Redis, but requiring it in so many words (this option or the
+// variable set to true) with no Redis at all is a *ConfigError.
 func WithRedisRequired(required bool) Option {
-	return optionFunc(func(c *config) { c.redisRequired = required })
+	return optionFunc(func(c *config) { c.redisRequired, c.redisRequiredSet = required, true })
 }
 
 // WithRedisTimeout sets the deadline of each Redis call that a transition
@@ -181,13 +194,13 @@ func WithPhaseTimeout(s phases.State, d time.Duration) Option {
 }
 
 // WithBootJitter sets the maximum random delay before the ping (default 2s; 0
-// disables it).
+// disables it; SG_BOOT_JITTER in Main, which overrides it).
 func WithBootJitter(max time.Duration) Option {
 	return optionFunc(func(c *config) { c.jitter = max })
 }
 
-// WithServiceTTL sets the registry entry's TTL (default 30s). The heartbeat runs
-// every max(1s, TTL/3).
+// WithServiceTTL sets the registry entry's TTL (default 30s; SG_SERVICE_TTL in
+// Main, which overrides it). The heartbeat runs every max(1s, TTL/3).
 func WithServiceTTL(ttl time.Duration) Option {
 	return optionFunc(func(c *config) { c.ttl = ttl })
 }
@@ -196,6 +209,13 @@ func WithServiceTTL(ttl time.Duration) Option {
 // health.WithAddr takes it (SG_HEALTH_HOST and SG_HEALTH_PORT in Main, which
 // override its parts). The default is ":9090"; "127.0.0.1:0" picks a free
 // port on loopback.
+//
+// An address the server cannot bind (a port another process holds, a port
+// below 1024 without the capability, a host not this machine's) fails the
+// boot in init, before anything touches Redis (or in phase 9 if it was
+// taken meanwhile), with a *ConfigError naming WithHealthAddr, or
+// SG_HEALTH_PORT (SG_HEALTH_HOST) under Main, and the address: Main exits 2,
+// since a restart would not free the port.
 func WithHealthAddr(addr string) Option {
 	return optionFunc(func(c *config) { c.healthAddr = addr })
 }
@@ -260,7 +280,16 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 	})
 }
 
-// WithLogger sets the logger (default slog.Default()). A nil logger is ignored.
+// WithLogger sets the logger the instance logs through; New adds the
+// service and instance attributes to it (Instance.Logger). A nil logger is
+// ignored.
+//
+// Without it, New takes slog.Default() as it is when New runs. process.Main
+// (and process.Run) give their own first: a slog.TextHandler on stderr
+// (Config.Stderr) at level Info, which a WithLogger among Main's options
+// replaces. Main logs through Instance.Logger once New returned an
+// instance; what it logs before (an invalid environment or option, exit 2)
+// goes through its own handler, whatever WithLogger says.
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) {
 		if l != nil {
@@ -280,10 +309,12 @@ func WithClock(clock clockwork.Clock) Option {
 }
 
 // WithHook adds work to a boot phase. Hooks are allowed in the phases where
-// the Service has work of its own: configuring, instrumenting,
-// loading_modules, building_adapters and starting; they run after the
-// Service's method for that phase (Configurer.Configure, ...,
-// Service.OnStart), in the order given. A nil hook is ignored.
+// the Service has work of its own: init (as the boot begins, before the
+// jitter and the ping: work that needs no Redis), configuring,
+// instrumenting, loading_modules, building_adapters and starting; they run
+// after the Service's method for that phase (LocalConfigurer.ConfigureLocal,
+// Configurer.Configure, ..., Service.OnStart), in the order given. A nil
+// hook is ignored.
 func WithHook(state phases.State, h Hook) Option {
 	return optionFunc(func(c *config) {
 		if h != nil {
@@ -350,6 +381,9 @@ func (c *config) validate(svc Service) error {
 	}
 	if c.bootTimeout < 0 {
 		return &ConfigError{Name: c.nameSource("WithBootTimeout", fleetenv.BootTimeout), Value: c.bootTimeout.String(), Err: errors.New("want >= 0 (0 disables it)")}
+	}
+	if err := c.requireRedisError(); err != nil {
+		return err
 	}
 	return checkSteps(c.table, c.steps)
 }

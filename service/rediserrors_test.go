@@ -79,8 +79,15 @@ var writeFaults = []writeFault{
 		induce: func(t *testing.T, r *refusalRig) {
 			// A restart with a data set to load: three million keys take a
 			// second or two to load, and every command gets LOADING until then.
-			r.do(t, "DEBUG", "POPULATE", 3000000)
-			r.do(t, "SAVE")
+			// Writing them and saving them take longer than the admin client's
+			// 3s read timeout on a busy machine: a client that waits a minute.
+			slow := redis.NewClient(&redis.Options{Addr: r.srv.Addr(), ReadTimeout: time.Minute, MaxRetries: -1})
+			defer slow.Close()
+			for _, cmd := range [][]any{{"DEBUG", "POPULATE", 3000000}, {"SAVE"}} {
+				if err := slow.Do(t.Context(), cmd...).Err(); err != nil {
+					t.Fatalf("%v: %v", cmd, err)
+				}
+			}
 			r.srv.RestartLoading()
 		},
 		recover: func(t *testing.T, r *refusalRig) {
@@ -173,7 +180,7 @@ func runWriteFault(t *testing.T, fault writeFault, required bool) {
 			t.Errorf("Run = %v", err)
 		}
 	}()
-	waitState(t, in, phases.Running)
+	waitServing(t, in) // the Drain below needs Run under way, not only the state
 	reg := registry.New(rig.admin)
 	until(t, "the entry written", func() bool {
 		e, err := reg.Entry(t.Context(), "svc", "i-1")

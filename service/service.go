@@ -12,8 +12,8 @@ type Service interface {
 	OnStart(ctx context.Context) error
 	// Run does the service's work until ctx is cancelled (a stop) and then
 	// returns. Returning nil before that is a clean stop; returning an error is a
-	// failure (exit code 1). An error that wraps context.Canceled after a stop is a
-	// clean stop.
+	// failure (exit code 1; 2 when it wraps ErrConfig). An error that wraps
+	// context.Canceled after a stop is a clean stop.
 	Run(ctx context.Context) error
 	// OnStop releases what OnStart started (shutdown step S4). It is called only if
 	// OnStart was called, whether OnStart succeeded or not. Its context ends at
@@ -24,7 +24,18 @@ type Service interface {
 // Optional phase hooks a Service may implement; each runs in its phase before the
 // hooks given with WithHook.
 type (
-	// Configurer loads configuration (phase 3, configuring).
+	// LocalConfigurer loads the configuration that needs no Redis (phase 1,
+	// init): it runs as the boot begins, before the jitter and the ping, so
+	// its error fails the boot before anything touched Redis, whatever Redis
+	// does. A *ConfigError (an error wrapping ErrConfig) from it makes
+	// process.Main exit 2 even with Redis down, where the same error from
+	// Configure would never be reached. A Service may implement both.
+	LocalConfigurer interface {
+		ConfigureLocal(ctx context.Context) error
+	}
+	// Configurer loads configuration (phase 3, configuring), after the Redis
+	// ping: with Redis required and down, the boot fails at the ping (exit
+	// 1) before Configure runs. Put what needs no Redis in LocalConfigurer.
 	Configurer interface {
 		Configure(ctx context.Context) error
 	}
@@ -52,6 +63,20 @@ type (
 // better where clients reach the process (a pod IP, a NAT).
 type Advertiser interface {
 	AdvertiseAddr() string
+}
+
+// Binder is implemented by a Service that needs its Instance: its Redis
+// client (Instance.Redis), its logger (Instance.Logger), the context that
+// ends when it begins to leave (Instance.Leaving), its identity. New calls
+// Bind exactly once, with the instance it built, just before it returns it:
+// before any phase, and under process.Main too, where the service never sees
+// New. A New that fails calls no Bind.
+//
+// Bind keeps in; it must not block, and must not call Boot, Run or Shutdown
+// (New has not returned). A panic in Bind is not recovered: it is a bug of
+// the service, and the caller of New's.
+type Binder interface {
+	Bind(in *Instance)
 }
 
 // Errors callers branch on.

@@ -22,11 +22,14 @@ type step struct {
 	// work is the library's own work in the state. It returns the event that
 	// completes the state, or "" for the state's one forward event in the
 	// table (phases.NextEvent). An error with no event fails the phase; an
-	// error with an event is the cause that event carries (ping_failed).
+	// error with an event is the cause that event carries (ping_failed). In
+	// a state with service work too, it runs first; the service's runs only
+	// if it returned neither.
 	work func(in *Instance, ctx context.Context) (phases.Event, error)
 
 	// service returns the Service's own work in a boot state
-	// (Configurer.Configure, ..., Service.OnStart), or nil when it has none.
+	// (LocalConfigurer.ConfigureLocal, Configurer.Configure, ...,
+	// Service.OnStart), or nil when it has none.
 	// A state with a service func takes the hooks given with WithHook; they
 	// run after it.
 	service func(Service) Hook
@@ -46,7 +49,9 @@ type step struct {
 // lifecycleSteps is the step table of phases.Lifecycle. Adding a boot phase
 // is a row in phases and a row here (see docs/diagrams.md).
 var lifecycleSteps = map[phases.State]step{
-	phases.Init:             {}, // New did phase 1's work
+	// New did most of phase 1's own work; the rest, and the Service's, is
+	// done as the boot begins.
+	phases.Init:             {work: (*Instance).initialise, service: optional(LocalConfigurer.ConfigureLocal)},
 	phases.Connecting:       {work: (*Instance).connect},
 	phases.Configuring:      {service: optional(Configurer.Configure)},
 	phases.Instrumenting:    {service: optional(Instrumenter.Instrument)},
@@ -119,7 +124,9 @@ func checkSteps(t *phases.Table, steps map[phases.State]step) error {
 func (in *Instance) doStep(ctx context.Context, s phases.State) (phases.Event, error) {
 	st := in.steps[s]
 	if st.work != nil {
-		return st.work(in, ctx)
+		if ev, err := st.work(in, ctx); ev != "" || err != nil || st.service == nil {
+			return ev, err
+		}
 	}
 	if st.service != nil {
 		if h := st.service(in.svc); h != nil {
@@ -290,12 +297,16 @@ func (in *Instance) advertise() error {
 	return nil
 }
 
-// serveHealth is phase 9's work: the health server binds and serves.
+// serveHealth is phase 9's work: the health server binds and serves. An
+// address it cannot bind is a *ConfigError (healthListenError), as at init.
 func (in *Instance) serveHealth(ctx context.Context) (phases.Event, error) {
 	if in.health == nil {
 		return "", nil
 	}
-	return "", in.health.Start(ctx)
+	if err := in.health.Start(ctx); err != nil {
+		return "", in.healthListenError(err)
+	}
+	return "", nil
 }
 
 // stopDaemons is step S1's work: the control-ops daemon and the heartbeat

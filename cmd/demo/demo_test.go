@@ -91,7 +91,7 @@ func TestDemoSlowPhaseIsVisible(t *testing.T) {
 	if code := p.Wait(t); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	if !strings.Contains(p.Output(), `msg="demo: slow phase" state=loading_modules delay=300ms`) {
+	if !regexp.MustCompile(`msg="demo: slow phase" service=demo instance=\S+ state=loading_modules delay=300ms`).MatchString(p.Output()) {
 		t.Errorf("the slow phase is not logged")
 	}
 }

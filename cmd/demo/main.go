@@ -58,17 +58,19 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 		return process.ExitConfig
 	}
 
+	// The service counts its ticks through the instance's own client
+	// (Instance.Redis, from Bind on): the one process.Config.Run builds from
+	// REDIS_URL, or the embedded Redis's below. ParseEnv's is not used.
+	if env.Redis != nil {
+		_ = env.Redis.Close()
+	}
 	opts := []service.Option{
 		service.WithLogger(log),
+		service.WithServiceName("demo"), // SG_SERVICE_NAME, when set, wins
 		service.WithVersion("demo-1"),
 		service.WithHealthAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(service.DefaultHealthPort))),
 	}
-	// The service's own client, for its work: built from REDIS_URL (and the
-	// SG_REDIS_TLS_* variables) by the same code as the lifecycle's (one
-	// server, a cluster or a Sentinel; TLS client certificates), which
-	// process.Config.Run builds again for itself.
-	client := env.Redis
-	if client == nil {
+	if env.RedisURL == "" {
 		mr := miniredis.NewMiniRedis()
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			log.Error("cannot start the embedded redis", "error", err)
@@ -76,10 +78,12 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 		}
 		defer mr.Close()
 		log.Info("embedded redis (miniredis) started; set REDIS_URL to use a real one", "addr", mr.Addr())
-		if client, err = fleetenv.NewRedisClient("redis://" + mr.Addr() + "/0"); err != nil {
+		client, err := fleetenv.NewRedisClient("redis://" + mr.Addr() + "/0")
+		if err != nil {
 			log.Error("cannot build a client of the embedded redis", "error", err)
 			return process.ExitFailed
 		}
+		defer client.Close() // WithRedis's client is its giver's to close
 		// A playground: sgctl works against it without a key. SG_CONTROL_KEY
 		// or SG_CONTROL_INSECURE, when set, still decide.
 		opts = append(opts, service.WithRedis(client), service.WithControlInsecure(true))
@@ -88,9 +92,8 @@ func run(ctx context.Context, getenv func(string) string, stderr *os.File) int {
 				"with REDIS_URL set the demo, like any service, needs SG_CONTROL_KEY (or SG_CONTROL_INSECURE=true)", "addr", mr.Addr())
 		}
 	}
-	defer client.Close()
 
-	svc := newService(log, knobs, client)
+	svc := newService(knobs)
 	opts = append(opts, service.WithPullHandler(svc.pull(getenv)))
 	return process.Config{Getenv: getenv}.Run(ctx, svc, opts...)
 }

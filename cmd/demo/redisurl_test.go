@@ -11,9 +11,9 @@ import (
 	"github.com/stargazer/lifecycle/registry"
 )
 
-// The demo's own client (the one that counts its ticks) is built from
-// REDIS_URL by the same code as the lifecycle's, for each of the three
-// forms: it counts on the Redis the URL names, where the instance
+// The demo counts its ticks through the instance's client
+// (Instance.Redis), the one Main builds from REDIS_URL, for each of the
+// three forms: it counts on the Redis the URL names, where the instance
 // registers.
 func TestDemoCountsItsTicksOnTheRedisOfEachURLForm(t *testing.T) {
 	if testing.Short() {

@@ -104,17 +104,23 @@ func parseKnobs(getenv func(string) string) (knobs, error) {
 
 // demoService is the demo service: it counts ticks in Redis while it runs.
 type demoService struct {
-	log    *slog.Logger
-	mu     sync.Mutex // guards knobs: a pull replaces them while the service runs
+	log    *slog.Logger          // the instance's (Bind): its lines name the service and the instance
+	redis  redis.UniversalClient // the instance's (Bind): not the service's to close
+	mu     sync.Mutex            // guards knobs: a pull replaces them while the service runs
 	knobs  knobs
-	redis  redis.UniversalClient
 	ticks  int
 	key    string
 	period time.Duration
 }
 
-func newService(log *slog.Logger, k knobs, client redis.UniversalClient) *demoService {
-	return &demoService{log: log, knobs: k, redis: client, key: "demo:{demo}:ticks", period: time.Second}
+func newService(k knobs) *demoService {
+	return &demoService{knobs: k, key: "demo:{demo}:ticks", period: time.Second}
+}
+
+// Bind takes the instance's logger and Redis client (service.Binder): New
+// calls it before any phase.
+func (s *demoService) Bind(in *service.Instance) {
+	s.log, s.redis = in.Logger(), in.Redis()
 }
 
 // work is what every phase of the demo does: wait its configured delay, then fail

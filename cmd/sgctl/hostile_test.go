@@ -139,12 +139,13 @@ func TestPsWithAServicesKeyOfTheWrongTypeFailsNamingIt(t *testing.T) {
 	}
 }
 
-// An entry whose every field carries escape sequences, with a 2 MB host,
+// An entry whose every field carries escape sequences, with a 60 KB host (an
+// entry of 2 MB is over what the registry reads: registry.MaxEntryJSONLen),
 // and an entry under an instance id (in the index) that is itself hostile:
 // names come from keys, so that one is skipped, with its warning escaped.
 func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 	mr := miniredis.RunT(t)
-	host := hostile + strings.Repeat("h", 2<<20)
+	host := hostile + strings.Repeat("h", 60<<10)
 	b, _ := json.Marshal(registry.Entry{Service: "demo", Instance: "i-1", Status: "running" + hostile, Phase: hostile,
 		Host: host, PID: 7, Version: hostile, StartedAt: time.Now()})
 	rawEntry(t, mr, "demo", "i-1", string(b))
@@ -164,7 +165,7 @@ func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 		t.Fatalf("%d lines, want the header and one row (the hostile id skipped)", len(lines))
 	}
 	if n := len(lines[1]); n > 2000 {
-		t.Errorf("the row is %d bytes: the 2 MB host was not cut", n)
+		t.Errorf("the row is %d bytes: the 60 KB host was not cut", n)
 	}
 	t.Logf("the row of an entry with a %d-byte host is %d bytes", len(host), len(lines[1]))
 	for _, want := range []string{"i-1", `running\x1b[2J`, `\x1b[2J\x1b]0;pwned\a\u009b31m\x7fhhhh`, "hhh…"} {
@@ -186,29 +187,51 @@ func TestPsEscapesControlCharactersAndCutsLongFieldsInTheTable(t *testing.T) {
 	if got[0].Host != host || got[0].Instance != "i-1" || got[0].Status != "running"+hostile {
 		t.Errorf("--json changed the values (host %d bytes, want %d)", len(got[0].Host), len(host))
 	}
+
+	// An entry of 2 MB is not read: a warning names its key, the rest is listed.
+	b, _ = json.Marshal(registry.Entry{Service: "demo", Instance: "i-big", Status: "running", Host: strings.Repeat("h", 2<<20)})
+	rawEntry(t, mr, "demo", "i-big", string(b))
+	r = sgctl(t, t.Context(), env, nil, "ps")
+	noTerminalBytes(t, "stderr", r.stderr)
+	if r.code != exitOK || strings.Count(strings.TrimRight(r.stdout, "\n"), "\n") != 1 ||
+		!strings.Contains(r.stderr, "oversized entry") || !strings.Contains(r.stderr, "i-big") {
+		t.Errorf("ps with a 2 MB entry: exit %d\n%s\n%s\nwant the other row and a warning naming it", r.code, r.stdout, r.stderr)
+	}
 }
 
 func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	mr := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = c.Close() })
-	if err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: registry.EventsKey, Values: map[string]any{
-		"service": "demo", "instance": "i-1", "event": "stop" + hostile,
-		"from": "running" + hostile, "to": "stopping_daemons" + hostile, "phase": "S1", "degraded": "false",
-		"time": time.Now().UTC().Format(time.RFC3339Nano), "error": hostile + strings.Repeat("e", 2<<20),
-	}}).Err(); err != nil {
-		t.Fatal(err)
+	// An event as large as an event may be, and one far larger, which the
+	// watch leaves out unread, naming it in a warning.
+	long := hostile + strings.Repeat("e", 4000)
+	for _, errText := range []string{long, hostile + strings.Repeat("e", 2<<20)} {
+		if err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: registry.EventsKey, Values: map[string]any{
+			"service": "demo", "instance": "i-1", "event": "stop" + hostile,
+			"from": "running" + hostile, "to": "stopping_daemons" + hostile, "phase": "S1", "degraded": "false",
+			"time": time.Now().UTC().Format(time.RFC3339Nano), "error": errText,
+		}}).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	env := map[string]string{"REDIS_URL": "redis://" + mr.Addr()}
 	w := startWatch(t, env, "--from", "0")
 	w.waitFor(`stop\x1b[2J`)
+	eventually(t, 5*time.Second, func() bool { return strings.Contains(w.stderr.String(), "skipped entry") },
+		func() string { return "no warning of the oversized entry:\n" + w.stderr.String() })
 	if code := w.stop(); code != exitOK {
 		t.Fatalf("exit code %d", code)
 	}
 	out := w.stdout.String()
 	noTerminalBytes(t, "watch", out)
-	if len(out) > 4000 || !strings.Contains(out, `running\x1b[2J`) || !strings.Contains(out, `stopping_daemons\x1b[2J`) || !strings.Contains(out, "eee…") {
-		t.Errorf("watch line (%d bytes) not escaped and cut:\n%.600s", len(out), out)
+	if len(out) > 4000 || strings.Count(out, "\n") != 2 || !strings.Contains(out, `running\x1b[2J`) || !strings.Contains(out, `stopping_daemons\x1b[2J`) || !strings.Contains(out, "eee…") {
+		t.Errorf("watch output (%d bytes) not the header and one line, escaped and cut:\n%.600s", len(out), out)
+	}
+	warning := w.stderr.String()
+	noTerminalBytes(t, "the warning", warning)
+	if !strings.Contains(warning, "a field of") || len(warning) > 2000 {
+		t.Errorf("the warning (%d bytes) does not say what was too large:\n%.600s", len(warning), warning)
 	}
 
 	jw := startWatch(t, env, "--from", "0", "--json")
@@ -220,7 +243,7 @@ func TestWatchEscapesControlCharactersFromTheStream(t *testing.T) {
 	if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &ev); err != nil {
 		t.Fatal(err)
 	}
-	if ev.Event != "stop"+hostile || ev.To != "stopping_daemons"+hostile || len(ev.Error) != len(hostile)+2<<20 {
+	if ev.Event != "stop"+hostile || ev.To != "stopping_daemons"+hostile || ev.Error != long {
 		t.Errorf("--json changed the values")
 	}
 }

@@ -16,8 +16,8 @@ import (
 )
 
 // watchBlock is how long one blocking read of the events stream waits. A
-// cancelled watch does not wait for it: the client is closed, which ends
-// the read at once.
+// cancelled watch does not wait for it: the reader's client is closed, which
+// ends the read at once.
 const watchBlock = 5 * time.Second
 
 var watchCommand = &command{
@@ -40,6 +40,10 @@ With --json each transition is one JSON object per line (NDJSON).
 
 A transition whose service or instance cannot be a name was not written by
 an instance: it is skipped, with a warning on stderr (at most one a minute).
+
+An entry of the stream larger than the lifecycle writes (8 KiB), which anyone
+who can write to Redis can append, is never loaded: a warning line on stderr
+names it and says what was too large.
 
 If Redis stops answering after the watch started, sgctl says so on stderr
 and keeps retrying from the last transition it printed, so nothing still in
@@ -98,17 +102,24 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 	defer stop()
 
 	reg := registry.New(cn.client, registry.WithLogger(a.warner()))
+	// Bounded reads on a connection of the watch's own: an entry anyone
+	// appended, of any size, is never loaded (it is reported instead).
+	er := reg.EventReader()
+	defer er.Close()
+	stopReader := context.AfterFunc(ctx, func() { _ = er.Close() })
+	defer stopReader()
 	p := &eventPrinter{w: a.stdout, json: asJSON}
 	// The first read does not block: it resolves "$" to an id at once (so
 	// nothing made after the command started is missed) and reports a Redis
 	// that fails right away as unreachable rather than retrying.
-	events, last, err := reg.Events(ctx, from, 0, 0)
+	page, err := er.Read(ctx, from, 0, 0)
 	if err != nil {
 		if ctx.Err() != nil {
 			return exitOK
 		}
 		return a.redisError(cn, err)
 	}
+	last := page.Next
 	p.header()
 	// The waits between reads after Redis stopped answering: the project's
 	// policy, as the services' loops (full jitter, 100ms to 5s).
@@ -118,7 +129,17 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 	// instance. It is skipped, with a warning at most once a minute.
 	skips := ratelog.New(a.warner(), a.clock, ratelog.DefaultInterval)
 	for {
-		for _, ev := range events {
+		for _, s := range page.Skipped {
+			if service == "" || s.Service == service || s.Service == "" {
+				claims := ""
+				if s.Service != "" || s.Instance != "" {
+					claims = fmt.Sprintf(" (service \"%s\", instance \"%s\")", cell(s.Service), cell(s.Instance))
+				}
+				a.warn("skipped entry %s of %s unread: %s%s; an event holds at most %d bytes in %d fields",
+					cell(s.ID), registry.EventsKey, s.Why, claims, registry.MaxEventLen, registry.MaxEventFields)
+			}
+		}
+		for _, ev := range page.Events {
 			if service != "" && ev.Service != service || instance != "" && ev.Instance != instance {
 				continue
 			}
@@ -132,13 +153,12 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 				return exitFailed
 			}
 		}
-		var next string
-		events, next, err = reg.Events(ctx, last, 0, watchBlock)
+		page, err = er.Read(ctx, last, 0, watchBlock)
 		if ctx.Err() != nil {
 			return exitOK
 		}
 		if err != nil {
-			events = nil
+			page = registry.EventPage{}
 			wait := b.Failed(ctx, err)
 			fmt.Fprintf(a.stderr, "sgctl watch: %s; retrying in %v\n", cn.unreachable(err), wait.Round(time.Millisecond))
 			if !b.Wait(ctx, wait) {
@@ -150,7 +170,7 @@ func (a *app) watch(ctx context.Context, args []string, instance, from string, a
 			fmt.Fprintf(a.stderr, "sgctl watch: Redis at %s answers again; resuming after %s\n", cn.addr, last)
 			b.Succeeded(ctx)
 		}
-		last = next
+		last = page.Next
 	}
 }
 

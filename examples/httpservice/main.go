@@ -18,7 +18,9 @@
 // elsewhere than where it binds (a pod IP, a NAT). Bound to all interfaces
 // (0.0.0.0, ::), it advertises the host name with the port.
 //
-// GET / answers 200 with the instance id, one line of text.
+// It implements service.Binder to answer with its instance id and log
+// through the instance's logger, whose lines name the service and the
+// instance. GET / answers 200 with the instance id, one line of text.
 //
 // Environment: HTTP_ADDR (default 127.0.0.1:8080; a bad value exits 2) and
 // every variable of the library (SG_SERVICE_NAME defaults to httpservice,
@@ -33,8 +35,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -46,7 +46,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/process"
 	"github.com/stargazer/lifecycle/service"
 )
@@ -73,23 +72,12 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) int 
 		log.Error("configuration error", "error", &service.ConfigError{Name: envHTTPAddr, Value: addr, Err: err})
 		return process.ExitConfig
 	}
-	// The instance id is the service's to answer with: the one the library
-	// would take from SG_INSTANCE_ID, or one made here and given to it. A
-	// restart by exec keeps it (the library sets SG_INSTANCE_ID).
-	id := getenv(fleetenv.InstanceID)
-	if id == "" {
-		id = newInstanceID()
-	}
-	if getenv(fleetenv.RedisURL) == "" {
-		log.Info("REDIS_URL is unset: serving without the registry (nothing advertises this instance, no control op reaches it)")
-	}
-	svc := newServer(addr, id, log)
-	return process.Config{Getenv: getenv}.Run(ctx, svc,
+	// No WithLogger: Main's logger, with the service and instance
+	// attributes, reaches the server through Bind.
+	return process.Config{Getenv: getenv, Stderr: stderr}.Run(ctx, newServer(addr),
 		service.WithServiceName(serviceName),
-		service.WithInstanceID(id),
 		service.WithVersion("httpservice-1"),
 		service.WithHealthAddr(defaultHealth),
-		service.WithLogger(log),
 	)
 }
 
@@ -106,21 +94,11 @@ func validListenAddr(addr string) error {
 	return nil
 }
 
-func newInstanceID() string {
-	host, err := os.Hostname()
-	if err != nil || fleetenv.ValidateInstance(host) != nil {
-		host = serviceName
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return host + "-" + hex.EncodeToString(b[:])
-}
-
 // server is the service: an http.Server on a listener it binds in OnStart.
 type server struct {
-	addr string // HTTP_ADDR
-	id   string
-	log  *slog.Logger
+	addr string       // HTTP_ADDR
+	id   string       // the instance id it answers with (Bind)
+	log  *slog.Logger // the instance's logger (Bind)
 	srv  *http.Server
 
 	ln     net.Listener
@@ -129,8 +107,8 @@ type server struct {
 	err    error         // Serve's error, once served is closed
 }
 
-func newServer(addr, id string, log *slog.Logger) *server {
-	s := &server{addr: addr, id: id, log: log, served: make(chan struct{})}
+func newServer(addr string) *server {
+	s := &server{addr: addr, served: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -140,9 +118,20 @@ func newServer(addr, id string, log *slog.Logger) *server {
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return s
+}
+
+// Bind takes what the server needs of its instance (service.Binder), before
+// any phase: the instance id it answers with (SG_INSTANCE_ID, or the one
+// the library made; a restart by exec keeps it) and the logger, whose lines
+// name the service and the instance.
+func (s *server) Bind(in *service.Instance) {
+	s.id, s.log = in.ID(), in.Logger()
+	s.srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	if in.Redis() == nil {
+		s.log.Info("REDIS_URL is unset: serving without the registry (nothing advertises this instance, no control op reaches it)")
+	}
 }
 
 // OnStart binds the listener (phase 7): a port that is taken fails the boot

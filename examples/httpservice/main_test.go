@@ -35,7 +35,9 @@ func start(t *testing.T, env ...string) *proctest.Proc {
 			"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none"}, env...)})
 }
 
-var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
+// Its lines name the service and the instance: it logs through the
+// instance's logger (Bind).
+var listening = regexp.MustCompile(`msg=listening service=httpservice instance=\S+ addr=(\S+)`)
 
 // get returns the status and body of GET url.
 func get(t *testing.T, url string) (int, string) {
@@ -64,7 +66,8 @@ func TestServesItsInstanceIDWithoutRedisAndStopsCleanly(t *testing.T) {
 	if c := p.Wait(t); c != 0 {
 		t.Fatalf("exit code %d, want 0", c)
 	}
-	if out := p.Output(); !strings.Contains(out, "REDIS_URL is unset") || !strings.Contains(out, `msg="HTTP drained"`) {
+	if out := p.Output(); !strings.Contains(out, `msg="REDIS_URL is unset: serving without the registry (nothing advertises this instance, no control op reaches it)" service=httpservice instance=hs-1`) ||
+		!strings.Contains(out, `msg="HTTP drained" service=httpservice instance=hs-1`) {
 		t.Errorf("output lacks the no-Redis notice or the drain:\n%s", out)
 	}
 }

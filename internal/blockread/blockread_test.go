@@ -21,7 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestClosingTheCopyEndsABlockedRead(t *testing.T) {
 	srv := redistest.Server(t)
 	rdb := srv.Client(t)
-	reader, own := blockread.NewClient(rdb, blockread.NoRetry)
+	reader, own := blockread.NewClient(rdb, blockread.NoRetry, blockread.Limits{})
 	if !own {
 		t.Fatal("a *redis.Client was not copied")
 	}
@@ -64,7 +64,7 @@ func TestClosingTheCopyEndsABlockedRead(t *testing.T) {
 func TestAClientItCannotCopyIsShared(t *testing.T) {
 	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
 	defer ring.Close()
-	reader, own := blockread.NewClient(ring, blockread.Retry)
+	reader, own := blockread.NewClient(ring, blockread.Retry, blockread.Limits{})
 	if own || reader != redis.UniversalClient(ring) {
 		t.Fatalf("a ring was copied (own %v): the caller would close a client it does not own", own)
 	}

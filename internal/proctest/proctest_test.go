@@ -372,3 +372,19 @@ func TestAProgramThatCannotStartFailsTheTest(t *testing.T) {
 		t.Errorf("failure %q", msg)
 	}
 }
+
+// Memory reads the child's resident memory, and ResetPeak brings its peak
+// back down to it after a spike the child has freed.
+func TestMemoryAndResetPeak(t *testing.T) {
+	p := Start(t, Cmd{Bin: child(t), Args: []string{"alloc:64", "out:spiked", "hang"}})
+	p.WaitFor(t, "spiked")
+	m := p.Memory(t)
+	if m.Peak < 64<<20 || m.RSS > m.Peak {
+		t.Fatalf("memory %+v after holding 64 MiB: want a peak of at least 64 MiB", m)
+	}
+	p.ResetPeak(t)
+	if after := p.Memory(t); after.Peak > m.RSS+(8<<20) {
+		t.Fatalf("peak %s after the reset, RSS %s before it", MiB(after.Peak), MiB(m.RSS))
+	}
+	t.Logf("before the reset %s RSS, %s peak; after %+v", MiB(m.RSS), MiB(m.Peak), p.Memory(t))
+}

@@ -59,7 +59,7 @@ var Roles = []Role{Instance, Reader, Operator}
 
 // readerRules are what every role that reads the registry and sg:events has.
 var readerRules = []string{
-	"+ping", "+smembers", "+zrangebyscore", "+zscore", "+mget", "+get", "+type",
+	"+ping", "+smembers", "+zrangebyscore", "+zscore", "+strlen", "+getrange", "+get", "+type", "+time",
 	"+xread", "+xrange", "+xrevrange",
 	"%R~sg:registry:*", "%R~sg:events",
 }
@@ -85,7 +85,7 @@ var rules = map[Role][]string{
 	},
 	Reader: readerRules,
 	Operator: {
-		"+ping", "+smembers", "+zrangebyscore", "+zscore", "+mget", "+get", "+type",
+		"+ping", "+smembers", "+zrangebyscore", "+zscore", "+strlen", "+getrange", "+get", "+type",
 		"+xread", "+xrange", "+xrevrange",
 		"+xadd",
 		"%R~sg:registry:*", "%R~sg:events",

@@ -268,8 +268,8 @@ var allowedWithout = map[string]string{
 //	  --read-only (its pages, /api/fleet, /events resumed from 0-0), a
 //	  registry.Watcher and a balancer;
 //	sg-operator: sgctl pull and restart --max-unavailable 1 with --wait,
-//	  and the dashboard with its actions (the permission check, a pull
-//	  followed to its end).
+//	  and the dashboard with its actions (the permission check, an
+//	  instance page, a pull followed to its end).
 func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the demo, sgctl and the dashboard against a real redis-server")
@@ -360,6 +360,7 @@ func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 	if page := get(t, base); strings.Contains(page, "Actions are off") {
 		t.Fatalf("the dashboard of the default user says its actions are off:\n%s", page)
 	}
+	get(t, base+"instance?service=demo&id=d1") // the entry whole (GET)
 	postPull(t, base)
 	firstEvent(t, base+"events?after=0-0")
 	stop(t, dash)

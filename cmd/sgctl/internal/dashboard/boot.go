@@ -48,12 +48,12 @@ func (s *Server) lastBoot(ctx context.Context, service, instance string, started
 	end := "+"
 	found := false
 	for !found {
-		xs, err := s.cfg.Redis.XRevRangeN(ctx, registry.EventsKey, end, "-", bootPage).Result()
+		// A bounded read, which leaves out (unread) entries over an event's size.
+		p, err := s.reg.EventRange(ctx, end, "-", bootPage, true)
 		if err != nil {
 			return boot{}, fmt.Errorf("reading %s: %w", registry.EventsKey, err)
 		}
-		for _, x := range xs {
-			ev := decodeEvent(x)
+		for _, ev := range p.Events {
 			if ev.Service != service || ev.Instance != instance {
 				continue
 			}
@@ -63,10 +63,10 @@ func (s *Server) lastBoot(ctx context.Context, service, instance string, started
 				break
 			}
 		}
-		if len(xs) < bootPage {
+		if !p.More && len(p.Events)+len(p.Skipped) < bootPage {
 			break
 		}
-		end = "(" + xs[len(xs)-1].ID
+		end = "(" + p.Next
 	}
 	if !found {
 		return boot{}, nil

@@ -3,7 +3,6 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/cmd/sgctl/internal/visible"
+	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/registry"
 )
@@ -70,6 +70,8 @@ type hub struct {
 	last  string    // the id of the last transition read
 	ready bool      // from is known
 	done  chan struct{}
+
+	bloated *ratelog.Logger // warns of the oversized entries the events name
 }
 
 type sub struct {
@@ -77,11 +79,15 @@ type sub struct {
 }
 
 func newHub(s *Server) *hub {
-	return &hub{s: s, subs: map[*sub]struct{}{}, done: make(chan struct{})}
+	return &hub{s: s, subs: map[*sub]struct{}{}, done: make(chan struct{}),
+		bloated: ratelog.New(s.cfg.Logger, nil, ratelog.DefaultInterval)}
 }
 
 // run is the reader: one blocking XREAD at a time, from the stream's end
-// when it starts.
+// when it starts, through a registry.EventReader: a connection of its own,
+// closed when ctx ends (which ends a blocked read at once), on which an
+// entry of any size that anyone appended is never loaded: it is left out,
+// with a warning (at most one line a minute).
 func (h *hub) run(ctx context.Context) error {
 	defer func() {
 		h.mu.Lock()
@@ -92,6 +98,11 @@ func (h *hub) run(ctx context.Context) error {
 		h.mu.Unlock()
 		close(h.done)
 	}()
+	er := h.s.reg.EventReader()
+	defer er.Close()
+	stop := context.AfterFunc(ctx, func() { _ = er.Close() })
+	defer stop()
+	skipped := ratelog.New(h.s.cfg.Logger, h.s.clock, ratelog.DefaultInterval)
 	b := retry.New("dashboard: events stream reads", retry.Default, retry.WithClock(h.s.clock),
 		retry.WithRand(h.s.rand), retry.WithLogger(h.s.cfg.Logger))
 	last := "$"
@@ -100,7 +111,7 @@ func (h *hub) run(ctx context.Context) error {
 		if last == "$" {
 			block = 0 // resolve the end of the stream now
 		}
-		events, next, err := h.s.reg.Events(ctx, last, 256, block)
+		p, err := er.Read(ctx, last, 256, block)
 		if ctx.Err() != nil {
 			break
 		}
@@ -108,15 +119,19 @@ func (h *hub) run(ctx context.Context) error {
 			b.Retry(ctx, err, "key", registry.EventsKey)
 			continue
 		}
-		b.Succeeded(ctx, "key", registry.EventsKey, "after", next)
+		b.Succeeded(ctx, "key", registry.EventsKey, "after", p.Next)
+		for _, sk := range p.Skipped {
+			skipped.Log(ctx, slog.LevelWarn, "dashboard: oversized event skipped unread", "key", registry.EventsKey, "entry", sk.ID,
+				"size", sk.Why, "max_bytes", registry.MaxEventLen, "max_fields", registry.MaxEventFields)
+		}
 		if last == "$" {
 			h.mu.Lock()
-			h.from, h.last, h.ready = next, next, true
+			h.from, h.last, h.ready = p.Next, p.Next, true
 			h.mu.Unlock()
 		}
-		last = next
-		if len(events) > 0 {
-			h.publish(h.s.messages(ctx, events))
+		last = p.Next
+		if len(p.Events) > 0 {
+			h.publish(h.s.messages(ctx, p.Events))
 		}
 	}
 	return nil
@@ -197,16 +212,13 @@ func (h *hub) since(ctx context.Context, after string) (msgs []message, reset bo
 		}
 		return msgs, false
 	}
-	// Older than the ring: the stream may still have it (it is capped).
-	xs, err := h.s.cfg.Redis.XRangeN(ctx, registry.EventsKey, "("+after, from, ringSize).Result()
-	if err != nil || len(xs) == ringSize {
+	// Older than the ring: the stream may still have it (it is capped). A
+	// bounded read, which leaves out (unread) entries over an event's size.
+	p, err := h.s.reg.EventRange(ctx, "("+after, from, ringSize, false)
+	if err != nil || p.More || len(p.Events)+len(p.Skipped) == ringSize {
 		return nil, true
 	}
-	evs := make([]registry.Event, 0, len(xs))
-	for _, x := range xs {
-		evs = append(evs, decodeEvent(x))
-	}
-	msgs = h.s.messages(ctx, evs)
+	msgs = h.s.messages(ctx, p.Events)
 	// The ring may start at or before from: the first read, which resolves
 	// the end of the stream, can return events that came in meanwhile, and
 	// from is then the last of them. The range above has those already.
@@ -322,11 +334,16 @@ func (s *Server) messages(ctx context.Context, events []registry.Event) []messag
 	}
 	if len(keys) > 0 {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		// An entry is read as a range of at most MaxEntryJSONLen bytes beside
+		// its length: one someone bloated is never loaded (and a prefix of it
+		// is no entry).
 		pipe := s.cfg.Redis.Pipeline()
+		lens := make([]*redis.IntCmd, len(keys))
 		gets := make([]*redis.StringCmd, len(keys))
 		scores := make([]*redis.FloatCmd, len(keys))
 		for i, k := range keys {
-			gets[i] = pipe.Get(rctx, registry.EntryKey(k.service, k.instance))
+			lens[i] = pipe.StrLen(rctx, registry.EntryKey(k.service, k.instance))
+			gets[i] = pipe.GetRange(rctx, registry.EntryKey(k.service, k.instance), 0, registry.MaxEntryJSONLen-1)
 			scores[i] = pipe.ZScore(rctx, registry.IndexKey(k.service), k.instance)
 		}
 		_, _ = pipe.Exec(rctx) // per-command errors below; a failure leaves entries unknown
@@ -334,7 +351,12 @@ func (s *Server) messages(ctx context.Context, events []registry.Event) []messag
 		now := s.cfg.Now()
 		for i, k := range keys {
 			raw, err := gets[i].Result()
-			if err != nil {
+			if err != nil || raw == "" {
+				continue
+			}
+			if n := lens[i].Val(); n > registry.MaxEntryJSONLen {
+				s.hub.bloated.Log(ctx, slog.LevelWarn, "dashboard: oversized entry skipped unread",
+					"key", registry.EntryKey(k.service, k.instance), "bytes", n, "max_bytes", registry.MaxEntryJSONLen)
 				continue
 			}
 			e, err := registry.DecodeEntry(k.service, k.instance, []byte(raw))
@@ -385,18 +407,18 @@ func (s *Server) eventView(ev registry.Event) eventView {
 // recentEvents returns the stream's last id and up to n latest transitions
 // (of the services named, when names is not nil), newest first.
 func (s *Server) recentEvents(ctx context.Context, names []string, n int) (string, []eventView, error) {
-	// Some of the latest may be other services': read more than n.
-	xs, err := s.cfg.Redis.XRevRangeN(ctx, registry.EventsKey, "+", "-", int64(max(1, n*5))).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	// Some of the latest may be other services': read more than n. A
+	// bounded read, which leaves out (unread) entries over an event's size.
+	p, err := s.reg.EventRange(ctx, "+", "-", int64(max(1, n*5)), true)
+	if err != nil {
 		return "", nil, fmt.Errorf("reading %s: %w", registry.EventsKey, err)
 	}
 	last := "0-0"
-	if len(xs) > 0 {
-		last = xs[0].ID
+	if p.First != "" {
+		last = p.First
 	}
 	var out []eventView
-	for _, x := range xs {
-		ev := decodeEvent(x)
+	for _, ev := range p.Events {
 		if names != nil && ev.Service != names[0] || len(s.namedEvents(ctx, []registry.Event{ev})) == 0 {
 			continue
 		}
@@ -406,17 +428,6 @@ func (s *Server) recentEvents(ctx context.Context, names []string, n int) (strin
 		out = append(out, s.eventView(ev))
 	}
 	return last, out, nil
-}
-
-// decodeEvent reads a stream entry as the registry writes it; what is
-// missing or malformed is left zero.
-func decodeEvent(m redis.XMessage) registry.Event {
-	str := func(k string) string { v, _ := m.Values[k].(string); return v }
-	ev := registry.Event{ID: m.ID, Service: str("service"), Instance: str("instance"), Event: str("event"),
-		From: str("from"), To: str("to"), Guard: str("guard"), Phase: str("phase"), Error: str("error"), TraceID: str("trace_id")}
-	ev.Degraded, _ = strconv.ParseBool(str("degraded"))
-	ev.Time, _ = time.Parse(time.RFC3339Nano, str("time"))
-	return ev
 }
 
 // validID accepts a stream id "ms-seq" (or "ms").

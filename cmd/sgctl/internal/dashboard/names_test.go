@@ -128,7 +128,9 @@ func TestLiveUpdatesLeaveOutEventsWithoutNamesAndEntriesNotTheirKeys(t *testing.
 
 // A 15 MB registry value made / 15.7 MB, re-fetched every 5 s as
 // /api/fleet. Cells are cut at 128 characters, as sgctl ps cuts them; the
-// instance page has the whole value, escaped.
+// instance page has the whole value, escaped. A value over what the
+// registry's listing reads (registry.MaxEntryJSONLen, 64 KiB), as 15 MB is,
+// is not listed at all: it is skipped unread, with a warning.
 func TestA15MBValueIsCutAt128OnTheFleetPagesAndWholeOnTheInstancePage(t *testing.T) {
 	r, _ := miniRig(t, nil)
 	huge := "\u202e" + strings.Repeat("h", 15<<20)
@@ -136,6 +138,9 @@ func TestA15MBValueIsCutAt128OnTheFleetPagesAndWholeOnTheInstancePage(t *testing
 	e.Host = huge
 	put(t, r.rdb, e)
 	put(t, r.rdb, entry("demo", "demo-2", "running"))
+	long := entry("demo", "demo-3", "running")
+	long.Host = "\u202e" + strings.Repeat("h", 60<<10)
+	put(t, r.rdb, long)
 	const bound = 64 << 10
 	cell := `\u202e` + strings.Repeat("h", 127) + "…"
 	for _, path := range []string{"/", "/service?name=demo", "/api/fleet", "/api/fleet?service=demo"} {
@@ -148,7 +153,10 @@ func TestA15MBValueIsCutAt128OnTheFleetPagesAndWholeOnTheInstancePage(t *testing
 			cell = "\u202e" + strings.Repeat("h", 127) + "…" // JSON: cut, not cleaned (app.js cleans)
 		}
 		if !strings.Contains(res.body, cell) {
-			t.Errorf("GET %s lacks the host cut at 128 characters", path)
+			t.Errorf("GET %s lacks the 60 KB host cut at 128 characters", path)
+		}
+		if strings.Contains(res.body, "demo-1") || !strings.Contains(res.body, "demo-2") {
+			t.Errorf("GET %s: want demo-2 listed and demo-1, 15 MB, left out", path)
 		}
 	}
 	msgs := r.srv.messages(t.Context(), []registry.Event{{ID: "1-1", Service: "demo", Instance: "demo-1", To: "running", Error: huge}})

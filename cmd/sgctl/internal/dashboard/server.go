@@ -58,8 +58,8 @@ type Config struct {
 	// TTL is the services' registry TTL (SG_SERVICE_TTL), to date
 	// heartbeats from the index scores, as sgctl ps does. Default 30s.
 	TTL time.Duration
-	// Block is how long one XREAD of the events stream blocks (default 1s):
-	// it bounds how long Run takes to return once its context ends.
+	// Block is how long one XREAD of the events stream blocks (default 1s).
+	// Run ends a blocked read at once when its context ends.
 	Block time.Duration
 	// OpLimit bounds how long POST /api/op follows an op (default 5m).
 	OpLimit time.Duration
@@ -174,10 +174,13 @@ func newServer(cfg Config, table *phases.Table) (*Server, error) {
 	return s, nil
 }
 
-// Run reads the events stream with blocking XREADs, one at a time, and
-// fans every transition out to the connected browsers, until ctx ends. It
-// returns once the read in flight has returned (at most Config.Block later)
-// and every live stream has been ended. When Redis fails it retries with the
+// Run reads the events stream with blocking XREADs, one at a time, through
+// a connection of its own (registry.EventReader), and fans every transition
+// out to the connected browsers, until ctx ends. An entry larger than an
+// event can be (registry.MaxEventLen), which anyone who can write to Redis
+// can append, is never loaded: it is left out, with a warning at most once a
+// minute. It returns once ctx's end has closed that connection (which ends a
+// blocked read at once) and every live stream has been ended. When Redis fails it retries with the
 // project's backoff (exponential, full jitter, 100ms to 5s) from where it
 // was, logging one warning when the failures begin (then at most one a
 // minute) and one info line when the stream answers again.

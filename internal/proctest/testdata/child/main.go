@@ -9,6 +9,7 @@
 //	interleave:N  N lines of 100000 'e's on stderr, while N short lines go to stdout
 //	wait          waits for SIGTERM, then writes "got SIGTERM" on stderr
 //	ignore        ignores SIGTERM from then on
+//	alloc:N       touches N MiB, then frees it and returns it to the system
 //	hang          never returns
 //	exit:N        exits with code N
 package main
@@ -17,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,6 +66,10 @@ func main() {
 			fmt.Fprintln(os.Stderr, "got SIGTERM")
 		case "ignore":
 			signal.Ignore(syscall.SIGTERM)
+		case "alloc":
+			n, _ := strconv.Atoi(arg)
+			touch(n << 20)
+			debug.FreeOSMemory()
 		case "hang":
 			select {}
 		case "exit":
@@ -73,5 +79,13 @@ func main() {
 			fmt.Fprintf(os.Stderr, "child: unknown step %q\n", step)
 			os.Exit(100)
 		}
+	}
+}
+
+// touch allocates n bytes and writes every one, so that they are resident.
+func touch(n int) {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = 1
 	}
 }
