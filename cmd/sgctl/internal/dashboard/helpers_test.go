@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,7 @@ type rig struct {
 	srv  *Server
 	http *served
 	rdb  redis.UniversalClient
+	csrf string // the pages' CSRF token, once post read it
 }
 
 // served is where a rig serves.
@@ -128,14 +130,44 @@ func (r *rig) get(t testing.TB, path string, hdr ...string) resp {
 	return do(t, req)
 }
 
+// post sends what a page of the dashboard sends: with the CSRF token of
+// the fleet page, or of the login page when a token is configured (read
+// once), unless hdr sets another.
 func (r *rig) post(t testing.TB, path, ctype, body string, hdr ...string) resp {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, r.http.URL+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", ctype)
+	if r.csrf == "" {
+		r.csrf = pageCSRF(t, r.get(t, "/").body)
+	}
+	if r.csrf == "" {
+		r.csrf = pageCSRF(t, r.get(t, "/login").body)
+	}
+	req.Header.Set("X-CSRF-Token", r.csrf)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	return do(t, req)
+}
+
+// pageCSRF returns the CSRF token in a page's config, or in the login
+// form's csrf field ("" when it has neither).
+func pageCSRF(t testing.TB, page string) string {
+	t.Helper()
+	if m := regexp.MustCompile(`<input type="hidden" name="csrf" value="([^"]*)">`).FindStringSubmatch(page); m != nil {
+		return m[1]
+	}
+	m := regexp.MustCompile(`(?s)<script type="application/json" id="config">(.*?)</script>`).FindStringSubmatch(page)
+	if m == nil {
+		return ""
+	}
+	var cfg struct {
+		CSRF string `json:"csrf"`
+	}
+	if err := json.Unmarshal([]byte(m[1]), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.CSRF
 }
 
 // logBuffer is a log destination that tests read while the server writes.
