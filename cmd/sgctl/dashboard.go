@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +26,7 @@ var dashboardCommand = &command{
 	name:    "dashboard",
 	signs:   true,
 	summary: "Serve the fleet in a browser: live states, boot waterfalls, actions",
-	usage:   "dashboard [--listen ADDR] [--read-only] [--ttl D]",
+	usage:   "dashboard [--listen ADDR] [--public-url URL] [--session-ttl D] [--read-only] [--ttl D]",
 	help: `Serves a web dashboard of the fleet at http://ADDR/: every service's
 instances with their state (coloured by the lifecycle diagram's groups),
 phase, host, pid, version, uptime, heartbeat age, degraded flag, control mode
@@ -49,17 +47,25 @@ instances in insecure control mode accept them (the page says so).
 It listens on loopback by default. A --listen address that is not loopback
 needs SG_DASHBOARD_TOKEN (at least 16 bytes; exit 2 without it). With a
 token set, every request must carry it: a browser logs in once (the login
-form sets an HttpOnly, SameSite=Strict cookie), scripts send
-"Authorization: Bearer <token>". The dashboard speaks plain HTTP: across a
-network, put it behind a TLS proxy. Ctrl-C stops it.`,
+form starts a session of --session-ttl, default 12h: an HttpOnly,
+SameSite=Strict cookie that expires with it; Log out ends it on the
+server), scripts send "Authorization: Bearer <token>". Every POST of a
+browser carries the CSRF token of the page it came from (with or without
+a token), so a request that did not come from one of its pages, such as a
+plain curl -X POST, sends no op. The dashboard speaks plain HTTP: across a
+network, put it behind a TLS proxy and give its URL as --public-url
+(https makes the session cookie Secure; a public URL whose host is not
+loopback needs SG_DASHBOARD_TOKEN too). Ctrl-C stops it.`,
 	flags: func(fs *flag.FlagSet, a *app) func(context.Context, []string) int {
 		listen := fs.String("listen", "127.0.0.1:8080", "serve on `ADDR` (host:port; port 0 picks a free one)")
 		readOnly := fs.Bool("read-only", false, "show the fleet without the actions")
 		ttl := fs.Duration("ttl", registry.DefaultTTL, "the services' registry `TTL`, to date the last heartbeat (SG_SERVICE_TTL when set)")
+		public := fs.String("public-url", "", "the `URL` operators open, e.g. the TLS proxy's https://dashboard.example.com (https: the session cookie is Secure)")
+		session := fs.Duration("session-ttl", dashboard.DefaultSessionTTL, "how long a login lasts (`D`), with SG_DASHBOARD_TOKEN")
 		return func(ctx context.Context, args []string) int {
 			set := false
 			fs.Visit(func(f *flag.Flag) { set = set || f.Name == "ttl" })
-			return a.dashboard(ctx, args, *listen, *readOnly, *ttl, set)
+			return a.dashboard(ctx, args, dashboardFlags{listen: *listen, public: *public, session: *session, readOnly: *readOnly, ttl: *ttl, ttlSet: set})
 		}
 	},
 }
@@ -74,7 +80,16 @@ func loopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (a *app) dashboard(ctx context.Context, args []string, listen string, readOnly bool, ttl time.Duration, ttlSet bool) int {
+// dashboardFlags are sgctl dashboard's flags.
+type dashboardFlags struct {
+	listen, public string
+	session, ttl   time.Duration
+	readOnly       bool
+	ttlSet         bool // --ttl was given: SG_SERVICE_TTL does not apply
+}
+
+func (a *app) dashboard(ctx context.Context, args []string, f dashboardFlags) int {
+	listen, readOnly, ttl := f.listen, f.readOnly, f.ttl
 	if len(args) > 0 {
 		return a.usageError("unexpected arguments %q", args)
 	}
@@ -93,7 +108,18 @@ func (a *app) dashboard(ctx context.Context, args []string, listen string, readO
 	if token != "" && len(token) < minTokenLen {
 		return a.usageError("%s is %d bytes long: want at least %d", envDashboardToken, len(token), minTokenLen)
 	}
-	if !ttlSet {
+	public, err := dashboard.ParsePublicURL(f.public)
+	if err != nil {
+		return a.usageError("invalid value for flag --public-url: %v", err)
+	}
+	if public != nil && !loopback(public.Hostname()) && token == "" {
+		return a.usageError("--public-url %s is reached across a network: set %s (at least %d bytes) so that every request must carry it",
+			public.Redacted(), envDashboardToken, minTokenLen)
+	}
+	if f.session <= 0 {
+		return a.usageError("invalid value %q for flag --session-ttl: want a duration > 0 such as 12h", f.session)
+	}
+	if !f.ttlSet {
 		if v := a.getenv("SG_SERVICE_TTL"); v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -123,26 +149,21 @@ func (a *app) dashboard(ctx context.Context, args []string, listen string, readO
 		// whose name resolves to 127.0.0.1 (DNS rebinding) is refused.
 		p := strconv.Itoa(addr.Port)
 		hosts = []string{net.JoinHostPort(addr.IP.String(), p), "localhost:" + p, "127.0.0.1:" + p, "[::1]:" + p}
+		if public != nil {
+			// A proxy on this host that passes the public Host header on.
+			hosts = append(hosts, strings.ToLower(public.Host))
+		}
 	}
 	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv, err := dashboard.New(dashboard.Config{
 		Redis: cn.client, ControlKey: cn.controlKey, Token: token, Hosts: hosts,
-		ReadOnly: readOnly, TTL: ttl, Logger: log, Now: a.now,
+		PublicURL: f.public, SessionTTL: f.session, ReadOnly: readOnly, TTL: ttl, Logger: log, Now: a.now,
 	})
 	if err != nil {
 		ln.Close()
 		fmt.Fprintf(a.stderr, "sgctl dashboard: %v\n", err)
 		return exitFailed
 	}
-
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = srv.Run(runCtx) }()
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
 
 	url := "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port)) + "/"
 	if host == "" {
@@ -159,22 +180,23 @@ func (a *app) dashboard(ctx context.Context, args []string, listen string, readO
 	if token != "" {
 		auth = "every request needs " + envDashboardToken
 	}
+	// The listener is bound: what connects before Serve accepts waits in
+	// the kernel's queue.
 	fmt.Fprintf(a.stdout, "sgctl dashboard: serving %s (Redis at %s; %s; %s). Ctrl-C stops it.\n", url, cn.addr, mode, auth)
 
-	code = exitOK
-	select {
-	case <-ctx.Done():
-	case err := <-served:
-		fmt.Fprintf(a.stderr, "sgctl dashboard: serving: %v\n", err)
-		code = exitFailed
-	}
-	// End the live streams first (they never go idle), then the server.
+	// Ctrl-C ends the events reader, and with it the live streams, and the
+	// server together.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = srv.Run(runCtx) }()
+	err = srv.Serve(runCtx, ln)
 	stopRun()
 	wg.Wait()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		_ = hs.Close()
+	if err != nil {
+		fmt.Fprintf(a.stderr, "sgctl dashboard: serving: %v\n", err)
+		return exitFailed
 	}
-	return code
+	return exitOK
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -115,5 +116,64 @@ func TestDashboardOnLoopbackRefusesAnotherHostName(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		t.Errorf("GET %s: %d, want 200", url, res.StatusCode)
+	}
+}
+
+func TestDashboardRefusesABadPublicURLOrSessionTTLWithExit2(t *testing.T) {
+	// Nothing listens on port 1: reaching for Redis would exit 3, not 2.
+	env := map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--public-url", "dashboard.example.com"}, `--public-url: "dashboard.example.com": want an http or https URL`},
+		{[]string{"--public-url", "https://dashboard.example.com/sg"}, "want no path"},
+		{[]string{"--public-url", "https://dashboard.example.com"}, "--public-url https://dashboard.example.com is reached across a network: set SG_DASHBOARD_TOKEN"},
+		{[]string{"--session-ttl", "0s"}, `invalid value "0s" for flag --session-ttl`},
+	} {
+		r := sgctl(t, t.Context(), env, nil, append([]string{"dashboard"}, tc.args...)...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+}
+
+// Behind a TLS proxy on the same host: the proxy's plain-HTTP requests
+// carry the public Host, and the session cookie is Secure.
+func TestDashboardBehindAnHTTPSPublicURLSetsASecureCookie(t *testing.T) {
+	mr := miniredis.RunT(t)
+	const token = "dashboard-token-0123456789"
+	base := startDashboard(t, map[string]string{"REDIS_URL": "redis://" + mr.Addr(), envDashboardToken: token},
+		"--listen", "127.0.0.1:0", "--public-url", "https://dashboard.example.com", "--session-ttl", "1h")
+	get := func(path string) string {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		req.Host = "dashboard.example.com"
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s with Host dashboard.example.com = %d, want 200", path, res.StatusCode)
+		}
+		return string(b)
+	}
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(get("login"))
+	if m == nil {
+		t.Fatal("the login page has no csrf field")
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"login", strings.NewReader(neturl.Values{"token": {token}, "csrf": {m[1]}}.Encode()))
+	req.Host = "dashboard.example.com"
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://dashboard.example.com")
+	res, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if sc := res.Header.Get("Set-Cookie"); res.StatusCode != http.StatusSeeOther ||
+		!strings.Contains(sc, "; Secure") || !strings.Contains(sc, "Max-Age=3600") || !strings.Contains(sc, "HttpOnly") {
+		t.Errorf("POST /login = %d, Set-Cookie %q: want 303 and a Secure, HttpOnly cookie of Max-Age=3600", res.StatusCode, sc)
 	}
 }

@@ -94,13 +94,22 @@
 // loopback host names in the Host header (against DNS rebinding); a
 // non-loopback --listen needs SG_DASHBOARD_TOKEN (at least 16 bytes), or it
 // exits 2 before touching Redis. With a token every request must carry it:
-// a login form sets an HttpOnly, SameSite=Strict session cookie, scripts
-// send "Authorization: Bearer <token>"; others get 401. POSTs pass a
-// same-origin check (Sec-Fetch-Site, Origin), and every page carries a
-// Content-Security-Policy without 'unsafe-inline'. --read-only hides the
-// actions; a Redis user that may not send ops (found without sending one:
-// see package controlops, Client.CheckPermission) sees them disabled, each
-// page saying why and which role to use. It speaks plain HTTP: across a network, put a TLS proxy in front.
+// the login form starts a session of --session-ttl (default 12h), kept in
+// the dashboard's memory, whose cookie is HttpOnly, SameSite=Strict,
+// expires with it and is Secure when --public-url is https or the request
+// is TLS; Log out ends the session, so a copy of the cookie is refused;
+// scripts send "Authorization: Bearer <token>"; others get 401. Every POST
+// of a browser must carry the CSRF token of a page (made at start, or the
+// session's): a plain curl -X POST gets 403 and sends nothing. POSTs pass
+// a same-origin check (Sec-Fetch-Site, Origin) too, and every page carries
+// a Content-Security-Policy without 'unsafe-inline'. Connections have read,
+// write and idle timeouts and the live streams a cap (64), as package
+// dashboard says. --read-only hides the actions; a Redis user that may not
+// send ops (found without sending one: see package controlops,
+// Client.CheckPermission) sees them disabled, each page saying why and
+// which role to use. It speaks plain HTTP: across a network, put a TLS
+// proxy in front and give its URL as --public-url (its host, when not
+// loopback, needs SG_DASHBOARD_TOKEN).
 //
 // # Data read from Redis
 //

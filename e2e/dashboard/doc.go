@@ -9,11 +9,13 @@
 // registry values render as text, and the browser logs no error (CSP
 // violations included). And the security review's forged row: an entry
 // under sg:registry:service:{evil}:decoy-2 whose JSON says service "demo",
-// instance "" is not on any page; POSTs for one instance with an empty,
-// "*" or missing instance get 400 and write nothing to the control
-// streams; the rolling restart's confirmation says "all 2 instances"; a
+// instance "" is not on any page; a POST without the page's CSRF token
+// gets 403, and with it POSTs for one instance with an empty, "*" or
+// missing instance get 400, all writing nothing to the control streams; the rolling restart's confirmation says "all 2 instances"; a
 // bidi override shows as \u202e in a cell and in the instance page's
-// entry, rendered and live.
+// entry, rendered and live. With SG_DASHBOARD_TOKEN, the login form
+// starts a session (an HttpOnly, SameSite=Strict cookie that expires with
+// it) and the Log out button ends it: a copy of the cookie is then 401.
 //
 // It is a nested module so that chromedp stays out of the library's
 // go.mod. Run it from this directory:

@@ -197,9 +197,34 @@ func TestTheForgedRowIsAbsentAndCraftedOpsSendNothing(t *testing.T) {
 		t.Errorf("the rolling restart asks %q, want all 2 instances", got)
 	}
 
-	// 5. Crafted POSTs, as a local curl would send them: an empty, "*" or
-	// missing instance is a 400 naming the field; the decoy's own key, a
-	// valid id of no live instance, is refused too. None sends an op.
+	// 5. Crafted POSTs. As a plain local curl sends them, without the
+	// CSRF token of a page: 403, whatever they ask. With the token read
+	// from the page: an empty, "*" or missing instance is a 400 naming the
+	// field; the decoy's own key, a valid id of no live instance, is
+	// refused too. None sends an op.
+	csrf, err := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.parse(document.getElementById('config').textContent).csrf`))
+	if err != nil || len(csrf) < 20 {
+		t.Fatalf("the page's CSRF token: %q %v", csrf, err)
+	}
+	post := func(body, token string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, base+"api/op", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("X-CSRF-Token", token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One line: an error, or the "sent" line of an op that was sent
+		// (whose stream goes on while the op is followed).
+		reply, _ := bufio.NewReader(res.Body).ReadString('\n')
+		res.Body.Close()
+		return res.StatusCode, reply
+	}
+	if code, reply := post(`{"service":"demo","instance":"demo-1","op":"pull"}`, ""); code != http.StatusForbidden {
+		t.Errorf("POST /api/op of a valid pull without the page's CSRF token = %d %q, want 403", code, reply)
+	}
 	for body, want := range map[string]int{
 		`{"service":"evil","instance":"","op":"restart"}`:      http.StatusBadRequest,
 		`{"service":"demo","instance":"","op":"restart"}`:      http.StatusBadRequest,
@@ -208,16 +233,8 @@ func TestTheForgedRowIsAbsentAndCraftedOpsSendNothing(t *testing.T) {
 		`{"service":"demo","instance":"*","op":"restart"}`:     http.StatusBadRequest,
 		`{"service":"evil","instance":"decoy-2","op":"drain"}`: http.StatusConflict,
 	} {
-		res, err := http.Post(base+"api/op", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		// One line: an error, or the "sent" line of an op that was sent
-		// (whose stream goes on while the op is followed).
-		reply, _ := bufio.NewReader(res.Body).ReadString('\n')
-		res.Body.Close()
-		if res.StatusCode != want {
-			t.Errorf("POST /api/op %s = %d %q, want %d", body, res.StatusCode, reply, want)
+		if code, reply := post(body, csrf); code != want {
+			t.Errorf("POST /api/op %s = %d %q, want %d", body, code, reply, want)
 		}
 	}
 	for _, svc := range []string{"demo", "evil"} {

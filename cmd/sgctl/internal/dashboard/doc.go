@@ -109,14 +109,57 @@
 //     refused.
 //   - State-changing requests are POST only and pass
 //     net/http.CrossOriginProtection (Sec-Fetch-Site, else Origin against
-//     Host); /api/op also wants a JSON body, which no cross-site form can
-//     send without a preflight.
+//     Host; Config.PublicURL's origin is trusted); /api/op also wants a
+//     JSON body, which no cross-site form can send without a preflight.
+//   - Every POST needs a CSRF token (403 without it, nothing sent), unless
+//     it carries "Authorization: Bearer <token>". Without Config.Token the
+//     token is made at start (crypto/rand) and is in every page's config;
+//     with it, each session has its own, in its pages' config. app.js sends
+//     it as X-CSRF-Token (on /api/op and Log out); the login form, as a
+//     hidden csrf field, the token made at start. So a request that did not
+//     come from a page of this dashboard process, such as a plain local
+//     curl -X POST or a form on another site, sends no op. It is not a
+//     secret from a local user who can read the pages: on a shared host,
+//     set a token.
 //   - Config.Hosts pins the Host header: with a loopback listener, a page
 //     on another site whose name resolves to 127.0.0.1 (DNS rebinding)
 //     gets 421.
-//   - With Config.Token every request needs it: the login form sets an
-//     HttpOnly, SameSite=Strict session cookie (an HMAC of the token, not
-//     the token), and scripts send "Authorization: Bearer <token>". Both
-//     are compared in constant time. Without it: 401, and the login form
-//     for a browser.
+//   - With Config.Token every request needs it: scripts send
+//     "Authorization: Bearer <token>" (compared in constant time), and a
+//     browser logs in once with the login form, which starts a session.
+//     Without either: 401, and the login form for a browser.
+//
+// # Sessions
+//
+// A session lives in the dashboard's memory: a random 256-bit id, which is
+// the cookie's value (never the token nor derived from it), its CSRF token
+// and its expiry, Config.SessionTTL after the login (default 12h, sgctl
+// dashboard --session-ttl) on Config.Now. The cookie sg_dashboard is
+// HttpOnly, SameSite=Strict, Path=/, with Max-Age and Expires of the
+// session, and Secure when Config.PublicURL (--public-url) is https, as
+// behind a TLS proxy whose requests to the dashboard are plain HTTP, or
+// when the request itself came over TLS. An expired session is refused
+// (401) and forgotten. POST /logout (the Log out button) ends the session
+// on the server: the cookie's value is refused from then on, wherever a
+// copy of it is, and the browser is told to drop it. At most 1024 sessions
+// are kept (a login past that ends the one that would expire first); a
+// restart of the dashboard ends them all.
+//
+// # Connections
+//
+// Serve bounds what a connection may hold (Config.Limits, defaults in
+// brackets): request headers must arrive within ReadHeaderTimeout [10s] and
+// the whole request, body included, within ReadTimeout [15s]; a response
+// must be written within WriteTimeout [60s]; a kept-alive connection with
+// no request is closed after IdleTimeout [30s]. The live stream (GET
+// /events) and an op's progress (POST /api/op) outlive WriteTimeout: each
+// of their writes has its own deadline, StreamWriteTimeout [20s], and an
+// idle live stream gets a comment line every KeepAlive [15s], so a proxy
+// keeps it open and a vanished browser is noticed. At most MaxSubscribers
+// [64] live streams are open at once: past it GET /events is answered 503
+// with Retry-After, and a warning is logged (at most once a minute). At
+// most MaxConns [512, and at most half the descriptor limit] connections
+// are held; later ones wait in the kernel's accept queue, so slow or idle
+// clients cannot take every descriptor from an authorised request. Request
+// bodies are at most MaxBody (4 KiB; 413 past it), headers 64 KiB.
 package dashboard

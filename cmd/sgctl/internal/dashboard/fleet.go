@@ -156,12 +156,20 @@ type pageConfig struct {
 	// Denied says, per service, why the dashboard's Redis user cannot send
 	// it ops: app.js disables its actions, with that as their title.
 	Denied map[string]string `json:"denied,omitempty"`
+	// CSRF is the token app.js sends in X-CSRF-Token with every POST: the
+	// session's, or without a token the one made when the dashboard started.
+	CSRF string `json:"csrf"`
+	// Session: the page was asked for with a session cookie, so app.js
+	// shows Log out.
+	Session bool `json:"session,omitempty"`
 }
 
-func (s *Server) pageConfig(page, svc, inst, after string) pageConfig {
+func (s *Server) pageConfig(r *http.Request, page, svc, inst, after string) pageConfig {
 	c := pageConfig{Page: page, Service: svc, Instance: inst, After: after, Groups: s.groups,
 		TTLms: s.cfg.TTL.Milliseconds(), Signed: len(s.cfg.ControlKey) > 0, ReadOnly: s.cfg.ReadOnly,
 		Ops: map[string][]string{}}
+	who := callerOf(r)
+	c.CSRF, c.Session = who.csrf, who.session != ""
 	for _, op := range optrack.Ops() {
 		spec, _ := optrack.SpecOf(op)
 		c.Ops[op] = spec.From
@@ -216,7 +224,7 @@ func (s *Server) fleetOrService(w http.ResponseWriter, r *http.Request, names []
 			for _, sv := range svcs {
 				v.Total += len(sv.Instances)
 			}
-			v.Config = s.pageConfig(page, strings.Join(names, ""), "", after)
+			v.Config = s.pageConfig(r, page, strings.Join(names, ""), "", after)
 			v.Config.Denied = map[string]string{}
 			for _, sv := range svcs {
 				if sv.Denied != "" {

@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -20,12 +21,19 @@ import (
 	"github.com/stargazer/lifecycle/registry"
 )
 
-// rig is a dashboard over a Redis: its handler in an httptest server, and
-// its reader running until the test ends.
+// rig is a dashboard over a Redis: served by Serve on 127.0.0.1 (the
+// timeouts and limits of sgctl dashboard), and its reader running, until
+// the test ends.
 type rig struct {
 	srv  *Server
-	http *httptest.Server
+	http *served
 	rdb  redis.UniversalClient
+	csrf string // the pages' CSRF token, once post read it
+}
+
+// served is where a rig serves.
+type served struct {
+	URL string // http://127.0.0.1:port
 }
 
 func newRig(t testing.TB, rdb redis.UniversalClient, mod func(*Config)) *rig {
@@ -38,17 +46,33 @@ func newRig(t testing.TB, rdb redis.UniversalClient, mod func(*Config)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &rig{srv: s, http: serve(t, s), rdb: rdb}
+}
+
+// serve runs s (Run and Serve, on 127.0.0.1) until the test ends, and
+// returns its address.
+func serve(t testing.TB, s *Server) *served {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); _ = s.Run(ctx) }()
-	hs := httptest.NewServer(s)
+	go func() {
+		defer wg.Done()
+		if err := s.Serve(ctx, ln); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
-		hs.Close()
+		http.DefaultClient.CloseIdleConnections()
 	})
-	return &rig{srv: s, http: hs, rdb: rdb}
+	return &served{URL: "http://" + ln.Addr().String()}
 }
 
 func miniRig(t testing.TB, mod func(*Config)) (*rig, *miniredis.Miniredis) {
@@ -106,14 +130,44 @@ func (r *rig) get(t testing.TB, path string, hdr ...string) resp {
 	return do(t, req)
 }
 
+// post sends what a page of the dashboard sends: with the CSRF token of
+// the fleet page, or of the login page when a token is configured (read
+// once), unless hdr sets another.
 func (r *rig) post(t testing.TB, path, ctype, body string, hdr ...string) resp {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, r.http.URL+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", ctype)
+	if r.csrf == "" {
+		r.csrf = pageCSRF(t, r.get(t, "/").body)
+	}
+	if r.csrf == "" {
+		r.csrf = pageCSRF(t, r.get(t, "/login").body)
+	}
+	req.Header.Set("X-CSRF-Token", r.csrf)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	return do(t, req)
+}
+
+// pageCSRF returns the CSRF token in a page's config, or in the login
+// form's csrf field ("" when it has neither).
+func pageCSRF(t testing.TB, page string) string {
+	t.Helper()
+	if m := regexp.MustCompile(`<input type="hidden" name="csrf" value="([^"]*)">`).FindStringSubmatch(page); m != nil {
+		return m[1]
+	}
+	m := regexp.MustCompile(`(?s)<script type="application/json" id="config">(.*?)</script>`).FindStringSubmatch(page)
+	if m == nil {
+		return ""
+	}
+	var cfg struct {
+		CSRF string `json:"csrf"`
+	}
+	if err := json.Unmarshal([]byte(m[1]), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.CSRF
 }
 
 // logBuffer is a log destination that tests read while the server writes.

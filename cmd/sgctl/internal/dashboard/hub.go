@@ -28,9 +28,6 @@ const (
 	// subBuffer messages may wait for one browser; a browser further
 	// behind is disconnected, and resumes from the ring when it reconnects.
 	subBuffer = 512
-	// keepAlive is how often an idle stream gets a comment line, so that
-	// proxies and browsers keep it open.
-	keepAlive = 15 * time.Second
 )
 
 // eventView is one transition as the pages and app.js read it.
@@ -267,7 +264,7 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 	if _, err := w.Write([]byte(b.String())); err != nil || rc.Flush() != nil {
 		return
 	}
-	tick := time.NewTicker(keepAlive)
+	tick := time.NewTicker(h.s.cfg.Limits.KeepAlive)
 	defer tick.Stop()
 	for {
 		var chunk string

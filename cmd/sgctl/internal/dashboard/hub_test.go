@@ -104,7 +104,8 @@ func TestAHundredBrowsersCostOneRedisReader(t *testing.T) {
 	rdb := srv.Client(t)
 	dash := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
 	defer dash.Close()
-	r := newRig(t, dash, nil)
+	// A hundred live streams: above the default cap (DefaultMaxSubscribers).
+	r := newRig(t, dash, func(c *Config) { c.Limits.MaxSubscribers = 100 })
 	reg := registry.New(rdb)
 
 	var wg sync.WaitGroup

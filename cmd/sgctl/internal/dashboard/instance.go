@@ -97,7 +97,7 @@ func (s *Server) instancePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := instanceView{Service: svc, ID: id, Signed: len(s.cfg.ControlKey) > 0, ReadOnly: s.cfg.ReadOnly,
-		Config: s.pageConfig("instance", svc, id, after), Denied: s.denied(ctx, []string{svc})[svc]}
+		Config: s.pageConfig(r, "instance", svc, id, after), Denied: s.denied(ctx, []string{svc})[svc]}
 	if v.Denied != "" {
 		v.Config.Denied = map[string]string{svc: v.Denied}
 	}

@@ -2,15 +2,18 @@ package dashboard
 
 import (
 	"context"
+	"crypto/rand"
 	"embed"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -47,6 +50,15 @@ type Config struct {
 	// Token, when not empty, is required on every request (SG_DASHBOARD_TOKEN):
 	// a session cookie set by the login form, or "Authorization: Bearer".
 	Token string
+	// SessionTTL is how long a login lasts: the session is refused after
+	// it, and its cookie expires then (default DefaultSessionTTL, 12h).
+	SessionTTL time.Duration
+	// PublicURL is where operators open the dashboard, e.g. the https URL
+	// of the TLS proxy in front of it (http or https, no path). https makes
+	// the session cookie Secure, though the proxy's requests are plain
+	// HTTP; its origin is trusted for POSTs. Empty: the cookie is Secure
+	// only on a request that came over TLS.
+	PublicURL string
 	// Hosts, when not empty, are the only Host header values accepted (for
 	// a loopback listener: its address under the loopback names). It stops
 	// DNS rebinding: a page on another site whose name resolves to
@@ -62,6 +74,9 @@ type Config struct {
 	Block time.Duration
 	// OpLimit bounds how long POST /api/op follows an op (default 5m).
 	OpLimit time.Duration
+	// Limits bound Serve's connections: timeouts, live streams,
+	// connections, request bodies. Zero fields take the defaults.
+	Limits Limits
 	// Logger gets the server's warnings (default slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -79,15 +94,23 @@ type Server struct {
 	tmpl     *template.Template
 	static   http.Handler
 	hub      *hub
-	sessions string // the session cookie's value when Token is set
-	mux      *http.ServeMux
-	perms    permissions // may the Redis user send ops, per service
+	sessions *sessions // the logins, when Token is set
+	csrf     string    // the CSRF token made at start: the pages' without Token, the login form's with it
+	// httpsPublic: PublicURL is https, so the session cookie is Secure.
+	httpsPublic bool
+	mux         *http.ServeMux
+	perms       permissions // may the Redis user send ops, per service
 
 	svgMu sync.Mutex
 	svg   map[phases.State][]byte
 
 	// skips rate-limits the warnings about events skipped for their names.
 	skips *ratelog.Logger
+
+	// streams counts the live streams open (GET /events), refusals
+	// rate-limits the warnings about those refused past the cap.
+	streams  atomic.Int64
+	refusals *ratelog.Logger
 
 	// The events reader's backoff (Run) waits on clock with jitter from
 	// rand: the real ones when nil. Tests set them before Run.
@@ -123,6 +146,14 @@ func newServer(cfg Config, table *phases.Table) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	public, err := ParsePublicURL(cfg.PublicURL)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: Config.PublicURL: %w", err)
+	}
+	cfg.Limits = cfg.Limits.withDefaults(nofile())
 	s := &Server{
 		cfg:    cfg,
 		reg:    registry.New(cfg.Redis, registry.WithTTL(cfg.TTL), registry.WithLogger(cfg.Logger)),
@@ -131,13 +162,15 @@ func newServer(cfg Config, table *phases.Table) (*Server, error) {
 		groups: map[string]string{},
 		svg:    map[phases.State][]byte{},
 		skips:  ratelog.New(cfg.Logger, nil, ratelog.DefaultInterval),
+
+		refusals: ratelog.New(cfg.Logger, nil, ratelog.DefaultInterval),
 	}
 	for _, st := range s.table.States {
 		s.groups[string(st.Name)] = string(st.Group)
 	}
-	if cfg.Token != "" {
-		s.sessions = sessionValue(cfg.Token)
-	}
+	s.sessions = newSessions(cfg.SessionTTL, cfg.Now)
+	s.csrf = rand.Text()
+	s.httpsPublic = public != nil && public.Scheme == "https"
 	tmpl, err := template.New("").Funcs(template.FuncMap{
 		"clean": visible.Clean,
 		"cell":  visible.Cell,
@@ -158,7 +191,9 @@ func newServer(cfg Config, table *phases.Table) (*Server, error) {
 	static, _ := fs.Sub(webFS, "web/static")
 	s.static = http.StripPrefix("/static/", http.FileServerFS(static))
 	s.hub = newHub(s)
-	s.routes()
+	if err := s.routes(public); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -177,10 +212,17 @@ func (s *Server) Run(ctx context.Context) error { return s.hub.run(ctx) }
 // ServeHTTP serves the dashboard.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// Routes. Every one goes through s.guard: headers, Host check, token.
-func (s *Server) routes() {
+// Routes. Every one goes through s.guard: headers, Host check, token,
+// CSRF token. POSTs go through net/http's CrossOriginProtection too, which
+// trusts the public URL's origin (a proxy may pass its own Host).
+func (s *Server) routes(public *url.URL) error {
 	mux := http.NewServeMux()
 	csrf := http.NewCrossOriginProtection()
+	if public != nil {
+		if err := csrf.AddTrustedOrigin(public.Scheme + "://" + public.Host); err != nil {
+			return fmt.Errorf("dashboard: Config.PublicURL %q: %w", s.cfg.PublicURL, err)
+		}
+	}
 	get := func(pattern string, h http.HandlerFunc) { mux.Handle("GET "+pattern, s.guard(h, true)) }
 	post := func(pattern string, h http.HandlerFunc, auth bool) {
 		mux.Handle("POST "+pattern, s.guard(csrf.Handler(h), auth))
@@ -190,14 +232,15 @@ func (s *Server) routes() {
 	get("/instance", s.instancePage)
 	get("/instance/waterfall", s.waterfallFragment)
 	get("/diagram.svg", s.diagramSVG)
-	get("/events", s.hub.serve)
+	get("/events", s.live(s.stream(s.hub.serve)))
 	get("/api/fleet", s.fleetJSON)
 	get("/static/", s.static.ServeHTTP)
-	post("/api/op", s.postOp, true)
+	post("/api/op", s.stream(s.postOp), true)
 	mux.Handle("GET /login", s.guard(http.HandlerFunc(s.loginPage), false))
 	post("/login", s.login, false)
 	post("/logout", s.logout, false)
 	s.mux = mux
+	return nil
 }
 
 // csp allows only the dashboard's own script, stylesheet and images: no
@@ -206,8 +249,10 @@ func (s *Server) routes() {
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
 	"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
-// guard sets the security headers, refuses unexpected Host headers and,
-// when auth is set and a token is configured, requests without it.
+// guard sets the security headers, refuses unexpected Host headers,
+// bounds the body at MaxBody and, when auth is set, refuses requests
+// without the token (when one is configured: 401) and POSTs without the
+// CSRF token of the caller's pages (403).
 func (s *Server) guard(h http.Handler, auth bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
@@ -220,9 +265,18 @@ func (s *Server) guard(h http.Handler, auth bool) http.Handler {
 			http.Error(w, fmt.Sprintf("dashboard: unexpected Host %q: open the dashboard at http://%s/", r.Host, s.cfg.Hosts[0]), http.StatusMisdirectedRequest)
 			return
 		}
-		if auth && !s.authorized(r) {
-			s.unauthorized(w, r)
-			return
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+		if auth {
+			c, ok := s.identify(r)
+			if !ok {
+				s.unauthorized(w, r)
+				return
+			}
+			if r.Method == http.MethodPost && !c.sentCSRF(r, false) {
+				noCSRF(w)
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), callerKey{}, c))
 		}
 		h.ServeHTTP(w, r)
 	})

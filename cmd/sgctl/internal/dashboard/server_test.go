@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -59,8 +58,7 @@ func TestAControlStateAddedToTheTableIsColouredByItsGroupAndCountedApart(t *test
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(s)
-	t.Cleanup(hs.Close)
+	hs := serve(t, s)
 	put(t, rdb, entry("demo", "demo-1", "running"))
 	put(t, rdb, entry("demo", "demo-2", "pausing"))
 	put(t, rdb, entry("demo", "demo-3", "warming_up"))
@@ -182,22 +180,7 @@ func TestWithATokenEveryRequestWithoutItGets401(t *testing.T) {
 	if res := r.post(t, "/login", "application/x-www-form-urlencoded", "token=nope"); res.code != http.StatusUnauthorized {
 		t.Errorf("POST /login with a wrong token = %d, want 401", res.code)
 	}
-	req, _ := http.NewRequest(http.MethodPost, r.http.URL+"/login", strings.NewReader("token="+url.QueryEscape(token)))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	res, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	var session *http.Cookie
-	for _, c := range res.Cookies() {
-		if c.Name == cookieName {
-			session = c
-		}
-	}
-	if res.StatusCode != http.StatusSeeOther || session == nil {
-		t.Fatalf("POST /login with the token = %d, cookie %v", res.StatusCode, session)
-	}
+	session := login(t, r, token)
 	if !session.HttpOnly || session.SameSite != http.SameSiteStrictMode || strings.Contains(session.Value, token) {
 		t.Errorf("session cookie %+v: want HttpOnly, SameSite=Strict, and not the token itself", session)
 	}

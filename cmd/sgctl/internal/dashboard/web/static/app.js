@@ -63,6 +63,23 @@
     live.className = 'live ' + (on ? 'on' : 'off');
   };
 
+  // ---- log out --------------------------------------------------------
+  // With a session (SG_DASHBOARD_TOKEN), Log out ends it on the server:
+  // its cookie is refused from then on. The POST carries the CSRF token.
+  if (cfg.session) {
+    const out = el('button', 'logout', 'Log out');
+    out.type = 'button';
+    out.id = 'logout';
+    out.addEventListener('click', async () => {
+      try {
+        await fetch('/logout', { method: 'POST', headers: { 'X-CSRF-Token': cfg.csrf } });
+      } finally {
+        location.assign('/login');
+      }
+    });
+    live.after(out);
+  }
+
   const rows = new Map(); // service \0 instance -> tr
   const rowKey = (s, i) => s + '\u0000' + i;
   document.querySelectorAll('tr.inst').forEach((tr) => rows.set(rowKey(tr.dataset.service, tr.dataset.instance), tr));
@@ -274,11 +291,26 @@
     recount();
   }
 
+  // EventSource reconnects by itself after a dropped stream, but gives up
+  // on a refusal (a 503 past the dashboard's cap of live streams, which
+  // says Retry-After: 10): then a new one tries again after 10s, from the
+  // last transition seen.
+  let lastID = cfg.after;
   function connect() {
-    const es = new EventSource('/events?after=' + encodeURIComponent(cfg.after));
+    const es = new EventSource('/events?after=' + encodeURIComponent(lastID));
     es.addEventListener('open', () => setLive(true, 'live'));
-    es.addEventListener('error', () => setLive(false, es.readyState === EventSource.CLOSED ? 'disconnected: reload the page' : 'reconnecting…'));
-    es.addEventListener('transition', (m) => apply(JSON.parse(m.data)));
+    es.addEventListener('error', () => {
+      if (es.readyState !== EventSource.CLOSED) {
+        setLive(false, 'reconnecting…');
+        return;
+      }
+      setLive(false, 'disconnected: trying again in 10s');
+      setTimeout(connect, 10000);
+    });
+    es.addEventListener('transition', (m) => {
+      lastID = m.lastEventId || lastID;
+      apply(JSON.parse(m.data));
+    });
     es.addEventListener('reset', () => location.reload());
   }
 
@@ -353,7 +385,7 @@
     let until = 'serving';
     let res;
     try {
-      res = await fetch('/api/op', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(req) });
+      res = await fetch('/api/op', { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': cfg.csrf }, body: JSON.stringify(req) });
     } catch (err) {
       head.textContent = what + ': not sent: ' + err;
       head.className = 'bad';
