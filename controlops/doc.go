@@ -54,7 +54,11 @@
 // plus the service name, length-prefixed, in a fixed order). Sign also sets
 // key_id, the KeyID of the signing key: it is not signed (whoever can write
 // the stream can change it) and serves only to name the sender's key when a
-// signature is rejected. Parse, Sign, Verify, VerifyAny, Op.Fresh and
+// signature is rejected. Every number (issued_at, ttl_ms, a restart's
+// args.max_unavailable) is canonical decimal: digits only, no sign, space or
+// leading zero ("0" itself aside); Parse rejects any other spelling, naming
+// the field and the value, since issued_at and ttl_ms are signed as
+// re-formatted and "+00<ms>" would otherwise verify as "<ms>". Parse, Sign, Verify, VerifyAny, Op.Fresh and
 // Op.Stale are pure functions. An op entry holds at most MaxEntryLen bytes
 // (80 KiB, its field names and values summed; args at most MaxArgsLen, 64 KiB)
 // in at most MaxFields fields: Send refuses a larger one with an error naming
