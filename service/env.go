@@ -154,6 +154,7 @@ func WithEnv(e Env) Option {
 		}
 		if len(e.ControlKeys) > 0 {
 			c.controlKeys = e.ControlKeys
+			set(fleetenv.ControlKey)
 		}
 		if e.ControlInsecureSet {
 			c.controlInsecure = e.ControlInsecure
