@@ -431,7 +431,6 @@ func TestBodyIsHealthJSONWithContractFields(t *testing.T) {
 		}
 	}
 	db := checks["db:ping"].([]any)[0].(map[string]any)
-	// The error is the output, its address hidden (WithAddresses).
 	if db["componentType"] != "datastore" || db["output"] != "dial tcp "+AddrHidden+": refused" {
 		t.Errorf("checks[db:ping] = %v, want componentType datastore and the error as output, its address hidden", db)
 	}
