@@ -54,7 +54,11 @@
 // plus the service name, length-prefixed, in a fixed order). Sign also sets
 // key_id, the KeyID of the signing key: it is not signed (whoever can write
 // the stream can change it) and serves only to name the sender's key when a
-// signature is rejected. Parse, Sign, Verify, VerifyAny, Op.Fresh and
+// signature is rejected. Every number (issued_at, ttl_ms, a restart's
+// args.max_unavailable) is canonical decimal: digits only, no sign, space or
+// leading zero ("0" itself aside); Parse rejects any other spelling, naming
+// the field and the value, since issued_at and ttl_ms are signed as
+// re-formatted and "+00<ms>" would otherwise verify as "<ms>". Parse, Sign, Verify, VerifyAny, Op.Fresh and
 // Op.Stale are pure functions. An op entry holds at most MaxEntryLen bytes
 // (80 KiB, its field names and values summed; args at most MaxArgsLen, 64 KiB)
 // in at most MaxFields fields: Send refuses a larger one with an error naming
@@ -153,6 +157,18 @@
 // still covers a process of the instance that was restarted by a supervisor
 // (below).
 //
+// The one window: an op runs once more on an instance when Redis lost its
+// claim (FLUSHALL, a restart without persistence, a failover before
+// replication, eviction, a DEL), a new process of the instance id was started
+// other than by the exec hand-over (a supervisor restart, a crash and
+// restart, a stop and start with a fixed instance id), and that process's
+// not-before time (its start) is no later than the op's issued_at + skew.
+// So only the ops the previous process ran in the last skew (5s) before the
+// new one started can run again, each at most once per such process (which
+// then remembers it). Closing it would take storage that outlives the
+// process and that the wipe cannot reach; the fleet's shared storage is
+// Redis itself, and an instance may have no disk.
+//
 // A process also has a not-before time, by default its start (New): an op
 // issued before it, beyond the skew, is stale, so an op captured earlier and
 // replayed to a freshly started process is rejected although its window is
@@ -215,7 +231,8 @@
 //   - With a key: they cannot forge, alter or retarget an op (the signature
 //     covers every field and the service), nor execute a captured op again on
 //     an instance (the replay memory and the not-before time, which live in
-//     the processes and the environment, not in Redis). What remains to them:
+//     the processes and the environment, not in Redis), except in the window
+//     stated under "Replay protection". What remains to them:
 //     withholding or deleting ops and results, filling the streams, forging
 //     results and registry entries (sgctl shows what Redis says), and
 //     delaying an op: holding an entry back and delivering it later, within

@@ -233,22 +233,25 @@ func Parse(values map[string]any) (Op, error) {
 		}
 		op.Args = json.RawMessage(args)
 	}
+	if err := checkArgs(op.Name, op.Args); err != nil {
+		return op, err
+	}
 	s, err := get(FieldIssuedAt, true)
 	if err != nil {
 		return op, err
 	}
-	ms, perr := strconv.ParseInt(s, 10, 64)
+	ms, perr := parseCanonical(s)
 	// Up to year 5138: enough, and far from int64 overflow in time arithmetic.
 	if perr != nil || ms <= 0 || ms > 1e14 {
-		return op, fieldErr(FieldIssuedAt, s, "want unix milliseconds")
+		return op, fieldErr(FieldIssuedAt, s, "want unix milliseconds in canonical decimal")
 	}
 	op.IssuedAt = time.UnixMilli(ms)
 	if s, err = get(FieldTTL, true); err != nil {
 		return op, err
 	}
-	ttl, perr := strconv.ParseInt(s, 10, 64)
+	ttl, perr := parseCanonical(s)
 	if perr != nil || ttl <= 0 || ttl > MaxTTL.Milliseconds() {
-		return op, fieldErr(FieldTTL, s, "want milliseconds in 1-%d", MaxTTL.Milliseconds())
+		return op, fieldErr(FieldTTL, s, "want milliseconds in 1-%d in canonical decimal", MaxTTL.Milliseconds())
 	}
 	op.TTL = time.Duration(ttl) * time.Millisecond
 	if op.Nonce, err = get(FieldNonce, true); err != nil {

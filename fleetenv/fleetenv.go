@@ -42,10 +42,13 @@ const (
 	ServiceTTL    = "SG_SERVICE_TTL"
 	HealthPort    = "SG_HEALTH_PORT"
 	HealthHost    = "SG_HEALTH_HOST"
-	ServiceName   = "SG_SERVICE_NAME"
-	InstanceID    = "SG_INSTANCE_ID"
-	ControlKey    = "SG_CONTROL_KEY"
-	DrainDelay    = "SG_DRAIN_DELAY"
+	// HealthShowAddrs=true lets /healthz and /readyz show the network
+	// addresses in failing checks' outputs (health.WithAddresses).
+	HealthShowAddrs = "SG_HEALTH_SHOW_ADDRS"
+	ServiceName     = "SG_SERVICE_NAME"
+	InstanceID      = "SG_INSTANCE_ID"
+	ControlKey      = "SG_CONTROL_KEY"
+	DrainDelay      = "SG_DRAIN_DELAY"
 	// AdvertiseAddr is the address clients call an instance at, written in
 	// its registry entry (ValidateAdvertiseAddr).
 	AdvertiseAddr = "SG_ADVERTISE_ADDR"

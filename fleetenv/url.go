@@ -29,7 +29,9 @@ func ParseURL(raw string) (*url.URL, error) {
 const Mask = "xxxxx"
 
 // RedactURL returns raw fit for a log line or an error message: a password in
-// the userinfo is replaced by Mask (as url.URL.Redacted does), and so is the
+// the userinfo is replaced by Mask (as url.URL.Redacted does), a userinfo
+// without a password (a user name alone, or a password in its place) is
+// replaced whole, and so is the
 // value of a query parameter whose name ends in password (any case, e.g.
 // password= or sentinel_password=), with the rest of the query after it (an
 // unescaped '&' may be part of the password); a fragment is masked too.
@@ -40,8 +42,15 @@ const Mask = "xxxxx"
 // Mask, and password parameters are masked wherever they appear.
 func RedactURL(raw string) string {
 	if u, err := ParseURL(raw); err == nil {
-		if _, has := u.User.Password(); has {
+		switch _, has := u.User.Password(); {
+		case has:
 			u.User = url.UserPassword(u.User.Username(), Mask)
+		case u.User != nil:
+			// A userinfo without ':' is a user name to go-redis, but
+			// far more often a password put where clients such as
+			// redis-cli -u take none ("redis://s3cret@host"): all of
+			// it is masked.
+			u.User = url.User(Mask)
 		}
 		if u.RawQuery != "" {
 			u.RawQuery = redactParsedQuery(u.RawQuery)

@@ -45,7 +45,10 @@ func TestRedactMasksPasswordsOfAURLThatParses(t *testing.T) {
 		{"redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"},
 		{"redis://user:secret@host:6379/0", "redis://user:xxxxx@host:6379/0"},
 		{"redis://:secret@host:6379", "redis://:xxxxx@host:6379"},
-		{"redis://user@host", "redis://user@host"},
+		// A userinfo without ':' is often a password in the user's place.
+		{"redis://user@host", "redis://xxxxx@host"},
+		{"redis://s3cret@host:6379", "redis://xxxxx@host:6379"},
+		{"redis://s3cret@host:6379/0?addr=h2:6379", "redis://xxxxx@host:6379/0?addr=h2:6379"},
 		{"rediss://u:p%40ss@host/?addr=h2:6379&password=secret", "rediss://u:xxxxx@host/?addr=h2:6379&password=xxxxx"},
 		{"redis://host/?db=1&PassWord=a&sentinel_password=b", "redis://host/?db=1&PassWord=xxxxx"},
 		{"redis://host:6379/0#p4ss", "redis://host:6379/0#xxxxx"},

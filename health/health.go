@@ -28,7 +28,10 @@
 // a map from "component:measurement" to results with status, componentType,
 // observedValue (the check's duration, observedUnit "ms"), output and time.
 // The lifecycle itself is reported as the "lifecycle:state" check, whose
-// observedValue is the time spent in the current state, in seconds.
+// observedValue is the time spent in the current state, in seconds. A
+// failing check's output is its error's text with every network address
+// written AddrHidden, unless WithAddresses(true) (SG_HEALTH_SHOW_ADDRS=true
+// under Main).
 //
 // Checks run in the background, on a goroutine the Server owns (every 5s by
 // default) and on Refresh; probes answer from the cached results, so a probe

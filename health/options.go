@@ -60,6 +60,7 @@ type config struct {
 	log           *slog.Logger
 	checks        []*check
 	handlers      []mount
+	showAddrs     bool // WithAddresses
 }
 
 type mount struct {
@@ -272,4 +273,14 @@ func WithRedis(p Pinger, required bool) Option {
 			redis:         true,
 		})
 	})
+}
+
+// WithAddresses(true) lets /healthz and /readyz show the network addresses
+// in the outputs of failing checks, as their errors hold them ("dial tcp
+// 10.0.0.5:6379: connect: connection refused"). By default each address
+// (IPv4, IPv6, a host name with a port, the name a lookup or a certificate
+// failed for) is written AddrHidden: a health endpoint is often reachable
+// by more than the people who need to know where Redis is.
+func WithAddresses(show bool) Option {
+	return optionFunc(func(c *config) { c.showAddrs = show })
 }

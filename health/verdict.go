@@ -92,11 +92,15 @@ func (s *Server) evaluate() verdict {
 				v.requiredReason = fmt.Sprintf("required check %q has not run yet", c.name)
 			}
 		case r.err != nil:
-			cr.Status, cr.Output = StatusWarn, r.err.Error()
+			out := r.err.Error()
+			if !s.cfg.showAddrs {
+				out = hideAddrs(out)
+			}
+			cr.Status, cr.Output = StatusWarn, out
 			if required {
 				cr.Status = StatusFail
 				v.requiredOK = false
-				v.requiredReason = fmt.Sprintf("required check %q failing: %v", c.name, r.err)
+				v.requiredReason = fmt.Sprintf("required check %q failing: %s", c.name, out)
 			}
 		default:
 			cr.Status, cr.Output = StatusPass, c.passOutput

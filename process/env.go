@@ -114,6 +114,12 @@ func parseRest(getenv func(string) string, env service.Env) (service.Env, error)
 		}
 		env.HealthHost, env.HealthHostSet = v, true
 	}
+	if v := getenv(fleetenv.HealthShowAddrs); v != "" {
+		if env.HealthShowAddrs, err = strconv.ParseBool(v); err != nil {
+			return service.Env{}, closing(&env, &service.ConfigError{Name: fleetenv.HealthShowAddrs, Value: v, Err: errors.New("want true or false")})
+		}
+		env.HealthShowAddrsSet = true
+	}
 	if v := getenv(fleetenv.ServiceName); v != "" {
 		if err := fleetenv.ValidateService(v); err != nil {
 			return service.Env{}, closing(&env, &service.ConfigError{Name: fleetenv.ServiceName, Value: v, Err: err})

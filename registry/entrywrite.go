@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/invisible"
 	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
@@ -166,13 +167,14 @@ func reportFixes(log *slog.Logger, w entryWrite, service, instance string) {
 	}
 }
 
-// abbreviate cuts s for a log line.
-func abbreviate(s string) string {
+// abbreviate cuts s, read from Redis, for a log line, which escapes what a
+// reader could not see (invisible.Text).
+func abbreviate(s string) invisible.Text {
 	const max = 64
 	if len(s) <= max {
-		return s
+		return invisible.Text(s)
 	}
-	return s[:max] + "..."
+	return invisible.Text(s[:max] + "...")
 }
 
 // cmdError returns the error reply of the first command among cmds that

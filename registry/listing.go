@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/internal/invisible"
 	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/redisacl"
 )
@@ -205,7 +206,23 @@ func (r *Registry) skipped(ctx context.Context, log *slog.Logger, limit, msg str
 	if n > 0 {
 		args = append(args, ratelog.SuppressedKey, n)
 	}
-	log.WarnContext(ctx, msg, args...)
+	log.WarnContext(ctx, msg, loggable(args)...)
+}
+
+// loggable returns args, key-value pairs, with every string and error value
+// as an invisible.Text: they hold what a Redis writer chose, and log/slog's
+// JSON handler writes a bidi override or a zero-width space raw.
+func loggable(args []any) []any {
+	out := slices.Clone(args)
+	for i := 1; i < len(out); i += 2 {
+		switch v := out[i].(type) {
+		case string:
+			out[i] = invisible.Text(v)
+		case error:
+			out[i] = invisible.Text(v.Error())
+		}
+	}
+	return out
 }
 
 // short bounds a value read from Redis for a log line: at most 128 bytes,

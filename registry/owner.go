@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/stargazer/lifecycle/internal/invisible"
 )
 
 // ErrOwnerConflict is wrapped by the error Member.Conflict returns: another
@@ -144,7 +146,7 @@ func (m *Member) lose(other string) {
 	m.mu.Unlock()
 	m.log.Warn("registry: another process took this instance's entry over; this process stops writing it, and takes it back once that process's entry is gone (give each process its own instance id)",
 		"key", c.Key,
-		"host", c.Host, "pid", c.PID, "owner_host", c.OtherHost, "owner_pid", c.OtherPID)
+		"host", c.Host, "pid", c.PID, "owner_host", invisible.Text(short(c.OtherHost)), "owner_pid", c.OtherPID)
 }
 
 // reclaim ends a loss: the other process's entry is gone, so the member's
@@ -156,6 +158,6 @@ func (m *Member) reclaim() {
 	m.mu.Unlock()
 	if c != nil {
 		m.log.Warn("registry: the process that took this instance's entry over is gone; this process takes the entry back",
-			"key", c.Key, "owner_host", c.OtherHost, "owner_pid", c.OtherPID)
+			"key", c.Key, "owner_host", invisible.Text(short(c.OtherHost)), "owner_pid", c.OtherPID)
 	}
 }

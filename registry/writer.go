@@ -9,6 +9,8 @@ import (
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stargazer/lifecycle/internal/invisible"
 )
 
 // writeLatest writes the latest entry with the services set, unless the
@@ -65,7 +67,7 @@ func (m *Member) afterEntryWrite(w entryWrite, seq uint64, cas bool) {
 			} else {
 				// The entry had not expired: its writer may still run.
 				m.log.Warn("registry: took over an entry that had not expired, written by another process; if it still runs, two processes share this instance id (it stops writing the entry until this one's is gone)",
-					"previous_host", prev.Host, "previous_pid", prev.PID)
+					"previous_host", invisible.Text(short(prev.Host)), "previous_pid", prev.PID)
 			}
 		}
 	}

@@ -19,7 +19,9 @@ import (
 // WithControlKeys sets the keys of the control channel (SG_CONTROL_KEY in
 // Main, which overrides it): the instance executes only ops signed with one
 // of them, and results name the key by its controlops.KeyID. Each key is at
-// least controlops.MinKeyLen bytes (New refuses shorter ones). Without a key,
+// least controlops.MinKeyLen bytes (New refuses shorter ones); a key of fewer
+// than controlops.MinKeyBits bits (controlops.KeyBits) warns at boot, naming
+// the variable or the option and the key's id. Without a key,
 // every control op is rejected unless WithControlInsecure(true) is given.
 func WithControlKeys(keys ...[]byte) Option {
 	return optionFunc(func(c *config) {

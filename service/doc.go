@@ -92,7 +92,8 @@
 //     WithShutdownTimeout
 //   - work: WithHook, WithTransitionObserver
 //   - health: WithHealthAddr (SG_HEALTH_HOST, SG_HEALTH_PORT), WithHealthOption,
-//     WithoutHealthServer
+//     WithoutHealthServer; SG_HEALTH_SHOW_ADDRS adds health.WithAddresses
+//     after the health options given (default: addresses hidden)
 //   - telemetry: WithTracerProvider, WithMeterProvider (the global ones, set
 //     by Main from OTEL_*), WithLogger (Main's: text on stderr), WithClock
 //   - Main only: WithEnv, given last; the rest is process.Config

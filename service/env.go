@@ -13,6 +13,7 @@ import (
 
 	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
+	"github.com/stargazer/lifecycle/health"
 )
 
 // ErrConfig is matched by errors.Is for every configuration error, and
@@ -61,8 +62,11 @@ type Env struct {
 	HealthPortSet    bool
 	HealthHost       string
 	HealthHostSet    bool
-	ServiceName      string
-	InstanceID       string
+	// HealthShowAddrs is SG_HEALTH_SHOW_ADDRS (health.WithAddresses).
+	HealthShowAddrs    bool
+	HealthShowAddrsSet bool
+	ServiceName        string
+	InstanceID         string
 	// ControlKeys are SG_CONTROL_KEY's keys (controlops.ParseKeys): the first
 	// signs, all verify.
 	ControlKeys        [][]byte
@@ -154,6 +158,11 @@ func WithEnv(e Env) Option {
 		}
 		if len(e.ControlKeys) > 0 {
 			c.controlKeys = e.ControlKeys
+			set(fleetenv.ControlKey)
+		}
+		if e.HealthShowAddrsSet {
+			c.healthOpts = append(c.healthOpts, health.WithAddresses(e.HealthShowAddrs))
+			set(fleetenv.HealthShowAddrs)
 		}
 		if e.ControlInsecureSet {
 			c.controlInsecure = e.ControlInsecure

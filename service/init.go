@@ -7,6 +7,7 @@ import (
 	"net"
 	"syscall"
 
+	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/fleetenv"
 	"github.com/stargazer/lifecycle/phases"
 )
@@ -22,10 +23,18 @@ func (in *Instance) initialise(ctx context.Context) (phases.Event, error) {
 }
 
 // logDefaults warns about the defaults a service author or an operator
-// probably did not mean: the service name nobody set, and, under Main, a
-// Redis that is not there or that REDIS_URL replaced.
+// probably did not mean: the service name nobody set, a control key weaker
+// than controlops.MinKeyBits, and, under Main, a Redis that is not there or
+// that REDIS_URL replaced.
 func (in *Instance) logDefaults() {
 	c := &in.cfg
+	source := "WithControlKeys"
+	if c.fromEnv[fleetenv.ControlKey] {
+		source = fleetenv.ControlKey
+	}
+	if msg := controlops.WeakKeys(source, c.controlKeys); msg != "" {
+		in.log.Warn("weak control key: " + msg)
+	}
 	if !c.nameSet {
 		set := "WithServiceName"
 		if c.envApplied {

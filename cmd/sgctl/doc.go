@@ -148,7 +148,8 @@
 //	                op commands and the dashboard's actions; an op command as a
 //	                user that may not send exits 1 naming the refused XADD and
 //	                the sg-operator role.
-//	SG_CONTROL_KEY  HMAC-SHA256 key that signs the ops (at least 16 bytes),
+//	SG_CONTROL_KEY  HMAC-SHA256 key that signs the ops (at least 16 bytes;
+//	                fewer than 128 bits, controlops.KeyBits, warns),
 //	                the same variable the services have: of a comma-separated list
 //	                the first key signs. Unset: ops are sent unsigned, and only
 //	                instances with SG_CONTROL_INSECURE=true accept them. Results

@@ -293,6 +293,9 @@ func (a *app) connect(ctx context.Context) (*conn, int) {
 			// Never the value: it is a secret, even when it failed to parse.
 			return nil, a.configError(fleetenv.ControlKey, "(redacted)", err)
 		}
+		if msg := controlops.WeakKeys(fleetenv.ControlKey, keys); msg != "" {
+			a.warn("%s", msg)
+		}
 	}
 	redisTLS, err := fleetenv.ParseRedisTLS(a.getenv)
 	if err != nil {

@@ -259,6 +259,14 @@ func (s *Server) fleetJSON(w http.ResponseWriter, r *http.Request) {
 		s.redisFailed(w, err)
 		return
 	}
+	b, err := json.Marshal(map[string]any{"services": svcs, "now": s.cfg.Now().UTC()})
+	if err != nil {
+		http.Error(w, "dashboard: encoding the fleet: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"services": svcs, "now": s.cfg.Now().UTC()})
+	// visible.JSON: the values keep their meaning (app.js cleans them where
+	// it shows them), but no bidi override or zero-width rune reaches a
+	// reader of the raw JSON (curl, a proxy's log) unescaped.
+	_, _ = w.Write(append(visible.JSON(b), '\n'))
 }

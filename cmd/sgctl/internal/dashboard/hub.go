@@ -378,7 +378,7 @@ func (s *Server) messages(ctx context.Context, events []registry.Event) []messag
 		if err != nil {
 			continue
 		}
-		out = append(out, message{id: ev.ID, data: b})
+		out = append(out, message{id: ev.ID, data: visible.JSON(b)})
 	}
 	return out
 }

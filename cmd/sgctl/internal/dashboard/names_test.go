@@ -150,7 +150,7 @@ func TestA15MBValueIsCutAt128OnTheFleetPagesAndWholeOnTheInstancePage(t *testing
 			t.Errorf("GET %s = %d, %d bytes: want 200 and at most %d", path, res.code, len(res.body), bound)
 		}
 		if strings.HasPrefix(path, "/api") {
-			cell = "\u202e" + strings.Repeat("h", 127) + "…" // JSON: cut, not cleaned (app.js cleans)
+			cell = `\u202e` + strings.Repeat("h", 127) + "…" // JSON: cut, with JSON's escape (app.js cleans)
 		}
 		if !strings.Contains(res.body, cell) {
 			t.Errorf("GET %s lacks the 60 KB host cut at 128 characters", path)

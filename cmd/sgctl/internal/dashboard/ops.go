@@ -215,6 +215,6 @@ func (n *ndjson) emit(v any) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	_, _ = n.w.Write(append(b, '\n'))
+	_, _ = n.w.Write(append(visible.JSON(b), '\n'))
 	_ = n.rc.Flush()
 }

@@ -7,8 +7,8 @@
 // for both:
 //
 //   - Clean writes each rune a reader cannot see as what it is, a Go escape
-//     (Hidden: every rune outside Unicode's graphic categories, by the
-//     standard unicode tables); Cut and Cell also bound the value's length.
+//     (Hidden: the rule of internal/invisible, which the library's own log
+//     lines follow too); Cut and Cell also bound the value's length.
 //   - JSON does the same inside JSON text, where the escapes are JSON's own,
 //     so the output stays valid JSON that decodes to the whole value.
 //
@@ -17,11 +17,9 @@
 package visible
 
 import (
-	"strconv"
-	"strings"
-	"unicode"
-	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/stargazer/lifecycle/internal/invisible"
 )
 
 // MaxCell is how many characters of a value a table cell shows (sgctl's
@@ -32,15 +30,16 @@ const MaxCell = 128
 // Ellipsis ends a value that was cut.
 const Ellipsis = "…"
 
-// Hidden reports whether r is written as an escape: a rune outside the
-// graphic categories (unicode.IsGraphic: letters, marks, numbers,
-// punctuation, symbols and spaces). That is control characters (category
-// Cc: C0, DEL and C1, among them ESC and CSI), format characters (Cf: bidi
+// Hidden reports whether r is written as an escape: invisible.Is, a rune
+// outside the graphic categories (unicode.IsGraphic) or one that Unicode
+// says to render as nothing. That is control characters (category Cc: C0,
+// DEL and C1, among them ESC and CSI), format characters (Cf: bidi
 // embeddings, overrides and isolates such as U+202E, zero-width spaces and
 // joiners, the byte order mark, tag characters), line and paragraph
-// separators (Zl, Zp), and private-use, surrogate and unassigned code
-// points.
-func Hidden(r rune) bool { return !unicode.IsGraphic(r) }
+// separators (Zl, Zp), private-use, surrogate and unassigned code points,
+// and the graphic default-ignorable ones (Hangul fillers such as U+3164,
+// the combining grapheme joiner, variation selectors).
+func Hidden(r rune) bool { return invisible.Is(r) }
 
 // Clean returns s with each hidden rune written as a Go escape (\x1b, \a,
 // \u009b, \u202e, \U000e0001), each byte of invalid UTF-8 as \xff, and '\'
@@ -48,39 +47,7 @@ func Hidden(r rune) bool { return !unicode.IsGraphic(r) }
 // Everything else, quotes included, is left as it is. A result goes into a
 // terminal as it is, and into a page through html/template, which escapes
 // it for its context: Clean is about what a reader sees, not about HTML.
-func Clean(s string) string {
-	if !needsEscape(s) {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s) + 16)
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b.WriteString(`\x`)
-			b.WriteString(strconv.FormatUint(uint64(s[i])|0x100, 16)[1:])
-		case r == '\\':
-			b.WriteString(`\\`)
-		case Hidden(r):
-			q := strconv.QuoteRuneToGraphic(r) // '\x1b', '\a', '\u202e', '\U000e0001'
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteString(s[i : i+size])
-		}
-		i += size
-	}
-	return b.String()
-}
-
-func needsEscape(s string) bool {
-	for _, r := range s { // invalid UTF-8 comes as utf8.RuneError, which is graphic
-		if r == '\\' || r == utf8.RuneError || Hidden(r) {
-			return true
-		}
-	}
-	return false
-}
+func Clean(s string) string { return invisible.Escape(s) }
 
 // Cut returns Clean of the first n characters of s (runes, or bytes of
 // invalid UTF-8), ending in Ellipsis when s was longer.
@@ -123,45 +90,7 @@ func prefix(s string, n int) (string, bool) {
 }
 
 // JSON returns b, JSON text (from encoding/json), with every hidden rune
-// that encoding/json leaves as it is (from DEL on: it escapes the C0
-// controls, U+2028 and U+2029 itself) written as a \u escape, a surrogate
-// pair beyond U+FFFF, and a byte of invalid UTF-8 as \ufffd. Outside strings
-// JSON text is ASCII, so each such rune is inside a string, where the escape
-// is valid and decodes to the same rune: the output is valid JSON holding
-// the same values, and shows a reader every hidden rune.
-func JSON(b []byte) []byte {
-	clean := true
-	for _, r := range string(b) {
-		if r >= 0x7f && (r == utf8.RuneError || Hidden(r)) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return b
-	}
-	out := make([]byte, 0, len(b)+32)
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			out = append(out, `\ufffd`...)
-		case r >= 0x7f && Hidden(r):
-			if r > 0xffff {
-				hi, lo := utf16.EncodeRune(r)
-				out = appendU(appendU(out, hi), lo)
-			} else {
-				out = appendU(out, r)
-			}
-		default:
-			out = append(out, b[i:i+size]...)
-		}
-		i += size
-	}
-	return out
-}
-
-func appendU(out []byte, r rune) []byte {
-	const hex = "0123456789abcdef"
-	return append(out, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
-}
+// that encoding/json leaves as it is written as a \u escape: invisible.JSON.
+// The output is valid JSON holding the same values, and shows a reader
+// every hidden rune.
+func JSON(b []byte) []byte { return invisible.JSON(b) }

@@ -59,11 +59,24 @@ func TestEveryFormatAndControlCharacterIsHiddenAndNoGraphicOneIs(t *testing.T) {
 	if n < 200 {
 		t.Fatalf("only %d format and control characters tried", n)
 	}
+	// Graphic characters are shown, except those Unicode says to render as
+	// nothing (default ignorable: Hangul fillers, the combining grapheme
+	// joiner, variation selectors), which are escaped as well.
+	ignorable := []*unicode.RangeTable{unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector}
 	for _, tab := range []*unicode.RangeTable{unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Zs} {
 		for r := range runesOf(tab) {
-			if visible.Hidden(r) {
-				t.Fatalf("Hidden(%U) for a graphic character", r)
+			if got := visible.Hidden(r); got != unicode.In(r, ignorable...) {
+				t.Fatalf("Hidden(%U) = %v for a graphic character", r, got)
 			}
+		}
+	}
+	for _, r := range []rune{0x3164, 0x115f, 0x1160, 0xffa0, 0x034f, 0xfe0f, 0xe0100} {
+		s := "a" + string(r) + "b"
+		if got := visible.Clean(s); strings.ContainsRune(got, r) || !strings.HasPrefix(got, `a\`) {
+			t.Errorf("Clean(%U) = %q: not escaped", r, got)
+		}
+		if got := visible.JSON([]byte(`"` + string(r) + `"`)); strings.ContainsRune(string(got), r) {
+			t.Errorf("JSON(%U) = %q: not escaped", r, got)
 		}
 	}
 }

@@ -11,8 +11,9 @@
   // rule (package visible): every code point outside Unicode's graphic
   // categories (\p{C}: controls, format characters such as bidi overrides
   // and zero-width spaces, private use, unassigned; line and paragraph
-  // separators) as a Go escape, and a backslash as \\.
-  const hidden = /[\p{C}\p{Zl}\p{Zp}\\]/gu;
+  // separators) or rendered as nothing (default ignorable: Hangul fillers,
+  // variation selectors) as a Go escape, and a backslash as \\.
+  const hidden = /[\p{C}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\\]/gu;
   const short = { '\n': '\\n', '\r': '\\r', '\t': '\\t', '\u0007': '\\a', '\b': '\\b', '\f': '\\f', '\v': '\\v', '\\': '\\\\' };
   const hex = (n, w) => n.toString(16).padStart(w, '0');
   const clean = (s) => String(s ?? '').replace(hidden, (c) => {
