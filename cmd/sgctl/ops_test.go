@@ -90,10 +90,15 @@ func (r *responder) loop(ctx context.Context) {
 					if i == len(statuses)-1 && next != nil {
 						_ = r.reg.Register(ctx, *next)
 					}
+					res := controlops.Result{OpID: o.ID, Op: o.Name, Entry: o.StreamID, Instance: e.Instance, Status: st,
+						Reason: reason, At: time.Now(), State: "running", PID: pid}
+					if keyID != "" { // signed as a daemon signs the results of the ops its key verified
+						res = controlops.SignResult([]byte(testKey), r.service, res)
+					}
 					r.c.XAdd(ctx, &redis.XAddArgs{Stream: controlops.ResultsKey(r.service), Values: map[string]any{
-						"op_id": o.ID, "op": o.Name, "entry": o.StreamID, "instance": e.Instance, "status": string(st),
-						"reason": reason, "at": strconv.FormatInt(time.Now().UnixMilli(), 10), "state": "running", "pid": strconv.Itoa(pid),
-						"key_id": keyID,
+						"op_id": res.OpID, "op": res.Op, "entry": res.Entry, "instance": res.Instance, "status": string(res.Status),
+						"reason": res.Reason, "at": strconv.FormatInt(res.At.UnixMilli(), 10), "state": res.State, "pid": strconv.Itoa(res.PID),
+						"key_id": res.KeyID, "sig": res.Sig,
 					}})
 				}
 			}
