@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/balancer"
+	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redisacl"
 	"github.com/stargazer/lifecycle/internal/redistest"
@@ -261,14 +262,16 @@ var allowedWithout = map[string]string{
 // the line grants what its role needs and nothing more. -v prints what each
 // role sent: the lists of docs/redis-acl.md.
 //
-//	sg-instance: a demo process that boots, heartbeats, is pulled and
-//	  restarted (max-unavailable 1, signed) and stops (the demo's own INCR
-//	  comes under the document's rule for it);
+//	sg-instance: a demo process that boots, heartbeats, is pulled,
+//	  restarted by sgctl's rollout and by an op with max_unavailable 1 (the
+//	  slots), signed, and stops (the demo's own INCR comes under the
+//	  document's rule for it);
 //	sg-reader: sgctl ps, ps --json, watch, diagram, the dashboard with
 //	  --read-only (its pages, /api/fleet, /events resumed from 0-0), a
 //	  registry.Watcher and a balancer;
 //	sg-operator: sgctl pull and restart --max-unavailable 1 with --wait,
-//	  and the dashboard with its actions (the permission check, an
+//	  a restart op with max_unavailable 1 as older tools sent it, and the
+//	  dashboard with its actions (the permission check, an
 //	  instance page, a pull followed to its end).
 func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 	if testing.Short() {
@@ -355,6 +358,22 @@ func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 		if code, out := run(t, sgctl, operator, args...); code != 0 {
 			t.Fatalf("sgctl %s: exit %d\n%s", strings.Join(args, " "), code, out)
 		}
+	}
+	// A restart as older tools sent it: one op for every instance, whose
+	// max_unavailable the instances enforce with their slots (sgctl now runs
+	// a rolling restart itself; the daemons still honour such ops).
+	oc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock})
+	client := controlops.NewClient(oc, []byte(controlKey))
+	op, err := client.Send(ctx, "demo", controlops.OpRestart, controlops.TargetAll, controlops.RestartArgs{MaxUnavailable: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	final, err := client.Wait(wctx, "demo", op, []string{"d1"}, nil)
+	cancel()
+	_ = oc.Close()
+	if err != nil || final["d1"].Status != controlops.StatusDone {
+		t.Fatalf("a restart with max_unavailable 1: %+v, %v", final, err)
 	}
 	dash, base = dashboard(t, sgctl, operator)
 	if page := get(t, base); strings.Contains(page, "Actions are off") {
