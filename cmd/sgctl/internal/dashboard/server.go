@@ -82,6 +82,7 @@ type Server struct {
 	sessions string // the session cookie's value when Token is set
 	mux      *http.ServeMux
 	perms    permissions // may the Redis user send ops, per service
+	rollouts rollouts    // the rolling restarts under way (rollout.go)
 
 	svgMu sync.Mutex
 	svg   map[phases.State][]byte
