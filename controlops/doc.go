@@ -183,7 +183,14 @@
 // unexpired members), polling until it gets one (WithSlotWait; failed when
 // none came in time). The new process gives the slot back when it reaches
 // running (Daemon.Running), or the slot expires after DefaultSlotTTL (2
-// minutes: it covers a shutdown and a boot). The new
+// minutes: it covers a shutdown and a boot). The slots are advisory: whoever
+// can write Redis can delete the sorted set and let every instance go at
+// once (the security review deleted it every 20 ms and saw all three
+// instances in starting together). sgctl and the dashboard therefore no
+// longer send max_unavailable: they run a rolling restart themselves, one
+// op per instance, the next only once a signed done came back (package
+// cmd/sgctl/internal/rollout). The daemon still honours the arg for the
+// ops of older tools. The new
 // process resumes reading at the restart entry (from the pending hash), so
 // ops sent while it restarted are not lost: it reads them once it is running
 // (Daemon.Running), when it can execute them. It finishes the restart (writes
