@@ -164,10 +164,12 @@ const rollDrain = "300ms"
 // of issue 19.3 was, and more: every 20 ms it deletes the service's
 // rolling-restart slots key, appends an unsigned done (and one with a
 // bogus signature) for every restart op in the stream, to its instance, and
-// rewrites every instance's registry entry as running in a new process
-// (host "forged", so the test's sampler can tell it from the instances'
-// own writes; the owner token is kept, so the instances' writes still land
-// over it).
+// rewrites the registry entry of every instance that is out of running as
+// running in a new process (host "forged", so the test's sampler can tell
+// it from the instances' own writes; the owner token is kept, so the
+// instances' writes still land over it). It leaves an instance's own
+// running entry alone: forging it would change nothing, and would hide the
+// instance's return from the sampler.
 type forger struct {
 	rdb      redis.UniversalClient
 	deletes  int
@@ -211,8 +213,8 @@ func (f *forger) once(ctx context.Context, ids []string) {
 	for _, id := range ids {
 		raw, err := f.rdb.Get(ctx, registry.EntryKey("demo", id)).Result()
 		var e map[string]any
-		if err != nil || json.Unmarshal([]byte(raw), &e) != nil || e["host"] == "forged" {
-			continue
+		if err != nil || json.Unmarshal([]byte(raw), &e) != nil || e["host"] == "forged" || e["status"] == "running" {
+			continue // a forged running entry matters while the instance is out
 		}
 		e["status"], e["host"] = "running", "forged"
 		e["started_at"] = time.Now().UTC().Format(time.RFC3339Nano)
