@@ -381,7 +381,7 @@
         switch (m.type) {
           case 'rollout': // a rolling restart, run by the dashboard: one op per instance
             signed = m.signed;
-            head.textContent = what + ' of ' + m.instances.map(clean).join(', ') + ': ' + (m.max_unavailable ? 'at most ' + m.max_unavailable + ' out of running at a time' : 'all at once') + ', ' + (m.signed ? 'signed' : 'unsigned');
+            head.textContent = what + ': ' + m.instances.map(clean).join(', ') + '; ' + (m.max_unavailable ? 'at most ' + m.max_unavailable + ' out of running at a time' : 'all at once') + ', ' + (m.signed ? 'signed' : 'unsigned');
             until = m.until || until;
             for (const w of m.warnings || []) line(w, 'bad');
             break;
