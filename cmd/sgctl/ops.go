@@ -289,6 +289,9 @@ func (a *app) plan(ctx context.Context, cn *conn, reg *registry.Registry, op, se
 				op, service, w.Entry.Instance, fleetenv.ControlKey)
 		case optrack.SignedOnly:
 			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s requires signed ops: it will reject this one\n", op, service, w.Entry.Instance)
+		case optrack.UnsignedResults:
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is in insecure mode: its results are unsigned, so sgctl cannot tell its done from a forged one and waits for it until --timeout (give it %s)\n",
+				op, service, cell(w.Entry.Instance), fleetenv.ControlKey)
 		}
 	}
 	return plan, 0, true

@@ -118,6 +118,8 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 			warnings = append(warnings, fmt.Sprintf("%s is %s, not %s: it will not run the op", id, visible.Cell(wn.Entry.Status), from))
 		case optrack.ControlDisabled:
 			warnings = append(warnings, id+" has control ops disabled (no SG_CONTROL_KEY): it will reject the op")
+		case optrack.UnsignedResults:
+			warnings = append(warnings, id+" is in insecure mode: its results are unsigned, so the dashboard cannot tell its done from a forged one and waits until its time limit")
 		case optrack.SignedOnly:
 			warnings = append(warnings, id+" accepts signed ops only, and the dashboard has no SG_CONTROL_KEY: it will reject the op")
 		}
