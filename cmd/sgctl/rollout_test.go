@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -211,19 +210,28 @@ func (f *forger) once(ctx context.Context, ids []string) {
 		}
 	}
 	for _, id := range ids {
-		raw, err := f.rdb.Get(ctx, registry.EntryKey("demo", id)).Result()
-		var e map[string]any
-		if err != nil || json.Unmarshal([]byte(raw), &e) != nil || e["host"] == "forged" || e["status"] == "running" {
-			continue // a forged running entry matters while the instance is out
-		}
-		e["status"], e["host"] = "running", "forged"
-		e["started_at"] = time.Now().UTC().Format(time.RFC3339Nano)
-		b, _ := json.Marshal(e)
-		if f.rdb.Set(ctx, registry.EntryKey("demo", id), b, redis.KeepTTL).Err() == nil {
+		// In one script: a GET then SET from here could land after the
+		// instance's own running write and hide it from the sampler.
+		n, err := forgeRunning.Run(ctx, f.rdb, []string{registry.EntryKey("demo", id)}, time.Now().UTC().Format(time.RFC3339Nano)).Int()
+		if err == nil && n == 1 {
 			f.registry++
 		}
 	}
 }
+
+// forgeRunning rewrites an entry that is not running (nor forged already)
+// as running in a new process, host "forged", keeping its owner and TTL.
+var forgeRunning = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local ok, e = pcall(cjson.decode, v)
+if not ok or type(e) ~= 'table' or e['status'] == 'running' or e['host'] == 'forged' then return 0 end
+e['status'] = 'running'
+e['host'] = 'forged'
+e['started_at'] = ARGV[1]
+redis.call('SET', KEYS[1], cjson.encode(e), 'KEEPTTL')
+return 1
+`)
 
 // outOfRunningTrue samples the registry as outOfRunning does, but skips the
 // forger's entries: an instance's status is the last one it wrote itself.
