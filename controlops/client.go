@@ -65,6 +65,10 @@ func NewClient(rdb redis.UniversalClient, key []byte, opts ...Option) *Client {
 	return &Client{rdb: rdb, cfg: cfg, tracer: cfg.tp.Tracer(ScopeName)}
 }
 
+// Signs reports whether the client has a key: it signs its ops, and
+// believes a done only when the instance signed it with that key (Wait).
+func (c *Client) Signs() bool { return len(c.cfg.keys) > 0 }
+
 // ErrInvalidRequest: Send was given a service, op, target or args it cannot
 // send. The error names which.
 var ErrInvalidRequest = errors.New("controlops: invalid request")
@@ -160,7 +164,7 @@ func (c *Client) Results(ctx context.Context, service, after string, count int64
 			slotmap.Reload(c.rdb, err)
 			return nil, fmt.Errorf("controlops: reading %s: %w", ResultsKey(service), err)
 		}
-		return pageResults(p), nil
+		return c.pageResults(service, p), nil
 	}
 	s := c.resultStream(service)
 	defer s.Close()
@@ -194,18 +198,25 @@ func (c *Client) readResults(ctx context.Context, s *blockread.Stream, service, 
 		}
 		return nil, fmt.Errorf("controlops: XREAD %s: %w", ResultsKey(service), err)
 	}
-	return pageResults(p), nil
+	return c.pageResults(service, p), nil
 }
 
-// pageResults parses a page's results, leaving the oversized ones out.
-func pageResults(p blockread.Page) []Result {
+// pageResults parses a page of service's results, leaving the oversized
+// ones out, and marks those signed with the client's key (verified).
+func (c *Client) pageResults(service string, p blockread.Page) []Result {
 	var out []Result
 	for _, e := range p.Entries {
 		if !e.Oversized {
-			out = append(out, parseResult(redis.XMessage{ID: e.ID, Values: e.Values}))
+			out = append(out, c.verified(service, parseResult(redis.XMessage{ID: e.ID, Values: e.Values})))
 		}
 	}
 	return out
+}
+
+// verified sets r.Verified: r's sig verifies under the client's key.
+func (c *Client) verified(service string, r Result) Result {
+	r.Verified = len(c.cfg.keys) > 0 && VerifyResult(c.cfg.keys, service, r) == nil
+	return r
 }
 
 // Wait follows the results of op (as returned by Send) on service's results
@@ -220,6 +231,16 @@ func pageResults(p blockread.Page) []Result {
 // When ctx ends first, Wait returns the final results so far and an error that
 // names the instances without one and wraps ctx.Err(). A Redis error ends Wait
 // with that error.
+//
+// A client with a key believes a done only when it is signed with its key
+// (Result.Verified): whoever can write to Redis can append a done for any
+// op, and a rolling restart paces itself on them. Such a done is passed to
+// fn all the same, and Wait goes on waiting for the instance's own. Every
+// other final result ends an instance's wait as it is read, signed or not
+// (a rejection for a bad signature cannot be signed with the sender's key):
+// a forged one stops the wait early, which deleting the op would do too.
+// An instance in insecure mode holds no key: its done is never verified,
+// so a client with a key cannot wait for one.
 func (c *Client) Wait(ctx context.Context, service string, op Op, instances []string, fn func(Result)) (map[string]Result, error) {
 	expect := slices.Clone(instances)
 	if len(expect) == 0 && op.Target != TargetAll && op.Target != "" {
@@ -272,6 +293,9 @@ func (c *Client) Wait(ctx context.Context, service string, op Op, instances []st
 			}
 			if fn != nil {
 				fn(r)
+			}
+			if r.Status == StatusDone && len(c.cfg.keys) > 0 && !r.Verified {
+				continue // not the instance's word: see above
 			}
 			if r.Status.Final() {
 				if _, seen := final[r.Instance]; !seen || final[r.Instance].Status == StatusIgnored {

@@ -426,8 +426,8 @@ func TestRollingRestartLetsOnlyMaxUnavailableInstancesGoAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if final[accepted[0]].Status != StatusDone {
-		t.Fatalf("final %+v", final)
+	if r := final[accepted[0]]; r.Status != StatusDone || !r.Verified {
+		t.Fatalf("final %+v: want the new process's done, signed with the key that verified the restart", final)
 	}
 	if n := rdb.ZCard(context.Background(), SlotsKey("svc")).Val(); n != 0 {
 		t.Fatalf("%d slots still taken after the new process ran", n)

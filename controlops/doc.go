@@ -66,8 +66,20 @@
 //
 // A result entry has op_id, op, entry (the op's stream ID), instance, status,
 // reason, at (unix ms), state (the instance's state when writing), pid,
-// trace_id and key_id: the KeyID of the key that verified the op (the first
-// 8 hex digits of its SHA-256, never the key), empty when none did. A Daemon
+// trace_id, key_id: the KeyID of the key that verified the op (the first
+// 8 hex digits of its SHA-256, never the key), empty when none did, and sig
+// when a key did: hex HMAC-SHA256, under that key, of Result.Canonical
+// (ResultSignatureVersion, the service and the other fields, length-prefixed
+// as an op's). A restart's done, written by the new process, is signed with
+// the key that verified the restart (the hand-over names it by KeyID). The
+// sender holds that key: Client.Results sets Result.Verified when the sig
+// verifies under the client's key, and a Client with a key counts a done as
+// final only when it is verified (Wait), since whoever can write to Redis
+// can append a done for any op. Results of ops no key verified (rejections
+// for a bad signature, insecure mode) are unsigned. SignResult and
+// VerifyResult are pure functions.
+//
+// A Daemon
 // cuts a reason to MaxReasonLen bytes, so a result holds at most MaxResultLen
 // bytes; Client.Results and Client.Wait leave out, unread, a result beyond
 // that or MaxFields, as they read through a guarded client of their own (as
@@ -187,7 +199,14 @@
 // unexpired members), polling until it gets one (WithSlotWait; failed when
 // none came in time). The new process gives the slot back when it reaches
 // running (Daemon.Running), or the slot expires after DefaultSlotTTL (2
-// minutes: it covers a shutdown and a boot). The new
+// minutes: it covers a shutdown and a boot). The slots are advisory: whoever
+// can write Redis can delete the sorted set and let every instance go at
+// once (the security review deleted it every 20 ms and saw all three
+// instances in starting together). sgctl and the dashboard therefore no
+// longer send max_unavailable: they run a rolling restart themselves, one
+// op per instance, the next only once a signed done came back (package
+// cmd/sgctl/internal/rollout). The daemon still honours the arg for the
+// ops of older tools. The new
 // process resumes reading at the restart entry (from the pending hash), so
 // ops sent while it restarted are not lost: it reads them once it is running
 // (Daemon.Running), when it can execute them. It finishes the restart (writes
@@ -234,7 +253,9 @@
 //     the processes and the environment, not in Redis), except in the window
 //     stated under "Replay protection". What remains to them:
 //     withholding or deleting ops and results, filling the streams, forging
-//     results and registry entries (sgctl shows what Redis says), and
+//     registry entries and results other than a done (a forged failure or
+//     rejection is shown as Redis says; a done without the sender's
+//     signature is not taken for one), and
 //     delaying an op: holding an entry back and delivering it later, within
 //     its window (at most 5 minutes after it was issued), to an instance
 //     that has not handled it yet.

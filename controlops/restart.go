@@ -226,6 +226,7 @@ func (d *Daemon) finishRestart(ctx context.Context, written *bool) error {
 		if !span.SpanContext().IsValid() {
 			res.TraceID = ""
 		}
+		res = d.signResult(res)
 		add = pipe.XAdd(cctx, &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()})
 	}
 	pipe.Del(cctx, pk)

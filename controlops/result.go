@@ -88,6 +88,7 @@ const (
 	ResultPID      = "pid"
 	ResultTraceID  = "trace_id"
 	ResultKeyID    = "key_id" // KeyID of the key that verified the op; "" when unsigned
+	ResultSig      = "sig"    // hex HMAC-SHA256 of Result.Canonical under that key; absent when unsigned
 )
 
 // Result is one entry of the results stream.
@@ -114,6 +115,20 @@ type Result struct {
 	// KeyID names the key that verified the op (KeyID, never the key); "" when
 	// the op was not verified (insecure mode, or rejected before).
 	KeyID string
+	// Sig is the result's signature (SignResult) under the key KeyID
+	// names: a Daemon signs every result of an op that one of its keys
+	// verified. "" when unsigned.
+	Sig string
+	// Verified is set by a Client that read the result (Results, Wait):
+	// Sig verifies under the client's key, so the result was written by an
+	// instance that holds the key, for the op it names (VerifyResult). It
+	// is never read from Redis.
+	Verified bool
+
+	// raw holds resultFields as the entry held them when read
+	// (parseResult), which VerifyResult checks; nil for a Result built in
+	// memory.
+	raw *[len(resultFieldNames)]string
 }
 
 // cutReason cuts s to MaxReasonLen bytes at a character boundary, the last
@@ -131,7 +146,7 @@ func cutReason(s string) string {
 }
 
 func (r Result) values() map[string]any {
-	return map[string]any{
+	v := map[string]any{
 		ResultOpID:     r.OpID,
 		ResultOp:       r.Op,
 		ResultStreamID: r.Entry,
@@ -144,6 +159,10 @@ func (r Result) values() map[string]any {
 		ResultTraceID:  r.TraceID,
 		ResultKeyID:    r.KeyID,
 	}
+	if r.Sig != "" {
+		v[ResultSig] = r.Sig
+	}
+	return v
 }
 
 func parseResult(m redis.XMessage) Result {
@@ -151,7 +170,11 @@ func parseResult(m redis.XMessage) Result {
 	r := Result{
 		ID: m.ID, OpID: s(ResultOpID), Op: s(ResultOp), Entry: s(ResultStreamID),
 		Instance: s(ResultInstance), Status: Status(s(ResultStatus)), Reason: s(ResultReason),
-		State: s(ResultState), TraceID: s(ResultTraceID), KeyID: s(ResultKeyID),
+		State: s(ResultState), TraceID: s(ResultTraceID), KeyID: s(ResultKeyID), Sig: s(ResultSig),
+	}
+	r.raw = new([len(resultFieldNames)]string)
+	for i, f := range resultFields {
+		r.raw[i] = s(f)
 	}
 	if ms, err := strconv.ParseInt(s(ResultAt), 10, 64); err == nil {
 		r.At = time.UnixMilli(ms)
@@ -169,6 +192,7 @@ func (d *Daemon) writeResult(ctx context.Context, res Result) error {
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		res.TraceID = sc.TraceID().String()
 	}
+	res = d.signResult(res)
 	args := &redis.XAddArgs{Stream: ResultsKey(d.svc), MaxLen: d.cfg.resultsMaxLen, Approx: true, Values: res.values()}
 	for {
 		// Written even while stopping: a restart's accepted must get out.

@@ -42,21 +42,41 @@
 // from 100ms to at most 5s, each drawn at random below its limit, as the
 // services' retries are), and ends with exit code 0 on Ctrl-C.
 //
-// restart, pull, drain and undrain send one op, signed with SG_CONTROL_KEY, to the service's
-// control stream sg:control:{<name>}, addressed to every instance ("*") or to
-// --instance. Without --wait they print the op's id and return. With --wait
-// they follow the results stream sg:control:results:{<name>} and the registry
-// and print each instance's results (accepted, done, failed, rejected) and
-// its return to running (for a restart: a new process, with a new started_at
-// and pid); they exit 0 when every instance that was running when the op was
-// sent reported done and runs again, and 1 when one failed, was rejected, or
-// --timeout passed first. --max-unavailable N (restart; default 1, as the
-// dashboard) makes the instances take one of N slots before restarting: at
-// most N are out of running at a time because of the op; 0 restarts them all
-// at once. A restart replaces each process with exec: the
-// new image has a new started_at but keeps its pid. Instances that are not
-// running when the op is sent (still booting) are named on stderr and not
-// waited for: their daemon may not have started yet.
+// pull, drain and undrain send one op, signed with SG_CONTROL_KEY, to the
+// service's control stream sg:control:{<name>}, addressed to every instance
+// ("*") or to --instance; so does restart with --instance. Without --wait
+// they print the op's id and return. With --wait they follow the results
+// stream sg:control:results:{<name>} and the registry and print each
+// instance's results (accepted, done, failed, rejected) and its return to
+// running (for a restart: a new process, with a new started_at and pid);
+// they exit 0 when every instance that was running when the op was sent
+// reported done and runs again, and 1 when one failed, was rejected, or
+// --timeout passed first. With a key, a done counts only when the instance
+// signed it with that key: a done anyone else wrote to Redis is printed
+// with "not signed with SG_CONTROL_KEY" and waited past.
+//
+// restart without --instance is a rolling restart that sgctl runs itself
+// (package internal/rollout), --wait or not: it sends each instance a
+// signed restart op of its own, and the next one only when an instance it
+// restarted is back (its new process reported a done signed with
+// SG_CONTROL_KEY, and the registry shows it running in a new process), so
+// at most --max-unavailable N (default 1, as the dashboard) are out of
+// running at a time because of it; 0 sends every op at once. The limit
+// lives in sgctl, not in Redis: deleting or rewriting keys, forging
+// results or registry entries can delay or stop the rollout, never let
+// a second instance go early. --timeout is per instance. The first
+// instance that does not come back (failed, rejected, or not back within
+// --timeout) stops the rollout: no further op, and sgctl exits 1 naming it
+// and the instances it did not touch; Ctrl-C stops it the same way (the
+// ops sent still run). Two rollouts of one service at once (two sgctl, or
+// sgctl and a dashboard) each keep their own limit. The instances'
+// rolling-restart slots (sg:control:slots:{<name>}, taken by an op whose
+// args carry max_unavailable) are no longer used by sgctl; the daemons
+// still honour such ops from older tools. A restart replaces each process
+// with exec: the new image has a new started_at but keeps its pid.
+// Instances that are not running when the op is planned (still booting)
+// are named on stderr and not restarted: their daemon may not have started
+// yet.
 // drain takes instances out of rotation without stopping them (running ->
 // draining: readiness 503, registry status draining, Service.Run goes on),
 // and undrain puts them back (draining -> running); with --wait they exit 0
@@ -82,9 +102,10 @@
 // and its registry entry as JSON; and the actions of restart, pull, drain
 // and undrain (one instance: Drain shown on a running instance, Undrain on
 // a draining one; or a rolling restart of a service with a max-unavailable
-// limit), each confirmed in the page, sent with the same signed controlops
-// client as the op commands, and planned and followed instance by instance
-// as they do with --wait (the same statuses accept each op). One
+// limit, which the dashboard runs itself as sgctl restart does, one at a
+// time per service), each confirmed in the page, sent with the same signed
+// controlops client as the op commands, and planned and followed instance
+// by instance as they do with --wait (the same statuses accept each op). One
 // dashboard process reads sg:events with one blocking XREAD at a time,
 // however many browsers are connected, and a browser that reconnects
 // resumes after the last transition it saw. SG_CONTROL_KEY signs the ops

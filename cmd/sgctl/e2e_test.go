@@ -32,24 +32,33 @@ func startDemo(t *testing.T, id, redisURL string, env ...string) *proctest.Proc 
 	}, env...)})
 }
 
-// demoFleet is three demo instances on a real redis-server.
+// demoFleet is demo instances on a real redis-server.
 type demoFleet struct {
 	srv     *redistest.Srv
 	reg     *registry.Registry
-	ids     []string // demo-1, demo-2, demo-3
+	ids     []string // demo-1, demo-2, ...
 	procs   map[string]*proctest.Proc
 	running map[string]registry.Entry // by id: the entry first seen running
 }
 
-// startThreeDemos starts demo-1, demo-2 and demo-3 on a redis-server of
-// their own and waits until all three are running.
+// startThreeDemos starts demo-1, demo-2 and demo-3 (startDemos).
 func startThreeDemos(t *testing.T) *demoFleet {
 	t.Helper()
+	return startDemos(t, 3)
+}
+
+// startDemos starts n demo instances, demo-1 to demo-n, with env's extra
+// variables, on a redis-server of their own and waits until all are
+// running.
+func startDemos(t *testing.T, n int, env ...string) *demoFleet {
+	t.Helper()
 	srv := redistest.Server(t)
-	f := &demoFleet{srv: srv, reg: registry.New(srv.Client(t)), ids: []string{"demo-1", "demo-2", "demo-3"},
-		procs: map[string]*proctest.Proc{}, running: map[string]registry.Entry{}}
+	f := &demoFleet{srv: srv, reg: registry.New(srv.Client(t)), procs: map[string]*proctest.Proc{}, running: map[string]registry.Entry{}}
+	for i := 1; i <= n; i++ {
+		f.ids = append(f.ids, fmt.Sprintf("demo-%d", i))
+	}
 	for _, id := range f.ids {
-		f.procs[id] = startDemo(t, id, srv.URL())
+		f.procs[id] = startDemo(t, id, srv.URL(), env...)
 	}
 	eventually(t, 30*time.Second, func() bool {
 		entries, err := f.reg.Instances(t.Context(), "demo")

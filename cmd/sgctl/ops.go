@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -37,22 +36,31 @@ var restartCommand = &command{
 	signs:   true,
 	summary: "Restart the instances of a service, one at a time by default",
 	usage:   "restart SERVICE [--instance ID] [--max-unavailable N] [--wait] [--timeout D] [--json]",
-	help: `Sends a signed restart op to the service's control stream
-(sg:control:{<name>}). Each addressed instance leaves running through the
-shutdown states and replaces itself with a fresh process of the same binary,
-arguments, environment and instance id.
+	help: `Restarts the instances of a service a few at a time: sgctl runs the
+rollout itself. It sends each instance a signed restart op of its own (to
+sg:control:{<name>}, target the instance), and sends the next one only when
+an instance it restarted is back: its new process reported done, signed with
+SG_CONTROL_KEY, and the registry shows it running in a new process. Each
+instance leaves running through the shutdown states and replaces itself with
+a fresh process of the same binary, arguments, environment and instance id.
 
-At most --max-unavailable instances of the service (default 1, as the
-dashboard's form) are out of running because of the op at any moment:
-instances take a slot in Redis before restarting and release it when they are
-back in running, so the others go on serving. --max-unavailable 0 lifts the
-limit: every addressed instance restarts at once, and the service serves
+At most --max-unavailable instances (default 1, as the dashboard's form) are
+out of running because of the rollout at any moment, whatever anyone writes
+to Redis; --max-unavailable 0 sends every op at once, and the service serves
 nothing until the first is back.
 
-With --wait sgctl prints each instance's result as it arrives and its return
-to running, and exits 0 only when every addressed instance reported done and
-runs again (a new process: a new started_at) before --timeout. It exits 1
-when an instance reported failed or rejected, or the timeout passed.`,
+sgctl stays until the rollout ends, --wait or not, printing each op sent,
+each result and each instance's return to running. The first instance that
+does not come back stops the rollout: a failed or rejected result, or not
+back within --timeout of its op (the timeout is per instance). No further op
+is sent, the instances not yet sent one are left untouched, and sgctl exits
+1 naming each. Ctrl-C stops it the same way (the ops already sent still
+run). It exits 0 when every instance is back.
+
+With --instance, one op goes to that instance alone. With --wait sgctl
+follows it as above and exits 0 once it is back, 1 when it failed, was
+rejected or --timeout passed; without --wait it prints the op's id and
+returns.`,
 	flags: func(fs *flag.FlagSet, a *app) func(context.Context, []string) int {
 		f := &opFlags{}
 		f.declare(fs)
@@ -133,7 +141,7 @@ only when every addressed instance reported done and runs again before
 func (f *opFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.instance, "instance", "", "send the op to this instance `ID` only (default: every instance)")
 	fs.BoolVar(&f.wait, "wait", false, "wait for every instance's result and its return to running")
-	fs.DurationVar(&f.timeout, "timeout", defaultOpTimeout, "with --wait, give up after `D`")
+	fs.DurationVar(&f.timeout, "timeout", defaultOpTimeout, "with --wait, give up after `D` (a rolling restart: on each instance)")
 	fs.BoolVar(&f.asJSON, "json", false, "print results as JSON lines")
 }
 
@@ -176,61 +184,22 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		return code
 	}
 	defer cn.Close()
-	out := &opPrinter{w: a.stdout, json: f.asJSON}
-
-	// The instances to wait for are those addressed and in a status that
-	// accepts the op now: one that is still booting may not have started
-	// its daemon (phase 8.5) and would never answer.
+	out := &opPrinter{w: a.stdout, json: f.asJSON, signs: len(cn.controlKey) > 0}
 	reg := registry.New(cn.client, registry.WithLogger(a.warner()))
-	live, err := reg.Instances(ctx, service)
-	if err != nil {
-		return a.redisError(cn, err)
+	// A restart of a whole service is a rollout that sgctl runs: it
+	// waits, --wait or not.
+	rolling := op == controlops.OpRestart && f.instance == ""
+	plan, code, ok := a.plan(ctx, cn, reg, op, service, f.instance, f.wait || rolling)
+	if !ok {
+		return code
 	}
-	plan, err := optrack.NewPlan(op, service, f.instance, live, len(cn.controlKey) > 0)
-	if err != nil { // not for the op commands: each sends an op that has a Spec
-		fmt.Fprintf(a.stderr, "sgctl %s: %v\n", op, err)
-		return exitUsage
-	}
-	if len(plan.Addressed) == 0 {
-		if f.instance != "" {
-			fmt.Fprintf(a.stderr, "sgctl %s: instance %q of service %q is not in the registry (never registered, stopped, or expired)\n", op, f.instance, service)
-		} else {
-			fmt.Fprintf(a.stderr, "sgctl %s: service %q has no live instances\n", op, service)
-		}
-		return exitFailed
-	}
-	from := strings.Join(plan.Spec.From, " or ")
-	for _, w := range plan.Warnings {
-		if w.Reason == optrack.WrongStatus {
-			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is %s, not %s: it will not run the op\n", op, service, cell(w.Entry.Instance), cell(w.Entry.Status), from)
-		}
-	}
-	if f.wait && len(plan.Instances) == 0 {
-		fmt.Fprintf(a.stderr, "sgctl %s: no instance of service %q is %s: nothing to wait for\n", op, service, from)
-		return exitFailed
-	}
-	if len(cn.controlKey) == 0 {
-		fmt.Fprintf(a.stderr, "sgctl %s: %s is unset: the op is sent unsigned, and only instances with %s=true accept it\n",
-			op, fleetenv.ControlKey, fleetenv.ControlInsecure)
-	}
-	for _, w := range plan.Warnings {
-		switch w.Reason {
-		case optrack.ControlDisabled:
-			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s has control ops disabled (no %s): it will reject the op\n",
-				op, service, w.Entry.Instance, fleetenv.ControlKey)
-		case optrack.SignedOnly:
-			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s requires signed ops: it will reject this one\n", op, service, w.Entry.Instance)
-		}
+	if rolling {
+		return a.rollout(ctx, cn, reg, plan, f, out)
 	}
 
-	ctx, traceID := opTrace(ctx)
-
-	var opArgs any
-	if op == controlops.OpRestart && f.maxUnavailable > 0 {
-		opArgs = controlops.RestartArgs{MaxUnavailable: f.maxUnavailable}
-	}
+	ctx, traceID := optrack.Trace(ctx)
 	client := controlops.NewClient(cn.client, cn.controlKey)
-	sent, err := client.Send(ctx, service, op, plan.Target, opArgs)
+	sent, err := client.Send(ctx, service, op, plan.Target, nil)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "sgctl %s: sending to %s: %s\n", op, controlops.StreamKey(service), cut(err.Error(), 4*maxCell))
 		if isUnreachable(err) {
@@ -238,7 +207,7 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 		}
 		return exitFailed
 	}
-	out.sent(service, sent, traceID, plan.Instances, f.maxUnavailable)
+	out.sent(service, sent, traceID, plan.Instances)
 	if !f.wait {
 		return exitOK
 	}
@@ -274,14 +243,69 @@ func (a *app) op(ctx context.Context, op string, args []string, f *opFlags) int 
 	return exitOK
 }
 
+// plan reads the service's live entries and plans op for them (instance
+// "" for all), naming on stderr the addressed instances that will not run
+// it. It fails (exit 1) when nothing is addressed, or, when the caller
+// waits, when no addressed instance's status accepts the op.
+func (a *app) plan(ctx context.Context, cn *conn, reg *registry.Registry, op, service, instance string, wait bool) (*optrack.Plan, int, bool) {
+	// The instances to wait for are those addressed and in a status that
+	// accepts the op now: one that is still booting may not have started
+	// its daemon (phase 8.5) and would never answer.
+	live, err := reg.Instances(ctx, service)
+	if err != nil {
+		return nil, a.redisError(cn, err), false
+	}
+	plan, err := optrack.NewPlan(op, service, instance, live, len(cn.controlKey) > 0)
+	if err != nil { // not for the op commands: each sends an op that has a Spec
+		fmt.Fprintf(a.stderr, "sgctl %s: %v\n", op, err)
+		return nil, exitUsage, false
+	}
+	if len(plan.Addressed) == 0 {
+		if instance != "" {
+			fmt.Fprintf(a.stderr, "sgctl %s: instance %q of service %q is not in the registry (never registered, stopped, or expired)\n", op, instance, service)
+		} else {
+			fmt.Fprintf(a.stderr, "sgctl %s: service %q has no live instances\n", op, service)
+		}
+		return nil, exitFailed, false
+	}
+	from := strings.Join(plan.Spec.From, " or ")
+	for _, w := range plan.Warnings {
+		if w.Reason == optrack.WrongStatus {
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is %s, not %s: it will not run the op\n", op, service, cell(w.Entry.Instance), cell(w.Entry.Status), from)
+		}
+	}
+	if wait && len(plan.Instances) == 0 {
+		fmt.Fprintf(a.stderr, "sgctl %s: no instance of service %q is %s: nothing to wait for\n", op, service, from)
+		return nil, exitFailed, false
+	}
+	if len(cn.controlKey) == 0 {
+		fmt.Fprintf(a.stderr, "sgctl %s: %s is unset: the op is sent unsigned, and only instances with %s=true accept it\n",
+			op, fleetenv.ControlKey, fleetenv.ControlInsecure)
+	}
+	for _, w := range plan.Warnings {
+		switch w.Reason {
+		case optrack.ControlDisabled:
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s has control ops disabled (no %s): it will reject the op\n",
+				op, service, w.Entry.Instance, fleetenv.ControlKey)
+		case optrack.SignedOnly:
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s requires signed ops: it will reject this one\n", op, service, w.Entry.Instance)
+		case optrack.UnsignedResults:
+			fmt.Fprintf(a.stderr, "sgctl %s: %s/%s is in insecure mode: its results are unsigned, so sgctl cannot tell its done from a forged one and waits for it until --timeout (give it %s)\n",
+				op, service, cell(w.Entry.Instance), fleetenv.ControlKey)
+		}
+	}
+	return plan, 0, true
+}
+
 // opPrinter writes the progress of an op, as text or JSON lines.
 // It is used from the Wait callback and the registry poller at once. Text
 // fields read from Redis (instance ids, states, reasons) are cleaned and cut;
 // JSON goes through safeJSON.
 type opPrinter struct {
-	mu   sync.Mutex
-	w    io.Writer
-	json bool
+	mu    sync.Mutex
+	w     io.Writer
+	json  bool
+	signs bool // sgctl has a key: a done is believed only when signed with it
 }
 
 func (p *opPrinter) emit(obj map[string]any, format string, args ...any) {
@@ -295,16 +319,8 @@ func (p *opPrinter) emit(obj map[string]any, format string, args ...any) {
 	fmt.Fprintf(p.w, format+"\n", args...)
 }
 
-func (p *opPrinter) sent(service string, o controlops.Op, traceID trace.TraceID, waitFor []string, maxUnavailable int) {
+func (p *opPrinter) sent(service string, o controlops.Op, traceID trace.TraceID, waitFor []string) {
 	obj := map[string]any{"type": "sent", "service": service, "op": o.Name, "op_id": o.ID, "target": o.Target, "entry": o.StreamID, "instances": waitFor}
-	pace := ""
-	if o.Name == controlops.OpRestart {
-		obj["max_unavailable"] = maxUnavailable
-		pace = fmt.Sprintf("; at most %d out of running at once", maxUnavailable)
-		if maxUnavailable == 0 {
-			pace = "; all at once (--max-unavailable 0: no limit)"
-		}
-	}
 	tid := ""
 	if traceID.IsValid() {
 		tid = traceID.String()
@@ -314,8 +330,8 @@ func (p *opPrinter) sent(service string, o controlops.Op, traceID trace.TraceID,
 	for i, id := range waitFor {
 		ids[i] = cell(id)
 	}
-	p.emit(obj, "%s sent to %s (target %s): op %s, entry %s, trace %s; instances: %s%s",
-		o.Name, service, o.Target, o.ID, o.StreamID, dash(tid), dash(strings.Join(ids, ", ")), pace)
+	p.emit(obj, "%s sent to %s (target %s): op %s, entry %s, trace %s; instances: %s",
+		o.Name, service, o.Target, o.ID, o.StreamID, dash(tid), dash(strings.Join(ids, ", ")))
 }
 
 // keyIDRE is the form of a controlops.KeyID; a result's key_id is shown only
@@ -334,6 +350,12 @@ func (p *opPrinter) result(r controlops.Result) {
 	}
 	if r.Reason != "" {
 		line += ": " + cut(r.Reason, 4*maxCell)
+	}
+	if p.signs {
+		obj["verified"] = r.Verified
+		if r.Status == controlops.StatusDone && !r.Verified {
+			line += " (not signed with SG_CONTROL_KEY: not taken for a done)"
+		}
 	}
 	p.emit(obj, "%s", line)
 }
@@ -366,20 +388,4 @@ func (p *opPrinter) summary(op, until, service string, n int, failed, missing []
 		parts = append(parts, why+" waiting for: "+strings.Join(missing, ", "))
 	}
 	p.emit(obj, "%s of %s: %s", op, service, strings.Join(parts, "; "))
-}
-
-// opTrace starts the op's trace: a W3C trace context with a random trace
-// id and span id, sampled, that Client.Send carries in the op's traceparent.
-// sgctl records no span of its own (it links no exporter): every
-// instance's handling of the op is a child of this span id, so the
-// instances' spans form one trace, whose id sgctl prints.
-func opTrace(ctx context.Context) (context.Context, trace.TraceID) {
-	var b [24]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	var tid trace.TraceID
-	var sid trace.SpanID
-	copy(tid[:], b[:16])
-	copy(sid[:], b[16:])
-	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
-	return trace.ContextWithRemoteSpanContext(ctx, sc), tid
 }

@@ -216,6 +216,41 @@ func TestDashboardInARealBrowser(t *testing.T) {
 		}
 	}
 
+	// 4b. The rolling restart from the service's form: the dashboard runs
+	// it, one instance at a time (the form's default), and the operations
+	// panel shows each one back. The page samples its own rows every 10ms:
+	// never more than one instance out of running.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => {
+	  window.__maxOut = 0;
+	  window.__sampler = setInterval(() => {
+	    const out = Array.from(document.querySelectorAll('section.service[data-service="demo"] tr.inst')).filter(tr => tr.dataset.status !== 'running').length;
+	    window.__maxOut = Math.max(window.__maxOut, out);
+	  }, 10);
+	  return true;
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`section.service[data-service="demo"] form.rolling button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#confirm-ok`)),
+		chromedp.Click(chromedp.CSS(`#confirm-ok`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, 90*time.Second, `document.querySelectorAll('#oplog > li').length === 4 && document.querySelector('#oplog > li').dataset.done || ''`,
+		func(s string) bool { return s != "" }, "the rolling restart's summary")
+	rolled, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`clearInterval(window.__sampler), document.querySelector('#oplog > li').textContent`))
+	maxOut, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`window.__maxOut`))
+	t.Logf("rolling restart from the page: at most %d out of running on the page; panel: %q", maxOut, rolled)
+	for _, want := range []string{"demo-1 is back", "demo-2 is back", "demo-3 is back", "every instance done and serving"} {
+		if !strings.Contains(rolled, want) {
+			t.Errorf("the operations panel does not say %q: %q", want, rolled)
+		}
+	}
+	if maxOut != 1 {
+		t.Errorf("the page showed at most %d instances out of running during the rolling restart, want 1", maxOut)
+	}
+
 	// 5. demo-3's waterfall shows DEMO_PHASE_DELAY.
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"instance?service=demo&id=demo-3")); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,9 @@
 // without a reload within a second, a restart clicked and confirmed in the
 // page takes an instance out of running and back with a new uptime, a drain
 // and an undrain clicked there take one out of rotation and back (each
-// button shown only in the status its op runs from), the instance page's
+// button shown only in the status its op runs from), the rolling restart
+// form restarts the three one at a time (the page never shows two out of
+// running) and shows each back, the instance page's
 // waterfall shows the phase delays set with DEMO_PHASE_DELAY, hostile
 // registry values render as text, and the browser logs no error (CSP
 // violations included). And the security review's forged row: an entry

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/balancer"
+	"github.com/stargazer/lifecycle/controlops"
 	"github.com/stargazer/lifecycle/internal/proctest"
 	"github.com/stargazer/lifecycle/internal/redisacl"
 	"github.com/stargazer/lifecycle/internal/redistest"
@@ -261,14 +262,16 @@ var allowedWithout = map[string]string{
 // the line grants what its role needs and nothing more. -v prints what each
 // role sent: the lists of docs/redis-acl.md.
 //
-//	sg-instance: a demo process that boots, heartbeats, is pulled and
-//	  restarted (max-unavailable 1, signed) and stops (the demo's own INCR
-//	  comes under the document's rule for it);
+//	sg-instance: a demo process that boots, heartbeats, is pulled,
+//	  restarted by sgctl's rollout and by an op with max_unavailable 1 (the
+//	  slots), signed, and stops (the demo's own INCR comes under the
+//	  document's rule for it);
 //	sg-reader: sgctl ps, ps --json, watch, diagram, the dashboard with
 //	  --read-only (its pages, /api/fleet, /events resumed from 0-0), a
 //	  registry.Watcher and a balancer;
 //	sg-operator: sgctl pull and restart --max-unavailable 1 with --wait,
-//	  and the dashboard with its actions (the permission check, an
+//	  a restart op with max_unavailable 1 as older tools sent it, and the
+//	  dashboard with its actions (the permission check, an
 //	  instance page, a pull followed to its end).
 func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 	if testing.Short() {
@@ -356,6 +359,22 @@ func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 			t.Fatalf("sgctl %s: exit %d\n%s", strings.Join(args, " "), code, out)
 		}
 	}
+	// A restart as older tools sent it: one op for every instance, whose
+	// max_unavailable the instances enforce with their slots (sgctl now runs
+	// a rolling restart itself; the daemons still honour such ops).
+	oc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock})
+	client := controlops.NewClient(oc, []byte(controlKey))
+	op, err := client.Send(ctx, "demo", controlops.OpRestart, controlops.TargetAll, controlops.RestartArgs{MaxUnavailable: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	final, err := client.Wait(wctx, "demo", op, []string{"d1"}, nil)
+	cancel()
+	_ = oc.Close()
+	if err != nil || final["d1"].Status != controlops.StatusDone {
+		t.Fatalf("a restart with max_unavailable 1: %+v, %v", final, err)
+	}
 	dash, base = dashboard(t, sgctl, operator)
 	if page := get(t, base); strings.Contains(page, "Actions are off") {
 		t.Fatalf("the dashboard of the default user says its actions are off:\n%s", page)
@@ -398,11 +417,25 @@ func TestEachRoleIsGrantedWhatItsWorkloadSendsAndNothingMore(t *testing.T) {
 	}
 }
 
-// postPull sends a pull to demo through the dashboard and reads its
-// progress to the summary.
+// postPull sends a pull to demo through the dashboard, as its page does
+// (with the CSRF token the fleet page carries), and reads its progress to
+// the summary.
 func postPull(t *testing.T, base string) {
 	t.Helper()
-	resp, err := http.Post(base+"api/op", "application/json", strings.NewReader(`{"service":"demo","instance":"d1","op":"pull"}`))
+	page, err := http.Get(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(page.Body)
+	_ = page.Body.Close()
+	m := regexp.MustCompile(`"csrf":"([^"]+)"`).FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("GET /: %s, no CSRF token in the page", page.Status)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"api/op", strings.NewReader(`{"service":"demo","instance":"d1","op":"pull"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-CSRF-Token", string(m[1]))
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

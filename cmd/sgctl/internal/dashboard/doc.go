@@ -48,7 +48,17 @@
 // empty instance as every instance. The one action on a whole service is
 // the service's rolling restart form ("rolling": true), whose confirmation
 // says how many instances it restarts ("Restart all N instances of S", N
-// from the listing on the page).
+// from the listing on the page). The dashboard runs that rollout itself,
+// with sgctl's package (cmd/sgctl/internal/rollout): each instance gets a
+// signed restart op of its own, and the next goes out only once an
+// instance is back (a done signed with the dashboard's key, and the
+// registry showing it running in a new process), at most max_unavailable
+// in flight; nothing written to Redis lifts that limit. One rollout per
+// service at a time in a dashboard process (another form meanwhile gets
+// 409); its progress streams to the page as an op's does, plus a "sent"
+// line per instance and a "back" line when one is back. It lasts as long
+// as the request: closing the page stops it before the next op, as Ctrl-C
+// stops sgctl, and each instance has OpLimit to come back.
 //
 // POST /api/op sends the op with the controlops client, signed with
 // Config.ControlKey (SG_CONTROL_KEY) when set: the key stays in the

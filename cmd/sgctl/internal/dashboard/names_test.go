@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -90,10 +91,17 @@ func TestTheReviewsForgedRowIsNotListedAndNoOpForItIsSent(t *testing.T) {
 		}
 	}
 
-	// The rolling restart is the one op for a whole service.
+	// The rolling restart is the one action for a whole service: the
+	// dashboard runs it, one op per instance (these members cannot restart,
+	// so the first one's failure stops it).
 	got := opLines(t, r, `{"service":"demo","op":"restart","rolling":true,"max_unavailable":1}`)
-	if sent := got["sent"][0]; sent["target"] != "*" || len(sent["instances"].([]any)) != 2 {
-		t.Errorf("the rolling restart was sent %v, want target * for demo-1 and demo-2", sent)
+	if ro := got["rollout"]; len(ro) != 1 || fmt.Sprint(ro[0]["instances"]) != "[demo-1 demo-2]" {
+		t.Errorf("the rolling restart was planned %v, want demo-1 and demo-2", ro)
+	}
+	for _, sent := range got["sent"] {
+		if sent["target"] != sent["instance"] || sent["target"] == "*" {
+			t.Errorf("the rolling restart sent %v, want an op to one instance", sent)
+		}
 	}
 }
 

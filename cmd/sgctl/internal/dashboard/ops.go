@@ -59,7 +59,10 @@ const opPoll = 150 * time.Millisecond
 // The op addresses the request's instance of the request's service, both
 // checked as names (validOp): a request without a valid instance is a 400
 // naming the field, never an op for every instance; only a rolling restart
-// ("rolling": true, the service page's form) addresses a whole service.
+// ("rolling": true, the service page's form) addresses a whole service,
+// and the dashboard runs it itself (postRollout): one signed op per
+// instance, max_unavailable at a time. max_unavailable means nothing to
+// an op for one instance, which is sent without args.
 // The instances it is planned for come from the registry's listing, whose
 // names are the keys' (package registry).
 func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
@@ -115,6 +118,8 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 			warnings = append(warnings, fmt.Sprintf("%s is %s, not %s: it will not run the op", id, visible.Cell(wn.Entry.Status), from))
 		case optrack.ControlDisabled:
 			warnings = append(warnings, id+" has control ops disabled (no SG_CONTROL_KEY): it will reject the op")
+		case optrack.UnsignedResults:
+			warnings = append(warnings, id+" is in insecure mode: its results are unsigned, so the dashboard cannot tell its done from a forged one and waits until its time limit")
 		case optrack.SignedOnly:
 			warnings = append(warnings, id+" accepts signed ops only, and the dashboard has no SG_CONTROL_KEY: it will reject the op")
 		}
@@ -128,11 +133,12 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var args any
-	if req.Op == controlops.OpRestart && req.MaxUnavailable > 0 {
-		args = controlops.RestartArgs{MaxUnavailable: req.MaxUnavailable}
+	if req.Rolling {
+		cancel() // a rollout gives each instance OpLimit (postRollout)
+		s.postRollout(w, r, req, plan, warnings)
+		return
 	}
-	sent, err := s.client.Send(ctx, req.Service, req.Op, plan.Target, args)
+	sent, err := s.client.Send(ctx, req.Service, req.Op, plan.Target, nil)
 	if errors.Is(err, controlops.ErrNoPermission) {
 		http.Error(w, "dashboard: "+s.refused(req.Service, err), http.StatusForbidden)
 		return
@@ -151,13 +157,7 @@ func (s *Server) postOp(w http.ResponseWriter, r *http.Request) {
 
 	start := time.Now()
 	tr := &optrack.Tracker{Registry: s.reg, Client: s.client, Every: opPoll,
-		OnResult: func(res controlops.Result) {
-			m := map[string]any{"type": "result", "instance": res.Instance, "status": string(res.Status), "state": res.State, "pid": res.PID}
-			if res.Reason != "" {
-				m["reason"] = res.Reason
-			}
-			out.emit(m)
-		},
+		OnResult: func(res controlops.Result) { out.emit(resultLine(res)) },
 		OnStatus: func(e registry.Entry, fresh bool) {
 			out.emit(map[string]any{"type": "status", "instance": e.Instance, "status": e.Status, "new_process": fresh})
 		},

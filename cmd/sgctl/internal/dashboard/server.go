@@ -100,6 +100,7 @@ type Server struct {
 	httpsPublic bool
 	mux         *http.ServeMux
 	perms       permissions // may the Redis user send ops, per service
+	rollouts    rollouts    // the rolling restarts under way (rollout.go)
 
 	svgMu sync.Mutex
 	svg   map[phases.State][]byte

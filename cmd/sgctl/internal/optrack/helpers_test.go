@@ -115,12 +115,15 @@ func (f *fleet) awaitFinal(t *testing.T, o controlops.Op, instances ...string) {
 	}
 }
 
-// result writes a result of o for instance as an instance's daemon does.
+// result writes a result of o for instance as an instance's daemon does,
+// signed with testKey.
 func (f *fleet) result(t *testing.T, o controlops.Op, instance string, st controlops.Status, pid int) {
 	t.Helper()
+	r := controlops.SignResult(testKey, "demo", controlops.Result{OpID: o.ID, Op: o.Name, Entry: o.StreamID, Instance: instance,
+		Status: st, At: time.Now(), State: "running", PID: pid})
 	err := f.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: controlops.ResultsKey("demo"), Values: map[string]any{
-		"op_id": o.ID, "op": o.Name, "entry": o.StreamID, "instance": instance, "status": string(st),
-		"at": strconv.FormatInt(time.Now().UnixMilli(), 10), "state": "running", "pid": strconv.Itoa(pid),
+		"op_id": r.OpID, "op": r.Op, "entry": r.Entry, "instance": r.Instance, "status": string(r.Status),
+		"at": strconv.FormatInt(r.At.UnixMilli(), 10), "state": r.State, "pid": strconv.Itoa(r.PID), "key_id": r.KeyID, "sig": r.Sig,
 	}}).Err()
 	if err != nil {
 		t.Fatal(err)

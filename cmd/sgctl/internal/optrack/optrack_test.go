@@ -107,7 +107,7 @@ func TestAPlanWarnsAboutTheInstancesThatWillRejectTheOp(t *testing.T) {
 		}
 		return m
 	}
-	if got, want := reasons(true), map[string]Reason{"demo-2": ControlDisabled, "demo-4": WrongStatus}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if got, want := reasons(true), map[string]Reason{"demo-2": ControlDisabled, "demo-3": UnsignedResults, "demo-4": WrongStatus}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("with a key: %v, want %v", got, want)
 	}
 	if got, want := reasons(false), map[string]Reason{"demo-1": SignedOnly, "demo-2": ControlDisabled, "demo-4": WrongStatus}; fmt.Sprint(got) != fmt.Sprint(want) {

@@ -143,6 +143,11 @@ const (
 	// SignedOnly: the instance accepts signed ops only and the sender has
 	// no key; it will reject the op.
 	SignedOnly
+	// UnsignedResults: the instance is in insecure mode (no key) and the
+	// sender has one. It runs the op, but its results are unsigned, and a
+	// sender with a key takes a done only when signed with it
+	// (controlops.Client.Wait): a wait for it ends only at its timeout.
+	UnsignedResults
 )
 
 // Warning names an addressed instance that will not run the op, and why.
@@ -219,6 +224,8 @@ func newPlan(table *phases.Table, specs map[string]Spec, op, service, instance s
 			p.Warnings = append(p.Warnings, Warning{ControlDisabled, e})
 		case e.Control == string(controlops.ModeSigned) && !signed:
 			p.Warnings = append(p.Warnings, Warning{SignedOnly, e})
+		case e.Control == string(controlops.ModeInsecure) && signed:
+			p.Warnings = append(p.Warnings, Warning{UnsignedResults, e})
 		}
 	}
 	return p, nil

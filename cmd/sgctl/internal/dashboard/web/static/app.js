@@ -384,6 +384,7 @@
     oplog.prepend(li);
     const line = (text, cls) => list.append(el('li', cls || '', text));
     let until = 'serving';
+    let signed = false;
     let res;
     try {
       res = await fetch('/api/op', { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': cfg.csrf }, body: JSON.stringify(req) });
@@ -411,21 +412,36 @@
         if (!text) continue;
         const m = JSON.parse(text);
         switch (m.type) {
+          case 'rollout': // a rolling restart, run by the dashboard: one op per instance
+            signed = m.signed;
+            head.textContent = what + ': ' + m.instances.map(clean).join(', ') + '; ' + (m.max_unavailable ? 'at most ' + m.max_unavailable + ' out of running at a time' : 'all at once') + ', ' + (m.signed ? 'signed' : 'unsigned');
+            until = m.until || until;
+            for (const w of m.warnings || []) line(w, 'bad');
+            break;
           case 'sent':
+            if (m.instance) { line(clean(m.instance) + ': op ' + m.op_id.slice(0, 8) + ' sent'); break; }
+            signed = m.signed;
             head.textContent = what + ': op ' + m.op_id.slice(0, 8) + ' sent ' + (m.signed ? 'signed' : 'unsigned') + ' to ' + m.instances.map(clean).join(', ');
             until = m.until || until;
             for (const w of m.warnings || []) line(w, 'bad');
             break;
-          case 'result':
-            line(clean(m.instance) + ': ' + clean(m.status) + (m.state ? ' (' + clean(m.state) + ', pid ' + m.pid + ')' : '') + (m.reason ? ': ' + clean(m.reason) : ''),
-              m.status === 'done' ? 'ok' : (m.status === 'accepted' ? '' : 'bad'));
+          case 'result': {
+            const forged = m.status === 'done' && signed && !m.verified; // not the instance's word
+            line(clean(m.instance) + ': ' + clean(m.status) + (m.state ? ' (' + clean(m.state) + ', pid ' + m.pid + ')' : '') + (m.reason ? ': ' + clean(m.reason) : '') +
+              (forged ? ' — not signed with the dashboard\'s key: ignored' : ''),
+              forged ? 'bad' : (m.status === 'done' ? 'ok' : (m.status === 'accepted' ? '' : 'bad')));
+            break;
+          }
+          case 'back':
+            line(clean(m.instance) + ' is back', 'ok');
             break;
           case 'status':
             line(clean(m.instance) + ' is ' + clean(m.status) + (m.new_process ? ' (new process)' : ''));
             break;
           case 'summary':
             if (m.ok) line('every instance done and ' + clean(until) + ', in ' + age(m.seconds * 1000), 'ok');
-            else line('not complete: ' + [].concat((m.failed || []).map((i) => clean(i) + ' failed'), (m.missing || []).map((i) => clean(i) + ' not back')).join(', ') + (m.error ? ' (' + clean(m.error) + ')' : ''), 'bad');
+            else line('not complete: ' + [].concat((m.failed || []).map((i) => clean(i) + ' failed'), (m.missing || []).map((i) => clean(i) + ' not back'),
+              (m.not_sent || []).map((i) => clean(i) + ' not restarted')).join(', ') + (m.error ? ' (' + clean(m.error) + ')' : ''), 'bad');
             li.dataset.done = m.ok ? 'ok' : 'failed';
             break;
         }
