@@ -104,8 +104,12 @@ func TestTheRollingRestartFormRunsOneRolloutPerServiceOneInstanceAtATime(t *test
 		body string
 	}
 	first := make(chan reply, 1)
+	csrf := pageCSRF(t, r.get(t, "/").body) // as the page sends it
 	go func() {
-		res, err := http.Post(r.http.URL+"/api/op", "application/json", strings.NewReader(form))
+		req, _ := http.NewRequest(http.MethodPost, r.http.URL+"/api/op", strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-CSRF-Token", csrf)
+		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			first <- reply{0, err.Error()}
 			return
