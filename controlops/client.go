@@ -250,6 +250,7 @@ func (c *Client) Wait(ctx context.Context, service string, op Op, instances []st
 	s := c.resultStream(service)
 	defer s.Close()
 	final := map[string]Result{}
+	unsigned := map[string]bool{} // instances whose done was not believed
 	missing := func() []string {
 		var m []string
 		for _, in := range expect {
@@ -267,7 +268,7 @@ func (c *Client) Wait(ctx context.Context, service string, op Op, instances []st
 			if len(expect) == 0 {
 				return final, err
 			}
-			return final, fmt.Errorf("controlops: op %s (%s): no final result from %s: %w", op.ID, op.Name, strings.Join(missing(), ", "), err)
+			return final, fmt.Errorf("controlops: op %s (%s): no final result from %s%s: %w", op.ID, op.Name, strings.Join(missing(), ", "), unsignedNote(missing(), unsigned), err)
 		}
 		// A blocked read does not see ctx end: keep each one short.
 		block := time.Second
@@ -295,6 +296,7 @@ func (c *Client) Wait(ctx context.Context, service string, op Op, instances []st
 				fn(r)
 			}
 			if r.Status == StatusDone && len(c.cfg.keys) > 0 && !r.Verified {
+				unsigned[r.Instance] = true
 				continue // not the instance's word: see above
 			}
 			if r.Status.Final() {
@@ -304,6 +306,23 @@ func (c *Client) Wait(ctx context.Context, service string, op Op, instances []st
 			}
 		}
 	}
+}
+
+// unsignedNote says which of the missing instances answered with a done
+// the client did not believe, so that a wait on an instance in insecure mode
+// (no key, so no signed done) ends with the reason, not only a deadline.
+func unsignedNote(missing []string, unsigned map[string]bool) string {
+	var u []string
+	for _, in := range missing {
+		if unsigned[in] {
+			u = append(u, in)
+		}
+	}
+	if len(u) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (a done not signed with the client's key came from %s: not believed; an instance in insecure mode holds no key to sign with, and a Redis writer can forge one)",
+		strings.Join(u, ", "))
 }
 
 // resultsStart is the results-stream position from which the results of the op

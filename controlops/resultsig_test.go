@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,5 +179,36 @@ func TestWaitWithAKeyDoesNotTakeAForgedDoneForTheInstancesOwn(t *testing.T) {
 	}
 	if len(seen) != 3 || seen[0].Verified || seen[1].Verified || !seen[2].Verified {
 		t.Errorf("fn saw %+v, want the two forgeries unverified, then the daemon's done", seen)
+	}
+}
+
+// A client with a key that waits on an instance in insecure mode (it holds
+// no key, so its done is unsigned) ends at its deadline saying why, not
+// with a bare deadline.
+func TestWaitOnAnInsecureInstanceEndsSayingItsDoneWasNotSigned(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	startDaemon(t, rdb, newTarget("svc", "i-1"), WithInsecure(), WithBlock(50*time.Millisecond))
+	c := NewClient(rdb, testKey)
+	op, err := c.Send(context.Background(), "svc", OpPull, "i-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dones atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The wait ends once the instance's done has been read and set aside.
+	_, err = c.Wait(ctx, "svc", op, nil, func(r Result) {
+		if r.Status == StatusDone {
+			dones.Add(1)
+			cancel()
+		}
+	})
+	if dones.Load() != 1 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait = %v after %d dones, want the instance's one done, then the cancel", err, dones.Load())
+	}
+	if !strings.Contains(err.Error(), "not signed with the client's key came from i-1") || !strings.Contains(err.Error(), "insecure mode") {
+		t.Errorf("Wait's error %q does not say the done from i-1 was unsigned", err)
 	}
 }

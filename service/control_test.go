@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -26,18 +27,28 @@ var testControlKey = []byte("lifecycle-test-key-0123456789")
 // returns its final result.
 func sendAndWait(t *testing.T, f *fixture, op string, args any) controlops.Result {
 	t.Helper()
+	r, err := trySendAndWait(f, op, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// trySendAndWait sends op to i-1, signed with the test key, and waits up to
+// 10 s for its final result; for goroutines, which must not call t.Fatal.
+func trySendAndWait(f *fixture, op string, args any) (controlops.Result, error) {
 	c := controlops.NewClient(f.client, testControlKey, controlops.WithClock(f.clock))
 	sent, err := c.Send(context.Background(), "svc", op, "i-1", args)
 	if err != nil {
-		t.Fatal(err)
+		return controlops.Result{}, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	final, err := c.Wait(ctx, "svc", sent, nil, nil)
 	if err != nil {
-		t.Fatalf("waiting for %s: %v", op, err)
+		return controlops.Result{}, fmt.Errorf("waiting for %s: %w", op, err)
 	}
-	return final["i-1"]
+	return final["i-1"], nil
 }
 
 func TestPullOpGoesThroughPullingAndBackCallingTheHandler(t *testing.T) {
@@ -316,7 +327,7 @@ func TestWithoutControlKeyUnsignedRestartAndPullAreRejectedSayingHowToEnableThem
 func TestARestartDuringAPullIsRefusedAndThePullEndsInRunning(t *testing.T) {
 	f := newFixture(t)
 	inPull, release := make(chan struct{}), make(chan struct{})
-	in, err := New(newTestService(), f.options(WithControlInsecure(true), WithPullHandler(func(context.Context, json.RawMessage) error {
+	in, err := New(newTestService(), f.options(WithControlKeys(testControlKey), WithPullHandler(func(context.Context, json.RawMessage) error {
 		close(inPull)
 		<-release
 		return nil
@@ -327,8 +338,20 @@ func TestARestartDuringAPullIsRefusedAndThePullEndsInRunning(t *testing.T) {
 	done := startRun(t, in)
 	waitState(t, in, phases.Running)
 	pulled := make(chan controlops.Result, 1)
-	go func() { pulled <- sendAndWait(t, f, controlops.OpPull, nil) }()
-	<-inPull
+	failed := make(chan error, 1)
+	go func() {
+		r, err := trySendAndWait(f, controlops.OpPull, nil)
+		if err != nil {
+			failed <- err
+			return
+		}
+		pulled <- r
+	}()
+	select {
+	case <-inPull:
+	case err := <-failed:
+		t.Fatal(err)
+	}
 	if err := in.RequestRestart(); !errors.Is(err, lifecycle.ErrInvalidEvent) {
 		t.Errorf("RequestRestart while pulling = %v, want an invalid event", err)
 	}
@@ -336,8 +359,13 @@ func TestARestartDuringAPullIsRefusedAndThePullEndsInRunning(t *testing.T) {
 		t.Error("the control target says a restart may begin while pulling")
 	}
 	close(release)
-	if r := <-pulled; r.Status != controlops.StatusDone {
-		t.Fatalf("pull: %s %q", r.Status, r.Reason)
+	select {
+	case r := <-pulled:
+		if r.Status != controlops.StatusDone {
+			t.Fatalf("pull: %s %q", r.Status, r.Reason)
+		}
+	case err := <-failed:
+		t.Fatal(err)
 	}
 	waitState(t, in, phases.Running)
 	in.RequestStop()
