@@ -36,7 +36,7 @@ func TestAGrownTableNeedsNoEditButItsRowsAndItsStep(t *testing.T) {
 	in, err := New(newTestService(), f.options(
 		optionFunc(func(c *config) { c.table, c.steps = tabletest.Grown(), steps }),
 		WithHealthOption(health.WithStuckAfter(time.Minute)),
-		WithControlInsecure(true),
+		WithControlKeys(testControlKey),
 		WithOperation("ping", func(context.Context, json.RawMessage) error { ran <- struct{}{}; return nil }),
 	)...)
 	if err != nil {
