@@ -72,6 +72,9 @@ func TestDemoUnderSystemdNotifiesReadyPingsTheWatchdogAndSaysStopping(t *testing
 	if c := p.Wait(t); c != 0 {
 		t.Fatalf("exit code %d, want 0", c)
 	}
+	// The process is gone, but what it sent last may still wait in the
+	// socket's queue for the reader.
+	sock.Sync(t)
 	all := sock.All()
 	stopping := sock.Index("STOPPING=1")
 	if stopping < 0 || !strings.HasPrefix(all[stopping].Msg, "STOPPING=1\nSTATUS=stopping_daemons") {
@@ -89,6 +92,7 @@ func TestDemoUnderSystemdStopsPingingOnceFailed(t *testing.T) {
 	if c := p.Wait(t); c != 1 {
 		t.Fatalf("exit code %d, want 1", c)
 	}
+	sock.Sync(t) // what the process sent before it exited, read
 	failed := sock.Index("STATUS=failed")
 	if failed < 0 {
 		t.Fatal("no STATUS=failed")
@@ -120,6 +124,7 @@ func TestDemoWithoutNotifySocketSendsNothing(t *testing.T) {
 	if c := p.Wait(t); c != 0 {
 		t.Fatalf("exit code %d", c)
 	}
+	sock.Sync(t) // anything it sent would be read by now
 	if n := sock.All(); len(n) != 0 || strings.Contains(p.Output(), "systemd notifications on") {
 		t.Errorf("notifications without NOTIFY_SOCKET: %v", n)
 	}
