@@ -31,8 +31,9 @@ type storedEntry struct {
 // (STRLEN) and at most MaxEntryJSONLen bytes of it (GETRANGE), a prefix a
 // value longer than that is known by its length, so it is never decoded;
 // with index, also the scores of members in it (members[i] is keys[i]'s
-// instance). A key that holds no string is not found. A connection failure,
-// or a refusal (explained for the sg-reader role), is an error.
+// instance). A key that holds no string is not found (rangeRead decides what
+// each key held). A connection failure, or a refusal (explained for the
+// sg-reader role), is an error.
 func (r *Registry) readEntries(ctx context.Context, keys []string, index string, members []string) ([]storedEntry, error) {
 	pipe := r.c.Pipeline()
 	lens := make([]*redis.IntCmd, len(keys))
