@@ -48,7 +48,7 @@ type Machine struct {
 	fsm    *fsm.FSM
 	mu     sync.Mutex            // serialises Fire: a transition and its observers
 	nodes  map[string]*stateNode // by state name: the edges that leave it
-	last   *stateNode            // the node Fire looked up last, or moved to; guarded by mu
+	last   *stateNode            // the node of looplab's state (Fire sets it after each move); guarded by mu
 	guards map[string]func() bool
 	obs    []Observer
 	events map[phases.Event]bool // every event of the table
@@ -363,12 +363,12 @@ func (m *Machine) FireFrom(ctx context.Context, from phases.State, event phases.
 func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, from phases.State) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	// looplab's state is the machine's: Fire finds the state's edges by it,
-	// through the node it found last when that is still the one.
+	// looplab's state is the machine's. Only Fire moves looplab, under m.mu,
+	// and last is the node of the state looplab moved to, so the edges are
+	// found without reading looplab's state under its own lock a second
+	// time: its Event below checks the move against that state and refuses
+	// any other.
 	n := m.last
-	if cur := m.fsm.Current(); cur != string(n.state) {
-		n = m.nodes[cur]
-	}
 	if from != "" && n.state != from {
 		return &InvalidEventError{Event: event, State: n.state}
 	}
@@ -383,7 +383,6 @@ func (m *Machine) fire(ctx context.Context, event phases.Event, cause error, fro
 	// fresh one can never be cancelled, which looplab needs.
 	if err := m.fsm.Event(context.Background(), e.fsmEvent); err != nil {
 		m.since.Store(entered)
-		m.last = n
 		return m.refused(event, n.state, err)
 	}
 	m.last = e.to
