@@ -226,17 +226,21 @@ func (m *Member) signal() {
 	}
 }
 
-// Register records e as the latest entry and writes it synchronously (the
-// entry script and SADD services, one pipelined round trip), re-enabling
-// entry writes after a Deregister. If it fails, the writer keeps retrying the
-// entry in the background, services set included, as for Update. When
-// another process owns the entry, Register writes nothing and returns nil:
-// the conflict is logged and reported by Conflict, and is no Redis failure.
+// Register records e as the latest entry and writes it synchronously,
+// re-enabling entry writes after a Deregister, together with the events
+// still queued: the entry script, SADD services and the XADDs go in one
+// pipelined round trip (on Redis Cluster the entry first, then the events,
+// as every write of the member), whatever the writer managed to send
+// before. If the entry's write fails, Register returns the error and the
+// writer keeps retrying it in the background, services set included, as
+// for Update. When another process owns the entry, Register writes nothing
+// and returns nil: the conflict is logged and reported by Conflict, and is
+// no Redis failure.
 //
-// Then it delivers the events still queued (one pipelined XADD round trip),
-// so that a Redis user that may write the entry but not sg:events is found
-// here: Register returns that refusal (ErrNoPermission, naming the rule). Any
-// other failure of the events is left to the writer, which retries them.
+// The events are delivered here so that a Redis user that may write the
+// entry but not sg:events is found at registration: Register returns that
+// refusal (ErrNoPermission, naming the rule). Any other failure of the
+// events is left to the writer, which retries them.
 func (m *Member) Register(ctx context.Context, e Entry) error {
 	e.Service, e.Instance, e.Owner = m.service, m.instance, m.owner
 	e = m.r.normalize(e)
@@ -244,22 +248,27 @@ func (m *Member) Register(ctx context.Context, e Entry) error {
 	m.mu.Lock()
 	m.latest, m.hasEntry = e, true
 	m.seq++
+	seq := m.seq
 	m.registered, m.deregistered = true, false
 	m.mu.Unlock()
-	if err := m.writeLatest(ctx); err != nil {
-		m.signal()
-		return err
-	}
+	err := m.flush(ctx)
 	m.mu.Lock()
-	queued := len(m.queue) > 0
+	entryDone := m.written >= seq || m.conflict != nil
+	more := len(m.queue) > 0 || m.entryPendingLocked()
 	m.mu.Unlock()
-	if queued {
-		if err := m.flush(ctx); err != nil {
-			m.signal()
-			if errors.Is(err, ErrNoPermission) {
-				return err
-			}
+	if more || err != nil {
+		m.signal()
+	}
+	switch {
+	case err == nil:
+		return nil
+	case !entryDone:
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner // the command's error, not flush's "writing ... and n events"
 		}
+		return fmt.Errorf("registry: registering %s: %w", EntryKey(m.service, m.instance), err)
+	case errors.Is(err, ErrNoPermission):
+		return err
 	}
 	return nil
 }
