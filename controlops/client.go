@@ -240,7 +240,8 @@ func (c *Client) verified(service string, r Result) Result {
 // (a rejection for a bad signature cannot be signed with the sender's key):
 // a forged one stops the wait early, which deleting the op would do too.
 // An instance in insecure mode holds no key: its done is never verified,
-// so a client with a key cannot wait for one.
+// so a client with a key cannot wait for one; when ctx ends, Wait's error
+// names the instances whose done it did not believe.
 func (c *Client) Wait(ctx context.Context, service string, op Op, instances []string, fn func(Result)) (map[string]Result, error) {
 	expect := slices.Clone(instances)
 	if len(expect) == 0 && op.Target != TargetAll && op.Target != "" {
