@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -222,3 +223,5 @@ func TestIdentityComesFromTheDownwardAPIAndSecretsFromASecret(t *testing.T) {
 		t.Errorf("image %q is not a build of cmd/demo", c.Image)
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
