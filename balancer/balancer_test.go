@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/stargazer/lifecycle/balancer"
+	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
 
@@ -55,18 +55,6 @@ func (b *backend) count() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.hits
-}
-
-// refusedAddr returns a loopback address nothing listens on: connecting to
-// it is refused.
-func refusedAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // fleet registers one running instance per address (id -> addr; "" for an
@@ -139,7 +127,7 @@ func TestRequestsGoRoundRobinToTheRunningInstances(t *testing.T) {
 
 func TestAnIdempotentRequestRefusedByOneInstanceIsSentOnceToAnother(t *testing.T) {
 	live := newBackend(t, "live")
-	w := fleet(t, map[string]string{"api-1": refusedAddr(t), "api-2": live.addr()})
+	w := fleet(t, map[string]string{"api-1": redistest.RefusedAddr(t), "api-2": live.addr()})
 	cl := client(t, w)
 	for i := range 6 {
 		got, err := get(t, cl)
@@ -170,7 +158,7 @@ func TestAnIdempotentRequestRefusedByOneInstanceIsSentOnceToAnother(t *testing.T
 }
 
 func TestARequestThatCannotBeSentAgainIsNotRetried(t *testing.T) {
-	refused := refusedAddr(t)
+	refused := redistest.RefusedAddr(t)
 	live := newBackend(t, "live")
 	w := fleet(t, map[string]string{"api-1": refused, "api-2": live.addr()})
 	cl := client(t, w)
@@ -214,7 +202,7 @@ func TestARequestThatCannotBeSentAgainIsNotRetried(t *testing.T) {
 }
 
 func TestTheRetryIsOnceOnly(t *testing.T) {
-	a, b := refusedAddr(t), refusedAddr(t)
+	a, b := redistest.RefusedAddr(t), redistest.RefusedAddr(t)
 	w := fleet(t, map[string]string{"api-1": a, "api-2": b})
 	_, err := get(t, client(t, w))
 	if err == nil || !strings.Contains(err.Error(), "retried on instance") || !errors.Is(err, syscall.ECONNREFUSED) {
@@ -256,7 +244,7 @@ func TestNoRunningInstanceIsAClearError(t *testing.T) {
 
 func TestBeforeTheWatchersFirstReadTheErrorSaysSo(t *testing.T) {
 	// A Redis that refuses: the watcher never reads the registry.
-	c := redis.NewClient(&redis.Options{Addr: refusedAddr(t), MaxRetries: -1, DialerRetries: 1})
+	c := redis.NewClient(&redis.Options{Addr: redistest.RefusedAddr(t), MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { c.Close() })
 	w, err := registry.New(c).Watch("api")
 	if err != nil {
@@ -270,7 +258,7 @@ func TestBeforeTheWatchersFirstReadTheErrorSaysSo(t *testing.T) {
 }
 
 func TestACancelledRequestIsNotRetried(t *testing.T) {
-	w := fleet(t, map[string]string{"api-1": refusedAddr(t), "api-2": newBackend(t, "live").addr()})
+	w := fleet(t, map[string]string{"api-1": redistest.RefusedAddr(t), "api-2": newBackend(t, "live").addr()})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api/", nil)

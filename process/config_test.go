@@ -5,16 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/jonboulle/clockwork"
 
+	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/service"
 )
 
@@ -119,8 +117,8 @@ func (s *localService) ConfigureLocal(context.Context) error { return s.local }
 // ping when Redis is required (exit 1: the limit LocalConfigurer exists
 // for), and reached when it is not (the boot goes on degraded: exit 2).
 func TestAConfigErrorFoundBeforeThePingExitsTwoWithRedisDownTouchingNoRedis(t *testing.T) {
-	frozen := newAcceptCounter(t)
-	refused := refusedAddr(t)
+	frozen := redistest.Silent(t)
+	refused := redistest.RefusedAddr(t)
 	for _, tc := range []struct {
 		name     string
 		svc      service.Service
@@ -131,8 +129,8 @@ func TestAConfigErrorFoundBeforeThePingExitsTwoWithRedisDownTouchingNoRedis(t *t
 		clockFor bool       // the jitter on a fake clock
 	}{
 		{name: "ConfigureLocal, Redis frozen", svc: &localService{configService: &configService{testService: newTestService()}, local: badSetting},
-			env:  map[string]string{"REDIS_URL": "redis://" + frozen.addr() + "/0", "SG_BOOT_JITTER": "1h", "SG_REDIS_TIMEOUT": "1h"},
-			code: ExitConfig, want: `ORDERS_DB_URL=\"postgres//db\"`, conns: frozen.count, clockFor: true},
+			env:  map[string]string{"REDIS_URL": "redis://" + frozen.Addr() + "/0", "SG_BOOT_JITTER": "1h", "SG_REDIS_TIMEOUT": "1h"},
+			code: ExitConfig, want: `ORDERS_DB_URL=\"postgres//db\"`, conns: frozen.Accepted, clockFor: true},
 		{name: "Configure, Redis refused and required", svc: &configService{testService: newTestService(), configure: badSetting},
 			env:  map[string]string{"REDIS_URL": "redis://" + refused + "/0"},
 			code: ExitFailed, want: "redis is required but unavailable"},
@@ -177,56 +175,3 @@ func TestAConfigErrorFoundBeforeThePingExitsTwoWithRedisDownTouchingNoRedis(t *t
 	// the closed client within a second.
 	poll(t, func() bool { return !goroutineIn("ConnPool).tryDial") }, "go-redis's redial goroutine exits")
 }
-
-// refusedAddr returns a loopback address nothing listens on.
-func refusedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
-// acceptCounter is a TCP listener on loopback that accepts connections,
-// counts them and never answers: a frozen Redis.
-type acceptCounter struct {
-	ln net.Listener
-	n  atomic.Int64
-	wg sync.WaitGroup
-}
-
-func newAcceptCounter(t *testing.T) *acceptCounter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &acceptCounter{ln: ln}
-	a.wg.Go(func() {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			a.n.Add(1)
-			conns = append(conns, c)
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		a.wg.Wait()
-	})
-	return a
-}
-
-func (a *acceptCounter) addr() string { return a.ln.Addr().String() }
-func (a *acceptCounter) count() int   { return int(a.n.Load()) }

@@ -5,28 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/registry"
 )
-
-// refusedAddr returns a loopback address nothing listens on: a port that was
-// just bound and closed.
-func refusedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // secondWrites starts n Members at one instant of a fake clock, each with a
 // registry and a go-redis client of its own (as n processes of a fleet
@@ -36,7 +23,7 @@ func refusedAddr(t *testing.T) string {
 // first write attempt its second one came.
 func secondWrites(t *testing.T, n int, minWait, maxWait time.Duration, rnd func(i int) func() float64) []time.Duration {
 	t.Helper()
-	addr := refusedAddr(t)
+	addr := redistest.RefusedAddr(t)
 	clk := clockwork.NewFakeClock()
 	start := clk.Now()
 	quiet := slog.New(slog.DiscardHandler)

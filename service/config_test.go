@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/phases"
 )
 
@@ -122,12 +122,12 @@ func TestAConfigErrorInInitFailsTheBootAndTouchesNoRedis(t *testing.T) {
 // moves, a ConfigError from ConfigureLocal still ends the boot: it comes
 // before both, and nothing connects to Redis.
 func TestAConfigErrorInInitEndsTheBootWithRedisDownBeforeTheJitterAndThePing(t *testing.T) {
-	frozen := newAcceptCounter(t)
+	frozen := redistest.Silent(t)
 	f := newFixture(t)
-	client := redis.NewClient(&redis.Options{Addr: frozen.addr(), DialerRetries: 1, MaxRetries: -1})
+	client := redis.NewClient(&redis.Options{Addr: frozen.Addr(), DialerRetries: 1, MaxRetries: -1})
 	t.Cleanup(func() { client.Close() })
 	bad := &ConfigError{Name: "ORDERS_DB_URL", Value: "postgres//db", Err: errors.New("want a URL")}
-	svc := &localService{testService: newTestService(), local: bad, seen: frozen.count, inState: func() phases.State { return "" }}
+	svc := &localService{testService: newTestService(), local: bad, seen: frozen.Accepted, inState: func() phases.State { return "" }}
 	in, err := New(svc, f.options(WithRedis(client), WithBootJitter(time.Hour), WithRedisTimeout(time.Hour))...)
 	if err != nil {
 		t.Fatal(err)
@@ -138,46 +138,7 @@ func TestAConfigErrorInInitEndsTheBootWithRedisDownBeforeTheJitterAndThePing(t *
 		t.Fatalf("Run = %v, want the ConfigError", err)
 	}
 	t.Logf("Run returned the ConfigError %v after the boot began", time.Since(start))
-	if n := frozen.count(); n != 0 {
+	if n := frozen.Accepted(); n != 0 {
 		t.Errorf("%d connections reached the Redis address", n)
 	}
 }
-
-// acceptCounter is a TCP listener on loopback that accepts connections,
-// counts them and never answers.
-type acceptCounter struct {
-	ln net.Listener
-	n  atomic.Int64
-	wg sync.WaitGroup
-}
-
-func newAcceptCounter(t *testing.T) *acceptCounter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &acceptCounter{ln: ln}
-	var conns []net.Conn
-	a.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				for _, c := range conns {
-					c.Close()
-				}
-				return
-			}
-			a.n.Add(1)
-			conns = append(conns, c)
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		a.wg.Wait()
-	})
-	return a
-}
-
-func (a *acceptCounter) addr() string { return a.ln.Addr().String() }
-func (a *acceptCounter) count() int   { return int(a.n.Load()) }

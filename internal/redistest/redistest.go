@@ -14,6 +14,10 @@
 // (CA.Client), and Pair.Write replaces a pair's files atomically, as a
 // certificate rotation does.
 //
+// Without a redis-server: RefusedAddr is a loopback address that refuses
+// connections, and Silent a listener that accepts them, counts them and
+// never answers.
+//
 // Freeze and Thaw stop and resume a server (SIGSTOP, SIGCONT) to show what a
 // Redis that accepts connections but answers nothing does to its clients.
 //

@@ -311,3 +311,28 @@ func TestTLSServerTakesANewClientCAAtRunTime(t *testing.T) {
 		t.Fatalf("a new connection with the second CA's certificate: %v", err)
 	}
 }
+
+func TestRefusedAddrRefusesAndSilentCountsWithoutAnswering(t *testing.T) {
+	if c, err := net.DialTimeout("tcp", redistest.RefusedAddr(t), time.Second); err == nil {
+		c.Close()
+		t.Fatal("RefusedAddr accepted a connection")
+	}
+	s := redistest.Silent(t)
+	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The kernel completes the dial before Silent's Accept returns: wait
+	// for the count, then see that nothing was said.
+	for deadline := time.Now().Add(10 * time.Second); s.Accepted() != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("Accepted() = %d, want 1", s.Accepted())
+		}
+		time.Sleep(time.Millisecond) // polling, bounded by the deadline
+	}
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Silent answered: %d bytes, %v", n, err)
+	}
+}

@@ -16,23 +16,11 @@ import (
 	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
 
+	"github.com/stargazer/lifecycle/internal/redistest"
 	"github.com/stargazer/lifecycle/internal/retry"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// refusedAddr returns a loopback address nothing listens on: a port that was
-// just bound and closed.
-func refusedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // secondAttempts starts n loops at one fake instant, each dialling a refused
 // port and retrying with its own Backoff from newBackoff; it steps the clock
@@ -40,7 +28,7 @@ func refusedAddr(t *testing.T) string {
 // each loop how long after the first attempt its second one came.
 func secondAttempts(t *testing.T, n int, p retry.Policy, newBackoff func(i int, clk clockwork.Clock) *retry.Backoff) []time.Duration {
 	t.Helper()
-	addr := refusedAddr(t)
+	addr := redistest.RefusedAddr(t)
 	clk := clockwork.NewFakeClock()
 	start := clk.Now()
 	ctx, cancel := context.WithCancel(context.Background())

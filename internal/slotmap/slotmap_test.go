@@ -16,20 +16,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// refusedAddr returns a loopback address nothing listens on.
-func refusedAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
-}
-
 func TestStaleNamesTheErrorsOfAMovedOrDeadMaster(t *testing.T) {
 	ctx := context.Background()
-	dead := redis.NewClient(&redis.Options{Addr: refusedAddr(t), MaxRetries: -1, DialerRetries: 1})
+	dead := redis.NewClient(&redis.Options{Addr: redistest.RefusedAddr(t), MaxRetries: -1, DialerRetries: 1})
 	defer dead.Close()
 	refused := dead.Ping(ctx).Err()
 	if refused == nil {
@@ -80,9 +69,9 @@ func TestReloadAsksAClusterClientAtMostOncePerInterval(t *testing.T) {
 		now = time.Now
 		reload = func(c *redis.ClusterClient) { c.ReloadState(context.Background()) }
 	})
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{refusedAddr(t)}, MaxRetries: -1})
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{redistest.RefusedAddr(t)}, MaxRetries: -1})
 	defer cc.Close()
-	other := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{refusedAddr(t)}, MaxRetries: -1})
+	other := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{redistest.RefusedAddr(t)}, MaxRetries: -1})
 	defer other.Close()
 	stale := errors.New("CLUSTERDOWN The cluster is down")
 
@@ -109,7 +98,7 @@ func TestReloadAsksAClusterClientAtMostOncePerInterval(t *testing.T) {
 }
 
 func TestReloadLeavesOtherClientsAlone(t *testing.T) {
-	c := redis.NewClient(&redis.Options{Addr: refusedAddr(t)})
+	c := redis.NewClient(&redis.Options{Addr: redistest.RefusedAddr(t)})
 	defer c.Close()
 	if Reload(c, errors.New("CLUSTERDOWN The cluster is down")) {
 		t.Fatal("Reload asked a non-cluster client to reload")
