@@ -54,15 +54,10 @@ func trySendAndWait(f *fixture, op string, args any) (controlops.Result, error) 
 func TestPullOpGoesThroughPullingAndBackCallingTheHandler(t *testing.T) {
 	f := newFixture(t)
 	var got atomic.Value
-	in, err := New(newTestService(), f.options(WithControlKeys(testControlKey), WithPullHandler(func(ctx context.Context, args json.RawMessage) error {
+	in, done := f.run(t, newTestService(), WithControlKeys(testControlKey), WithPullHandler(func(ctx context.Context, args json.RawMessage) error {
 		got.Store(string(args))
 		return nil
-	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	}))
 
 	r := sendAndWait(t, f, controlops.OpPull, map[string]string{"what": "settings"})
 	if r.Status != controlops.StatusDone || r.State != string(phases.Running) {
@@ -93,14 +88,9 @@ func statesString(p []phases.State) string {
 
 func TestFailingPullHandlerReportsFailedAndReturnsToRunning(t *testing.T) {
 	f := newFixture(t)
-	in, err := New(newTestService(), f.options(WithControlKeys(testControlKey), WithPullHandler(func(context.Context, json.RawMessage) error {
+	in, done := f.run(t, newTestService(), WithControlKeys(testControlKey), WithPullHandler(func(context.Context, json.RawMessage) error {
 		return errors.New("settings file unreadable")
-	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	}))
 	r := sendAndWait(t, f, controlops.OpPull, nil)
 	if r.Status != controlops.StatusFailed || !strings.Contains(r.Reason, "settings file unreadable") || r.State != string(phases.Running) {
 		t.Fatalf("result %+v, want failed naming the handler's error, back in running", r)
@@ -117,15 +107,10 @@ func TestFailingPullHandlerReportsFailedAndReturnsToRunning(t *testing.T) {
 func TestOpsWithoutHandlerOrUnknownAreRejectedAndOwnOpsRun(t *testing.T) {
 	f := newFixture(t)
 	var ran atomic.Bool
-	in, err := New(newTestService(), f.options(WithControlKeys(testControlKey), WithOperation("flush-cache", func(context.Context, json.RawMessage) error {
+	in, done := f.run(t, newTestService(), WithControlKeys(testControlKey), WithOperation("flush-cache", func(context.Context, json.RawMessage) error {
 		ran.Store(true)
 		return nil
-	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	}))
 	if r := sendAndWait(t, f, controlops.OpPull, nil); r.Status != controlops.StatusRejected || !strings.Contains(r.Reason, "no pull handler") {
 		t.Errorf("pull without handler: %+v", r)
 	}
@@ -156,12 +141,7 @@ func TestRestartHandedOverCompletesWhenTheNewProcessRuns(t *testing.T) {
 	if _, err := f.mr.ZAdd(controlops.SlotsKey("svc"), 1e15, "i-1"); err != nil {
 		t.Fatal(err)
 	}
-	in, err := New(newTestService(), f.options()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	in, done := f.run(t, newTestService())
 	c := controlops.NewClient(f.client, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -186,12 +166,7 @@ func TestRestartHandedOverCompletesWhenTheNewProcessRuns(t *testing.T) {
 
 func TestInsecureControlHealthzWarnsUnsignedOpsAccepted(t *testing.T) {
 	f := newFixture(t)
-	in, err := New(newTestService(), f.options(WithControlInsecure(true))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	in, done := f.run(t, newTestService(), WithControlInsecure(true))
 	in.health.Refresh(context.Background())
 	rec := httpGet(t, in, "/healthz")
 	if !strings.Contains(rec, "unsigned control ops accepted") || !strings.Contains(rec, `"warn"`) {
@@ -287,15 +262,10 @@ func TestRegistryAndHealthzSayWhichControlOpsAnInstanceAccepts(t *testing.T) {
 func TestWithoutControlKeyUnsignedRestartAndPullAreRejectedSayingHowToEnableThem(t *testing.T) {
 	f := newFixture(t)
 	var pulled atomic.Bool
-	in, err := New(newTestService(), f.options(WithPullHandler(func(context.Context, json.RawMessage) error {
+	in, done := f.run(t, newTestService(), WithPullHandler(func(context.Context, json.RawMessage) error {
 		pulled.Store(true)
 		return nil
-	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	}))
 	c := controlops.NewClient(f.client, nil, controlops.WithClock(f.clock))
 	for _, op := range []string{controlops.OpRestart, controlops.OpPull} {
 		sent, err := c.Send(context.Background(), "svc", op, "i-1", nil)
@@ -327,16 +297,11 @@ func TestWithoutControlKeyUnsignedRestartAndPullAreRejectedSayingHowToEnableThem
 func TestARestartDuringAPullIsRefusedAndThePullEndsInRunning(t *testing.T) {
 	f := newFixture(t)
 	inPull, release := make(chan struct{}), make(chan struct{})
-	in, err := New(newTestService(), f.options(WithControlKeys(testControlKey), WithPullHandler(func(context.Context, json.RawMessage) error {
+	in, done := f.run(t, newTestService(), WithControlKeys(testControlKey), WithPullHandler(func(context.Context, json.RawMessage) error {
 		close(inPull)
 		<-release
 		return nil
-	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	}))
 	pulled := make(chan controlops.Result, 1)
 	failed := make(chan error, 1)
 	go func() {

@@ -202,12 +202,7 @@ func TestSkipDrainDelayEndsTheDelayAtOnce(t *testing.T) {
 
 func TestStopWithoutADrainDelayGoesStraightToTheShutdownSteps(t *testing.T) {
 	f := newFixture(t)
-	in, err := New(newDrainService(), f.options()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	in, done := f.run(t, newDrainService())
 	in.RequestStop()
 	if err := wait(t, done); err != nil {
 		t.Fatal(err)

@@ -33,17 +33,12 @@ func TestAGrownTableNeedsNoEditButItsRowsAndItsStep(t *testing.T) {
 		return "", nil // warmed: the state's one way forward
 	}}
 	ran := make(chan struct{}, 1)
-	in, err := New(newTestService(), f.options(
+	in, done := f.run(t, newTestService(),
 		optionFunc(func(c *config) { c.table, c.steps = tabletest.Grown(), steps }),
 		WithHealthOption(health.WithStuckAfter(time.Minute)),
 		WithControlKeys(testControlKey),
 		WithOperation("ping", func(context.Context, json.RawMessage) error { ran <- struct{}{}; return nil }),
-	)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	)
 	if !warmed {
 		t.Error("warming_up's step did not run")
 	}

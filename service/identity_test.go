@@ -23,20 +23,10 @@ import (
 func TestOlderInstanceWithTheSameIDWarnsOnHealthzAndKeepsTheOthersEntry(t *testing.T) {
 	f := newFixture(t)
 	olderLogs := &safeBuffer{}
-	older, err := New(newTestService(), f.options(WithLogger(olderLogs.logger()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	olderDone := startRun(t, older)
-	waitState(t, older, phases.Running)
+	older, olderDone := f.run(t, newTestService(), WithLogger(olderLogs.logger()))
 
 	newerLogs := &safeBuffer{}
-	newer, err := New(newTestService(), f.options(WithLogger(newerLogs.logger()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newerDone := startRun(t, newer)
-	waitState(t, newer, phases.Running)
+	newer, newerDone := f.run(t, newTestService(), WithLogger(newerLogs.logger()))
 	reg := registry.New(f.client)
 	ctx := context.Background()
 	owner := memberOf(newer).Owner()

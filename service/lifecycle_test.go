@@ -202,6 +202,19 @@ func startRun(t *testing.T, in *Instance) <-chan error {
 	return done
 }
 
+// run builds an instance of svc with f's options and opts, runs it, and
+// returns it once it is running, with the channel of Run's result.
+func (f *fixture) run(t *testing.T, svc Service, opts ...Option) (*Instance, <-chan error) {
+	t.Helper()
+	in, err := New(svc, f.options(opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := startRun(t, in)
+	waitState(t, in, phases.Running)
+	return in, done
+}
+
 // waitState polls until the instance is in want, or fails the test at the deadline.
 func waitState(t *testing.T, in *Instance, want phases.State) {
 	t.Helper()
@@ -234,12 +247,7 @@ var cleanPath = []phases.State{
 func TestCleanRunVisitsEveryStateInOrder(t *testing.T) {
 	f := newFixture(t)
 	svc := newTestService()
-	in, err := New(svc, f.options()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	in, done := f.run(t, svc)
 	if err := in.Shutdown(context.Background()); err != nil {
 		t.Fatalf("Shutdown = %v", err)
 	}
@@ -379,12 +387,7 @@ func TestPingFailureContinuesDegradedAndRegistersOnceRedisAnswers(t *testing.T) 
 	f := newFixture(t)
 	f.mr.Close() // Redis is down at boot
 	svc := newTestService()
-	in, err := New(svc, f.options(WithRedisRequired(false))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	in, done := f.run(t, svc, WithRedisRequired(false))
 	if !in.Degraded() {
 		t.Fatal("instance not marked degraded")
 	}

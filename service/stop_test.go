@@ -148,12 +148,7 @@ func TestReadinessIs503FromTheFirstShutdownState(t *testing.T) {
 func TestManyGoroutinesShuttingDownAndFiringGetOneShutdown(t *testing.T) {
 	f := newFixture(t)
 	svc := newTestService()
-	in, err := New(svc, f.options()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := startRun(t, in)
-	waitState(t, in, phases.Running)
+	in, done := f.run(t, svc)
 
 	events := phases.Lifecycle().Events()
 	var wg sync.WaitGroup
