@@ -6,6 +6,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stargazer/lifecycle/internal/blockread"
 	"github.com/stargazer/lifecycle/internal/redisacl"
 )
 
@@ -70,25 +71,9 @@ func (r *Registry) readEntries(ctx context.Context, keys []string, index string,
 	return out, nil
 }
 
-// rangeRead decides what one key held from its bounded range and its length,
-// two commands of one pipeline that another client's write may come between.
-// The range decides: shorter than MaxEntryJSONLen, it is the whole value (a
-// range past a value's end returns what there is); empty, or not a string,
-// nothing was there. Only a range of the full MaxEntryJSONLen bytes needs the
-// length, to tell a value of exactly that size from a longer one; when the
-// two disagree (the value changed between them), it is taken as longer, at
-// least MaxEntryJSONLen+1 bytes, and not decoded.
+// rangeRead decides what one key held from its bounded range and its
+// length (blockread.Prefix).
 func rangeRead(get *redis.StringCmd, strlen *redis.IntCmd) storedEntry {
-	raw, err := get.Result()
-	switch {
-	case err != nil || raw == "":
-		return storedEntry{} // absent, or not a string (WRONGTYPE)
-	case len(raw) < MaxEntryJSONLen:
-		return storedEntry{raw: raw, found: true}
-	}
-	n, err := strlen.Result()
-	if err == nil && n == int64(len(raw)) {
-		return storedEntry{raw: raw, found: true}
-	}
-	return storedEntry{size: max(n, MaxEntryJSONLen+1)}
+	raw, found, size := blockread.Prefix(get, strlen, MaxEntryJSONLen)
+	return storedEntry{raw: raw, found: found, size: size}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/cmd/sgctl/internal/visible"
+	"github.com/stargazer/lifecycle/internal/blockread"
 	"github.com/stargazer/lifecycle/internal/ratelog"
 	"github.com/stargazer/lifecycle/internal/retry"
 	"github.com/stargazer/lifecycle/registry"
@@ -350,17 +351,13 @@ func (s *Server) messages(ctx context.Context, events []registry.Event) []messag
 		cancel()
 		now := s.cfg.Now()
 		for i, k := range keys {
-			raw, err := gets[i].Result()
-			if err != nil || raw == "" {
+			raw, found, size := blockread.Prefix(gets[i], lens[i], registry.MaxEntryJSONLen)
+			if size > 0 {
+				s.hub.bloated.Log(ctx, slog.LevelWarn, "dashboard: oversized entry skipped unread",
+					"key", registry.EntryKey(k.service, k.instance), "bytes", size, "max_bytes", registry.MaxEntryJSONLen)
 				continue
 			}
-			// A range shorter than asked for is the whole value, whatever
-			// the length read beside it says (a write may come between
-			// the two); a full one is the whole value only when the length
-			// agrees.
-			if n := lens[i].Val(); len(raw) >= registry.MaxEntryJSONLen && n != int64(len(raw)) {
-				s.hub.bloated.Log(ctx, slog.LevelWarn, "dashboard: oversized entry skipped unread",
-					"key", registry.EntryKey(k.service, k.instance), "bytes", max(n, registry.MaxEntryJSONLen+1), "max_bytes", registry.MaxEntryJSONLen)
+			if !found {
 				continue
 			}
 			e, err := registry.DecodeEntry(k.service, k.instance, []byte(raw))
