@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stargazer/lifecycle/internal/redisacl"
+	"github.com/stargazer/lifecycle/internal/textcut"
 )
 
 // Keys. {<service>} is a Redis Cluster hash tag: all of one service's control
@@ -133,17 +133,7 @@ type Result struct {
 
 // cutReason cuts s to MaxReasonLen bytes at a character boundary, the last
 // bytes replaced by "…" when it was longer.
-func cutReason(s string) string {
-	if len(s) <= MaxReasonLen {
-		return s
-	}
-	const ellipsis = "…"
-	i := MaxReasonLen - len(ellipsis)
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + ellipsis
-}
+func cutReason(s string) string { return textcut.Bytes(s, MaxReasonLen) }
 
 func (r Result) values() map[string]any {
 	v := map[string]any{

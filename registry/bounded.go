@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
-	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stargazer/lifecycle/internal/blockread"
 	"github.com/stargazer/lifecycle/internal/redisacl"
+	"github.com/stargazer/lifecycle/internal/textcut"
 )
 
 // Limits of what the registry writes, and of what its readers of sg:events
@@ -70,20 +70,8 @@ func check(what string, fs []field) error {
 // a cut one with "…": for the writes that cannot fail (Member.Update).
 func cut(fs []field) {
 	for _, f := range fs {
-		*f.v = cutString(*f.v, f.max)
+		*f.v = textcut.Bytes(*f.v, f.max)
 	}
-}
-
-func cutString(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	const ellipsis = "…"
-	i := n - len(ellipsis)
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + ellipsis
 }
 
 // SkippedEvent is an entry of sg:events a read left out unread: it held
